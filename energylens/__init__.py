@@ -1,0 +1,1 @@
+"""energylens: predict energy (J) and latency (s) of LLM inference."""

@@ -1,0 +1,216 @@
+"""The one engine that computes values: per-rank steps x bound sizes x GPU -> kernel and collective costs.
+
+Sizes are NumPy arrays (or scalars) that broadcast together: a sweep binds ``b``, ``t``, ``s`` and the
+shard degrees as arrays over configurations and this code runs once.
+
+* Consecutive ops of one fusion group form one kernel: one launch, and only the group's external
+  inputs and outputs cross HBM (intermediates stay on chip).
+* A kernel's compute time sums its ops' ``flops / (peak[dtype] * efficiency)``; its memory time is
+  its external bytes over the achieved bandwidth (``cost.roofline``).
+* Causal attention inside a fused (flash) kernel skips the masked half: FLOPs scale by
+  ``(s - (t - 1) / 2) / s``. Unfused attention materialises and computes the full score matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
+from energylens.graph.model import Model
+from energylens.graph.ops import Op, Role, Tensor
+from energylens.hardware.profile import DTYPE_BYTES, GPU
+from energylens.parallel.sharding import CollectiveStep, OpStep, Step
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """One kernel (a fusion group or a single op) on one rank, executed ``count`` times per phase."""
+
+    name: str
+    kind: str
+    ops: tuple[str, ...]
+    count: int
+    flops: np.ndarray  # per call, per rank
+    bytes: np.ndarray  # HBM bytes per call, per rank
+    cost: KernelCost  # per call, per rank
+
+
+@dataclass(frozen=True)
+class CollectiveRecord:
+    name: str
+    kind: str
+    axis: str
+    count: int
+    group_size: np.ndarray
+    message_bytes: np.ndarray  # nccl-tests size, per rank per call
+    latency_s: np.ndarray  # per call
+    energy_j_per_gpu: np.ndarray  # per call, per participating GPU
+    reason: str
+
+
+def op_sizes(op: Op, sizes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sizes seen by this op: the workload's, with last-token heads (t=1) and sliding windows applied."""
+    out = dict(sizes)
+    attrs = op.attrs or {}
+    if attrs.get("tokens") == "last":
+        out["t"] = np.ones_like(np.asarray(sizes["t"], dtype=float))
+    window = attrs.get("window")
+    if window and "s" in out:
+        out["s"] = np.minimum(np.asarray(out["s"], dtype=float), float(window))
+    return out
+
+
+def causal_fraction(t, s) -> np.ndarray:
+    """Share of the t x s score matrix a causal kernel computes (t new tokens after s - t cached)."""
+    t = np.asarray(t, dtype=float)
+    s = np.asarray(s, dtype=float)
+    return np.clip((s - (t - 1.0) / 2.0) / s, 0.0, 1.0)
+
+
+class Binder:
+    """Per-rank sizes and bytes of tensors, given global sizes and shard degrees."""
+
+    def __init__(self, model: Model, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]) -> None:
+        self.model = model
+        self.sizes = {k: np.asarray(v, dtype=float) for k, v in sizes.items()}
+        self.degrees = {k: np.asarray(v, dtype=float) for k, v in degrees.items()}
+
+    def rank_sizes(self, op: Op, sharded: Mapping[str, str] | frozenset | set) -> dict[str, np.ndarray]:
+        sz = op_sizes(op, self.sizes)
+        out = {}
+        for d in op.dims:
+            v = sz[d]
+            if d in sharded:
+                v = np.ceil(v / self.degrees.get(d, 1.0)) if d == "v" else v / self.degrees.get(d, 1.0)
+            out[d] = v
+        return out
+
+    def tensor_bytes(self, op: Op, t: Tensor, sharded: frozenset) -> np.ndarray:
+        sz = self.rank_sizes(op, {d: "" for d in sharded})
+        n = np.asarray(1.0)
+        for d in t.dims:
+            n = n * sz[d]
+        return n * DTYPE_BYTES.get(self.model.dtype_of(t), 4.0)
+
+
+def _op_flops(op: Op, step: OpStep, binder: Binder) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    sz = binder.rank_sizes(op, step.shard)
+    if op.kind == "einsum":
+        flops = np.asarray(op.spec.flops(sz), dtype=float)
+    elif op.kind == "elementwise":
+        n = np.asarray(1.0)
+        for d in op.output.dims:
+            n = n * sz[d]
+        flops = op.flops_per_element * n
+    else:
+        flops = np.asarray(0.0)
+    causal = op.causal or bool((op.attrs or {}).get("causal"))
+    if causal and op.group is not None and "t" in sz and "s" in sz:
+        full = op_sizes(op, binder.sizes)
+        flops = flops * causal_fraction(full["t"], full["s"])
+    return flops, sz
+
+
+def _op_dtype(op: Op, model: Model) -> str:
+    if op.kind != "einsum":
+        return "fp32"
+    if op.weights and model.weight_dtype == "fp8":
+        return "fp8"
+    return model.act_dtype
+
+
+def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consumers: Mapping[str, set[str]],
+            count: int) -> KernelRecord:
+    names = {s.op.name for s in steps}
+    produced: dict[str, OpStep] = {}
+    compute_s = np.asarray(0.0)
+    e_compute = np.asarray(0.0)
+    flops_total = np.asarray(0.0)
+    byte_terms: dict[str, np.ndarray] = {}
+    for st in steps:
+        op = st.op
+        flops, sz = _op_flops(op, st, binder)
+        dtype = _op_dtype(op, model)
+        if op.kind == "einsum":
+            m, n, k, batch = op.spec.gemm_mnk(sz)
+            eff = gemm_efficiency(gpu, dtype, m, n, k, batch)
+        else:
+            eff = gpu.max_compute_efficiency(dtype) if gpu.has(f"max_compute_efficiency_{dtype}") else 0.5
+        compute_s = compute_s + flops / (gpu.peak_flops(dtype) * eff)
+        e_compute = e_compute + flops * gpu.energy_per_flop_j(dtype)
+        flops_total = flops_total + flops
+        for t in op.inputs:
+            if t.name not in produced and t.name not in byte_terms:
+                if op.kind == "gather" and t.role is Role.WEIGHT:
+                    # a lookup reads one row of the table per index, not the whole table
+                    rs = binder.rank_sizes(op, st.shard)
+                    n_rows = np.asarray(1.0)
+                    for d in op.inputs[0].dims:
+                        n_rows = n_rows * rs[d]
+                    width = np.asarray(1.0)
+                    for d in t.dims:
+                        if d != op.gather_dim:
+                            width = width * rs[d]
+                    byte_terms[t.name] = n_rows * width * DTYPE_BYTES.get(model.dtype_of(t), 2.0)
+                else:
+                    byte_terms[t.name] = binder.tensor_bytes(op, t, st.tensor_shards.get(t.name, frozenset()))
+        produced[op.output.name] = st
+    for tname, st in produced.items():
+        t = st.op.output
+        outside = consumers.get(tname, set()) - names
+        if outside or not consumers.get(tname) or t.role is not Role.ACTIVATION:
+            byte_terms[tname] = binder.tensor_bytes(st.op, t, st.tensor_shards.get(tname, frozenset()))
+    bytes_total = np.asarray(0.0)
+    for v in byte_terms.values():
+        bytes_total = bytes_total + v
+    cost = kernel_cost_from_terms(gpu, compute_s, bytes_total, e_compute)
+    first = steps[0].op
+    name = first.group if (first.group and len(steps) > 1) else first.name
+    kind = "fused" if len(steps) > 1 else first.kind
+    return KernelRecord(name, kind, tuple(s.op.name for s in steps), count, flops_total, bytes_total, cost)
+
+
+def cost_steps(gpu: GPU, model: Model, steps: list[Step], sizes: Mapping[str, np.ndarray],
+               degrees: Mapping[str, np.ndarray], axis_sizes: Mapping[str, np.ndarray], *, count: int = 1,
+               prefix: str = "", nodes: Mapping[str, np.ndarray] | None = None) -> tuple[list[KernelRecord], list[CollectiveRecord]]:
+    """Cost every kernel and collective of a step list executed ``count`` times on one rank."""
+    binder = Binder(model, sizes, degrees)
+    consumers: dict[str, set[str]] = {}
+    for st in steps:
+        if isinstance(st, OpStep):
+            for t in st.op.inputs:
+                consumers.setdefault(t.name, set()).add(st.op.name)
+    kernels: list[KernelRecord] = []
+    colls: list[CollectiveRecord] = []
+    pending: list[OpStep] = []
+
+    def flush() -> None:
+        if pending:
+            rec = _kernel(gpu, model, binder, list(pending), consumers, count)
+            kernels.append(KernelRecord(prefix + rec.name, rec.kind, rec.ops, rec.count, rec.flops, rec.bytes, rec.cost))
+            pending.clear()
+
+    for st in steps:
+        if isinstance(st, CollectiveStep):
+            flush()
+            from energylens.comm import collective_cost
+
+            group = np.asarray(axis_sizes[st.axis], dtype=float)
+            # message: the tensor on one rank with the collective's view of its sharding
+            fake = Op(st.name, "elementwise", (), st.tensor)
+            msg = binder.tensor_bytes(fake, st.tensor, st.shard)
+            n_nodes = (nodes or {}).get(st.axis, 1)
+            cc = collective_cost(st.kind, msg, group, gpu, nodes=n_nodes)
+            colls.append(CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group, np.asarray(msg),
+                                          cc.latency_s, cc.energy_j_per_gpu, st.reason))
+        else:
+            if pending and (st.op.group is None or st.op.group != pending[-1].op.group):
+                flush()
+            pending.append(st)
+            if st.op.group is None:
+                flush()
+    flush()
+    return kernels, colls

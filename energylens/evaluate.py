@@ -1,0 +1,177 @@
+"""Phase evaluation: a program's kernels and collectives costed on a GPU, reduced to per-phase totals.
+
+This is the vectorised core shared by ``predict`` (one configuration, with per-op detail) and the
+sweep engine (arrays over many configurations). Timeline of one data-parallel replica for one
+batch: the pipeline stages run one after another (no micro-batching), each stage's ``tp`` ranks in
+lockstep; collectives follow the op that needs them (no overlap unless an overlap plan says so).
+A phase ends when the last stage ends; every GPU that is not busy meanwhile waits at idle power,
+and that energy is reported as ``idle_wait_j``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from energylens.cost.engine import Binder, CollectiveRecord, KernelRecord, cost_steps
+from energylens.graph.model import Model
+from energylens.graph.ops import Role
+from energylens.hardware.profile import DTYPE_BYTES, GPU
+from energylens.parallel.layout import Layout, degrees
+from energylens.parallel.sharding import OpStep
+from energylens.program import Program
+
+RUNTIME_OVERHEAD_BYTES = 2.0 * 2**30  # CUDA context, NCCL buffers, cuBLAS workspace (assumed, per GPU)
+USABLE_MEMORY_FRACTION = 0.90  # vLLM's default gpu_memory_utilization (assumed serving setting)
+
+
+@dataclass
+class PhaseArrays:
+    """Per-phase totals (arrays over configurations) and the records they came from."""
+
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    compute_j: np.ndarray
+    memory_j: np.ndarray
+    static_j: np.ndarray
+    communication_j: np.ndarray
+    idle_wait_j: np.ndarray
+    kernel_time_s: np.ndarray
+    collective_time_s: np.ndarray
+    p2p_time_s: np.ndarray
+    kernels: list[tuple[str, KernelRecord]]  # (section, record)
+    collectives: list[tuple[str, CollectiveRecord]]
+    p2p: CollectiveRecord | None
+    reduce: object  # callable reducing per-call arrays over decode points
+    layer_time_s: dict[str, np.ndarray]
+    layer_energy_j: dict[str, np.ndarray]
+    section_time_s: dict[str, np.ndarray]
+    section_energy_j: dict[str, np.ndarray]
+
+
+def axis_sizes(layout: Layout) -> dict[str, np.ndarray]:
+    return {a: np.asarray(getattr(layout, a), dtype=float) for a in ("tp", "pp", "dp", "ep")}
+
+
+def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
+    gpn = float(layout.gpus_per_node)
+    tp = np.asarray(layout.tp, dtype=float)
+    return {"tp": np.ceil(tp / gpn), "ep": np.ceil(np.asarray(layout.ep, dtype=float) / gpn)}
+
+
+def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
+                   weights: np.ndarray, *, decode: bool) -> PhaseArrays:
+    all_sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()}, **sizes}
+    degs = degrees(model, layout)
+    axes = axis_sizes(layout)
+    nodes = axis_nodes(layout)
+    full_shape = np.broadcast(*[np.asarray(v) for v in all_sizes.values()], *[np.asarray(v) for v in degs.values()],
+                              *axes.values()).shape
+    w = np.asarray(weights, dtype=float)
+
+    def reduce(x) -> np.ndarray:
+        x = np.broadcast_to(np.asarray(x, dtype=float), full_shape)
+        if decode:
+            return np.sum(x * w, axis=-1)
+        return np.asarray(x)
+
+    kernels: list[tuple[str, KernelRecord]] = []
+    colls: list[tuple[str, CollectiveRecord]] = []
+    sections = [("pre", program.pre, 1, "")] + [
+        (b.name, steps, b.count, f"{b.name}.") for b, steps in program.blocks
+    ] + [("post", program.post, 1, "")]
+    layer_time: dict[str, np.ndarray] = {}
+    layer_energy: dict[str, np.ndarray] = {}
+    for name, steps, count, prefix in sections:
+        k, c = cost_steps(gpu, model, list(steps), all_sizes, degs, axes, count=count, prefix=prefix, nodes=nodes)
+        kernels += [(name, r) for r in k]
+        colls += [(name, r) for r in c]
+        t = sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0)) + sum(
+            (reduce(r.latency_s) for r in c), np.asarray(0.0))
+        e = sum((reduce(r.cost.energy_j) for r in k), np.asarray(0.0)) + sum(
+            (reduce(r.energy_j_per_gpu) for r in c), np.asarray(0.0))
+        layer_time[name] = t  # per execution (one layer for blocks)
+        layer_energy[name] = e  # per rank per execution
+    tp = axes["tp"]
+    dp = axes["dp"]
+    pp = axes["pp"]
+    kernel_time = sum((reduce(r.cost.latency_s) * r.count for _, r in kernels), np.asarray(0.0))
+    coll_time = sum((reduce(r.latency_s) * r.count for _, r in colls), np.asarray(0.0))
+    # pipeline boundaries: the residual stream goes to the next stage
+    p2p = None
+    p2p_time = np.asarray(0.0)
+    p2p_energy = np.asarray(0.0)
+    if np.any(pp > 1):
+        from energylens.comm import collective_cost
+
+        sharded_t = any(d == "t" for d, _ in program.residual_state.shard)
+        msg = all_sizes["b"] * all_sizes["t"] * all_sizes["d"] * DTYPE_BYTES[model.act_dtype]
+        if sharded_t:
+            msg = msg / tp
+        crosses = np.where(tp * pp > layout.gpus_per_node, 2.0, 1.0)
+        cc = collective_cost("send_recv", msg, np.where(pp > 1, 2.0, 1.0), gpu, nodes=crosses)
+        p2p = CollectiveRecord("pipeline:send_recv", "send_recv", "pp", 1, np.asarray(2.0), np.asarray(msg),
+                               cc.latency_s, cc.energy_j_per_gpu, "pipeline stage boundary")
+        p2p_time = reduce(cc.latency_s) * (pp - 1)
+        p2p_energy = reduce(cc.energy_j_per_gpu) * (pp - 1) * 2.0 * tp
+    latency = kernel_time + coll_time + p2p_time
+
+    def per_rank_sum(attr: str) -> np.ndarray:
+        return sum((reduce(getattr(r.cost, attr)) * r.count for _, r in kernels), np.asarray(0.0))
+
+    compute = per_rank_sum("compute_energy_j") * tp * dp
+    memory = per_rank_sum("memory_energy_j") * tp * dp
+    static = per_rank_sum("static_energy_j") * tp * dp
+    comm = (sum((reduce(r.energy_j_per_gpu) * r.count for _, r in colls), np.asarray(0.0)) * tp + p2p_energy) * dp
+    gpu_time = tp * pp * latency
+    busy_time = tp * (kernel_time + coll_time) + 2.0 * tp * p2p_time
+    wait = np.maximum(gpu_time - busy_time, 0.0) * gpu.idle_power_w * dp
+    energy = compute + memory + static + comm + wait
+    return PhaseArrays(latency, energy, compute, memory, static, comm, wait, kernel_time, coll_time, p2p_time,
+                       kernels, colls, p2p, reduce, layer_time, layer_energy, layer_time, layer_energy)
+
+
+def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,
+                   prompt_len) -> dict[str, np.ndarray]:
+    """Weights, KV cache and workspace on the most loaded GPU (bytes), vectorised."""
+    degs = degrees(model, layout)
+    pp = np.asarray(layout.pp, dtype=float)
+    sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()},
+             "b": np.asarray(batch_per_replica, dtype=float), "t": np.asarray(prompt_len, dtype=float),
+             "s": np.asarray(max_context, dtype=float)}
+    binder = Binder(model, sizes, degs)
+
+    def collect(steps, role: Role) -> tuple[np.ndarray, np.ndarray]:
+        seen: dict[str, np.ndarray] = {}
+        act = np.asarray(0.0)
+        for st in steps:
+            if not isinstance(st, OpStep):
+                continue
+            for t in (*st.op.inputs, st.op.output):
+                if t.role is role and t.name not in seen and (role is not Role.KV_CACHE or "s" in t.dims):
+                    seen[t.name] = binder.tensor_bytes(st.op, t, st.tensor_shards.get(t.name, frozenset()))
+            if st.op.output.role is Role.ACTIVATION:
+                act = np.maximum(act, binder.tensor_bytes(st.op, st.op.output,
+                                                          st.tensor_shards.get(st.op.output.name, frozenset())))
+        return sum(seen.values(), np.asarray(0.0)), act
+
+    weights = np.asarray(0.0)
+    kv = np.asarray(0.0)
+    act = np.asarray(0.0)
+    for block, steps in program.blocks:
+        wb, a = collect(steps, Role.WEIGHT)
+        kb, _ = collect(steps, Role.KV_CACHE)
+        weights = weights + wb * block.count / pp
+        kv = kv + kb * block.count / pp
+        act = np.maximum(act, a)
+    pre_w, _ = collect(program.pre, Role.WEIGHT)
+    post_w, _ = collect(program.post, Role.WEIGHT)
+    if model.info.get("tied_embeddings"):
+        edge = np.where(pp > 1, np.maximum(pre_w, post_w), pre_w)
+    else:
+        edge = np.where(pp > 1, np.maximum(pre_w, post_w), pre_w + post_w)
+    weights = weights + edge
+    workspace = RUNTIME_OVERHEAD_BYTES + 2.0 * act
+    return {"weights_bytes": weights, "kv_cache_bytes": kv, "workspace_bytes": np.asarray(workspace),
+            "capacity_bytes": np.asarray(gpu.hbm_capacity_bytes)}

@@ -1,0 +1,110 @@
+"""A model: pre-ops (embedding), blocks of decoder layers written once and repeated, post-ops (head).
+
+Fixed dimension sizes (``d``, ``g``, ``r``, ``k``, ``f``, ``v``, ``e``...) live in ``dims``; the
+workload binds ``b`` (batch), ``t`` (query tokens per sequence this step) and ``s`` (key/value tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from energylens.errors import DimensionError, SpecError
+from energylens.graph.einsum import LEGEND
+from energylens.graph.ops import Op, Role, Tensor
+
+WORKLOAD_DIMS = ("b", "t", "s")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One decoder-layer template repeated ``count`` times. ``input``/``output`` name the residual."""
+
+    name: str
+    ops: tuple[Op, ...]
+    count: int
+    input: str = "x"
+    output: str = "x_next"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    dims: Mapping[str, int]
+    pre: tuple[Op, ...]
+    blocks: tuple[Block, ...]
+    post: tuple[Op, ...]
+    weight_dtype: str = "bf16"
+    act_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    legend: Mapping[str, str] = field(default_factory=lambda: dict(LEGEND))
+    hf_id: str = ""
+    family: str = ""
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for letter, size in self.dims.items():
+            if letter not in self.legend:
+                raise DimensionError("model dims", letter, "a letter of the legend: " + ", ".join(sorted(self.legend)))
+            if letter in WORKLOAD_DIMS:
+                raise DimensionError("model dims", letter, "b, t and s are bound by the workload, not the model")
+            if not isinstance(size, int) or size <= 0:
+                raise DimensionError(f"model dims[{letter}]", size, "a positive integer")
+        for op in self.all_ops():
+            for c in op.dims:
+                if c not in self.dims and c not in WORKLOAD_DIMS:
+                    raise DimensionError(
+                        f"op {op.name!r} dimension", c, "a model dimension (" + ", ".join(sorted(self.dims)) + ") or b, t, s"
+                    )
+        if not self.blocks or any(b.count <= 0 for b in self.blocks):
+            raise SpecError("model blocks", [b.count for b in self.blocks], "at least one block with a positive count")
+
+    @property
+    def n_layers(self) -> int:
+        return sum(b.count for b in self.blocks)
+
+    def all_ops(self) -> tuple[Op, ...]:
+        ops: list[Op] = list(self.pre)
+        for b in self.blocks:
+            ops.extend(b.ops)
+        ops.extend(self.post)
+        return tuple(ops)
+
+    def dtype_of(self, tensor: Tensor) -> str:
+        if tensor.dtype:
+            return tensor.dtype
+        if tensor.role is Role.WEIGHT:
+            return self.weight_dtype
+        if tensor.role is Role.KV_CACHE:
+            return self.kv_dtype
+        if tensor.role is Role.TOKENS:
+            return "int32"
+        return self.act_dtype
+
+    def weight_elements(self, ops: tuple[Op, ...]) -> int:
+        seen: dict[str, int] = {}
+        for op in ops:
+            for w in op.weights:
+                n = 1
+                for c in w.dims:
+                    n *= self.dims[c]
+                seen[w.name] = n
+        return sum(seen.values())
+
+    def param_count(self) -> int:
+        """Total parameters (embedding and head included; tied embeddings counted once)."""
+        total = self.weight_elements(self.pre) + self.weight_elements(self.post)
+        if self.info.get("tied_embeddings"):
+            total -= self.dims["v"] * self.dims["d"]
+        for b in self.blocks:
+            total += b.count * self.weight_elements(b.ops)
+        return total
+
+    def with_dtypes(self, weight_dtype: str | None = None, kv_dtype: str | None = None) -> Model:
+        from dataclasses import replace
+
+        return replace(
+            self,
+            weight_dtype=weight_dtype or self.weight_dtype,
+            kv_dtype=kv_dtype or self.kv_dtype,
+        )

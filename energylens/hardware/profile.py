@@ -1,0 +1,261 @@
+"""GPU profiles: every number a ``Quantity`` with a unit, a kind and a source.
+
+A profile is one YAML file (``energylens/data/hardware/gpus/<key>.yaml`` or any path a user
+gives). Schema::
+
+    key: h100-sxm                       # short name used by --gpu
+    name: NVIDIA H100 SXM5 80GB
+    aliases: [h100, "NVIDIA H100 80GB HBM3", H100]
+    link: nvlink4                       # intra-node link key (see links.yaml)
+    quantities:
+      <field>: {value: <SI number or null>, unit: <SI unit>, kind: spec|measured|derived|fitted|assumed,
+                source: <URL, paper, repo path or measurement file>, note: <optional text>}
+
+Units are SI and are checked against ``FIELDS``. Fields named ``*_<dtype>`` exist per dtype
+(bf16, fp16, fp8, fp32); a ``null`` value means the GPU does not support it, which is an error
+only when a prediction asks for that dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from energylens.errors import SpecError, UnknownNameError
+
+DTYPES = ("bf16", "fp16", "fp8", "fp32")
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5}
+KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate")
+
+# field -> (unit, required). Per-dtype fields are listed once with the suffix "{dtype}".
+FIELDS: dict[str, tuple[str, bool]] = {
+    "peak_flops_{dtype}": ("FLOP/s", False),
+    "max_compute_efficiency_{dtype}": ("1", False),
+    "energy_per_flop_{dtype}": ("J/FLOP", False),
+    "hbm_bandwidth": ("B/s", True),
+    "max_memory_efficiency": ("1", True),
+    "hbm_capacity": ("B", True),
+    "energy_per_byte_hbm": ("J/B", True),
+    "l2_capacity": ("B", True),
+    "sm_count": ("1", True),
+    "power_limit": ("W", True),
+    "idle_power": ("W", True),
+    "kernel_overhead": ("s", True),
+    "gemm_tile_m": ("1", True),
+    "gemm_tile_n": ("1", True),
+    "gemm_k_half": ("1", True),
+    "nic_bandwidth": ("B/s", False),
+}
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One sourced number."""
+
+    value: float | None
+    unit: str
+    kind: str
+    source: str
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        d = {"value": self.value, "unit": self.unit, "kind": self.kind, "source": self.source}
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+def _expected_unit(name: str) -> tuple[str, bool] | None:
+    if name in FIELDS:
+        return FIELDS[name]
+    for dt in DTYPES:
+        suffix = "_" + dt
+        if name.endswith(suffix):
+            key = name[: -len(suffix)] + "_{dtype}"
+            if key in FIELDS:
+                return FIELDS[key]
+    return None
+
+
+@dataclass(frozen=True)
+class GPU:
+    """A GPU profile. Accessors return SI floats; ``quantities`` keeps the provenance."""
+
+    key: str
+    name: str
+    link: str
+    quantities: dict[str, Quantity] = field(repr=False)
+    aliases: tuple[str, ...] = ()
+    path: str = ""
+
+    def q(self, name: str) -> float:
+        qty = self.quantities.get(name)
+        if qty is None or qty.value is None:
+            raise SpecError(f"gpu[{self.key}].{name}", None, "this GPU profile has no value for it")
+        return float(qty.value)
+
+    def has(self, name: str) -> bool:
+        qty = self.quantities.get(name)
+        return qty is not None and qty.value is not None
+
+    def _dtype_q(self, prefix: str, dtype: str) -> float:
+        name = f"{prefix}_{dtype}"
+        if not self.has(name):
+            supported = [d for d in DTYPES if self.has(f"peak_flops_{d}")]
+            raise SpecError("dtype", dtype, f"{self.name} supports {', '.join(supported)}")
+        return self.q(name)
+
+    def peak_flops(self, dtype: str) -> float:
+        return self._dtype_q("peak_flops", dtype)
+
+    def max_compute_efficiency(self, dtype: str) -> float:
+        return self._dtype_q("max_compute_efficiency", dtype)
+
+    def energy_per_flop_j(self, dtype: str) -> float:
+        return self._dtype_q("energy_per_flop", dtype)
+
+    @property
+    def hbm_bandwidth_bytes_per_s(self) -> float:
+        return self.q("hbm_bandwidth")
+
+    @property
+    def max_memory_efficiency(self) -> float:
+        return self.q("max_memory_efficiency")
+
+    @property
+    def hbm_capacity_bytes(self) -> float:
+        return self.q("hbm_capacity")
+
+    @property
+    def energy_per_byte_j(self) -> float:
+        return self.q("energy_per_byte_hbm")
+
+    @property
+    def l2_bytes(self) -> float:
+        return self.q("l2_capacity")
+
+    @property
+    def sm_count(self) -> int:
+        return int(self.q("sm_count"))
+
+    @property
+    def power_limit_w(self) -> float:
+        return self.q("power_limit")
+
+    @property
+    def idle_power_w(self) -> float:
+        return self.q("idle_power")
+
+    @property
+    def kernel_overhead_s(self) -> float:
+        return self.q("kernel_overhead")
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "link": self.link,
+            "quantities": {k: v.to_dict() for k, v in self.quantities.items()},
+        }
+
+    def with_quantities(self, updates: dict[str, Quantity]) -> GPU:
+        q = dict(self.quantities)
+        q.update(updates)
+        return GPU(self.key, self.name, self.link, q, self.aliases, self.path)
+
+
+def parse_gpu(data: object, origin: str) -> GPU:
+    """Validate a profile mapping and build a GPU. ``origin`` names the file in errors."""
+    if not isinstance(data, dict):
+        raise SpecError(origin, type(data).__name__, "a GPU profile must be a YAML mapping")
+    for req in ("key", "name", "link", "quantities"):
+        if req not in data:
+            raise SpecError(f"{origin}: {req}", None, "required top-level field")
+    raw = data["quantities"]
+    if not isinstance(raw, dict):
+        raise SpecError(f"{origin}: quantities", raw, "a mapping of field -> {value, unit, kind, source}")
+    quantities: dict[str, Quantity] = {}
+    for name, entry in raw.items():
+        where = f"{origin}: quantities.{name}"
+        expected = _expected_unit(name)
+        if expected is None:
+            raise SpecError(where, name, "unknown field; known: " + ", ".join(sorted(FIELDS)))
+        if not isinstance(entry, dict):
+            raise SpecError(where, entry, "{value, unit, kind, source}")
+        for k in ("value", "unit", "kind", "source"):
+            if k not in entry:
+                raise SpecError(f"{where}.{k}", None, "every number needs value, unit, kind and source")
+        unit = str(entry["unit"])
+        if unit != expected[0]:
+            raise SpecError(f"{where}.unit", unit, f"expected SI unit {expected[0]!r}")
+        kind = str(entry["kind"])
+        if kind not in KINDS:
+            raise SpecError(f"{where}.kind", kind, "one of " + ", ".join(KINDS))
+        value = entry["value"]
+        if value is not None:
+            try:
+                value = float(value)
+            except (TypeError, ValueError) as exc:
+                raise SpecError(f"{where}.value", value, "a number or null") from exc
+            if not value >= 0:
+                raise SpecError(f"{where}.value", value, "a non-negative number")
+        source = str(entry["source"]).strip()
+        if not source:
+            raise SpecError(f"{where}.source", source, "a non-empty source")
+        quantities[name] = Quantity(value, unit, kind, source, str(entry.get("note", "")))
+    for name, (_unit, required) in FIELDS.items():
+        if required and "{dtype}" not in name and name not in quantities:
+            raise SpecError(f"{origin}: quantities.{name}", None, "required field is missing")
+    if not any(quantities.get(f"peak_flops_{d}") and quantities[f"peak_flops_{d}"].value for d in DTYPES):
+        raise SpecError(f"{origin}: quantities.peak_flops_*", None, "at least one dtype's peak is required")
+    aliases = tuple(str(a) for a in data.get("aliases", []) or [])
+    return GPU(str(data["key"]), str(data["name"]), str(data["link"]), quantities, aliases, origin)
+
+
+def _data_dir():
+    return resources.files("energylens") / "data" / "hardware" / "gpus"
+
+
+@cache
+def _builtin() -> dict[str, GPU]:
+    gpus: dict[str, GPU] = {}
+    for entry in sorted(_data_dir().iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            gpu = parse_gpu(yaml.safe_load(entry.read_text()), f"energylens/data/hardware/gpus/{entry.name}")
+            gpus[gpu.key] = gpu
+    return gpus
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def known_gpus() -> list[str]:
+    return sorted(_builtin())
+
+
+def load_gpu(name_or_path: str | GPU) -> GPU:
+    """A built-in GPU by key or alias (case-insensitive), or a profile YAML path."""
+    if isinstance(name_or_path, GPU):
+        return name_or_path
+    name = str(name_or_path)
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        path = Path(name)
+        if not path.is_file():
+            raise SpecError("gpu", name, "a built-in GPU name or an existing profile .yaml file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise SpecError("gpu", name, f"valid YAML ({exc.__class__.__name__})") from exc
+        return parse_gpu(data, str(path))
+    builtin = _builtin()
+    wanted = _norm(name)
+    for gpu in builtin.values():
+        if wanted == _norm(gpu.key) or wanted in {_norm(a) for a in gpu.aliases}:
+            return gpu
+    raise UnknownNameError("gpu", name, builtin.keys())

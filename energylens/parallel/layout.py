@@ -1,0 +1,111 @@
+"""A ``Layout`` maps named dimensions to mesh axes (tp, ep, pp, dp) and checks the split divides.
+
+Megatron tensor parallelism: query heads, key/value heads, the FFN and the vocabulary are split
+over ``tp`` (column-parallel QKV/gate/up, row-parallel output/down projections); experts over
+``ep``; decoder layers over ``pp`` stages; the batch over ``dp`` replicas. When ``tp`` exceeds
+the number of key/value heads (and is a multiple of it), each KV head is replicated on
+``tp / kv_heads`` ranks, as vLLM and Megatron do, and the query heads of a group are split instead.
+
+Fields may be NumPy integer arrays (a sweep over layouts); ``degrees`` then returns arrays and
+``valid_mask`` says which configurations divide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from energylens.errors import LayoutError
+from energylens.graph.model import Model
+
+DEFAULT_AXES: dict[str, str] = {"g": "tp", "r": "tp", "f": "tp", "v": "tp", "e": "ep"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int | np.ndarray = 1
+    pp: int | np.ndarray = 1
+    dp: int | np.ndarray = 1
+    ep: int | np.ndarray = 1
+    sp: bool = False  # sequence parallelism: reduce-scatter + all-gather instead of all-reduce
+    gpus_per_node: int = 8
+    axes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_AXES))
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "dp", "ep"):
+            arr = np.asarray(getattr(self, name))
+            if arr.dtype.kind not in "iu" and not np.all(np.mod(arr, 1) == 0):
+                raise LayoutError(name, getattr(self, name), "a positive integer")
+            if np.any(arr < 1):
+                raise LayoutError(name, getattr(self, name), "a positive integer (1 = not parallel)")
+        if int(self.gpus_per_node) < 1:
+            raise LayoutError("gpus_per_node", self.gpus_per_node, "a positive integer")
+
+    @property
+    def num_gpus(self):
+        return np.asarray(self.tp) * np.asarray(self.pp) * np.asarray(self.dp)
+
+    def axis_size(self, axis: str):
+        return np.asarray(getattr(self, axis))
+
+    def to_dict(self) -> dict:
+        def conv(v):
+            return v.tolist() if isinstance(v, np.ndarray) else v
+
+        return {"tp": conv(self.tp), "pp": conv(self.pp), "dp": conv(self.dp), "ep": conv(self.ep),
+                "sp": self.sp, "gpus_per_node": self.gpus_per_node, "num_gpus": conv(self.num_gpus)}
+
+
+def degrees(model: Model, layout: Layout) -> dict[str, np.ndarray]:
+    """Shard degree of each model dimension (1 = whole). ``t`` gets ``tp`` under sequence parallelism."""
+    tp = np.asarray(layout.tp)
+    out: dict[str, np.ndarray] = {}
+    for dim, axis in layout.axes.items():
+        if dim in model.dims:
+            out[dim] = layout.axis_size(axis)
+    if "g" in out and "r" in out and layout.axes.get("g") == layout.axes.get("r") == "tp":
+        g = model.dims["g"]
+        replicate = tp > g
+        out["g"] = np.where(replicate, g, tp)
+        out["r"] = np.where(replicate, tp // g, 1)
+    if layout.sp:
+        out["t"] = tp
+    return out
+
+
+def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray:
+    """True where the layout divides the model. With ``strict`` the first failure raises LayoutError."""
+    ok = np.ones(np.broadcast(np.asarray(layout.tp), np.asarray(layout.pp), np.asarray(layout.dp),
+                              np.asarray(layout.ep)).shape, dtype=bool)
+    tp = np.asarray(layout.tp)
+
+    def check(cond, field_name: str, value, allowed: str) -> None:
+        nonlocal ok
+        cond = np.asarray(cond)
+        if strict and not np.all(cond):
+            bad = value if np.ndim(value) == 0 else np.asarray(value)[~np.broadcast_to(cond, np.shape(value))].tolist()
+            raise LayoutError(field_name, bad, allowed)
+        ok = ok & cond
+
+    dims = model.dims
+    if "g" in dims and "r" in dims:
+        heads = dims["g"] * dims["r"]
+        g = dims["g"]
+        check(heads % tp == 0, "tp", tp, f"a divisor of the {heads} attention heads (dimension g*r) of {model.name}")
+        check((g % tp == 0) | (tp % g == 0), "tp", tp,
+              f"a divisor or a multiple of the {g} key/value heads (dimension g) of {model.name}")
+    if "f" in dims:
+        check(dims["f"] % tp == 0, "tp", tp, f"a divisor of the FFN size f={dims['f']} of {model.name}")
+    if "e" in dims:
+        ep = np.asarray(layout.ep)
+        check(dims["e"] % ep == 0, "ep", ep, f"a divisor of the {dims['e']} experts (dimension e) of {model.name}")
+        check((tp * np.asarray(layout.dp)) % ep == 0, "ep", ep,
+              "a divisor of tp*dp (expert-parallel ranks are the GPUs of one pipeline stage)")
+    elif np.any(np.asarray(layout.ep) > 1):
+        check(np.asarray(layout.ep) == 1, "ep", layout.ep, f"1: {model.name} has no experts")
+    pp = np.asarray(layout.pp)
+    for block in model.blocks:
+        check(block.count % pp == 0 if len(model.blocks) == 1 else model.n_layers % pp == 0, "pp", pp,
+              f"a divisor of the {model.n_layers} decoder layers of {model.name}")
+    return ok

@@ -1,0 +1,239 @@
+"""The rules that derive collectives from sharding. Collectives are never hand-written.
+
+Walking the ops of a block in order, each tensor carries a state: which of its dimensions are
+sharded over which mesh axis, and over which axes it is a pending partial sum.
+
+* Weights and KV cache are sharded as the layout maps their dimensions.
+* Einsum: the persistent inputs (weights, KV cache) claim their axes first. An activation sharded
+  on a dimension over an axis that the op already uses for another dimension must be made whole
+  first -> **all-gather**. Contracting over a sharded dimension leaves a partial sum ->
+  **all-reduce** of the output (under sequence parallelism: **reduce-scatter** along ``t``).
+* Element-wise: a dimension the op reduces over (``whole_dims``: norm over ``d``, softmax over
+  ``s``, sampling over ``v``) must be whole -> **all-gather**; inputs sharded inconsistently are
+  gathered; a whole input next to a sharded one is sliced locally (free).
+* Gather (embedding): a sharded table dimension that is looked up leaves a partial sum ->
+  **all-reduce** (vocabulary-parallel embedding).
+* Routing (``attrs['route']``): ``dispatch`` sends tokens to the ranks that hold their experts and
+  ``combine`` brings the results back -> **all-to-all** over the expert axis.
+* Pipeline stage boundaries -> **send/recv** of the residual stream (added by the program builder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from energylens.graph.ops import Op, Role, Tensor
+
+Shard = frozenset  # of (dim, axis) pairs
+
+
+@dataclass(frozen=True)
+class TensorState:
+    shard: frozenset = frozenset()
+    partial: frozenset = frozenset()
+
+    @property
+    def dims(self) -> frozenset:
+        return frozenset(d for d, _ in self.shard)
+
+
+REPLICATED = TensorState()
+
+
+@dataclass(frozen=True)
+class OpStep:
+    op: Op
+    shard: Mapping[str, str]  # iteration-space dim -> axis, for this op on one rank
+    tensor_shards: Mapping[str, frozenset]  # tensor name -> its sharded dims (for per-rank bytes)
+
+
+@dataclass(frozen=True)
+class CollectiveStep:
+    kind: str  # all_reduce | all_gather | reduce_scatter | all_to_all | send_recv
+    axis: str
+    tensor: Tensor
+    shard: frozenset  # sharded dims of the tensor as the collective's message sees it (nccl-tests size)
+    dim: str = ""  # gathered / scattered dimension, if any
+    reason: str = ""
+    name: str = ""
+
+
+Step = OpStep | CollectiveStep
+
+
+@dataclass
+class Deriver:
+    """Derives the per-rank steps of an op sequence under a dim->axis map."""
+
+    axes: Mapping[str, str]  # dim -> axis, only axes whose degree can exceed 1
+    sp: bool = False
+    state: dict[str, TensorState] = field(default_factory=dict)
+
+    def persistent(self, t: Tensor) -> TensorState:
+        if not t.shardable:
+            return REPLICATED
+        return TensorState(frozenset((d, self.axes[d]) for d in t.dims if d in self.axes))
+
+    def get(self, t: Tensor) -> TensorState:
+        if t.role in (Role.WEIGHT,) or (t.role is Role.KV_CACHE and t.name not in self.state):
+            return self.persistent(t)
+        return self.state.get(t.name, REPLICATED)
+
+    def _reduce(self, op: Op, t: Tensor, st: TensorState, steps: list) -> TensorState:
+        for axis in sorted(st.partial):
+            steps.append(CollectiveStep("all_reduce", axis, t, st.dims, reason=f"partial sum of {t.name} over {axis}",
+                                        name=f"{op.name}:all_reduce"))
+        st = TensorState(st.shard)
+        self.state[t.name] = st
+        return st
+
+    def _gather(self, op: Op, t: Tensor, st: TensorState, dim: str, axis: str, steps: list, why: str) -> TensorState:
+        after = TensorState(frozenset(p for p in st.shard if p != (dim, axis)), st.partial)
+        steps.append(CollectiveStep("all_gather", axis, t, after.dims, dim=dim, reason=why,
+                                    name=f"{op.name}:all_gather"))
+        if t.role is Role.ACTIVATION:
+            self.state[t.name] = after
+        return after
+
+    def derive(self, ops: tuple[Op, ...]) -> list[Step]:
+        steps: list[Step] = []
+        for op in ops:
+            route = op.attrs.get("route") if op.attrs else None
+            if route:
+                self._route(op, str(route), steps)
+            elif op.kind == "einsum":
+                self._einsum(op, steps)
+            elif op.kind == "gather":
+                self._gather_op(op, steps)
+            else:
+                self._elementwise(op, steps)
+        return steps
+
+    def _einsum(self, op: Op, steps: list) -> None:
+        claims: dict[str, set[str]] = {}
+        states: dict[str, TensorState] = {}
+        for t in op.inputs:
+            if t.role is not Role.ACTIVATION:
+                st = self.get(t)
+                states[t.name] = st
+                for d, a in st.shard:
+                    claims.setdefault(a, set()).add(d)
+        for t in op.inputs:
+            if t.role is not Role.ACTIVATION:
+                continue
+            st = self.get(t)
+            if st.partial:
+                st = self._reduce(op, t, st, steps)
+            for d, a in sorted(st.shard):
+                if a in claims and d not in claims[a]:
+                    st = self._gather(op, t, st, d, a, steps,
+                                      f"{op.name} shards {','.join(sorted(claims[a]))} over {a}; {t.name} needs {d} whole")
+                else:
+                    claims.setdefault(a, set()).add(d)
+            states[t.name] = st
+        op_shard = {d: a for a, ds in claims.items() for d in ds}
+        out = op.output
+        out_shard = frozenset((d, a) for d, a in op_shard.items() if d in out.dims)
+        contracted = op.spec.contracted if op.spec else ""
+        partial = frozenset(a for d, a in op_shard.items() if d in contracted)
+        shards = {name: st.dims for name, st in states.items()}
+        shards[out.name] = frozenset(d for d, _ in out_shard)
+        steps.append(OpStep(op, op_shard, shards))
+        self._finish(op, out, TensorState(out_shard, partial), steps)
+
+    def _finish(self, op: Op, out: Tensor, st: TensorState, steps: list) -> None:
+        """Resolve a partial-sum output right away: all-reduce, or reduce-scatter along t under SP."""
+        for axis in sorted(st.partial):
+            if self.sp and axis == "tp" and "t" in out.dims and "t" not in st.dims:
+                steps.append(CollectiveStep("reduce_scatter", axis, out, st.dims, dim="t",
+                                            reason=f"partial sum of {out.name} over {axis} (sequence parallel)",
+                                            name=f"{op.name}:reduce_scatter"))
+                st = TensorState(st.shard | {("t", axis)}, st.partial - {axis})
+            else:
+                steps.append(CollectiveStep("all_reduce", axis, out, st.dims,
+                                            reason=f"{op.name} contracts a dimension sharded over {axis}",
+                                            name=f"{op.name}:all_reduce"))
+                st = TensorState(st.shard, st.partial - {axis})
+        self.state[out.name] = st
+
+    def _elementwise(self, op: Op, steps: list) -> None:
+        states: dict[str, TensorState] = {}
+        used_axes: dict[str, str] = {}  # axis -> dim in the output
+        out_shard: set = set()
+        for t in op.inputs:
+            st = self.get(t)
+            if t.role is Role.ACTIVATION or t.role is Role.KV_CACHE:
+                if st.partial:
+                    st = self._reduce(op, t, st, steps)
+                for d, a in sorted(st.shard):
+                    if d in op.whole_dims:
+                        st = self._gather(op, t, st, d, a, steps, f"{op.name} reduces over {d}")
+                    elif d in op.output.dims and used_axes.get(a, d) != d:
+                        st = self._gather(op, t, st, d, a, steps, f"{t.name} sharded unlike the other inputs of {op.name}")
+                    elif d in op.output.dims:
+                        used_axes[a] = d
+                        out_shard.add((d, a))
+            states[t.name] = st
+        shard_map = {d: a for d, a in out_shard}
+        for t in op.inputs:  # weights follow the output's sharding (e.g. a norm weight over a sharded dim)
+            if t.role is Role.WEIGHT:
+                states[t.name] = TensorState(frozenset((d, a) for d, a in shard_map.items() if d in t.dims))
+        shards = {name: st.dims for name, st in states.items()}
+        shards[op.output.name] = frozenset(shard_map)
+        steps.append(OpStep(op, shard_map, shards))
+        self.state[op.output.name] = TensorState(frozenset(out_shard))
+
+    def _gather_op(self, op: Op, steps: list) -> None:
+        ids, table = op.inputs
+        tst = self.get(table)
+        ist = self.get(ids)
+        op_shard = {d: a for d, a in tst.shard}
+        for d, a in ist.shard:
+            op_shard.setdefault(d, a)
+        out_shard = frozenset((d, a) for d, a in op_shard.items() if d in op.output.dims)
+        partial = frozenset(a for d, a in op_shard.items() if d == op.gather_dim)
+        shards = {ids.name: ist.dims, table.name: tst.dims, op.output.name: frozenset(d for d, _ in out_shard)}
+        steps.append(OpStep(op, op_shard, shards))
+        self._finish(op, op.output, TensorState(out_shard, partial), steps)
+
+    def _route(self, op: Op, route: str, steps: list) -> None:
+        """Token dispatch to experts and combine back: all-to-all over the expert axis."""
+        axis = self.axes.get("e")
+        if route == "dispatch":
+            self._elementwise(op, steps)
+            if axis:
+                out = op.output
+                st = self.state[out.name]
+                st = TensorState(st.shard | {("e", axis)}, st.partial)
+                self.state[out.name] = st
+                last = steps[-1]
+                assert isinstance(last, OpStep)
+                steps[-1] = OpStep(op, {**last.shard, "e": axis}, {**last.tensor_shards, out.name: st.dims})
+                steps.append(CollectiveStep("all_to_all", axis, out, st.dims, dim="e",
+                                            reason="tokens sent to the ranks holding their experts",
+                                            name=f"{op.name}:all_to_all"))
+        elif route == "combine":
+            src = op.inputs[0]
+            st = self.get(src)
+            if axis and any(a == axis for _, a in st.shard):
+                steps.append(CollectiveStep("all_to_all", axis, src, st.dims, dim="e",
+                                            reason="expert outputs returned to their tokens' ranks",
+                                            name=f"{op.name}:all_to_all"))
+                self.state[src.name] = TensorState(frozenset(p for p in st.shard if p[1] != axis), st.partial)
+            self._elementwise(op, steps)
+        else:
+            raise ValueError(f"unknown route {route!r}")
+
+
+def derive_block(ops: tuple[Op, ...], axes: Mapping[str, str], *, sp: bool, input_name: str, output_name: str,
+                 input_state: TensorState = REPLICATED) -> tuple[list[Step], TensorState]:
+    """Steps of one repeated block in its steady state (the input sharded as the previous block's output)."""
+    d = Deriver(dict(axes), sp, {input_name: input_state})
+    steps = d.derive(ops)
+    out_state = d.state.get(output_name, REPLICATED)
+    if out_state != input_state:
+        d = Deriver(dict(axes), sp, {input_name: out_state})
+        steps = d.derive(ops)
+        out_state = d.state.get(output_name, REPLICATED)
+    return steps, out_state

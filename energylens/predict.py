@@ -1,0 +1,205 @@
+"""``predict``: model x GPU x layout x workload -> Prediction (prefill, decode, per op, per GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from energylens.errors import LayoutError, WorkloadError
+from energylens.evaluate import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
+from energylens.graph.model import Model
+from energylens.hardware.profile import DTYPE_BYTES, GPU, load_gpu
+from energylens.models.registry import load_model
+from energylens.parallel.layout import Layout, validate
+from energylens.program import Program, build_program
+from energylens.results import (
+    CollectiveResult,
+    EnergyBreakdown,
+    GPUResult,
+    MemoryReport,
+    OpResult,
+    PhaseResult,
+    Prediction,
+)
+from energylens.workload import Workload, decode_sizes, prefill_sizes
+
+WEIGHT_DTYPES = ("bf16", "fp16", "fp8")
+
+
+def prepare(model: str | Model, gpu: str | GPU, dtype: str | None) -> tuple[Model, GPU]:
+    m = load_model(model)
+    g = load_gpu(gpu)
+    if dtype is not None:
+        if dtype not in WEIGHT_DTYPES:
+            raise WorkloadError("dtype", dtype, "one of " + ", ".join(WEIGHT_DTYPES))
+        m = m.with_dtypes(weight_dtype=dtype)
+    g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
+    return m, g
+
+
+def batch_per_replica(workload: Workload, layout: Layout):
+    b = np.asarray(workload.batch)
+    dp = np.asarray(layout.dp)
+    if np.any(b % dp != 0):
+        raise LayoutError("dp", layout.dp, f"a divisor of the batch ({workload.batch}): each replica serves batch/dp")
+    return b // dp
+
+
+def predict(
+    model: str | Model = "llama3-8b",
+    gpu: str | GPU = "h100-sxm",
+    *,
+    batch: int = 1,
+    prompt_len: int = 2048,
+    output_len: int = 256,
+    dtype: str | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int = 1,
+    ep: int = 1,
+    sp: bool = False,
+    gpus_per_node: int = 8,
+    layout: Layout | None = None,
+) -> Prediction:
+    """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens."""
+    m, g = prepare(model, gpu, dtype)
+    for name, value in (("batch", batch), ("prompt_len", prompt_len)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise WorkloadError(name, value, "a positive integer")
+    w = Workload(batch, prompt_len, output_len)
+    lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
+    validate(m, lay, strict=True)
+    bpr = batch_per_replica(w, lay)
+    program = build_program(m, lay)
+    sizes, weights = prefill_sizes(w, bpr)
+    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False)
+    sizes, weights = decode_sizes(w, bpr)
+    dec = evaluate_phase(m, g, lay, program, sizes, weights, decode=True)
+    mem = memory_per_gpu(m, lay, program, g, bpr, prompt_len + output_len, prompt_len)
+    memory = MemoryReport(*(float(mem[k]) for k in ("weights_bytes", "kv_cache_bytes", "workspace_bytes",
+                                                   "capacity_bytes")), USABLE_MEMORY_FRACTION)
+    warnings = []
+    if not memory.fits:
+        warnings.append(
+            f"does not fit: {memory.required_bytes / 1e9:.1f} GB needed per GPU (weights "
+            f"{memory.weights_bytes / 1e9:.1f} + KV cache {memory.kv_cache_bytes / 1e9:.1f} + workspace "
+            f"{memory.workspace_bytes / 1e9:.1f}) > {USABLE_MEMORY_FRACTION:.0%} of {memory.capacity_bytes / 1e9:.0f} GB "
+            f"on {g.name}; use more GPUs (tp/pp), a smaller batch or fp8"
+        )
+    prefill = _phase_result("prefill", pre, m, g, lay, program, tokens=float(batch * prompt_len))
+    decode = _phase_result("decode", dec, m, g, lay, program, tokens=float(batch * output_len))
+    return Prediction(
+        model=m.hf_id or m.name,
+        gpu=g.key,
+        dtype=m.weight_dtype,
+        layout=lay.to_dict(),
+        workload=w.to_dict(),
+        prefill=prefill,
+        decode=decode,
+        memory=memory,
+        warnings=tuple(warnings),
+    )
+
+
+def _f(x) -> float:
+    return float(np.asarray(x).reshape(-1)[0]) if np.size(x) else 0.0
+
+
+def _phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, program: Program,
+                  tokens: float) -> PhaseResult:
+    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    reduce = pa.reduce
+    ops = []
+    for _, r in pa.kernels:
+        lat = _f(reduce(r.cost.latency_s)) * r.count
+        comp = _f(reduce(r.cost.compute_s))
+        mem = _f(reduce(r.cost.memory_s))
+        n = r.count * tp * dp
+        ops.append(OpResult(
+            name=r.name, kind=r.kind, ops=r.ops, count=r.count * tp * dp,
+            flops=_f(reduce(r.flops)) * n, bytes=_f(reduce(r.bytes)) * n, latency_s=lat,
+            energy_j=_f(reduce(r.cost.energy_j)) * n, compute_energy_j=_f(reduce(r.cost.compute_energy_j)) * n,
+            memory_energy_j=_f(reduce(r.cost.memory_energy_j)) * n, static_energy_j=_f(reduce(r.cost.static_energy_j)) * n,
+            bound="compute" if comp >= mem else "memory", power_capped=bool(np.any(r.cost.power_capped)),
+        ))
+    colls = []
+    for _, c in pa.collectives:
+        n = c.count * tp * dp
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, int(_f(c.group_size)), _f(reduce(c.message_bytes)) if
+                                      np.ndim(c.message_bytes) else float(c.message_bytes), n // max(tp * dp, 1),
+                                      _f(reduce(c.latency_s)) * c.count, _f(reduce(c.energy_j_per_gpu)) * n, c.reason))
+    if pa.p2p is not None and pp > 1:
+        c = pa.p2p
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, 2, _f(reduce(c.message_bytes)), pp - 1,
+                                      _f(pa.p2p_time_s), _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp,
+                                      c.reason))
+    latency = _f(pa.latency_s)
+    per_gpu = _per_gpu(pa, model, gpu, layout, latency)
+    energy = _f(pa.energy_j)
+    return PhaseResult(
+        phase=phase,
+        energy_j=energy,
+        latency_s=latency,
+        avg_power_w=energy / latency if latency > 0 else 0.0,
+        tokens=tokens,
+        energy_per_token_j=energy / tokens if tokens > 0 else 0.0,
+        tokens_per_s=tokens / latency if latency > 0 else 0.0,
+        breakdown=EnergyBreakdown(_f(pa.compute_j), _f(pa.memory_j), _f(pa.static_j), _f(pa.communication_j),
+                                  _f(pa.idle_wait_j)),
+        ops=tuple(sorted(ops, key=lambda o: -o.energy_j)),
+        collectives=tuple(colls),
+        per_gpu=per_gpu,
+    )
+
+
+def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: float) -> tuple[GPUResult, ...]:
+    """Each GPU's busy time, idle (waiting) time and energy; stages hold contiguous layers."""
+    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    n_layers = model.n_layers
+    per_stage = n_layers // pp
+    p2p_t = _f(pa.p2p_time_s) / (pp - 1) if pp > 1 else 0.0
+    p2p_e = _f(pa.reduce(pa.p2p.energy_j_per_gpu)) if (pa.p2p is not None and pp > 1) else 0.0
+    out = []
+    for stage in range(pp):
+        lo, hi = stage * per_stage, (stage + 1) * per_stage
+        busy = 0.0
+        energy = 0.0
+        start = 0
+        for block in model.blocks:
+            n = max(0, min(hi, start + block.count) - max(lo, start))
+            start += block.count
+            busy += n * _f(pa.layer_time_s[block.name])
+            energy += n * _f(pa.layer_energy_j[block.name])
+        if stage == 0:
+            busy += _f(pa.layer_time_s["pre"])
+            energy += _f(pa.layer_energy_j["pre"])
+        if stage == pp - 1:
+            busy += _f(pa.layer_time_s["post"])
+            energy += _f(pa.layer_energy_j["post"])
+        links = (stage > 0) + (stage < pp - 1)
+        busy += links * p2p_t
+        energy += links * p2p_e
+        idle = max(latency - busy, 0.0)
+        energy += idle * gpu.idle_power_w
+        for replica in range(dp):
+            for r in range(tp):
+                out.append(GPUResult(replica * tp * pp + stage * tp + r, stage, replica, energy, busy, idle))
+    return tuple(out)
+
+
+def kv_bytes_per_token(model: Model) -> float:
+    """KV-cache bytes one token adds across all layers (whole model, unsharded)."""
+    from energylens.graph.ops import Role
+
+    total = 0.0
+    for block in model.blocks:
+        seen = {}
+        for op in block.ops:
+            for t in op.inputs:
+                if t.role is Role.KV_CACHE and "s" in t.dims and t.name not in seen:
+                    n = 1.0
+                    for d in t.dims:
+                        if d not in "bs":
+                            n *= model.dims[d]
+                    seen[t.name] = n * DTYPE_BYTES[model.kv_dtype]
+        total += sum(seen.values()) * block.count
+    return total

@@ -1,0 +1,163 @@
+"""Typed prediction results with units in every name; ``to_dict()`` gives plain JSON-able values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """One kernel (op or fusion group) summed over its executions in the phase.
+
+    ``energy_j``, ``flops`` and ``bytes`` are totals over all GPUs; ``latency_s`` is the time it
+    adds to the phase (one rank's executions on the critical path)."""
+
+    name: str
+    kind: str
+    ops: tuple[str, ...]
+    count: int
+    flops: float
+    bytes: float
+    latency_s: float
+    energy_j: float
+    compute_energy_j: float
+    memory_energy_j: float
+    static_energy_j: float
+    bound: str
+    power_capped: bool
+
+
+@dataclass(frozen=True)
+class CollectiveResult:
+    name: str
+    kind: str
+    axis: str
+    group_size: int
+    bytes: float  # message size per rank per call (nccl-tests convention)
+    count: int
+    latency_s: float  # total over the phase on the critical path
+    energy_j: float  # total over all participating GPUs
+    reason: str
+
+
+@dataclass(frozen=True)
+class GPUResult:
+    rank: int
+    stage: int
+    replica: int
+    energy_j: float
+    busy_s: float
+    idle_s: float
+
+
+@dataclass(frozen=True)
+class EnergyBreakdown:
+    compute_j: float
+    memory_j: float
+    static_j: float  # static/idle power while kernels run
+    communication_j: float
+    idle_wait_j: float  # GPUs waiting on the slowest rank / pipeline bubbles
+
+    @property
+    def total_j(self) -> float:
+        return self.compute_j + self.memory_j + self.static_j + self.communication_j + self.idle_wait_j
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    phase: str
+    energy_j: float
+    latency_s: float
+    avg_power_w: float  # all GPUs together
+    tokens: float
+    energy_per_token_j: float
+    tokens_per_s: float
+    breakdown: EnergyBreakdown
+    ops: tuple[OpResult, ...] = ()
+    collectives: tuple[CollectiveResult, ...] = ()
+    per_gpu: tuple[GPUResult, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["breakdown"]["total_j"] = self.breakdown.total_j
+        return d
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    weights_bytes: float  # per GPU (the most loaded pipeline stage)
+    kv_cache_bytes: float
+    workspace_bytes: float
+    capacity_bytes: float
+    usable_fraction: float
+
+    @property
+    def required_bytes(self) -> float:
+        return self.weights_bytes + self.kv_cache_bytes + self.workspace_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.required_bytes <= self.capacity_bytes * self.usable_fraction
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["required_bytes"] = self.required_bytes
+        d["fits"] = self.fits
+        return d
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    gpu: str
+    dtype: str
+    layout: dict
+    workload: dict
+    prefill: PhaseResult
+    decode: PhaseResult
+    memory: MemoryReport
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total_energy_j(self) -> float:
+        return self.prefill.energy_j + self.decode.energy_j
+
+    @property
+    def total_latency_s(self) -> float:
+        return self.prefill.latency_s + self.decode.latency_s
+
+    def to_dict(self, *, ops: bool = True) -> dict:
+        prefill = self.prefill.to_dict()
+        decode = self.decode.to_dict()
+        all_ops = [dict(asdict(o), phase="prefill") for o in self.prefill.ops] + [
+            dict(asdict(o), phase="decode") for o in self.decode.ops
+        ]
+        colls = [dict(asdict(c), phase="prefill") for c in self.prefill.collectives] + [
+            dict(asdict(c), phase="decode") for c in self.decode.collectives
+        ]
+        for d in (prefill, decode):
+            d.pop("ops")
+            d.pop("collectives")
+        out = {
+            "model": self.model,
+            "gpu": self.gpu,
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "workload": self.workload,
+            "prefill": prefill,
+            "decode": decode,
+            "total": {
+                "energy_j": self.total_energy_j,
+                "latency_s": self.total_latency_s,
+                "avg_power_w": self.total_energy_j / self.total_latency_s if self.total_latency_s > 0 else 0.0,
+            },
+            "memory": self.memory.to_dict(),
+            "per_gpu": {"prefill": prefill.pop("per_gpu"), "decode": decode.pop("per_gpu")},
+            "collectives": colls,
+            "warnings": list(self.warnings),
+        }
+        if ops:
+            out["ops"] = all_ops
+        out.update(self.extra)
+        return out
