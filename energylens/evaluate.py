@@ -66,15 +66,25 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     degs = degrees(model, layout)
     axes = axis_sizes(layout)
     nodes = axis_nodes(layout)
-    full_shape = np.broadcast(*[np.asarray(v) for v in all_sizes.values()], *[np.asarray(v) for v in degs.values()],
-                              *axes.values()).shape
+
+    def per_point(v):  # decode: layout arrays gain the trailing decode-point axis of the sizes
+        v = np.asarray(v)
+        return v[..., None] if decode and v.ndim else v
+
+    degs_pt = {k: per_point(v) for k, v in degs.items()}
+    axes_pt = {k: per_point(v) for k, v in axes.items()}
+    nodes_pt = {k: per_point(v) for k, v in nodes.items()}
+    full_shape = np.broadcast(*[np.asarray(v) for v in all_sizes.values()], *degs_pt.values(),
+                              *axes_pt.values()).shape
+    out_shape = full_shape[:-1] if decode else full_shape
     w = np.asarray(weights, dtype=float)
 
     def reduce(x) -> np.ndarray:
-        x = np.broadcast_to(np.asarray(x, dtype=float), full_shape)
+        """Sum over decode points; shapes stay broadcastable (not expanded) until the totals."""
+        x = np.asarray(x, dtype=float)
         if decode:
             return np.sum(x * w, axis=-1)
-        return np.asarray(x)
+        return x
 
     kernels: list[tuple[str, KernelRecord]] = []
     colls: list[tuple[str, CollectiveRecord]] = []
@@ -84,7 +94,8 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     layer_time: dict[str, np.ndarray] = {}
     layer_energy: dict[str, np.ndarray] = {}
     for name, steps, count, prefix in sections:
-        k, c = cost_steps(gpu, model, list(steps), all_sizes, degs, axes, count=count, prefix=prefix, nodes=nodes)
+        k, c = cost_steps(gpu, model, list(steps), all_sizes, degs_pt, axes_pt, count=count, prefix=prefix,
+                          nodes=nodes_pt)
         kernels += [(name, r) for r in k]
         colls += [(name, r) for r in c]
         t = sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0)) + sum(
@@ -107,10 +118,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
 
         sharded_t = any(d == "t" for d, _ in program.residual_state.shard)
         msg = all_sizes["b"] * all_sizes["t"] * all_sizes["d"] * DTYPE_BYTES[model.act_dtype]
+        tp_pt, pp_pt = axes_pt["tp"], axes_pt["pp"]
         if sharded_t:
-            msg = msg / tp
-        crosses = np.where(tp * pp > layout.gpus_per_node, 2.0, 1.0)
-        cc = collective_cost("send_recv", msg, np.where(pp > 1, 2.0, 1.0), gpu, nodes=crosses)
+            msg = msg / tp_pt
+        crosses = np.where(tp_pt * pp_pt > layout.gpus_per_node, 2.0, 1.0)
+        cc = collective_cost("send_recv", msg, np.where(pp_pt > 1, 2.0, 1.0), gpu, nodes=crosses)
         p2p = CollectiveRecord("pipeline:send_recv", "send_recv", "pp", 1, np.asarray(2.0), np.asarray(msg),
                                cc.latency_s, cc.energy_j_per_gpu, "pipeline stage boundary")
         p2p_time = reduce(cc.latency_s) * (pp - 1)
@@ -128,8 +140,15 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     busy_time = tp * (kernel_time + coll_time) + 2.0 * tp * p2p_time
     wait = np.maximum(gpu_time - busy_time, 0.0) * gpu.idle_power_w * dp
     energy = compute + memory + static + comm + wait
-    return PhaseArrays(latency, energy, compute, memory, static, comm, wait, kernel_time, coll_time, p2p_time,
-                       kernels, colls, p2p, reduce, layer_time, layer_energy, layer_time, layer_energy)
+
+    def full(x) -> np.ndarray:
+        return np.broadcast_to(np.asarray(x, dtype=float), out_shape).copy()
+
+    layer_time = {k: np.broadcast_to(v, out_shape) for k, v in layer_time.items()}
+    layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
+    return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
+                       full(kernel_time), full(coll_time), full(p2p_time), kernels, colls, p2p, reduce, layer_time,
+                       layer_energy, layer_time, layer_energy)
 
 
 def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,

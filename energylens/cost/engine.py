@@ -200,7 +200,7 @@ def cost_steps(gpu: GPU, model: Model, steps: list[Step], sizes: Mapping[str, np
 
             group = np.asarray(axis_sizes[st.axis], dtype=float)
             # message: the tensor on one rank with the collective's view of its sharding
-            fake = Op(st.name, "elementwise", (), st.tensor)
+            fake = Op(st.name, "elementwise", (), st.tensor, attrs=dict(st.attrs))
             msg = binder.tensor_bytes(fake, st.tensor, st.shard)
             n_nodes = (nodes or {}).get(st.axis, 1)
             cc = collective_cost(st.kind, msg, group, gpu, nodes=n_nodes)

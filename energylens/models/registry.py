@@ -14,6 +14,7 @@ from energylens.models.hf_config import HFConfig
 
 # model_type -> builder(cfg, name, hf_id) -> Model. Other modules register more architectures.
 BUILDERS: dict[str, Callable[[HFConfig, str, str], Model]] = {}
+EXTRA_BUILDER_MODULES = ["energylens.models.moe", "energylens.models.gemma", "energylens.models.hybrid"]
 
 SHORT_NAMES: dict[str, str] = {
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
@@ -83,10 +84,14 @@ def _register_builtin_builders() -> None:
 
     for mt in ("llama", "qwen3", "qwen2", "mistral"):
         BUILDERS[mt] = build_dense
-    try:  # architectures added by other modules (MoE, ...)
-        from energylens.models import extra  # noqa: F401
-    except ImportError:
-        pass
+    import importlib
+
+    for module in EXTRA_BUILDER_MODULES:  # each registers its architectures into BUILDERS on import
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
 
 
 def resolve(name: str) -> tuple[HFConfig, str, str]:

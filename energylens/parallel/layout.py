@@ -84,7 +84,7 @@ def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray
         nonlocal ok
         cond = np.asarray(cond)
         if strict and not np.all(cond):
-            bad = value if np.ndim(value) == 0 else np.asarray(value)[~np.broadcast_to(cond, np.shape(value))].tolist()
+            bad = np.asarray(value).item() if np.ndim(value) == 0 else np.asarray(value)[~np.broadcast_to(cond, np.shape(value))].tolist()
             raise LayoutError(field_name, bad, allowed)
         ok = ok & cond
 

@@ -57,6 +57,7 @@ class CollectiveStep:
     dim: str = ""  # gathered / scattered dimension, if any
     reason: str = ""
     name: str = ""
+    attrs: Mapping[str, object] = field(default_factory=dict)  # the op's size attributes (e.g. last token)
 
 
 Step = OpStep | CollectiveStep
@@ -83,7 +84,7 @@ class Deriver:
     def _reduce(self, op: Op, t: Tensor, st: TensorState, steps: list) -> TensorState:
         for axis in sorted(st.partial):
             steps.append(CollectiveStep("all_reduce", axis, t, st.dims, reason=f"partial sum of {t.name} over {axis}",
-                                        name=f"{op.name}:all_reduce"))
+                                        name=f"{op.name}:all_reduce", attrs=dict(op.attrs or {})))
         st = TensorState(st.shard)
         self.state[t.name] = st
         return st
@@ -91,7 +92,7 @@ class Deriver:
     def _gather(self, op: Op, t: Tensor, st: TensorState, dim: str, axis: str, steps: list, why: str) -> TensorState:
         after = TensorState(frozenset(p for p in st.shard if p != (dim, axis)), st.partial)
         steps.append(CollectiveStep("all_gather", axis, t, after.dims, dim=dim, reason=why,
-                                    name=f"{op.name}:all_gather"))
+                                    name=f"{op.name}:all_gather", attrs=dict(op.attrs or {})))
         if t.role is Role.ACTIVATION:
             self.state[t.name] = after
         return after
@@ -126,7 +127,9 @@ class Deriver:
             if st.partial:
                 st = self._reduce(op, t, st, steps)
             for d, a in sorted(st.shard):
-                if a in claims and d not in claims[a]:
+                # dims the layout maps to the same axis are split jointly (query heads g x r over tp)
+                joint = self.axes.get(d) == a
+                if a in claims and d not in claims[a] and not joint:
                     st = self._gather(op, t, st, d, a, steps,
                                       f"{op.name} shards {','.join(sorted(claims[a]))} over {a}; {t.name} needs {d} whole")
                 else:
@@ -148,19 +151,19 @@ class Deriver:
             if self.sp and axis == "tp" and "t" in out.dims and "t" not in st.dims:
                 steps.append(CollectiveStep("reduce_scatter", axis, out, st.dims, dim="t",
                                             reason=f"partial sum of {out.name} over {axis} (sequence parallel)",
-                                            name=f"{op.name}:reduce_scatter"))
+                                            name=f"{op.name}:reduce_scatter", attrs=dict(op.attrs or {})))
                 st = TensorState(st.shard | {("t", axis)}, st.partial - {axis})
             else:
                 steps.append(CollectiveStep("all_reduce", axis, out, st.dims,
                                             reason=f"{op.name} contracts a dimension sharded over {axis}",
-                                            name=f"{op.name}:all_reduce"))
+                                            name=f"{op.name}:all_reduce", attrs=dict(op.attrs or {})))
                 st = TensorState(st.shard, st.partial - {axis})
         self.state[out.name] = st
 
     def _elementwise(self, op: Op, steps: list) -> None:
         states: dict[str, TensorState] = {}
-        used_axes: dict[str, str] = {}  # axis -> dim in the output
-        out_shard: set = set()
+        axis_dims: dict[str, frozenset] = {}  # axis -> the output dims it shards (jointly, e.g. g and r)
+        dim_axis: dict[str, str] = {}
         for t in op.inputs:
             st = self.get(t)
             if t.role is Role.ACTIVATION or t.role is Role.KV_CACHE:
@@ -169,20 +172,31 @@ class Deriver:
                 for d, a in sorted(st.shard):
                     if d in op.whole_dims:
                         st = self._gather(op, t, st, d, a, steps, f"{op.name} reduces over {d}")
-                    elif d in op.output.dims and used_axes.get(a, d) != d:
-                        st = self._gather(op, t, st, d, a, steps, f"{t.name} sharded unlike the other inputs of {op.name}")
-                    elif d in op.output.dims:
-                        used_axes[a] = d
-                        out_shard.add((d, a))
+                mine: dict[str, set] = {}
+                for d, a in st.shard:
+                    if d in op.output.dims:
+                        mine.setdefault(a, set()).add(d)
+                for a, ds in sorted(mine.items()):
+                    ds_f = frozenset(ds)
+                    clash = (a in axis_dims and axis_dims[a] != ds_f) or any(
+                        dim_axis.get(d, a) != a for d in ds_f)
+                    if clash:
+                        for d in sorted(ds_f):
+                            st = self._gather(op, t, st, d, a, steps,
+                                              f"{t.name} sharded unlike the other inputs of {op.name}")
+                    else:
+                        axis_dims[a] = ds_f
+                        for d in ds_f:
+                            dim_axis[d] = a
             states[t.name] = st
-        shard_map = {d: a for d, a in out_shard}
+        shard_map = dict(dim_axis)
         for t in op.inputs:  # weights follow the output's sharding (e.g. a norm weight over a sharded dim)
             if t.role is Role.WEIGHT:
                 states[t.name] = TensorState(frozenset((d, a) for d, a in shard_map.items() if d in t.dims))
         shards = {name: st.dims for name, st in states.items()}
         shards[op.output.name] = frozenset(shard_map)
         steps.append(OpStep(op, shard_map, shards))
-        self.state[op.output.name] = TensorState(frozenset(out_shard))
+        self.state[op.output.name] = TensorState(frozenset(shard_map.items()))
 
     def _gather_op(self, op: Op, steps: list) -> None:
         ids, table = op.inputs

@@ -1,0 +1,77 @@
+"""The ``energylens`` command line (Typer + Rich).
+
+Each command lives in its own module of this package and registers itself on ``app``; add new
+modules to ``COMMAND_MODULES``. Any ``EnergyLensError`` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from energylens.errors import EnergyLensError
+
+app = typer.Typer(
+    name="energylens",
+    help="Predict the energy (J) and latency (s) of LLM inference on one or many GPUs.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES = [
+    "energylens.cli.predict_cmd",
+    "energylens.cli.catalog_cmd",
+    "energylens.cli.measure_cmd",
+]
+
+err_console = Console(stderr=True)
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command module not written yet must not break the others
+            if exc.name != name:
+                raise
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    """Without a command, runs ``predict`` on built-in defaults (Llama-3-8B, H100 SXM)."""
+    if ctx.invoked_subcommand is None:
+        from energylens.cli.predict_cmd import predict_command
+
+        ctx.invoke(predict_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except EnergyLensError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("aborted")
+        return 130
+    except Exception as exc:  # Typer bundles click: its usage errors and Exit carry exit_code
+        name = type(exc).__name__
+        if name == "Exit":
+            return int(getattr(exc, "exit_code", 0) or 0)
+        if name == "Abort":
+            err_console.print("aborted")
+            return 130
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            return int(exc.exit_code)
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from energylens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""``energylens predict``: energy and latency of one configuration, as a Rich summary or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from energylens.cli import app
+
+
+def _fmt_j(x: float) -> str:
+    return f"{x / 1e3:.2f} kJ" if x >= 1e4 else f"{x:.3g} J"
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x * 1e3:.3g} ms" if x < 1 else f"{x:.3g} s"
+
+
+@app.command("predict")
+def predict_command(
+    model: str = typer.Option("llama3-8b", "--model", "-m", help="Short name, Hugging Face id or config.json path."),
+    gpu: str = typer.Option("h100-sxm", "--gpu", "-g", help="GPU key/alias or a profile .yaml path."),
+    batch: int = typer.Option(1, "--batch", "-b", help="Sequences in the batch."),
+    prompt_len: int = typer.Option(2048, "--prompt-len", help="Prompt tokens per sequence."),
+    output_len: int = typer.Option(256, "--output-len", help="Generated tokens per sequence (decode steps)."),
+    dtype: str = typer.Option(None, "--dtype", help="Weight dtype: bf16, fp16 or fp8 (default: the model's)."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
+    dp: int = typer.Option(1, "--dp", help="Data-parallel replicas (the batch is split over them)."),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree (MoE models)."),
+    sp: bool = typer.Option(False, "--sp", help="Sequence parallelism (reduce-scatter/all-gather)."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (collectives beyond it cross nodes)."),
+    routing: str = typer.Option("uniform", "--routing",
+                                help="MoE routing: uniform, zipf:S, dirichlet:A or a histogram FILE."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    top: int = typer.Option(8, "--top", help="Ops to list per phase in the summary."),
+) -> None:
+    """Predict prefill and decode energy (J) and latency (s) for one configuration."""
+    import energylens
+
+    kwargs = dict(batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp,
+                  ep=ep, sp=sp, gpus_per_node=gpus_per_node)
+    if routing != "uniform":
+        kwargs["routing"] = routing
+    pred = energylens.predict(model, gpu, **kwargs)
+    if as_json:
+        typer.echo(json.dumps(pred.to_dict(), indent=2, default=float))
+        return
+    render(pred, top)
+
+
+def render(pred, top: int = 8) -> None:
+    con = Console()
+    lay = pred.layout
+    con.print(f"[bold]{pred.model}[/] on [bold]{lay['num_gpus']}x {pred.gpu}[/] ({pred.dtype}; tp={lay['tp']} "
+              f"pp={lay['pp']} dp={lay['dp']} ep={lay['ep']}), batch {pred.workload['batch']}, "
+              f"prompt {pred.workload['prompt_len']}, output {pred.workload['output_len']}")
+    t = Table(title="Summary")
+    for col in ("phase", "energy", "latency", "avg power (all GPUs)", "tokens/s", "J/token"):
+        t.add_column(col, justify="right")
+    for ph in (pred.prefill, pred.decode):
+        t.add_row(ph.phase, _fmt_j(ph.energy_j), _fmt_s(ph.latency_s), f"{ph.avg_power_w:.0f} W",
+                  f"{ph.tokens_per_s:,.0f}", f"{ph.energy_per_token_j:.4g}")
+    total_t = pred.total_latency_s
+    t.add_row("total", _fmt_j(pred.total_energy_j), _fmt_s(total_t),
+              f"{pred.total_energy_j / total_t:.0f} W" if total_t else "-", "", "")
+    con.print(t)
+    b = Table(title="Energy breakdown (J)")
+    for col in ("phase", "compute", "memory", "static", "communication", "idle wait"):
+        b.add_column(col, justify="right")
+    for ph in (pred.prefill, pred.decode):
+        br = ph.breakdown
+        b.add_row(ph.phase, f"{br.compute_j:.3g}", f"{br.memory_j:.3g}", f"{br.static_j:.3g}",
+                  f"{br.communication_j:.3g}", f"{br.idle_wait_j:.3g}")
+    con.print(b)
+    for ph in (pred.prefill, pred.decode):
+        o = Table(title=f"Top ops by energy, {ph.phase}")
+        for col in ("op", "calls", "TFLOP", "GB", "time", "energy", "bound"):
+            o.add_column(col, justify="right" if col != "op" else "left")
+        for op in ph.ops[:top]:
+            o.add_row(op.name, str(op.count), f"{op.flops / 1e12:.3g}", f"{op.bytes / 1e9:.3g}", _fmt_s(op.latency_s),
+                      _fmt_j(op.energy_j), op.bound + (" (power cap)" if op.power_capped else ""))
+        con.print(o)
+    if pred.prefill.collectives:
+        c = Table(title="Collectives (prefill)")
+        for col in ("collective", "kind", "group", "MB/call", "calls", "time", "energy"):
+            c.add_column(col)
+        for cl in pred.prefill.collectives:
+            c.add_row(cl.name, cl.kind, str(cl.group_size), f"{cl.bytes / 1e6:.3g}", str(cl.count),
+                      _fmt_s(cl.latency_s), _fmt_j(cl.energy_j))
+        con.print(c)
+    mem = pred.memory
+    colour = "green" if mem.fits else "red"
+    con.print(f"[{colour}]memory per GPU: {mem.required_bytes / 1e9:.1f} GB of {mem.capacity_bytes / 1e9:.0f} GB "
+              f"(weights {mem.weights_bytes / 1e9:.1f}, KV cache {mem.kv_cache_bytes / 1e9:.2f}, "
+              f"workspace {mem.workspace_bytes / 1e9:.1f}): {'fits' if mem.fits else 'DOES NOT FIT'}[/]")
+    for w in pred.warnings:
+        con.print(f"[yellow]warning:[/] {w}")
