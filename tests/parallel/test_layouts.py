@@ -7,8 +7,8 @@ import energylens
 from energylens.errors import LayoutError
 from energylens.models import load_model
 from energylens.parallel.layout import Layout, degrees, validate
-from energylens.program import build_program
 from energylens.parallel.sharding import CollectiveStep
+from energylens.program import build_program
 
 
 def einsum_flops(phase):

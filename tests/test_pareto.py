@@ -1,0 +1,95 @@
+"""pareto_mask against a brute-force definition (hypothesis), plus hand-checked fronts."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from energylens.errors import DimensionError
+from energylens.pareto import dominates, pareto_front, pareto_mask
+
+
+def brute_mask(obj: np.ndarray) -> np.ndarray:
+    """O(n^2) definition: a row is kept unless another row is <= everywhere and < somewhere."""
+    le = np.all(obj[:, None, :] <= obj[None, :, :], axis=2)  # [j, i]: j no worse than i
+    lt = np.any(obj[:, None, :] < obj[None, :, :], axis=2)
+    return ~np.any(le & lt, axis=0)
+
+
+def small_ints(m: int):
+    # few distinct values -> many ties and duplicates, the hard cases
+    return hnp.arrays(float, st.tuples(st.integers(0, 40), st.just(m)), elements=st.integers(0, 5).map(float))
+
+
+@settings(max_examples=200, deadline=None)
+@given(small_ints(2))
+def test_two_objectives_match_bruteforce(obj):
+    assert np.array_equal(pareto_mask(obj), brute_mask(obj))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(3, 4).flatmap(small_ints))
+def test_many_objectives_match_bruteforce(obj):
+    assert np.array_equal(pareto_mask(obj), brute_mask(obj))
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(float, st.tuples(st.integers(1, 60), st.integers(2, 3)),
+                  elements=st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)))
+def test_front_is_nondominated_and_covers(obj):
+    mask = pareto_mask(obj)
+    front = obj[mask]
+    assert mask.any()
+    # no front point dominates another front point
+    assert brute_mask(front).all()
+    # every excluded point is dominated by some front point
+    for p in obj[~mask]:
+        assert any(dominates(q, p) for q in front)
+    # the best point of each objective (ties broken by the others) is on the front
+    for j in range(obj.shape[1]):
+        keys = [obj[:, c] for c in reversed(range(obj.shape[1])) if c != j] + [obj[:, j]]
+        assert mask[np.lexsort(keys)[0]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(small_ints(2), st.lists(st.booleans(), min_size=2, max_size=2))
+def test_maximize_is_minimize_of_negated(obj, flags):
+    sign = np.where(flags, 1.0, -1.0)
+    assert np.array_equal(pareto_mask(obj, minimize=flags), pareto_mask(obj * sign))
+
+
+def test_hand_counted_front():
+    # latency, energy
+    pts = np.array([[1.0, 9.0], [2.0, 5.0], [2.0, 6.0], [3.0, 5.0], [4.0, 1.0], [4.0, 1.0], [5.0, 0.5], [6.0, 0.5]])
+    assert pareto_mask(pts).tolist() == [True, True, False, False, True, True, True, False]
+    assert pareto_front(pts).tolist() == [0, 1, 4, 5, 6]
+    assert pareto_mask(pts, minimize=False).tolist() == [True, False, True, True, True, True, False, True]
+
+
+def test_edge_cases():
+    assert pareto_mask(np.zeros((0, 2))).shape == (0,)
+    assert pareto_mask(np.array([3.0, 1.0, 1.0, 2.0])).tolist() == [False, True, True, False]
+    assert pareto_mask(np.array([[np.inf, 0.0], [0.0, np.inf], [1.0, 1.0]])).all()
+    with pytest.raises(DimensionError):
+        pareto_mask(np.array([[1.0, np.nan]]))
+    with pytest.raises(DimensionError):
+        pareto_mask(np.zeros((2, 2)), minimize=[True])
+    with pytest.raises(DimensionError):
+        pareto_mask(np.zeros((2, 2, 2)))
+
+
+def test_two_objectives_scale_n_log_n():
+    rng = np.random.default_rng(0)
+    obj = rng.random((1_000_000, 2))
+    t0 = time.perf_counter()
+    mask = pareto_mask(obj)
+    assert time.perf_counter() - t0 < 3.0
+    front = obj[mask]
+    # along the front sorted by the first objective, the second strictly decreases
+    front = front[np.argsort(front[:, 0])]
+    assert np.all(np.diff(front[:, 1]) < 0)
