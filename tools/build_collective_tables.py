@@ -32,8 +32,10 @@ AIC_TABLES = {  # heading prefix in hardware_notes.md §5.1 -> (gpu key, aiconfi
 }
 NAME = {"alltoall": "all_to_all"}
 VIDUR = {"h100_dgx": "h100-sxm", "a100_dgx": "a100-sxm-80gb"}
-VIDUR_SRC = ("repo:microsoft/vidur@7d47513:data/profiling/network/{}/send_recv.csv "
-             "(extract: /work/shared/reference/vidur-profiling/network_collectives_loggrid.csv; kineto NCCL kernel time, median)")
+VIDUR_SRC = (
+    "repo:microsoft/vidur@7d47513:data/profiling/network/{}/send_recv.csv "
+    "(extract: /work/shared/reference/vidur-profiling/network_collectives_loggrid.csv; kineto NCCL kernel time, median)"
+)
 STAS00 = "repo:stas00/ml-engineering@744d01e1:network/README.md"
 COLUMNS = ["collective", "group_size", "message_bytes", "latency_s", "busbw_bytes_per_s", "source"]
 
@@ -54,8 +56,14 @@ def size_bytes(token: str) -> int:
 
 
 def row(kind: str, p: int, n: int, t: float, source: str) -> dict:
-    return {"collective": kind, "group_size": p, "message_bytes": n, "latency_s": f"{t:.6g}",
-            "busbw_bytes_per_s": f"{bus_factor(kind, p) * n / t:.6g}", "source": source}
+    return {
+        "collective": kind,
+        "group_size": p,
+        "message_bytes": n,
+        "latency_s": f"{t:.6g}",
+        "busbw_bytes_per_s": f"{bus_factor(kind, p) * n / t:.6g}",
+        "source": source,
+    }
 
 
 def table_lines(lines: list[str], start: int) -> list[list[str]]:
@@ -80,7 +88,7 @@ def aic_rows(lines: list[str]) -> dict[str, list[dict]]:
             src = f"{AIC_COMMIT}/{sysdir}/comm/nccl/{ver}/nccl_perf.parquet (nccl-tests fp16, via hardware_notes.md §5.1)"
             for cells in tab[2:]:
                 kind, p = NAME.get(cells[0], cells[0]), int(cells[1])
-                for n, cell in zip(sizes, cells[2:]):
+                for n, cell in zip(sizes, cells[2:], strict=True):
                     t_us = float(cell.split("/")[0])
                     rows.setdefault(key, []).append(row(kind, p, n, t_us * 1e-6, src))
     return rows
@@ -94,32 +102,50 @@ def stas00_rows(lines: list[str], text: str) -> dict[str, list[dict]]:
             tab = table_lines(lines, i)
             sizes = [size_bytes(s) for s in tab[0][1:]]
             times = next(r for r in tab if r[0] == "time us")[1:]
-            for n, t in zip(sizes, times):
+            for n, t in zip(sizes, times, strict=True):
                 if n > big:
-                    rows.setdefault("a100-sxm-80gb", []).append(row(
-                        "all_reduce", 8, n, float(t) * 1e-6,
-                        f"{STAS00} (8xA100 nccl-tests all_reduce_perf, ring; via hardware_notes.md §5.2)"))
+                    rows.setdefault("a100-sxm-80gb", []).append(
+                        row(
+                            "all_reduce",
+                            8,
+                            n,
+                            float(t) * 1e-6,
+                            f"{STAS00} (8xA100 nccl-tests all_reduce_perf, ring; via hardware_notes.md §5.2)",
+                        )
+                    )
         if line.startswith("8xH200 (NVLink4, `all_reduce_bench.py`"):
             tab = table_lines(lines, i)
             sizes = [size_bytes(s) for s in tab[0][1:]]
             busbw = next(r for r in tab if r[0] == "busbw")[1:]
-            for n, b in zip(sizes, busbw):
+            for n, b in zip(sizes, busbw, strict=True):
                 if n > big:
                     t = bus_factor("all_reduce", 8) * n / (float(b) * 1e9)
-                    rows.setdefault("h200", []).append(row(
-                        "all_reduce", 8, n, t,
-                        f"{STAS00} (8xH200 all_reduce_bench.py, NCCL 2.27.7, NVLS; busbw measured, latency derived = "
-                        "bus_factor x bytes / busbw; via hardware_notes.md §5.2)"))
+                    rows.setdefault("h200", []).append(
+                        row(
+                            "all_reduce",
+                            8,
+                            n,
+                            t,
+                            f"{STAS00} (8xH200 all_reduce_bench.py, NCCL 2.27.7, NVLS; busbw measured, latency derived = "
+                            "bus_factor x bytes / busbw; via hardware_notes.md §5.2)",
+                        )
+                    )
     m = re.search(r"B200, 1 node vs 4 nodes, all-reduce busbw GB/s \(stas00\):(.*?)\.\n", text, re.S)
     if m:
         for tok, one, _four in re.findall(r"(\d+[KMG]) ([\d.]+) / ([\d.]+)", m.group(1)):
             n = size_bytes(tok)
             if n > big:
                 t = bus_factor("all_reduce", 8) * n / (float(one) * 1e9)
-                rows.setdefault("b200", []).append(row(
-                    "all_reduce", 8, n, t,
-                    f"{STAS00} (P6-B200 single node, 8 GPUs; busbw measured, latency derived = bus_factor x bytes / busbw; "
-                    "via hardware_notes.md §5.5)"))
+                rows.setdefault("b200", []).append(
+                    row(
+                        "all_reduce",
+                        8,
+                        n,
+                        t,
+                        f"{STAS00} (P6-B200 single node, 8 GPUs; busbw measured, latency derived = bus_factor x bytes / busbw; "
+                        "via hardware_notes.md §5.5)",
+                    )
+                )
     return rows
 
 
@@ -137,21 +163,28 @@ def vidur_rows(path: Path) -> dict[str, list[dict]]:
             if (key, n) in seen:
                 continue
             seen.add((key, n))
-            rows.setdefault(key, []).append(row("send_recv", 2, n, float(r["time_ms_median"]) * 1e-3,
-                                                VIDUR_SRC.format(r["system"])))
+            rows.setdefault(key, []).append(
+                row("send_recv", 2, n, float(r["time_ms_median"]) * 1e-3, VIDUR_SRC.format(r["system"]))
+            )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reference", default="/work/shared/reference")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "energylens/data/hardware/collectives"))
+    ap.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "energylens/data/hardware/collectives")
+    )
     args = ap.parse_args()
     ref = Path(args.reference)
     text = (ref / "hardware/hardware_notes.md").read_text()
     lines = text.splitlines()
     merged: dict[str, list[dict]] = {}
-    for part in (aic_rows(lines), stas00_rows(lines, text), vidur_rows(ref / "vidur-profiling/network_collectives_loggrid.csv")):
+    for part in (
+        aic_rows(lines),
+        stas00_rows(lines, text),
+        vidur_rows(ref / "vidur-profiling/network_collectives_loggrid.csv"),
+    ):
         for key, rows in part.items():
             merged.setdefault(key, []).extend(rows)
     out = Path(args.out)

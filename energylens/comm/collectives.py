@@ -15,7 +15,7 @@ Conventions
 
 ``group_size`` <= 1 or ``message_bytes`` == 0 gives latency 0 and energy 0 (power = idle power).
 ``nodes`` is the number of nodes the group spans (``group_size`` must be divisible by it; the
-GPUs are spread evenly, ``g = group_size / nodes`` per node). ``busbw`` follows nccl-tests:
+GPUs are spread evenly, ``g = group_size / nodes`` per node; ignored where ``group_size`` is 1). ``busbw`` follows nccl-tests:
 ``busbw = bus_factor * message_bytes / latency`` with ``bus_factor`` 2(p-1)/p for all-reduce,
 (p-1)/p for all-gather / reduce-scatter / all-to-all and 1 for send_recv.
 
@@ -79,8 +79,9 @@ hardware_notes §5.4; net_steps = 2*ceil(log2 k) for all-reduce / all-gather / r
 for all-to-all, 1 for send_recv) and at most half the NIC bandwidth. Simple: NCCL's ring latency
 (base 8.4 us, NVLink hop 3.4 us / PCI 5.7 us, NET hop 14 us; nsteps/inter = 2(p-1)/2k all-reduce,
 (p-1)/(k-1) all-gather and reduce-scatter, p/k all-to-all). The result is never below the
-single-node time of the same group. Checks against hardware_notes §5.4/§5.5 (the model assumes
-InfiniBand; EFA and GPUDirect-TCPXO have higher latency, so mid-size messages are slower there):
+single-node time of the same group plus one network step (``network.latency``). Checks against
+hardware_notes §5.4/§5.5 (the model assumes InfiniBand; EFA and GPUDirect-TCPXO have higher latency,
+so mid-size messages are slower there):
 2x8 A100 HDR all-reduce 4 GB -> 192 GB/s busbw (measured 188-192); all-gather -> 192 (186);
 all-to-all -> 45 (37.8); 1 KB all-reduce 40.6 us (35.9 with NCCL 2.17); 4x8 H200/B200 400G
 all-reduce, large -> 384 (365 / 382 on EFA).
@@ -107,7 +108,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -146,44 +147,88 @@ DEFAULT_ASSUMPTIONS = CommAssumptions()
 
 ASSUMPTION_SOURCES: dict[str, Quantity] = {
     "nccl_base_latency_s": Quantity(
-        6.6e-6, "s", "model", "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL base latency, Ring LL protocol ({_NOTES} §5.8); used only where no measured table exists"),
+        6.6e-6,
+        "s",
+        "model",
+        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
+        f"NCCL base latency, Ring LL protocol ({_NOTES} §5.8); used only where no measured table exists",
+    ),
     "sm_saturation_k0": Quantity(
-        10.6, "1", "fitted", "repo:deepseek-ai/DeepEP:README.md@0297fc80",
+        10.6,
+        "1",
+        "fitted",
+        "repo:deepseek-ai/DeepEP:README.md@0297fc80",
         "k0 in s(k) = 1 - exp(-k/k0): least squares on DeepEP SM100 EP8 NVLink dispatch 726/643 GB/s and "
-        f"combine 740/675 GB/s with 64 vs 24 SMs ({_NOTES} §5.6); single fits give 11.2 and 9.9"),
+        f"combine 740/675 GB/s with 64 vs 24 SMs ({_NOTES} §5.6); single fits give 11.2 and 9.9",
+    ),
     "sm_saturation_reference_bw": Quantity(
-        900e9, "B/s", "assumed", "energylens/data/hardware/links.yaml (nvlink5.bandwidth_unidir)",
+        900e9,
+        "B/s",
+        "assumed",
+        "energylens/data/hardware/links.yaml (nvlink5.bandwidth_unidir)",
         "k0 was fitted on B200 NVLink5 (900 GB/s per direction). Assuming a constant copy throughput per SM "
         "(DeepEP: 643 GB/s / 24 SMs = 27 GB/s per SM), the SMs needed scale with the link bandwidth: "
-        "k0(link) = k0 x bandwidth_unidir / 900 GB/s (NVLink4 5.3, NVLink3 3.5, PCIe ~0.4-0.7 SMs)"),
+        "k0(link) = k0 x bandwidth_unidir / 900 GB/s (NVLink4 5.3, NVLink3 3.5, PCIe ~0.4-0.7 SMs)",
+    ),
     "sm_activity_factor": Quantity(
-        0.3, "1", "assumed", f"{_NOTES} §6",
+        0.3,
+        "1",
+        "assumed",
+        f"{_NOTES} §6",
         "fraction of a fully busy SM's power ((power_limit - idle)/sm_count) drawn by an SM running an NCCL "
         "channel: copy/reduce/poll loops, no tensor work, while HBM/link traffic is charged separately. No "
-        "measurement exists; notes §6 only says a GPU moving data sits well above idle"),
+        "measurement exists; notes §6 only says a GPU moving data sits well above idle",
+    ),
     "nccl_simple_base_latency_s": Quantity(
-        8.4e-6, "s", "model", "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL base latency, Ring Simple protocol ({_NOTES} §5.8); multi-node bandwidth path"),
+        8.4e-6,
+        "s",
+        "model",
+        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
+        f"NCCL base latency, Ring Simple protocol ({_NOTES} §5.8); multi-node bandwidth path",
+    ),
     "nccl_simple_hop_nvlink_s": Quantity(
-        3.4e-6, "s", "model", "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL per-hop NVLink latency, Ring Simple ({_NOTES} §5.8)"),
+        3.4e-6,
+        "s",
+        "model",
+        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
+        f"NCCL per-hop NVLink latency, Ring Simple ({_NOTES} §5.8)",
+    ),
     "nccl_simple_hop_pci_s": Quantity(
-        5.7e-6, "s", "model", "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL per-hop PCI latency, Ring Simple ({_NOTES} §5.8)"),
+        5.7e-6,
+        "s",
+        "model",
+        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
+        f"NCCL per-hop PCI latency, Ring Simple ({_NOTES} §5.8)",
+    ),
     "nccl_simple_hop_net_s": Quantity(
-        14e-6, "s", "model", "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL per-hop NET latency, Ring/Tree Simple ({_NOTES} §5.8)"),
+        14e-6,
+        "s",
+        "model",
+        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
+        f"NCCL per-hop NET latency, Ring/Tree Simple ({_NOTES} §5.8)",
+    ),
     "nccl_ll_bandwidth_fraction": Quantity(
-        0.5, "1", "model", "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
+        0.5,
+        "1",
+        "model",
+        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
         f"the LL protocol uses at most 50% of the bus bandwidth ({_NOTES} §5.8); applied to the NIC part of the "
-        "multi-node low-latency path"),
+        "multi-node low-latency path",
+    ),
     "hbm_staging_factor": Quantity(
-        2.0, "1", "assumed", f"{_NOTES} §6",
-        "each byte received by a GPU is written to HBM (NCCL FIFO / peer write) and read back once"),
+        2.0,
+        "1",
+        "assumed",
+        f"{_NOTES} §6",
+        "each byte received by a GPU is written to HBM (NCCL FIFO / peer write) and read back once",
+    ),
     "default_comm_sms": Quantity(
-        16.0, "1", "assumed", "repo:NVIDIA/nccl@5067397c:src/graph/topo.h",
-        "NCCL channels when the GPU's link in links.yaml has no nccl_channels"),
+        16.0,
+        "1",
+        "assumed",
+        "repo:NVIDIA/nccl@5067397c:src/graph/topo.h",
+        "NCCL channels when the GPU's link in links.yaml has no nccl_channels",
+    ),
 }
 
 
@@ -220,6 +265,7 @@ class CollectiveTable:
         n = np.asarray(n, dtype=float)
         ln = np.log(np.maximum(n, self.sizes[0]))
         t = np.exp(np.interp(ln, np.log(self.sizes), np.log(self.latency_s)))
+        t = np.where(n <= self.sizes[0], self.latency_s[0], np.maximum(t, self.latency_s[0]))
         above = n > self.sizes[-1]
         if np.any(above):
             bf = _bus_factor_scalar(self.kind, self.group_size)
@@ -282,7 +328,7 @@ def _net_steps(kind: str, k: int) -> float:
     return 2.0 * math.ceil(math.log2(k))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables_for_key(key: str) -> dict[tuple[str, int], CollectiveTable]:
     res = resources.files("energylens") / "data" / "hardware" / "collectives" / f"{key}.csv"
     if not res.is_file():
@@ -291,7 +337,8 @@ def _tables_for_key(key: str) -> dict[tuple[str, int], CollectiveTable]:
     with res.open("r") as fh:
         for r in csv.DictReader(fh):
             rows.setdefault((r["collective"], int(r["group_size"])), []).append(
-                (float(r["message_bytes"]), float(r["latency_s"]), r["source"]))
+                (float(r["message_bytes"]), float(r["latency_s"]), r["source"])
+            )
     tables = {}
     for (kind, p), pts in rows.items():
         pts.sort()
@@ -324,6 +371,7 @@ def sm_saturation_k0(gpu: GPU | str, assumptions: CommAssumptions = DEFAULT_ASSU
 
 def _sm_ratio(k: float, k_default: float, k0: float) -> float:
     """Time multiplier of the bandwidth part: s(k_default)/s(k) (<= 1 when k >= k_default)."""
+
     def s(x: float) -> float:
         return -math.expm1(-x / k0)
 
@@ -348,7 +396,9 @@ def _alpha_busbw(kind: str, p: int, gpu: GPU, a: CommAssumptions) -> tuple[float
     hop = link.latency_s
     ps = sorted(q for (k, q) in tabs if k == kind)
     if not ps:
-        return a.nccl_base_latency_s + _nsteps(kind, p) * hop, link.bandwidth_bytes_per_s * link.nccl_bus_efficiency
+        return a.nccl_base_latency_s + _nsteps(
+            kind, p
+        ) * hop, link.bandwidth_bytes_per_s * link.nccl_bus_efficiency
     floors = [tabs[(kind, q)].floor_s for q in ps]
     bws = [tabs[(kind, q)].busbw_max for q in ps]
     if p > ps[-1]:
@@ -399,7 +449,9 @@ def _simple_alpha(kind: str, p: int, k: int, link: Link, a: CommAssumptions) -> 
     return a.nccl_simple_base_latency_s + max(nsteps - inter, 0) * hop + inter * a.nccl_simple_hop_net_s
 
 
-def _multi_node_time(kind: str, n: np.ndarray, p: int, k: int, gpu: GPU, r: float, a: CommAssumptions) -> np.ndarray:
+def _multi_node_time(
+    kind: str, n: np.ndarray, p: int, k: int, gpu: GPU, r: float, a: CommAssumptions
+) -> np.ndarray:
     """Two-level time; NCCL picks the faster of a low-latency (LL) and a bandwidth (Simple) protocol."""
     g = p // k
     net = _network_link(gpu, a)
@@ -412,9 +464,12 @@ def _multi_node_time(kind: str, n: np.ndarray, p: int, k: int, gpu: GPU, r: floa
         t_local = bw_local = np.zeros_like(n)
         alpha_local = a.nccl_base_latency_s
     t_nic = nic_bytes * r / _nic_bw(gpu, net)
-    t_ll = _net_steps(kind, k) * net.latency_s + np.maximum(t_local, alpha_local + t_nic / a.nccl_ll_bandwidth_fraction)
+    t_ll = _net_steps(kind, k) * net.latency_s + np.maximum(
+        t_local, alpha_local + t_nic / a.nccl_ll_bandwidth_fraction
+    )
     t_simple = _simple_alpha(kind, p, k, get_link(gpu.link), a) + np.maximum(bw_local, t_nic)
-    return np.maximum(np.minimum(t_ll, t_simple), _single_node_time(kind, n, p, gpu, r, a))
+    t_single = _single_node_time(kind, n, p, gpu, r, a) + net.latency_s
+    return np.maximum(np.minimum(t_ll, t_simple), t_single)
 
 
 def _traffic(kind: str, n: np.ndarray, p: int, k: int, a: CommAssumptions):
@@ -459,17 +514,29 @@ def _prepare(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: CommAssum
     bad = ~np.isfinite(k) | (k < 1) | (k != np.round(k))
     if np.any(bad):
         raise LayoutError("nodes", _first_bad(k, bad), "a positive integer number of nodes")
-    bad = np.mod(p, k) != 0
+    bad = (p > 1) & (np.mod(p, k) != 0)  # a group of one communicates nothing, wherever it is
     if np.any(bad):
-        raise LayoutError("nodes", _first_bad(k, bad), f"must divide group_size (group_size={_first_bad(p, bad)})")
+        raise LayoutError(
+            "nodes", _first_bad(k, bad), f"must divide group_size (group_size={_first_bad(p, bad)})"
+        )
     bad = ~np.isfinite(s) | (s <= 0) | (s > g.sm_count)
     if np.any(bad):
-        raise LayoutError("comm_sms", _first_bad(s, bad), f"a number of SMs in (0, {g.sm_count}] for {g.name}")
+        raise LayoutError(
+            "comm_sms", _first_bad(s, bad), f"a number of SMs in (0, {g.sm_count}] for {g.name}"
+        )
     return g, n, p, k, s
 
 
-def collective_cost(kind: str, message_bytes, group_size, gpu: GPU | str, *, nodes=1, comm_sms=None,
-                    assumptions: CommAssumptions = DEFAULT_ASSUMPTIONS) -> CollectiveCost:
+def collective_cost(
+    kind: str,
+    message_bytes,
+    group_size,
+    gpu: GPU | str,
+    *,
+    nodes=1,
+    comm_sms=None,
+    assumptions: CommAssumptions = DEFAULT_ASSUMPTIONS,
+) -> CollectiveCost:
     """Latency, per-GPU energy and average per-GPU power of one collective (see module docstring)."""
     a = assumptions
     g, n, p, k, s = _prepare(kind, message_bytes, group_size, gpu, nodes, comm_sms, a)
@@ -494,7 +561,9 @@ def collective_cost(kind: str, message_bytes, group_size, gpu: GPU | str, *, nod
             else:
                 t[idx] = _single_node_time(kind, nn, pi, g, r, a)
             hbm, intra, nic = _traffic(kind, nn, pi, ki, a)
-            e_active[idx] = hbm * g.energy_per_byte_j + intra * link.energy_per_byte_j + nic * net.energy_per_byte_j
+            e_active[idx] = (
+                hbm * g.energy_per_byte_j + intra * link.energy_per_byte_j + nic * net.energy_per_byte_j
+            )
     idle = g.idle_power_w
     p_lim = g.power_limit_w
     p_sm = s * (p_lim - idle) / g.sm_count * a.sm_activity_factor
@@ -505,15 +574,31 @@ def collective_cost(kind: str, message_bytes, group_size, gpu: GPU | str, *, nod
     return CollectiveCost(t.reshape(shape), energy.reshape(shape), power.reshape(shape))
 
 
-def collective_latency_s(kind: str, message_bytes, group_size, gpu: GPU | str, *, nodes=1, comm_sms=None,
-                         assumptions: CommAssumptions = DEFAULT_ASSUMPTIONS) -> np.ndarray:
+def collective_latency_s(
+    kind: str,
+    message_bytes,
+    group_size,
+    gpu: GPU | str,
+    *,
+    nodes=1,
+    comm_sms=None,
+    assumptions: CommAssumptions = DEFAULT_ASSUMPTIONS,
+) -> np.ndarray:
     """Latency (s) of one collective; see :func:`collective_cost`."""
-    return collective_cost(kind, message_bytes, group_size, gpu, nodes=nodes, comm_sms=comm_sms,
-                           assumptions=assumptions).latency_s
+    return collective_cost(
+        kind, message_bytes, group_size, gpu, nodes=nodes, comm_sms=comm_sms, assumptions=assumptions
+    ).latency_s
 
 
-def asymptotic_busbw(kind: str, group_size: int, gpu: GPU | str, *, nodes: int = 1, comm_sms: float | None = None,
-                     assumptions: CommAssumptions = DEFAULT_ASSUMPTIONS) -> float:
+def asymptotic_busbw(
+    kind: str,
+    group_size: int,
+    gpu: GPU | str,
+    *,
+    nodes: int = 1,
+    comm_sms: float | None = None,
+    assumptions: CommAssumptions = DEFAULT_ASSUMPTIONS,
+) -> float:
     """The busbw (B/s) the model reaches for very large messages: t -> bus_factor * n / this."""
     a = assumptions
     g, _n, p, k, s = _prepare(kind, 1.0, group_size, gpu, nodes, comm_sms, a)
@@ -523,7 +608,9 @@ def asymptotic_busbw(kind: str, group_size: int, gpu: GPU | str, *, nodes: int =
     r = _sm_ratio(float(s), default_comm_sms(g, a), sm_saturation_k0(g, a))
     kind_p = 2 if kind == "send_recv" else p_i
     bf = _bus_factor_scalar(kind, p_i)
-    c = _bus_factor_scalar(kind, kind_p) * r / _alpha_busbw(kind, kind_p, g, a)[1]  # seconds per byte, single node
+    c = (
+        _bus_factor_scalar(kind, kind_p) * r / _alpha_busbw(kind, kind_p, g, a)[1]
+    )  # seconds per byte, single node
     if k_i > 1:
         gl = p_i // k_i
         one = np.ones(1)

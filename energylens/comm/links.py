@@ -15,7 +15,7 @@ Every number is a :class:`energylens.hardware.Quantity` (value, unit, kind, sour
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -86,7 +86,9 @@ def parse_links(data: object, origin: str) -> dict[str, Link]:
             if name in ("name", "switched"):
                 continue
             if name not in LINK_FIELDS:
-                raise SpecError(f"{where}.{name}", name, "unknown field; known: " + ", ".join(sorted(LINK_FIELDS)))
+                raise SpecError(
+                    f"{where}.{name}", name, "unknown field; known: " + ", ".join(sorted(LINK_FIELDS))
+                )
             quantities[name] = _parse_quantity(value, f"{where}.{name}", LINK_FIELDS[name][0])
         for name, (_unit, required) in LINK_FIELDS.items():
             if required and name not in quantities:
@@ -119,7 +121,7 @@ def _parse_quantity(entry: object, where: str, unit: str) -> Quantity:
     return Quantity(value, unit, str(entry["kind"]), source, str(entry.get("note", "")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_links(path: str | None = None) -> dict[str, Link]:
     """All links from the built-in ``links.yaml`` (or a user file at ``path``)."""
     if path is None:

@@ -38,7 +38,14 @@ SIZES = np.logspace(0, 12, 97)
 def test_csv_schema_sources_and_busbw(key):
     with (CSV_DIR / f"{key}.csv").open() as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == ["collective", "group_size", "message_bytes", "latency_s", "busbw_bytes_per_s", "source"]
+        assert reader.fieldnames == [
+            "collective",
+            "group_size",
+            "message_bytes",
+            "latency_s",
+            "busbw_bytes_per_s",
+            "source",
+        ]
         rows = list(reader)
     seen = set()
     for r in rows:
@@ -88,7 +95,9 @@ def test_table_floor_used_below_smallest_size():
 @given(
     key=st.sampled_from(TABLE_GPUS + NO_TABLE_GPUS),
     kind=st.sampled_from(COLLECTIVES),
-    layout=st.sampled_from([(2, 1), (3, 1), (4, 1), (6, 1), (8, 1), (16, 1), (2, 2), (8, 2), (16, 2), (32, 4), (12, 3)]),
+    layout=st.sampled_from(
+        [(2, 1), (3, 1), (4, 1), (6, 1), (8, 1), (16, 1), (2, 2), (8, 2), (16, 2), (32, 4), (12, 3)]
+    ),
     sms=st.one_of(st.none(), st.integers(1, 108)),
     a=st.floats(0, 1e13),
     b=st.floats(0, 1e13),
@@ -118,6 +127,9 @@ def test_group_of_one_or_empty_message_is_free():
         assert np.all(c.power_w == gpu.idle_power_w)
         c = collective_cost(kind, 0, [2, 8], gpu)
         assert np.all(c.latency_s == 0) and np.all(c.energy_j_per_gpu == 0)
+        # nodes is irrelevant for a group of one (callers broadcast a layout-wide node count)
+        c = collective_cost(kind, 1e6, [1, 2], gpu, nodes=2)
+        assert c.latency_s[0] == 0 and c.latency_s[1] > 0
 
 
 @pytest.mark.parametrize("p", [2, 4, 8])
@@ -129,7 +141,9 @@ def test_large_ring_allreduce_tends_to_bus_formula_with_table_bw(p):
         assert bw == pytest.approx(tab.busbw_max, rel=1e-9)
         t = float(collective_latency_s("all_reduce", n, p, key))
         assert t == pytest.approx(2 * (p - 1) / p * n / bw, rel=0.05)
-    assert asymptotic_busbw("all_reduce", 8, "h100-sxm") == pytest.approx(445e9, rel=0.01)  # notes §5.1 at 512 MiB
+    assert asymptotic_busbw("all_reduce", 8, "h100-sxm") == pytest.approx(
+        445e9, rel=0.01
+    )  # notes §5.1 at 512 MiB
 
 
 @pytest.mark.parametrize("key", NO_TABLE_GPUS)
@@ -148,12 +162,16 @@ def test_alpha_beta_between_tables_is_between_neighbours():
         t4, t6, t8 = (float(collective_latency_s("all_gather", n, p, "h100-sxm")) for p in (4, 6, 8))
         assert min(t4, t8) * 0.5 < t6 < max(t4, t8) * 1.5
     bw6 = asymptotic_busbw("all_gather", 6, "h100-sxm")
-    assert asymptotic_busbw("all_gather", 4, "h100-sxm") <= bw6 <= asymptotic_busbw("all_gather", 8, "h100-sxm")
+    assert (
+        asymptotic_busbw("all_gather", 4, "h100-sxm") <= bw6 <= asymptotic_busbw("all_gather", 8, "h100-sxm")
+    )
 
 
 def test_tableless_floor_follows_nccl_ring_model():
     # 8-GPU ring-LL all-reduce: 6.6 us + 14 x 0.6 us (hardware_notes §5.8) on NVLink3
-    assert float(collective_latency_s("all_reduce", 1, 8, "a100-sxm-40gb")) == pytest.approx(15.0e-6, rel=1e-6)
+    assert float(collective_latency_s("all_reduce", 1, 8, "a100-sxm-40gb")) == pytest.approx(
+        15.0e-6, rel=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------------ SM scaling
@@ -162,7 +180,7 @@ def test_tableless_floor_follows_nccl_ring_model():
 @pytest.mark.parametrize("key", TABLE_GPUS + NO_TABLE_GPUS)
 def test_more_comm_sms_never_slower(key):
     gpu = load_gpu(key)
-    sms = np.arange(1, gpu.sm_count + 1)
+    sms = np.unique(np.r_[np.arange(1, 41), np.geomspace(40, gpu.sm_count, 12).round()])
     for kind in COLLECTIVES:
         for n in (1e3, 1e7, 1e10):
             t = collective_latency_s(kind, n, 8, gpu, comm_sms=sms)
@@ -176,9 +194,13 @@ def test_fewer_sms_slow_large_messages_not_the_floor():
     big_default = float(collective_latency_s("all_reduce", 1e10, 8, "b200"))
     big_few = float(collective_latency_s("all_reduce", 1e10, 8, "b200", comm_sms=4))
     assert big_few > 1.5 * big_default
-    assert float(collective_latency_s("all_reduce", 1e10, 8, "b200", comm_sms=default)) == pytest.approx(big_default)
+    assert float(collective_latency_s("all_reduce", 1e10, 8, "b200", comm_sms=default)) == pytest.approx(
+        big_default
+    )
     # DeepEP (notes §5.6): 64 vs 24 SMs on NVLink5 gives ~1.1x bandwidth
-    ratio = asymptotic_busbw("all_to_all", 8, "b200", comm_sms=64) / asymptotic_busbw("all_to_all", 8, "b200", comm_sms=24)
+    ratio = asymptotic_busbw("all_to_all", 8, "b200", comm_sms=64) / asymptotic_busbw(
+        "all_to_all", 8, "b200", comm_sms=24
+    )
     assert ratio == pytest.approx(np.sqrt(726 / 643 * 740 / 675), rel=0.02)
     tiny = collective_latency_s("all_reduce", 1.0, 8, "b200", comm_sms=[4, default])
     assert tiny[0] == pytest.approx(tiny[1])
@@ -200,6 +222,14 @@ def test_energy_bounds(key):
             np.testing.assert_allclose(c.energy_j_per_gpu, c.power_w * c.latency_s, rtol=1e-12)
 
 
+def test_power_capped_at_limit():
+    gpu = load_gpu("h100-sxm")
+    hot = DEFAULT_ASSUMPTIONS.with_(sm_activity_factor=10.0)  # uncapped this would be ~1.5 kW
+    c = collective_cost("all_reduce", SIZES, 8, gpu, comm_sms=64, assumptions=hot)
+    np.testing.assert_allclose(c.power_w, gpu.power_limit_w)
+    np.testing.assert_allclose(c.energy_j_per_gpu, gpu.power_limit_w * c.latency_s)
+
+
 def test_energy_grows_with_bytes_and_power_above_idle():
     gpu = load_gpu("h100-sxm")
     c = collective_cost("all_reduce", [1e3, 1e6, 1e9], 8, gpu)
@@ -211,7 +241,9 @@ def test_energy_grows_with_bytes_and_power_above_idle():
 
 def test_energy_assumptions_are_replaceable():
     base = collective_cost("all_reduce", 1e9, 8, "h100-sxm")
-    hot = collective_cost("all_reduce", 1e9, 8, "h100-sxm", assumptions=DEFAULT_ASSUMPTIONS.with_(sm_activity_factor=0.6))
+    hot = collective_cost(
+        "all_reduce", 1e9, 8, "h100-sxm", assumptions=DEFAULT_ASSUMPTIONS.with_(sm_activity_factor=0.6)
+    )
     assert float(hot.energy_j_per_gpu) > float(base.energy_j_per_gpu)
     assert float(hot.latency_s) == float(base.latency_s)
 
@@ -239,7 +271,9 @@ def test_vectorised_equals_scalar_loop():
             assert c.latency_s.dtype == np.float64
             for i in range(3):
                 for j in range(4):
-                    s = collective_cost(kind, float(n[i, 0]), int(p[j]), key, nodes=int(nodes[j]), comm_sms=int(sms[i, 0]))
+                    s = collective_cost(
+                        kind, float(n[i, 0]), int(p[j]), key, nodes=int(nodes[j]), comm_sms=int(sms[i, 0])
+                    )
                     assert s.latency_s.shape == ()
                     assert c.latency_s[i, j] == pytest.approx(float(s.latency_s), rel=1e-12)
                     assert c.energy_j_per_gpu[i, j] == pytest.approx(float(s.energy_j_per_gpu), rel=1e-12)
@@ -312,7 +346,9 @@ def test_multi_node_matches_published_two_node_a100():
     t = float(collective_latency_s("all_reduce", n, p, "a100-sxm-80gb", nodes=2))
     assert float(bus_factor("all_reduce", p)) * n / t == pytest.approx(190e9, rel=0.1)
     # 1 KB all-reduce floor 35.85 us (NCCL 2.17)
-    assert float(collective_latency_s("all_reduce", 1024, p, "a100-sxm-80gb", nodes=2)) == pytest.approx(35.85e-6, rel=0.25)
+    assert float(collective_latency_s("all_reduce", 1024, p, "a100-sxm-80gb", nodes=2)) == pytest.approx(
+        35.85e-6, rel=0.25
+    )
 
 
 def test_every_builtin_gpu_has_a_cost():

@@ -61,7 +61,9 @@ def test_values_physically_plausible(key):
         else:
             assert not gpu.has(f"energy_per_flop_{d}")
     # at max efficiency on both, a GEMM must draw no more than the limit, a weight stream less than it
-    stream = gpu.idle_power_w + gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency * gpu.energy_per_byte_j
+    stream = (
+        gpu.idle_power_w + gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency * gpu.energy_per_byte_j
+    )
     assert stream < gpu.power_limit_w
 
 
@@ -81,17 +83,28 @@ def test_derived_energy_per_flop_matches_formula(key, dtype):
         return
     qty = gpu.quantities[f"energy_per_flop_{dtype}"]
     assert qty.kind == "derived"
-    expected = (gpu.power_limit_w - gpu.idle_power_w) / (gpu.peak_flops(dtype) * gpu.max_compute_efficiency(dtype))
+    expected = (gpu.power_limit_w - gpu.idle_power_w) / (
+        gpu.peak_flops(dtype) * gpu.max_compute_efficiency(dtype)
+    )
     assert qty.value == pytest.approx(expected, rel=0.01)
 
 
 @pytest.mark.parametrize(
     "alias,key",
     [
-        ("h100", "h100-sxm"), ("H100", "h100-sxm"), ("NVIDIA H100 80GB HBM3", "h100-sxm"),
-        ("a100", "a100-sxm-80gb"), ("A100-SXM4-80GB", "a100-sxm-80gb"), ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"),
-        ("b200", "b200"), ("B200", "b200"), ("h200", "h200"), ("H200", "h200"), ("L40S", "l40s"),
-        ("H100 PCIe", "h100-pcie"), ("H100_SXM", "h100-sxm"),
+        ("h100", "h100-sxm"),
+        ("H100", "h100-sxm"),
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("a100", "a100-sxm-80gb"),
+        ("A100-SXM4-80GB", "a100-sxm-80gb"),
+        ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"),
+        ("b200", "b200"),
+        ("B200", "b200"),
+        ("h200", "h200"),
+        ("H200", "h200"),
+        ("L40S", "l40s"),
+        ("H100 PCIe", "h100-pcie"),
+        ("H100_SXM", "h100-sxm"),
     ],
 )
 def test_aliases_resolve(alias, key):
@@ -160,7 +173,7 @@ def test_links_complete_and_sourced():
     assert set(links) == LINK_KEYS
     for key, link in links.items():
         assert isinstance(link.switched, bool)
-        for name, (unit, required) in LINK_FIELDS.items():
+        for name, (_unit, required) in LINK_FIELDS.items():
             if required:
                 assert name in link.quantities, f"{key} lacks {name}"
         for name, qty in link.quantities.items():
