@@ -26,6 +26,10 @@ COMMAND_MODULES = [
     "energylens.cli.predict_cmd",
     "energylens.cli.catalog_cmd",
     "energylens.cli.measure_cmd",
+    "energylens.cli.serve_cmd",
+    "energylens.cli.validate_cmd",
+    "energylens.cli.sweep_cmd",
+    "energylens.cli.overlap_cmd",
 ]
 
 err_console = Console(stderr=True)
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except EnergyLensError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print("error:", str(exc), style="bold red", markup=False, highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("aborted")

@@ -100,7 +100,9 @@ class NvmlDevice:
 
     def temperature_c(self) -> float | None:
         nv = self.nvml
-        v = self._try(lambda: nv.nvmlDeviceGetTemperature(self.handle, getattr(nv, "NVML_TEMPERATURE_GPU", 0)))
+        v = self._try(
+            lambda: nv.nvmlDeviceGetTemperature(self.handle, getattr(nv, "NVML_TEMPERATURE_GPU", 0))
+        )
         return None if v is None else float(v)
 
     def throttle_reasons(self) -> int:
@@ -218,7 +220,10 @@ class PowerSampler:
         dev = self.device
         try:
             self.samples.power_w.append(float(dev.power_w()))
-            for name, target in (("sm_clock_mhz", self.samples.sm_clock_mhz), ("temperature_c", self.samples.temperature_c)):
+            for name, target in (
+                ("sm_clock_mhz", self.samples.sm_clock_mhz),
+                ("temperature_c", self.samples.temperature_c),
+            ):
                 fn = getattr(dev, name, None)
                 v = fn() if fn is not None else None
                 if v is not None:
@@ -255,8 +260,13 @@ class PowerSampler:
         self.stop()
 
 
-def measure_idle(device: object, seconds: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> tuple[float, float, float]:
+def measure_idle(
+    device: object,
+    seconds: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[float, float, float]:
     """Energy counter over ``seconds`` of no work: (power W, energy J, wall s). Call after a sync."""
     if seconds <= 0:
         raise MeasurementError("idle_seconds", seconds, "a positive duration")
@@ -270,3 +280,27 @@ def measure_idle(device: object, seconds: float, *, clock: Callable[[], float] =
     if energy < 0:
         raise MeasurementError("nvml.energy_counter", energy, "a counter that does not go backwards")
     return energy / wall, energy, wall
+
+
+def nvml_index_for(cuda_index: int, visible_devices: str | None) -> int:
+    """NVML index of CUDA device ``cuda_index`` under ``CUDA_VISIBLE_DEVICES`` (integer lists only;
+    UUID lists, or no variable, map index to index)."""
+    if not visible_devices:
+        return cuda_index
+    parts = [p.strip() for p in visible_devices.split(",") if p.strip()]
+    if 0 <= cuda_index < len(parts) and parts[cuda_index].isdigit():
+        return int(parts[cuda_index])
+    return cuda_index
+
+
+def open_device(cuda_index: int = 0, uuid: str | None = None, nvml: ModuleType | None = None) -> NvmlDevice:
+    """The NVML view of a CUDA device: by UUID when PyTorch reports one (robust to device
+    reordering), else by index through ``CUDA_VISIBLE_DEVICES``."""
+    if uuid:
+        full = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        try:
+            return NvmlDevice(cuda_index, uuid=full, nvml=nvml)
+        except MeasurementError as exc:
+            if exc.field != "gpu":
+                raise
+    return NvmlDevice(nvml_index_for(cuda_index, os.environ.get("CUDA_VISIBLE_DEVICES")), nvml=nvml)

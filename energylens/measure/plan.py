@@ -45,7 +45,18 @@ MODELS: dict[str, ModelDims] = {
     "llama-3-8b": ModelDims("llama-3-8b", 4096, 32, 32, 8, 128, 14336, 128256),
     "llama-3-70b": ModelDims("llama-3-70b", 8192, 80, 64, 8, 128, 28672, 128256),
     "qwen3-30b-a3b": ModelDims(
-        "qwen3-30b-a3b", 2048, 48, 32, 4, 128, 6144, 151936, experts=128, top_k=8, moe_intermediate=768, qk_norm=True
+        "qwen3-30b-a3b",
+        2048,
+        48,
+        32,
+        4,
+        128,
+        6144,
+        151936,
+        experts=128,
+        top_k=8,
+        moe_intermediate=768,
+        qk_norm=True,
     ),
 }
 
@@ -141,7 +152,9 @@ def attention_flops_bytes(
 ELEMENTWISE_OPS = ("rmsnorm", "silu_mul", "rope")
 
 
-def elementwise_flops_bytes(op: str, tokens: int, width: int, heads: int = 1, dtype: str = "bf16") -> tuple[float, float]:
+def elementwise_flops_bytes(
+    op: str, tokens: int, width: int, heads: int = 1, dtype: str = "bf16"
+) -> tuple[float, float]:
     """Analytic cost of the fused element-wise ops of a decoder layer.
 
     rmsnorm:  x[T,w] -> y[T,w] with weight[w]; ~4 FLOPs/element.
@@ -341,7 +354,9 @@ def attention_points(plan: MicroPlan, dtype: str = "bf16") -> list[PointSpec]:
     return out
 
 
-def elementwise_points(plan: MicroPlan, model_key: str = "llama-3-8b", dtype: str = "bf16") -> list[PointSpec]:
+def elementwise_points(
+    plan: MicroPlan, model_key: str = "llama-3-8b", dtype: str = "bf16"
+) -> list[PointSpec]:
     model = model_dims(model_key)
     out = []
     for t in plan.elementwise_tokens:
@@ -363,7 +378,9 @@ def idle_point(seconds: float) -> PointSpec:
 MICRO_KINDS = ("idle", "memcpy", "gemm", "attention", "elementwise")
 
 
-def plan_micro(size: str = "default", only: tuple[str, ...] | None = None, fp8: bool = True, idle_s: float = 5.0) -> list[PointSpec]:
+def plan_micro(
+    size: str = "default", only: tuple[str, ...] | None = None, fp8: bool = True, idle_s: float = 5.0
+) -> list[PointSpec]:
     """Every point of the ``micro`` suite, cheapest-to-fit first (idle, memcpy, gemm, ...)."""
     plan = micro_plan(size)
     kinds = MICRO_KINDS if not only else tuple(only)
@@ -405,7 +422,9 @@ def layer_weight_bytes(model: ModelDims, dtype: str = "bf16") -> float:
 
 def model_weight_bytes(model: ModelDims, layers: int, dtype: str = "bf16") -> float:
     """Decoder layers plus embedding, final norm and (untied) lm_head."""
-    return layers * layer_weight_bytes(model, dtype) + _elem(dtype) * (2 * model.vocab * model.hidden + model.hidden)
+    return layers * layer_weight_bytes(model, dtype) + _elem(dtype) * (
+        2 * model.vocab * model.hidden + model.hidden
+    )
 
 
 def kv_cache_bytes(model: ModelDims, layers: int, batch: int, tokens: int, dtype: str = "bf16") -> float:
@@ -420,13 +439,20 @@ def _active_experts(model: ModelDims, tokens: int) -> float:
 
 
 def model_flops_bytes(
-    model: ModelDims, layers: int, batch: int, new_tokens: int, kv_len: int, dtype: str = "bf16"
+    model: ModelDims,
+    layers: int,
+    batch: int,
+    new_tokens: int,
+    kv_len: int,
+    dtype: str = "bf16",
+    head: bool = True,
 ) -> tuple[float, float]:
     """Analytic (FLOPs, HBM bytes) of one forward over ``new_tokens`` per sequence after ``kv_len``.
 
-    FLOPs: weight GEMMs over every token, attention pairs (causal), lm_head for the last token of
-    each sequence. Bytes: weights read once (MoE: the expected distinct active experts), the KV
-    cache read and the new K/V written; activations are not counted.
+    FLOPs: weight GEMMs over every token, attention pairs (causal), and with ``head`` the lm_head for
+    the last token of each sequence. Bytes: weights read once (MoE: the expected distinct active
+    experts), the KV cache read and the new K/V written, with ``head`` the lm_head and embedding rows;
+    activations are not counted.
     """
     e = _elem(dtype)
     h, d = model.hidden, model.head_dim
@@ -443,9 +469,13 @@ def model_flops_bytes(
     else:
         flops_layer += 2.0 * tokens * 3 * h * model.intermediate
         bytes_layer += e * 3 * h * model.intermediate
-    bytes_layer += kv_cache_bytes(model, 1, batch, kv_len, dtype) + kv_cache_bytes(model, 1, batch, new_tokens, dtype)
-    flops = layers * flops_layer + 2.0 * batch * h * model.vocab
-    nbytes = layers * bytes_layer + e * (model.vocab * h + tokens * h)  # lm_head + embedding rows
+    bytes_layer += kv_cache_bytes(model, 1, batch, kv_len, dtype) + kv_cache_bytes(
+        model, 1, batch, new_tokens, dtype
+    )
+    flops, nbytes = layers * flops_layer, layers * bytes_layer
+    if head:
+        flops += 2.0 * batch * h * model.vocab
+        nbytes += e * (model.vocab * h + tokens * h)  # lm_head + embedding rows
     return flops, nbytes
 
 
@@ -468,7 +498,9 @@ MODELS_PLANS: dict[str, ModelsPlan] = {
 }
 
 
-def max_layers_fitting(model: ModelDims, memory_bytes: float, reserve_fraction: float = 0.35, dtype: str = "bf16") -> int:
+def max_layers_fitting(
+    model: ModelDims, memory_bytes: float, reserve_fraction: float = 0.35, dtype: str = "bf16"
+) -> int:
     """Most decoder layers whose weights fit in ``(1 - reserve_fraction)`` of the device memory."""
     e = _elem(dtype)
     fixed = e * (2 * model.vocab * model.hidden + model.hidden)
@@ -483,8 +515,9 @@ def plan_models(
     dtype: str = "bf16",
     memory_fraction: float = 0.85,
 ) -> list[PointSpec]:
-    """One decoder layer and the whole model (fewer layers if the weights do not fit, recorded as
-    ``layers`` < ``model_layers``) at prefill and decode points that fit ``memory_bytes``."""
+    """One decoder layer (``scope`` "layer": no embedding or lm_head) and the whole model (``scope``
+    "model", or "model-truncated" with ``layers`` < ``model_layers`` when the weights do not fit) at
+    prefill and decode points whose weights, KV cache and activations fit ``memory_bytes``."""
     if size not in MODELS_PLANS:
         raise UnknownNameError("size", size, MODELS_PLANS)
     plan = MODELS_PLANS[size]
@@ -507,7 +540,9 @@ def plan_models(
                     act = _elem(dtype) * tokens * (8 * model.hidden + 3 * width)
                     if weights + cache + act > budget:
                         continue
-                    flops, nbytes = model_flops_bytes(model, layers, batch, new, kv, dtype)
+                    flops, nbytes = model_flops_bytes(
+                        model, layers, batch, new, kv, dtype, head=scope != "layer"
+                    )
                     dims = {
                         "model": key,
                         "scope": scope,
@@ -555,6 +590,11 @@ def plan_collectives(size: str, world: int, dtype: str = "bf16") -> list[PointSp
     out = []
     for op in COLLECTIVE_OPS:
         for nbytes in collective_sizes(size):
-            dims = {"op": op, "size_bytes": nbytes, "world_size": world, "bus_bytes": bus_factor(op, world) * nbytes}
+            dims = {
+                "op": op,
+                "size_bytes": nbytes,
+                "world_size": world,
+                "bus_bytes": bus_factor(op, world) * nbytes,
+            }
             out.append(PointSpec("collective", dtype, dims, 0.0, float(nbytes), 3.0 * nbytes))
     return out

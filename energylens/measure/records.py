@@ -208,7 +208,9 @@ def parse_record(data: object, origin: str) -> Record:
         raise MeasurementError(origin, type(data).__name__, "a measurement record must be a JSON object")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise MeasurementError(f"{origin}: schema_version", version, f"this energylens reads version {SCHEMA_VERSION}")
+        raise MeasurementError(
+            f"{origin}: schema_version", version, f"this energylens reads version {SCHEMA_VERSION}"
+        )
     suite = data.get("suite")
     if suite not in SUITES:
         raise MeasurementError(f"{origin}: suite", suite, "one of " + ", ".join(SUITES))
@@ -217,12 +219,16 @@ def parse_record(data: object, origin: str) -> Record:
         raise MeasurementError(f"{origin}: units", units, "a JSON object " + json.dumps(UNITS))
     for name, unit in UNITS.items():
         if name not in units:
-            raise MeasurementError(f"{origin}: units.{name}", None, f"required unit is missing (expected {unit!r})")
+            raise MeasurementError(
+                f"{origin}: units.{name}", None, f"required unit is missing (expected {unit!r})"
+            )
         if units[name] != unit:
             raise MeasurementError(f"{origin}: units.{name}", units[name], f"expected SI unit {unit!r}")
     metadata = data.get("metadata")
     if not isinstance(metadata, Mapping):
-        raise MeasurementError(f"{origin}: metadata", metadata, "a JSON object with gpu_name, power_limit_w, ...")
+        raise MeasurementError(
+            f"{origin}: metadata", metadata, "a JSON object with gpu_name, power_limit_w, ..."
+        )
     for name in REQUIRED_METADATA:
         if metadata.get(name) in (None, ""):
             raise MeasurementError(f"{origin}: metadata.{name}", None, "required metadata field is missing")
@@ -256,7 +262,9 @@ def read_record(path: str | os.PathLike) -> Record:
     try:
         text = p.read_text()
     except OSError as exc:
-        raise MeasurementError("record", str(p), f"a readable measurement record file ({exc.strerror})") from exc
+        raise MeasurementError(
+            "record", str(p), f"a readable measurement record file ({exc.strerror})"
+        ) from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
