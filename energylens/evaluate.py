@@ -6,6 +6,12 @@ batch: the pipeline stages run one after another (no micro-batching), each stage
 lockstep; collectives follow the op that needs them (no overlap unless an overlap plan says so).
 A phase ends when the last stage ends; every GPU that is not busy meanwhile waits at idle power,
 and that energy is reported as ``idle_wait_j``.
+
+Mixture of experts (``energylens.moe.binding``): expert-parallel ranks differ. The routing gives the
+busiest rank's tokens and experts hit, and the mean rank's. Kernels are costed twice: the busiest
+rank's times set the phase latency; the mean rank's give energy, FLOPs and bytes per GPU; the gap
+is spent waiting at idle power (``moe_idle_wait_j``, part of ``idle_wait_j``). Collectives are
+costed once, with the busiest rank's messages: every rank stays in the all-to-all until it ends.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from energylens.cost.engine import Binder, CollectiveRecord, KernelRecord, cost_steps
+from energylens.cost.engine import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
 from energylens.graph.model import Model
 from energylens.graph.ops import Role
 from energylens.hardware.profile import DTYPE_BYTES, GPU
+from energylens.moe.binding import is_moe
 from energylens.parallel.layout import Layout, degrees
 from energylens.parallel.sharding import OpStep
 from energylens.program import Program
@@ -48,6 +55,12 @@ class PhaseArrays:
     layer_energy_j: dict[str, np.ndarray]
     section_time_s: dict[str, np.ndarray]
     section_energy_j: dict[str, np.ndarray]
+    # MoE (None / zero for dense models): ``kernels`` are the busiest expert-parallel rank's (they set
+    # the pace); ``kernels_energy`` the same kernels on the mean rank (energy, FLOPs and bytes per
+    # GPU); ``moe_idle_wait_j`` the part of ``idle_wait_j`` spent waiting for the busiest rank.
+    kernels_energy: list[tuple[str, KernelRecord]] | None = None
+    moe_idle_wait_j: np.ndarray | None = None
+    moe: object = None  # energylens.moe.binding.MoEBinding
 
 
 def axis_sizes(layout: Layout) -> dict[str, np.ndarray]:
@@ -61,7 +74,8 @@ def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
 
 
 def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
-                   weights: np.ndarray, *, decode: bool) -> PhaseArrays:
+                   weights: np.ndarray, *, decode: bool, routing=None) -> PhaseArrays:
+    """``routing`` (MoE models only): a routing string or ``energylens.moe.Routing``; None = uniform."""
     all_sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()}, **sizes}
     degs = degrees(model, layout)
     axes = axis_sizes(layout)
@@ -76,6 +90,19 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     nodes_pt = {k: per_point(v) for k, v in nodes.items()}
     full_shape = np.broadcast(*[np.asarray(v) for v in all_sizes.values()], *degs_pt.values(),
                               *axes_pt.values()).shape
+    # --- MoE: tokens per expert and experts touched, on the busiest and on the mean expert-parallel rank
+    # (a caller that binds them itself, passing ``c`` and ``ROUTED_EXPERTS_KEY`` in ``sizes``, gets those
+    # sizes as they are, for latency and energy alike)
+    moe = None
+    energy_sizes = all_sizes
+    if is_moe(model) and ROUTED_EXPERTS_KEY not in sizes:
+        from energylens.moe.binding import bind_moe
+
+        moe = bind_moe(model, routing, all_sizes["b"], all_sizes["t"], axes_pt["tp"], axes_pt["ep"])
+        energy_sizes = {**all_sizes, **moe.mean}
+        all_sizes = {**all_sizes, **moe.busiest}
+        full_shape = np.broadcast_shapes(full_shape, *(np.shape(v) for v in moe.busiest.values()))
+    # --- end MoE
     out_shape = full_shape[:-1] if decode else full_shape
     w = np.asarray(weights, dtype=float)
 
@@ -87,6 +114,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         return x
 
     kernels: list[tuple[str, KernelRecord]] = []
+    kernels_e: list[tuple[str, KernelRecord]] = []  # MoE: the mean rank's (energy); dense: the same records
     colls: list[tuple[str, CollectiveRecord]] = []
     sections = [("pre", program.pre, 1, "")] + [
         (b.name, steps, b.count, f"{b.name}.") for b, steps in program.blocks
@@ -96,18 +124,28 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     for name, steps, count, prefix in sections:
         k, c = cost_steps(gpu, model, list(steps), all_sizes, degs_pt, axes_pt, count=count, prefix=prefix,
                           nodes=nodes_pt)
+        k_e = k
+        if moe is not None and any(isinstance(st, OpStep) and "c" in st.op.dims for st in steps):
+            k_e, _ = cost_steps(gpu, model, list(steps), energy_sizes, degs_pt, axes_pt, count=count, prefix=prefix,
+                                nodes=nodes_pt)
         kernels += [(name, r) for r in k]
+        kernels_e += [(name, r) for r in k_e]
         colls += [(name, r) for r in c]
         t = sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0)) + sum(
             (reduce(r.latency_s) for r in c), np.asarray(0.0))
-        e = sum((reduce(r.cost.energy_j) for r in k), np.asarray(0.0)) + sum(
+        e = sum((reduce(r.cost.energy_j) for r in k_e), np.asarray(0.0)) + sum(
             (reduce(r.energy_j_per_gpu) for r in c), np.asarray(0.0))
+        if k_e is not k:  # the mean rank waits for the busiest one at idle power
+            e = e + (sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0))
+                     - sum((reduce(r.cost.latency_s) for r in k_e), np.asarray(0.0))) * gpu.idle_power_w
         layer_time[name] = t  # per execution (one layer for blocks)
         layer_energy[name] = e  # per rank per execution
     tp = axes["tp"]
     dp = axes["dp"]
     pp = axes["pp"]
     kernel_time = sum((reduce(r.cost.latency_s) * r.count for _, r in kernels), np.asarray(0.0))
+    kernel_time_e = kernel_time if moe is None else sum(
+        (reduce(r.cost.latency_s) * r.count for _, r in kernels_e), np.asarray(0.0))
     coll_time = sum((reduce(r.latency_s) * r.count for _, r in colls), np.asarray(0.0))
     # pipeline boundaries: the residual stream goes to the next stage
     p2p = None
@@ -130,14 +168,14 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     latency = kernel_time + coll_time + p2p_time
 
     def per_rank_sum(attr: str) -> np.ndarray:
-        return sum((reduce(getattr(r.cost, attr)) * r.count for _, r in kernels), np.asarray(0.0))
+        return sum((reduce(getattr(r.cost, attr)) * r.count for _, r in kernels_e), np.asarray(0.0))
 
     compute = per_rank_sum("compute_energy_j") * tp * dp
     memory = per_rank_sum("memory_energy_j") * tp * dp
     static = per_rank_sum("static_energy_j") * tp * dp
     comm = (sum((reduce(r.energy_j_per_gpu) * r.count for _, r in colls), np.asarray(0.0)) * tp + p2p_energy) * dp
     gpu_time = tp * pp * latency
-    busy_time = tp * (kernel_time + coll_time) + 2.0 * tp * p2p_time
+    busy_time = tp * (kernel_time_e + coll_time) + 2.0 * tp * p2p_time
     wait = np.maximum(gpu_time - busy_time, 0.0) * gpu.idle_power_w * dp
     energy = compute + memory + static + comm + wait
 
@@ -146,9 +184,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
 
     layer_time = {k: np.broadcast_to(v, out_shape) for k, v in layer_time.items()}
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
+    moe_wait = None if moe is None else full(tp * dp * (kernel_time - kernel_time_e) * gpu.idle_power_w)
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
                        full(kernel_time), full(coll_time), full(p2p_time), kernels, colls, p2p, reduce, layer_time,
-                       layer_energy, layer_time, layer_energy)
+                       layer_energy, layer_time, layer_energy, kernels_energy=kernels_e, moe_idle_wait_j=moe_wait,
+                       moe=moe)
 
 
 def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,
@@ -159,6 +199,8 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
     sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()},
              "b": np.asarray(batch_per_replica, dtype=float), "t": np.asarray(prompt_len, dtype=float),
              "s": np.asarray(max_context, dtype=float)}
+    if is_moe(model):  # MoE dispatch buffers: tokens per expert of the prompt (mean over experts)
+        sizes["c"] = sizes["b"] * sizes["t"] * float(model.dims["x"]) / float(model.dims["e"])
     binder = Binder(model, sizes, degs)
 
     def collect(steps, role: Role) -> tuple[np.ndarray, np.ndarray]:

@@ -42,9 +42,7 @@ def predict_command(
     import energylens
 
     kwargs = dict(batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp,
-                  ep=ep, sp=sp, gpus_per_node=gpus_per_node)
-    if routing != "uniform":
-        kwargs["routing"] = routing
+                  ep=ep, sp=sp, gpus_per_node=gpus_per_node, routing=routing)
     pred = energylens.predict(model, gpu, **kwargs)
     if as_json:
         typer.echo(json.dumps(pred.to_dict(), indent=2, default=float))
@@ -92,6 +90,8 @@ def render(pred, top: int = 8) -> None:
             c.add_row(cl.name, cl.kind, str(cl.group_size), f"{cl.bytes / 1e6:.3g}", str(cl.count),
                       _fmt_s(cl.latency_s), _fmt_j(cl.energy_j))
         con.print(c)
+    if pred.moe is not None:
+        render_moe(con, pred.moe)
     mem = pred.memory
     colour = "green" if mem.fits else "red"
     con.print(f"[{colour}]memory per GPU: {mem.required_bytes / 1e9:.1f} GB of {mem.capacity_bytes / 1e9:.0f} GB "
@@ -99,3 +99,17 @@ def render(pred, top: int = 8) -> None:
               f"workspace {mem.workspace_bytes / 1e9:.1f}): {'fits' if mem.fits else 'DOES NOT FIT'}[/]")
     for w in pred.warnings:
         con.print(f"[yellow]warning:[/] {w}")
+
+
+def render_moe(con: Console, moe) -> None:
+    """Routing statistics of a mixture-of-experts prediction (per MoE layer; decode: per step)."""
+    t = Table(title=f"Experts: {moe.n_experts} routed, top-{moe.top_k}, {moe.expert_sharding} (ep={moe.ep}), "
+                    f"routing {moe.routing}")
+    for col in ("phase", "tokens/group", "assignments/rank (mean)", "busiest rank", "imbalance", "experts hit",
+                "hit on busiest rank", "idle wait"):
+        t.add_column(col, justify="right")
+    for name, ph in (("prefill", moe.prefill), ("decode step", moe.decode)):
+        t.add_row(name, f"{ph.group_tokens:,.0f}", f"{ph.mean_rank_tokens:,.1f}", f"{ph.max_rank_tokens:,.1f}",
+                  f"{ph.imbalance:.3f}", f"{ph.experts_hit:.1f}", f"{ph.experts_hit_per_rank_max:.1f}",
+                  _fmt_j(ph.idle_wait_j))
+    con.print(t)

@@ -1,0 +1,186 @@
+"""``energylens validate``: predict every row of an ML.ENERGY-format CSV and report the error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from energylens.cli import app
+
+
+@app.command("validate")
+def validate_command(
+    data: str = typer.Option(None, "--data", "-d", help="CSV in the ML.ENERGY v3 column format "
+                             "(default: the shipped development subset)."),
+    as_json: bool = typer.Option(False, "--json", help="Print per-row predictions and the tables as JSON."),
+    level: float = typer.Option(0.8, "--interval-level", help="Prediction interval level: 0.5, 0.8 or 0.9."),
+    rows: bool = typer.Option(True, "--rows/--no-rows", help="Print the per-row table."),
+    worst: int = typer.Option(10, "--worst", help="List the N rows with the largest energy-per-token error."),
+    plot: str = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter PNG to this path."),
+    markdown: str = typer.Option(None, "--markdown", help="Write the MAPE tables as Markdown to this path."),
+) -> None:
+    """Validate serving predictions (median ITL, average power, energy per token) against measurements."""
+    from energylens.validate import shipped_dev_csv, validate_csv
+
+    path = data or str(shipped_dev_csv())
+    if as_json:
+        v = validate_csv(path, level=level)
+    else:
+        from rich.progress import Progress
+
+        from energylens.validate import read_rows
+
+        n = len(read_rows(path))
+        with Progress(transient=True) as prog:
+            task = prog.add_task("costing rows", total=n)
+            v = validate_csv(path, level=level, progress=lambda k: prog.advance(task, k))
+            prog.update(task, completed=n)
+    if plot:
+        write_plot(v, plot)
+    if markdown:
+        Path(markdown).write_text(to_markdown(v))
+    if as_json:
+        typer.echo(json.dumps(v.to_dict(), indent=2, default=float))
+        return
+    render(v, rows=rows, worst=worst)
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.1f}%"
+
+
+def render(v, *, rows: bool = True, worst: int = 10) -> None:
+    from energylens.validate import METRICS, SHORT, load_intervals
+
+    con = Console()
+    con.print(f"[bold]{v.source}[/]: {len(v.rows)} rows, {len(v.ok)} predicted, {len(v.skipped)} skipped")
+    if rows and v.ok:
+        t = Table(title="Per row: predicted / measured (error)")
+        for col in ("#", "model", "task", "GPU", "par.", "batch", "ITL ms", "power W", "J/token"):
+            t.add_column(col, justify="left" if col in ("model", "task", "GPU", "par.") else "right")
+        for r in v.ok:
+            cells = []
+            for m, scale, f in (("decode_step_latency_s", 1e3, ".1f"), ("avg_power_w", 1, ".0f"),
+                                ("energy_per_output_token_j", 1, ".3g")):
+                cells.append(f"{r.predicted[m] * scale:{f}} / {r.measured[m] * scale:{f}} ({r.error(m):+.0%})")
+            t.add_row(str(r.index), r.row["model_id"], r.row["task"], r.row["gpu_model"], r.parallelism,
+                      f"{float(r.row['avg_batch_size']):.0f}", *cells)
+        con.print(t)
+    tables = v.tables()
+    for title in ("model × GPU × parallelism", "family × GPU", "GPU", "task", "overall"):
+        t = Table(title=f"MAPE by {title} (coverage of the {v.interval_level:.0%} interval)")
+        t.add_column(title)
+        t.add_column("rows", justify="right")
+        for m in METRICS:
+            t.add_column(SHORT[m], justify="right")
+        for name, d in tables[title].items():
+            t.add_row(name, str(d["n"]), *(f"{_pct(d['mape'][m])} ({_pct(d['coverage'][m])})" for m in METRICS))
+        con.print(t)
+    lomo = load_intervals().get("leave_one_model_out") or {}
+    if lomo:
+        cov = lomo.get("coverage", {}).get(str(v.interval_level), {})
+        con.print("Interval coverage above is in-sample when the data is the development set. Leave-one-model-out "
+                  "(coefficients refitted and residual quantiles taken without the model): "
+                  + ", ".join(f"{SHORT[m]} {_pct(cov.get(m, float('nan')) or float('nan'))}" for m in METRICS)
+                  + "; LOMO MAPE " + ", ".join(f"{SHORT[m]} {lomo['mape_percent'][m]:.1f}%" for m in METRICS))
+    if worst and v.ok:
+        t = Table(title=f"Worst {worst} rows by energy-per-token error")
+        for col in ("#", "model", "task", "GPU", "par.", "batch", "ITL err", "power err", "J/token err"):
+            t.add_column(col)
+        for r in v.worst(worst):
+            t.add_row(str(r.index), r.row["model_id"], r.row["task"], r.row["gpu_model"], r.parallelism,
+                      f"{float(r.row['avg_batch_size']):.0f}", *(f"{r.error(m):+.0%}" for m in METRICS))
+        con.print(t)
+    if v.skipped:
+        reasons: dict[str, list[int]] = {}
+        for r in v.skipped:
+            reasons.setdefault(r.reason, []).append(r.index)
+        t = Table(title="Skipped rows")
+        t.add_column("rows", justify="right")
+        t.add_column("reason")
+        for reason, idx in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            t.add_row(str(len(idx)), reason)
+        con.print(t)
+    c = v.coefficients
+    con.print(f"coefficients: iteration overhead {c.iteration_overhead_s * 1e3:.3g} ms, per-sequence "
+              f"{c.per_sequence_overhead_s * 1e6:.3g} us, active power fraction {c.active_power_fraction:.3g} ({c.source})")
+
+
+def to_markdown(v) -> str:
+    from energylens.validate import METRICS, SHORT
+
+    tables = v.tables()
+    out = [f"Rows: {len(v.rows)} in `{Path(v.source).name}`, {len(v.ok)} predicted, {len(v.skipped)} skipped.", ""]
+    for title in ("overall", "family × GPU", "GPU", "task", "model × GPU × parallelism"):
+        out.append(f"**MAPE by {title}** (in brackets: coverage of the {v.interval_level:.0%} interval)")
+        out.append("")
+        out.append(f"| {title} | rows | " + " | ".join(SHORT[m] for m in METRICS) + " |")
+        out.append("|---|---:|" + "---:|" * len(METRICS))
+        for name, d in tables[title].items():
+            out.append(f"| {name} | {d['n']} | " + " | ".join(f"{_pct(d['mape'][m])} ({_pct(d['coverage'][m])})"
+                                                             for m in METRICS) + " |")
+        out.append("")
+    if v.skipped:
+        reasons: dict[str, int] = {}
+        for r in v.skipped:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        out.append("**Skipped rows**")
+        out.append("")
+        out.append("| rows | reason |")
+        out.append("|---:|---|")
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            out.append(f"| {n} | {reason} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_plot(v, path: str) -> None:
+    """Predicted vs measured, one panel per validated column, log-log, with y = x and +-10 % lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from energylens.validate import METRICS, SHORT
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    colours = {"h100-sxm": "tab:blue", "b200": "tab:orange"}
+    markers = {"dense": "o", "moe": "^", "hybrid": "s"}
+    scale = {"decode_step_latency_s": (1e3, "ms"), "avg_power_w": (1.0, "W"), "energy_per_output_token_j": (1.0, "J")}
+    for ax, m in zip(axes, METRICS, strict=True):
+        s, unit = scale[m]
+        seen = set()
+        for r in v.ok:
+            label = f"{r.family}, {r.row['gpu_model']}"
+            ax.scatter(r.measured[m] * s, r.predicted[m] * s, s=14, alpha=0.7, c=colours.get(r.gpu, "tab:gray"),
+                       marker=markers.get(r.family, "x"), label=None if label in seen else label)
+            seen.add(label)
+        vals = [r.measured[m] * s for r in v.ok] + [r.predicted[m] * s for r in v.ok]
+        if vals:
+            lo, hi = min(vals) / 1.2, max(vals) * 1.2
+            xs = [lo, hi]
+            ax.plot(xs, xs, "k-", lw=1)
+            ax.plot(xs, [x * 1.1 for x in xs], "k:", lw=0.8)
+            ax.plot(xs, [x / 1.1 for x in xs], "k:", lw=0.8)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"measured {SHORT[m]} ({unit})")
+        ax.set_ylabel(f"predicted {SHORT[m]} ({unit})")
+        mape = v.mape()[m]
+        ax.set_title(f"{SHORT[m]}: MAPE {100 * mape:.1f}% ({len(v.ok)} rows)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"energylens serve vs measured: {Path(v.source).name} (dotted: +-10%)")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,428 @@
+"""Serving-level prediction: a vLLM-style continuous-batching steady state on the per-op cost model.
+
+Steady state of one data-parallel replica at a mean running batch ``B`` (``batch / dp``), mean
+prompt length ``P`` and mean output length ``O``:
+
+* every engine iteration decodes one token for each of the ``B`` running requests;
+* requests finish at ``lambda = B / O`` per iteration on average and as many new ones are admitted,
+  so an iteration also prefills ``lambda * P`` prompt tokens on average (chunked prefill, at most
+  ``max_batched_tokens - B`` per iteration: vLLM ``max-num-batched-tokens``);
+* the iteration is one forward pass over all its tokens. Token-wise kernels (GEMMs, norms, RoPE,
+  KV writes, element-wise ops) and the collectives see ``B + prefill`` tokens; the attention
+  kernels read each running request's KV cache at its mean context ``P + O / 2`` and compute causal
+  attention over the new prompts (``lambda`` prompts of ``P`` tokens); the LM head and the sampler
+  run for the ``B`` decoded tokens.
+
+Each of the three parts is costed by :func:`energylens.evaluate.evaluate_phase` on the same
+program (same sharding, derived collectives, roofline and power cap) and the kernels are taken
+from the part they belong to (decode and prefill attention share one kernel launch).
+
+Three global serving coefficients (:class:`ServingCoefficients`, the same for every model and GPU,
+fitted once by ``tools/fit_serving.py`` on development data; values, units and what they were
+fitted on are in ``energylens/data/validation/serving_coefficients.yaml``):
+
+* ``iteration_overhead_s``: host time per iteration that the GPUs do not overlap (scheduling,
+  input preparation, output processing); the GPUs wait at idle power;
+* ``per_sequence_overhead_s``: GPU time per running request per iteration that the per-op graph
+  does not describe (sampling over the vocabulary with top-k/top-p, logits processing, paged-KV
+  metadata); the GPUs are busy (active power below);
+* ``active_power_fraction``: while a GPU executes kernels its static power is
+  ``idle_power + active_power_fraction * (power_limit - idle_power)`` rather than the
+  context-held idle power (clocks up, SMs issuing while memory-bound); the GPU never draws more
+  than its power limit.
+
+Outputs (per deployment, all ``dp`` replicas together):
+
+* ``decode_step_latency_s``: the median inter-token latency a client sees. A token's latency is
+  the time of the iteration that produced it; prompts arrive Poisson(``lambda``) per iteration, so
+  the median iteration carries the median number of new prompts (none when ``lambda < ln 2``);
+* ``mean_iteration_s``: the mean iteration (mean prefill load); throughput ``B dp / mean_iteration_s``;
+* ``avg_power_w``: energy of a mean iteration over all GPUs / its time (idle waits included);
+* ``energy_per_output_token_j``: that energy / the ``B dp`` tokens the iteration produces
+  (prefill work of the interleaved prompts included).
+
+Pipeline parallelism (no measurements to check it): ``pp`` micro-batches of ``B / pp`` are in
+flight with every stage busy; a token waits for its micro-batch to cross all stages.
+
+Every function takes NumPy arrays of ``batch``, ``input_len`` and ``output_len`` (broadcast
+together): one call costs a whole sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from energylens.errors import LayoutError, SpecError, WorkloadError
+from energylens.evaluate import evaluate_phase
+from energylens.graph.model import Model
+from energylens.hardware.profile import GPU
+from energylens.parallel.layout import Layout, validate
+from energylens.program import build_program
+
+MAX_BATCHED_TOKENS = 8192  # vLLM max-num-batched-tokens in the ML.ENERGY v3 configs (SOURCE.md)
+DEFAULT_INTERVAL_LEVEL = 0.8
+COEFFICIENT_NAMES = ("iteration_overhead_s", "per_sequence_overhead_s", "active_power_fraction")
+
+
+@dataclass(frozen=True)
+class ServingCoefficients:
+    """Global serving coefficients (same for every model and GPU). Defaults: none (pure cost model)."""
+
+    iteration_overhead_s: float = 0.0
+    per_sequence_overhead_s: float = 0.0
+    active_power_fraction: float = 0.0
+    source: str = "none (pure per-op cost model)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def data_file(name: str):
+    """A file of ``energylens/data/validation``."""
+    return resources.files("energylens") / "data" / "validation" / name
+
+
+@cache
+def load_coefficients() -> ServingCoefficients:
+    """The fitted coefficients shipped in ``energylens/data/validation/serving_coefficients.yaml``."""
+    import yaml
+
+    path = data_file("serving_coefficients.yaml")
+    if not path.is_file():
+        return ServingCoefficients()
+    data = yaml.safe_load(path.read_text()) or {}
+    coeffs = data.get("coefficients") or {}
+    values = {}
+    for name in COEFFICIENT_NAMES:
+        entry = coeffs.get(name)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), (int, float)):
+            raise SpecError(f"serving_coefficients.yaml: coefficients.{name}", entry,
+                            "{value: <number>, unit, fitted_on, method}")
+        values[name] = float(entry["value"])
+    return ServingCoefficients(**values, source="energylens/data/validation/serving_coefficients.yaml")
+
+
+@dataclass
+class ServingArrays:
+    """Steady-state serving figures, arrays broadcast over the batch/length inputs."""
+
+    decode_step_latency_s: np.ndarray  # median inter-token latency (median iteration)
+    mean_iteration_s: np.ndarray  # mean iteration time (sets throughput)
+    avg_power_w: np.ndarray  # all GPUs of the deployment
+    energy_per_output_token_j: np.ndarray
+    output_tokens_per_s: np.ndarray
+    prefill_tokens_per_iteration: np.ndarray  # per replica, mean
+    gpu_time_s: np.ndarray  # GPU-busy part of a mean iteration (kernels, collectives, per-sequence work)
+    host_time_s: np.ndarray  # host part of an iteration (GPUs idle)
+    energy_per_iteration_j: np.ndarray  # all GPUs, mean iteration
+    num_gpus: int
+
+
+@dataclass
+class IterationCost:
+    """Per-rank GPU time and energy of one forward pass (all layers), split by kind.
+
+    ``kernel_s`` is the pace (the busiest expert-parallel rank for MoE models); ``kernel_j`` is the
+    mean rank's kernel energy plus idle power while it waits for the busiest rank; ``active_s`` is
+    the mean rank's kernel time (when its SMs are busy)."""
+
+    kernel_s: np.ndarray
+    kernel_j: np.ndarray
+    collective_s: np.ndarray
+    collective_j: np.ndarray
+    active_s: np.ndarray
+
+    @property
+    def time_s(self) -> np.ndarray:
+        return self.kernel_s + self.collective_s
+
+    @property
+    def energy_j(self) -> np.ndarray:
+        return self.kernel_j + self.collective_j
+
+
+def _attention_ops(model: Model) -> set[str]:
+    """Names of ops that read the key/value sequence (dimension ``s``): the attention kernels."""
+    return {op.name for op in model.all_ops() if "s" in op.dims}
+
+
+def poisson_median(lam) -> np.ndarray:
+    """Median of Poisson(``lam``) (0 for ``lam < ln 2``), vectorised."""
+    from scipy.stats import poisson
+
+    lam = np.asarray(lam, dtype=float)
+    return np.where(lam > 0, poisson.ppf(0.5, np.maximum(lam, 1e-12)), 0.0)
+
+
+def _kernels(pa, attention: set[str], want_attention: bool, records=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = np.asarray(0.0)
+    e = np.asarray(0.0)
+    launches = np.asarray(0.0)
+    for _, r in (pa.kernels if records is None else records):
+        if any(name in attention for name in r.ops) == want_attention:
+            t = t + pa.reduce(r.cost.latency_s) * r.count
+            e = e + pa.reduce(r.cost.energy_j) * r.count
+            launches = launches + r.count
+    return t, e, launches
+
+
+def _collectives(pa, pp: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(0.0)
+    e = np.asarray(0.0)
+    for _, c in pa.collectives:
+        t = t + pa.reduce(c.latency_s) * c.count
+        e = e + pa.reduce(c.energy_j_per_gpu) * c.count
+    if pa.p2p is not None and pp > 1:  # pipeline boundaries: both GPUs of each pair, per tp column
+        t = t + pa.p2p_time_s
+        e = e + np.asarray(pa.reduce(pa.p2p.energy_j_per_gpu)) * 2.0 * (pp - 1)
+    return t, e
+
+
+def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, prefill_tokens, input_len,
+                   context_len, program=None, routing=None) -> IterationCost:
+    """Per-rank GPU time (s) and energy (J) of one engine iteration: ``batch_per_replica`` decode
+    tokens at mean KV context ``context_len`` plus ``prefill_tokens`` prompt tokens (whole prompts of
+    ``input_len``), through all layers. Arrays broadcast. MoE models bind tokens per expert from
+    ``routing`` (default uniform): the busiest expert-parallel rank sets the pace."""
+    program = program or build_program(model, layout)
+    b, x, p, ctx = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in
+                                         (batch_per_replica, prefill_tokens, input_len, context_len)))
+    attention = _attention_ops(model)
+    one = np.asarray(1.0)
+    pp = int(np.max(layout.pp))
+    # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each
+    mixed = evaluate_phase(model, gpu, layout, program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False,
+                           routing=routing)
+    t_rest, e_rest, _ = _kernels(mixed, attention, want_attention=False)
+    a_rest = t_rest
+    if mixed.kernels_energy is not None and mixed.moe is not None:
+        # MoE: the busiest expert-parallel rank sets the pace (kernels); energy is the mean rank's
+        # kernels (kernels_energy) plus idle power while it waits for the busiest rank
+        a_rest, e_rest, _ = _kernels(mixed, attention, want_attention=False, records=mixed.kernels_energy)
+        e_rest = e_rest + np.maximum(t_rest - a_rest, 0.0) * gpu.idle_power_w
+        a_rest = np.minimum(a_rest, t_rest)
+    t_coll, e_coll = _collectives(mixed, pp)
+    # decode attention: b sequences, one query token each, mean context
+    dec = evaluate_phase(model, gpu, layout, program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False,
+                         routing=routing)
+    t_dec, e_dec, _ = _kernels(dec, attention, want_attention=True)
+    # prefill attention: x / p whole prompts of p tokens, in the same kernel launches as decode
+    has_prefill = x > 0
+    n_prompts = np.where(has_prefill, x / p, 1.0)
+    pre = evaluate_phase(model, gpu, layout, program, {"b": n_prompts, "t": p, "s": p}, one, decode=False,
+                         routing=routing)
+    t_pre, e_pre, launches = _kernels(pre, attention, want_attention=True)
+    shared = launches * gpu.kernel_overhead_s
+    t_pre = np.where(has_prefill, np.maximum(t_pre - shared, 0.0), 0.0)
+    e_pre = np.where(has_prefill, np.maximum(e_pre - shared * gpu.idle_power_w, 0.0), 0.0)
+    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, a_rest + t_dec + t_pre)
+
+
+def _check_positive(name: str, v: np.ndarray) -> None:
+    if v.size == 0 or np.any(~np.isfinite(v)) or np.any(v <= 0):
+        raise WorkloadError(name, v.tolist() if v.ndim else float(v), "positive finite numbers")
+
+
+@dataclass
+class ServingParts:
+    """Everything of a steady state that does not depend on the serving coefficients (arrays)."""
+
+    batch: np.ndarray  # whole deployment
+    batch_per_replica: np.ndarray
+    mean: IterationCost  # per rank, one micro-batch crossing all stages, mean prefill load
+    median: IterationCost  # the same at the median prefill load
+    prefill_tokens: np.ndarray  # per replica per iteration, mean
+    pp: int
+    num_gpus: int
+    idle_power_w: float
+    power_limit_w: float
+
+
+def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, output_len, *,
+                  max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingParts:
+    """The coefficient-free part of :func:`serve_arrays` (costed once, combined with any coefficients)."""
+    tp, pp, dp = int(layout.tp), int(layout.pp), int(layout.dp)
+    batch, input_len, output_len = np.broadcast_arrays(*(np.asarray(v, dtype=float)
+                                                         for v in (batch, input_len, output_len)))
+    for name, v in (("batch", batch), ("input_len", input_len), ("output_len", output_len)):
+        _check_positive(name, v)
+    br = batch / dp  # running requests per replica
+    lam = br / output_len  # prompts admitted per iteration
+    budget = np.maximum(max_batched_tokens - br, 0.0)
+    x_mean = np.minimum(lam * input_len, budget)
+    x_median = np.minimum(poisson_median(lam) * input_len, budget)
+    ctx = input_len + output_len / 2.0
+    program = build_program(model, layout)
+    # pp micro-batches of br / pp in flight; each crosses all stages (pp = 1: one forward pass)
+    mean = iteration_cost(model, gpu, layout, br / pp, x_mean / pp, input_len, ctx, program, routing)
+    median = iteration_cost(model, gpu, layout, br / pp, x_median / pp, input_len, ctx, program, routing)
+    return ServingParts(batch, br, mean, median, x_mean, pp, tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w)
+
+
+def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
+    """Apply the global serving coefficients to the costed parts (see the module docstring)."""
+    mean, median, br, pp = parts.mean, parts.median, parts.batch_per_replica, parts.pp
+    seq_s = c.per_sequence_overhead_s * br / pp  # GPU-busy, per micro-batch crossing
+    host_s = np.broadcast_to(np.asarray(c.iteration_overhead_s, dtype=float), br.shape)
+    busy_mean = mean.time_s + seq_s
+    iter_mean = busy_mean + host_s
+    iter_median = median.time_s + seq_s + host_s
+    idle = parts.idle_power_w
+    active_w = c.active_power_fraction * (parts.power_limit_w - idle)
+    # per GPU (one rank of each stage runs pp micro-batches per iteration): kernels + active static
+    # power + per-sequence work at busy static power, capped at the power limit; collectives as costed
+    kernel_j = mean.kernel_j + active_w * mean.active_s + (idle + active_w) * seq_s
+    kernel_j = np.minimum(kernel_j, parts.power_limit_w * (mean.kernel_s + seq_s))
+    per_gpu_j = kernel_j + mean.collective_j + idle * host_s
+    e_iter = per_gpu_j * parts.num_gpus
+    return ServingArrays(
+        decode_step_latency_s=iter_median,
+        mean_iteration_s=iter_mean,
+        avg_power_w=e_iter / iter_mean,
+        energy_per_output_token_j=e_iter / parts.batch,
+        output_tokens_per_s=parts.batch / iter_mean,
+        prefill_tokens_per_iteration=parts.prefill_tokens,
+        gpu_time_s=busy_mean,
+        host_time_s=np.array(host_s, dtype=float),
+        energy_per_iteration_j=e_iter,
+        num_gpus=parts.num_gpus,
+    )
+
+
+def serve_arrays(model: Model, gpu: GPU, layout: Layout, batch, input_len, output_len, *,
+                 coefficients: ServingCoefficients | None = None,
+                 max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingArrays:
+    """Vectorised steady state over arrays of ``batch`` (mean running requests, whole deployment),
+    ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be a valid scalar layout
+    (see :func:`resolve_layout`). Coefficients default to the shipped fitted ones."""
+    parts = serving_parts(model, gpu, layout, batch, input_len, output_len, max_batched_tokens=max_batched_tokens,
+                          routing=routing)
+    return combine(parts, coefficients or load_coefficients())
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """One steady-state serving prediction. Units in every name. ``interval`` maps each headline
+    figure to ``{"low", "high", "level", "basis"}`` (from validation residuals), or is empty."""
+
+    model: str
+    gpu: str
+    dtype: str
+    layout: dict
+    num_gpus: int
+    batch: float
+    input_len: float
+    output_len: float
+    decode_step_latency_s: float
+    mean_iteration_s: float
+    avg_power_w: float
+    energy_per_output_token_j: float
+    output_tokens_per_s: float
+    prefill_tokens_per_iteration: float
+    gpu_time_s: float
+    host_time_s: float
+    coefficients: dict
+    interval: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+def resolve_layout(model: Model, *, num_gpus: int | None, tp: int, ep: int, dp: int, pp: int,
+                   gpus_per_node: int = 8) -> tuple[Layout, tuple[str, ...]]:
+    """The ``Layout`` of a vLLM deployment, validated against the model.
+
+    vLLM's ``--enable-expert-parallel`` shards the experts over the ``tp x dp`` GPUs and runs
+    attention tensor-parallel inside each replica, so a deployment recorded as ``num_gpus = N,
+    tp = 1, ep = N`` (as ML.ENERGY records it) runs attention with ``tp = N / (pp dp)``."""
+    notes: list[str] = []
+    for name, v in (("tp", tp), ("ep", ep), ("dp", dp), ("pp", pp)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise LayoutError(name, v, "a positive integer")
+    if num_gpus is not None:
+        if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, np.integer)) or num_gpus < 1:
+            raise LayoutError("num_gpus", num_gpus, "a positive integer")
+        if num_gpus != tp * pp * dp:
+            if tp == 1 and ep > 1 and num_gpus % (pp * dp) == 0 and (num_gpus // pp) % ep == 0:
+                tp = num_gpus // (pp * dp)
+                notes.append(f"num_gpus={num_gpus}, ep={ep}: vLLM expert parallelism runs attention "
+                             f"tensor-parallel over each replica's GPUs (tp={tp})")
+            else:
+                raise LayoutError("num_gpus", num_gpus, f"tp x pp x dp = {tp * pp * dp} (or, with expert "
+                                  "parallelism and tp=1, a multiple of pp x dp that ep divides)")
+    lay = Layout(tp=tp, pp=pp, dp=dp, ep=ep, gpus_per_node=gpus_per_node)
+    validate(model, lay, strict=True)
+    return lay, tuple(notes)
+
+
+def serve(
+    model: str | Model,
+    gpu: str | GPU,
+    *,
+    num_gpus: int | None = None,
+    tp: int = 1,
+    ep: int = 1,
+    dp: int = 1,
+    pp: int = 1,
+    batch: float,
+    input_len: float,
+    output_len: float,
+    dtype: str | None = None,
+    gpus_per_node: int = 8,
+    max_batched_tokens: int = MAX_BATCHED_TOKENS,
+    coefficients: ServingCoefficients | None = None,
+    interval_level: float = DEFAULT_INTERVAL_LEVEL,
+    routing: str | None = None,
+) -> ServingResult:
+    """Steady-state vLLM serving of ``model`` on ``num_gpus`` GPUs (default ``tp x pp x dp``) at a
+    mean running ``batch`` (whole deployment), mean prompt ``input_len`` and output ``output_len``."""
+    from energylens.predict import prepare
+
+    m, g = prepare(model, gpu, dtype)
+    for name, v in (("batch", batch), ("input_len", input_len), ("output_len", output_len)):
+        if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
+                or not np.isfinite(v) or v <= 0):
+            raise WorkloadError(name, v, "a positive number (mean over the steady state)")
+    if isinstance(max_batched_tokens, bool) or not isinstance(max_batched_tokens, (int, np.integer)) \
+            or max_batched_tokens < 1:
+        raise WorkloadError("max_batched_tokens", max_batched_tokens, "a positive integer")
+    lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
+    if batch < dp * pp:
+        raise WorkloadError("batch", batch, f"at least dp x pp = {dp * pp} (one request per replica and stage)")
+    coeffs = coefficients or load_coefficients()
+    arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
+                       max_batched_tokens=int(max_batched_tokens), routing=routing)
+    notes = list(notes)
+    per_iter = batch / dp / output_len * input_len
+    if per_iter > max_batched_tokens - batch / dp:
+        notes.append(f"prompt tokens per iteration ({per_iter:.0f}) exceed the chunked-prefill budget "
+                     f"({max_batched_tokens} - batch/dp): this batch cannot be sustained; prefill capped")
+
+    def f(x) -> float:
+        return float(np.asarray(x).reshape(-1)[0])
+
+    res = ServingResult(
+        model=m.hf_id or m.name, gpu=g.key, dtype=m.weight_dtype, layout=lay.to_dict(), num_gpus=arr.num_gpus,
+        batch=float(batch), input_len=float(input_len), output_len=float(output_len),
+        decode_step_latency_s=f(arr.decode_step_latency_s), mean_iteration_s=f(arr.mean_iteration_s),
+        avg_power_w=f(arr.avg_power_w), energy_per_output_token_j=f(arr.energy_per_output_token_j),
+        output_tokens_per_s=f(arr.output_tokens_per_s),
+        prefill_tokens_per_iteration=f(arr.prefill_tokens_per_iteration),
+        gpu_time_s=f(arr.gpu_time_s), host_time_s=f(arr.host_time_s), coefficients=coeffs.to_dict(),
+        notes=tuple(notes),
+    )
+    from energylens.validate import interval_for
+
+    iv = interval_for(m, g.key, {"decode_step_latency_s": res.decode_step_latency_s,
+                                 "avg_power_w": res.avg_power_w,
+                                 "energy_per_output_token_j": res.energy_per_output_token_j}, interval_level)
+    return replace(res, interval=iv)

@@ -1,0 +1,460 @@
+"""Vectorised sweep evaluation: one array evaluation per (model, GPU, dtype, sp) group.
+
+Within a group the configurations form a 7-axis grid ``(tp, pp, dp, ep, batch, prompt_len,
+output_len)``. Each axis is a NumPy array shaped to broadcast along its own dimension, so every
+per-op cost in ``cost.engine`` / ``evaluate.evaluate_phase`` is computed only over the axes it
+depends on (a weight GEMM in decode does not vary with the prompt length; attention does), and the
+phase totals come out over the whole grid in one call. There is no Python loop over
+configurations: the loops are over groups (few), over output lengths <= ``DECODE_POINTS`` (at most
+17, because ``workload.decode_sizes`` sums those exactly, as ``predict`` does) and, only with
+``serving=True``, over the group's layouts.
+
+Two details keep the grid small and the answer exact:
+
+* The kernels see the batch *per replica* ``batch / dp``, not ``batch`` and ``dp`` separately. The
+  evaluation grid therefore replaces the ``batch`` axis by the sorted unique values ``U`` of
+  ``batch / dp`` (``dp`` stays a layout axis), and each configuration reads its row of ``U``.
+* Layout values that do not divide the model are replaced by a valid placeholder (1) before the
+  evaluation and the rows are dropped afterwards (as are batches that ``dp`` does not divide):
+  the table holds valid configurations only, and never a NaN.
+
+Columns (per configuration; energies are all GPUs together, J; latencies s; memory per GPU, B):
+identity (``model, gpu, dtype, sp, tp, pp, dp, ep, num_gpus, batch, prompt_len, output_len``);
+``prefill_*`` and ``decode_*`` latency, energy and its breakdown (compute, memory, static,
+communication, idle_wait) exactly as ``predict`` reports them for a static batch; derived
+``ttft_s`` (prefill latency of the batch), ``tpot_s`` (decode latency / output_len),
+``*_energy_per_token_j``, ``*_tokens_per_s``, ``request_*`` (prefill + decode, per output token);
+memory (``weights_bytes``, ``kv_cache_bytes``, ``workspace_bytes``, ``required_bytes``) and the
+constraint flags ``fits``, ``meets_slo``, ``within_budget``, ``feasible``. With ``serving=True``
+also ``serve_*`` columns: the continuous-batching steady state of ``energylens.serving`` at a
+concurrency of ``batch`` running requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from energylens.errors import EnergyLensError
+from energylens.evaluate import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
+from energylens.parallel.layout import Layout, validate
+from energylens.program import build_program
+from energylens.sweep.spec import SweepSpec
+from energylens.sweep.table import SweepTable
+from energylens.workload import DECODE_POINTS, Workload, decode_sizes, prefill_sizes
+
+NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len
+AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)
+DEFAULT_CHUNK_CONFIGS = 4_000_000  # configurations per vectorised evaluation (bounds memory)
+PHASE_FIELDS = ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
+BREAKDOWN = ("compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
+
+ProgressFn = Callable[[int, int, SweepSpec], None]  # (chunks done, chunks total, chunk just done)
+
+
+def _axis(values, ax: int, dtype=np.int64) -> np.ndarray:
+    shape = [1] * NDIM
+    shape[ax] = -1
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------- chunking
+
+
+def plan_chunks(spec: SweepSpec, max_configs: int = DEFAULT_CHUNK_CONFIGS) -> list[SweepSpec]:
+    """Split a spec into single-group sub-specs of at most ``max_configs`` configurations each.
+
+    Groups are (model, GPU, dtype, sp); a group that is too large is halved along its longest
+    workload axis (then layout axis) until it fits. The order is deterministic, so evaluating
+    the chunks anywhere (locally or on a cluster) and concatenating gives the same table."""
+    out: list[SweepSpec] = []
+    for model in spec.models:
+        for gpu in spec.gpus:
+            for dtype in spec.dtypes:
+                for sp in spec.sp:
+                    g = replace(spec, models=(model,), gpus=(gpu,), dtypes=(dtype,), sp=(sp,))
+                    out.extend(_split(g, max(int(max_configs), 1)))
+    return out
+
+
+def _split(spec: SweepSpec, max_configs: int) -> list[SweepSpec]:
+    if spec.size <= max_configs:
+        return [spec]
+    for name in ("prompt_len", "output_len", "batch", "pp", "dp", "ep", "tp"):
+        values = getattr(spec, name)
+        if len(values) > 1:
+            half = len(values) // 2
+            return (_split(replace(spec, **{name: values[:half]}), max_configs)
+                    + _split(replace(spec, **{name: values[half:]}), max_configs))
+    return [spec]
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def run_sweep(spec: SweepSpec, *, progress: ProgressFn | None = None,
+              max_chunk_configs: int = DEFAULT_CHUNK_CONFIGS) -> SweepTable:
+    """Evaluate every configuration of ``spec``; returns the valid ones as a columnar table.
+
+    Groups that cannot run at all (a dtype the GPU lacks, an unknown name) raise, unless other
+    groups remain: then they are skipped and listed in ``table.meta['skipped']``."""
+    t0 = time.perf_counter()
+    chunks = plan_chunks(spec, max_chunk_configs)
+    tables = []
+    skipped: list[str] = []
+    errors: list[EnergyLensError] = []
+    for i, chunk in enumerate(chunks):
+        try:
+            tables.append(evaluate_chunk(chunk))
+        except EnergyLensError as exc:
+            if len(spec.models) * len(spec.gpus) * len(spec.dtypes) == 1:
+                raise
+            errors.append(exc)
+            tables.append(SweepTable({}))
+            msg = f"{chunk.models[0]} on {chunk.gpus[0]} ({chunk.dtypes[0] or 'default dtype'}): {exc}"
+            if msg not in skipped:
+                skipped.append(msg)
+        if progress is not None:
+            progress(i + 1, len(chunks), chunk)
+    if errors and not any(t.columns for t in tables):
+        raise errors[0]
+    meta = {"spec": spec.to_dict(), "skipped": skipped, "chunks": len(chunks),
+            "grid_configs": spec.size, "elapsed_s": 0.0}
+    table = assemble(spec, chunks, tables, meta)
+    table.meta["elapsed_s"] = time.perf_counter() - t0
+    return table
+
+
+def _group_key(chunk: SweepSpec) -> tuple:
+    return (chunk.models[0], chunk.gpus[0], chunk.dtypes[0], chunk.sp[0])
+
+
+def assemble(spec: SweepSpec, chunks: list[SweepSpec], results: list[SweepTable], meta: dict) -> SweepTable:
+    """Concatenate chunk results (one per chunk, empty for skipped ones) in the canonical row order:
+    groups in spec order, then the grid axes (tp, pp, dp, ep, batch, prompt_len, output_len) in
+    spec order, whatever the chunking."""
+    if len(results) != len(chunks):
+        raise ValueError("assemble needs one result table per chunk")
+    pairs = [(c, t) for c, t in zip(chunks, results, strict=True) if t.columns]
+    if not pairs:
+        return SweepTable({}, meta)
+    table = SweepTable.concat([t for _, t in pairs], meta)
+    keys = [_group_key(c) for c in chunks]
+    if len(set(keys)) == len(keys):
+        return table  # one chunk per group: rows are already in canonical order
+    group_ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    gid = np.concatenate([np.full(len(t), group_ids[_group_key(c)]) for c, t in pairs])
+    sort_keys = [_positions(table[name], getattr(spec, name)) for name in reversed(
+        ("tp", "pp", "dp", "ep", "batch", "prompt_len", "output_len"))]
+    return table.filter(np.lexsort((*sort_keys, gid)))
+
+
+def _positions(column: np.ndarray, values) -> np.ndarray:
+    v = np.asarray(values)
+    order = np.argsort(v, kind="stable")
+    pos = np.searchsorted(v[order], column)
+    return order[np.clip(pos, 0, len(v) - 1)]
+
+
+def evaluate_chunk(spec: SweepSpec) -> SweepTable:
+    """One vectorised evaluation of a single-group spec (one model, GPU, dtype and sp value).
+
+    A layout axis that maps model dimensions (``tp``, ``ep``) derives collectives only where its
+    degree exceeds 1, and a collective splits a fusion group (e.g. MoE dispatch + expert GEMMs)
+    even at group size 1. When the program with an axis active has other kernels than without
+    it, the grid is evaluated in blocks (degree 1 / degree > 1 per such axis), each with the
+    program ``predict`` would build, and the rows are merged back into grid order."""
+    from energylens.predict import prepare
+
+    if len(spec.models) * len(spec.gpus) * len(spec.dtypes) * len(spec.sp) != 1:
+        raise ValueError("evaluate_chunk takes a single-group spec; use run_sweep or plan_chunks")
+    m, g = prepare(spec.models[0], spec.gpus[0], spec.dtypes[0])
+    sp = bool(spec.sp[0])
+    axes = {
+        "tp": np.asarray(spec.tp, dtype=np.int64),
+        "pp": np.asarray(spec.pp, dtype=np.int64),
+        "dp": np.asarray(spec.dp, dtype=np.int64),
+        "ep": np.asarray(spec.ep if "e" in m.dims else (1,), dtype=np.int64),  # dense models: ep = 1
+    }
+    work = (np.asarray(spec.batch, dtype=np.int64), np.asarray(spec.prompt_len, dtype=np.int64),
+            np.asarray(spec.output_len, dtype=np.int64))
+    logical_shape = tuple(len(v) for v in axes.values()) + tuple(len(v) for v in work)
+    meta = {"model": m.name, "gpu": g.key, "dtype": m.weight_dtype, "sp": sp,
+            "grid_configs": int(np.prod(logical_shape))}
+    blocks = _activity_blocks(m, axes, sp, int(spec.gpus_per_node))
+    parts = []
+    for sel in blocks:
+        sub = {k: axes[k][ix] for k, ix in sel.items()}
+        cols, ix = _evaluate_grid(m, g, spec, sp, sub, *work)
+        if cols:
+            for k, ax in (("tp", AX_TP), ("pp", AX_PP), ("dp", AX_DP), ("ep", AX_EP)):
+                ix[ax] = sel[k][ix[ax]]  # block index -> group grid index
+            parts.append((cols, np.ravel_multi_index(tuple(ix), logical_shape)))
+    meta["valid_configs"] = sum(len(f) for _, f in parts)
+    meta["blocks"] = len(blocks)
+    if not parts:
+        return SweepTable({}, meta)
+    if len(parts) == 1:
+        return SweepTable(parts[0][0], meta)
+    order = np.argsort(np.concatenate([f for _, f in parts]), kind="stable")
+    cols = {k: np.concatenate([c[k] for c, _ in parts])[order] for k in parts[0][0]}
+    return SweepTable(cols, meta)
+
+
+def _kernel_partition(program) -> tuple:
+    """The kernels a program launches, as op-name tuples (collectives split fusion groups)."""
+    from energylens.parallel.sharding import CollectiveStep
+
+    out = []
+    sections = [program.pre] + [steps for _, steps in program.blocks] + [program.post]
+    for steps in sections:
+        pending: list[str] = []
+        group = None
+        for st in steps:
+            if isinstance(st, CollectiveStep):
+                if pending:
+                    out.append(tuple(pending))
+                pending, group = [], None
+                continue
+            if pending and (st.op.group is None or st.op.group != group):
+                out.append(tuple(pending))
+                pending = []
+            pending.append(st.op.name)
+            group = st.op.group
+            if group is None:
+                out.append(tuple(pending))
+                pending = []
+        if pending:
+            out.append(tuple(pending))
+        out.append(("|",))
+    return tuple(out)
+
+
+def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int) -> list[dict[str, np.ndarray]]:
+    """Index sets of the layout axes to evaluate together: one block unless an axis's activity
+    (degree 1 vs > 1) changes the kernels of the program."""
+    everything = {k: np.arange(len(v)) for k, v in axes.items()}
+    mapped = sorted(set(Layout().axes.values()) & set(axes))  # axes that shard model dimensions
+    split_axes = []
+    for name in mapped:
+        v = axes[name]
+        if np.any(v == 1) and np.any(v > 1):
+            on = {k: int(np.max(vals)) for k, vals in axes.items()}
+            off = dict(on, **{name: 1})
+            lay_on = Layout(**{k: on[k] for k in ("tp", "pp", "dp", "ep")}, sp=sp, gpus_per_node=gpn)
+            lay_off = Layout(**{k: off[k] for k in ("tp", "pp", "dp", "ep")}, sp=sp, gpus_per_node=gpn)
+            if _kernel_partition(build_program(m, lay_on)) != _kernel_partition(build_program(m, lay_off)):
+                split_axes.append(name)
+    blocks = [everything]
+    for name in split_axes:
+        v = axes[name]
+        new = []
+        for b in blocks:
+            for sel in (np.flatnonzero(v == 1), np.flatnonzero(v > 1)):
+                new.append({**b, name: sel})
+        blocks = new
+    return blocks
+
+
+def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray], batch: np.ndarray,
+                   prompt: np.ndarray, out_len: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """Columns of the valid rows of one grid block (C order) and their block grid indices."""
+    gpn = int(spec.gpus_per_node)
+    tp, pp, dp, ep = (axes[k] for k in ("tp", "pp", "dp", "ep"))
+    logical_shape = (len(tp), len(pp), len(dp), len(ep), len(batch), len(prompt), len(out_len))
+
+    # validity over the logical grid; per-axis placeholders keep the evaluation finite
+    lay_logical = Layout(tp=_axis(tp, AX_TP), pp=_axis(pp, AX_PP), dp=_axis(dp, AX_DP), ep=_axis(ep, AX_EP),
+                         sp=sp, gpus_per_node=gpn)
+    valid = validate(m, lay_logical, strict=False)
+    divides = (batch[None, :] % dp[:, None] == 0) & (batch[None, :] >= dp[:, None])  # [dp, batch]
+    mask = valid & _axis_2d(divides)
+    mask = np.broadcast_to(mask, logical_shape)
+    if not mask.any():
+        return {}, []
+    tp_e = np.where(validate(m, Layout(tp=tp), strict=False), tp, 1)
+    pp_e = np.where(validate(m, Layout(pp=pp), strict=False), pp, 1)
+    ep_e = np.where(validate(m, Layout(ep=ep, dp=ep), strict=False), ep, 1)  # experts divisible by ep
+    bpr = batch[None, :] // dp[:, None]
+    u_vals = np.unique(bpr[divides])
+    u_index = np.searchsorted(u_vals, np.where(divides, bpr, u_vals[0]))  # [dp, batch] -> row of U
+
+    lay = Layout(tp=_axis(tp_e, AX_TP), pp=_axis(pp_e, AX_PP), dp=_axis(dp, AX_DP), ep=_axis(ep_e, AX_EP),
+                 sp=sp, gpus_per_node=gpn)
+    program = build_program(m, lay)
+    b_eval = _axis(u_vals, AX_B, float)
+    p_eval = _axis(prompt, AX_P, float)
+    eval_shape = logical_shape[:AX_B] + (len(u_vals),) + logical_shape[AX_B + 1:]
+
+    # prefill: one evaluation over the whole grid (no output-length axis)
+    sizes, weights = prefill_sizes(Workload(1, _axis(prompt, AX_P), 0), b_eval)
+    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False)
+    prefill = {f: getattr(pre, f) for f in PHASE_FIELDS}
+
+    # decode: output lengths > DECODE_POINTS in one evaluation (midpoint rule); shorter ones one by
+    # one (exact sums, as predict does for a scalar output length)
+    decode = _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape)
+
+    mem = memory_per_gpu(m, lay, program, g, b_eval, p_eval + _axis(out_len, AX_O, float), p_eval)
+
+    # gather the valid rows
+    ix = list(np.nonzero(mask))
+    ix_eval = list(ix)
+    ix_eval[AX_B] = u_index[ix[AX_DP], ix[AX_B]]
+    take = _Gather(ix_eval, eval_shape)
+    n = len(ix[0])
+    cols: dict[str, np.ndarray] = {
+        "model": _text(m.name, n),
+        "gpu": _text(g.key, n),
+        "dtype": _text(m.weight_dtype, n),
+        "sp": np.full(n, sp, dtype=bool),
+        "tp": tp[ix[AX_TP]], "pp": pp[ix[AX_PP]], "dp": dp[ix[AX_DP]], "ep": ep[ix[AX_EP]],
+    }
+    cols["num_gpus"] = cols["tp"] * cols["pp"] * cols["dp"]
+    cols["batch"] = batch[ix[AX_B]]
+    cols["prompt_len"] = prompt[ix[AX_P]]
+    cols["output_len"] = out_len[ix[AX_O]]
+    for f in PHASE_FIELDS:
+        cols[f"prefill_{f}"] = take(prefill[f])
+    for f in PHASE_FIELDS:
+        cols[f"decode_{f}"] = take(decode[f])
+    for f in ("weights_bytes", "kv_cache_bytes", "workspace_bytes"):
+        cols[f] = take(mem[f])
+    _derive(cols, spec, float(mem["capacity_bytes"]))
+    if spec.serving:
+        cols.update(_serving_columns(m, g, spec, sp, tp, pp, dp, ep, batch, prompt, out_len, valid, ix))
+    for k, v in cols.items():
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            raise FloatingPointError(f"non-finite values in sweep column {k!r}")  # a bug, never user error
+    return cols, ix
+
+
+def _text(value: str, n: int) -> np.ndarray:
+    """A text column: one shared Python string, n object references (np.repeat is ~8x np.full here)."""
+    return np.repeat(np.array([value], dtype=object), n)
+
+
+def _axis_2d(dp_batch: np.ndarray) -> np.ndarray:
+    """A [dp, batch] array placed on the grid's dp and batch axes."""
+    shape = [1] * NDIM
+    shape[AX_DP], shape[AX_B] = dp_batch.shape
+    return dp_batch.reshape(shape)
+
+
+class _Gather:
+    """Picks the valid rows out of arrays that broadcast to the evaluation grid (no expansion)."""
+
+    def __init__(self, index: list[np.ndarray], shape: tuple[int, ...]) -> None:
+        self.index = index
+        self.shape = shape
+        self.cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, a) -> np.ndarray:
+        a = np.asarray(a, dtype=float)
+        if a.ndim < NDIM:
+            a = a.reshape((1,) * (NDIM - a.ndim) + a.shape)
+        key = a.shape
+        if key not in self.cache:
+            parts = [self.index[i] if key[i] > 1 else 0 for i in range(NDIM)]
+            parts = np.broadcast_arrays(*parts, self.index[0])[:NDIM]
+            self.cache[key] = np.ravel_multi_index(tuple(parts), key)
+        return np.ascontiguousarray(a).reshape(-1)[self.cache[key]]
+
+
+def _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape) -> dict[str, np.ndarray]:
+    long_ix = np.flatnonzero(out_len > DECODE_POINTS)
+    short_ix = np.flatnonzero(out_len <= DECODE_POINTS)
+    parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    if long_ix.size:
+        w = Workload(1, _axis(prompt, AX_P), _axis(out_len[long_ix], AX_O))
+        parts.append((long_ix, _decode_eval(m, g, lay, program, w, b_eval)))
+    for i in short_ix:
+        w = Workload(1, _axis(prompt, AX_P), int(out_len[i]))
+        parts.append((np.array([i]), _decode_eval(m, g, lay, program, w, b_eval)))
+    if len(parts) == 1:
+        return parts[0][1]
+    order = np.argsort(np.concatenate([ix for ix, _ in parts]))
+    out = {}
+    for f in PHASE_FIELDS:
+        arrays = [np.broadcast_to(res[f], eval_shape[:AX_O] + (len(ix),)) for ix, res in parts]
+        out[f] = np.take(np.concatenate(arrays, axis=AX_O), order, axis=AX_O)
+    return out
+
+
+def _decode_eval(m, g, lay, program, w: Workload, b_eval) -> dict[str, np.ndarray]:
+    sizes, weights = decode_sizes(w, b_eval)
+    t = np.asarray(sizes["t"])
+    if np.all(t == 1.0):  # decode computes one query token per sequence: a scalar keeps arrays small
+        sizes["t"] = np.asarray(1.0)
+    pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True)
+    return {f: getattr(pa, f) for f in PHASE_FIELDS}
+
+
+def _derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float) -> None:
+    """Per-token figures, throughputs and the constraint flags, from the gathered columns."""
+    b = cols["batch"].astype(float)
+    p = cols["prompt_len"].astype(float)
+    o = cols["output_len"].astype(float)
+    has_out = o > 0
+    pre_t, dec_t = cols["prefill_latency_s"], cols["decode_latency_s"]
+    pre_e, dec_e = cols["prefill_energy_j"], cols["decode_energy_j"]
+    out_tokens = b * o
+    safe_out = np.where(has_out, out_tokens, 1.0)
+    cols["ttft_s"] = pre_t
+    cols["tpot_s"] = np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
+    cols["prefill_energy_per_token_j"] = pre_e / (b * p)
+    cols["prefill_tokens_per_s"] = b * p / pre_t
+    cols["decode_energy_per_token_j"] = np.where(has_out, dec_e / safe_out, 0.0)
+    cols["decode_tokens_per_s"] = np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0), 0.0)
+    cols["request_latency_s"] = pre_t + dec_t
+    cols["request_energy_j"] = pre_e + dec_e
+    cols["energy_per_output_token_j"] = np.where(has_out, (pre_e + dec_e) / safe_out, 0.0)
+    cols["request_tokens_per_s"] = out_tokens / (pre_t + dec_t)
+    cols["avg_power_w"] = (pre_e + dec_e) / (pre_t + dec_t)
+    required = cols["weights_bytes"] + cols["kv_cache_bytes"] + cols["workspace_bytes"]
+    cols["required_bytes"] = required
+    cols["fits"] = required <= capacity_bytes * USABLE_MEMORY_FRACTION
+    c = spec.constraints
+    slo = np.ones(len(b), dtype=bool)
+    if c.max_ttft_s is not None:
+        slo &= cols["ttft_s"] <= c.max_ttft_s
+    if c.max_tpot_s is not None:
+        slo &= cols["tpot_s"] <= c.max_tpot_s
+    budget = np.ones(len(b), dtype=bool)
+    if c.max_gpus is not None:
+        budget &= cols["num_gpus"] <= c.max_gpus
+    if c.min_gpus is not None:
+        budget &= cols["num_gpus"] >= c.min_gpus
+    cols["meets_slo"] = slo
+    cols["within_budget"] = budget
+    cols["feasible"] = slo & budget & (cols["fits"] if c.fits_memory else True)
+
+
+SERVE_FIELDS = {"energy_per_output_token_j": "serve_energy_per_output_token_j",
+                "decode_step_latency_s": "serve_itl_s",
+                "output_tokens_per_s": "serve_output_tokens_per_s",
+                "avg_power_w": "serve_avg_power_w"}
+
+
+def _serving_columns(m, g, spec, sp, tp, pp, dp, ep, batch, prompt, out_len, valid, ix) -> dict[str, np.ndarray]:
+    """Continuous batching (energylens.serving) at concurrency = batch: vectorised over the workload
+    axes, one call per valid layout of the group (``serve_arrays`` takes a scalar layout)."""
+    from energylens.serving import serve_arrays
+
+    logical = np.zeros(valid.shape[:AX_B] + (len(batch), len(prompt), len(out_len), len(SERVE_FIELDS)))
+    valid4 = np.broadcast_to(valid, valid.shape[:AX_B] + (1, 1, 1))[..., 0, 0, 0]
+    o_pos = np.maximum(out_len, 1).astype(float)  # output_len 0 rows get 0 below
+    for it, ipp, idp, iep in zip(*np.nonzero(valid4), strict=True):
+        lay = Layout(tp=int(tp[it]), pp=int(pp[ipp]), dp=int(dp[idp]), ep=int(ep[iep]), sp=sp,
+                     gpus_per_node=spec.gpus_per_node)
+        b = np.maximum(batch, dp[idp]).astype(float)
+        res = serve_arrays(m, g, lay, b[:, None, None], prompt[None, :, None].astype(float), o_pos[None, None, :])
+        for k, name in enumerate(SERVE_FIELDS):
+            logical[it, ipp, idp, iep, ..., k] = np.broadcast_to(getattr(res, name), logical.shape[AX_B:-1])
+    rows = logical[tuple(ix)]
+    has_out = (out_len[ix[AX_O]] > 0)[:, None]
+    rows = np.where(has_out, rows, 0.0)
+    return {col: rows[:, k].copy() for k, col in enumerate(SERVE_FIELDS.values())}

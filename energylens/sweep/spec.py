@@ -1,0 +1,295 @@
+"""Sweep specifications: what to evaluate (models x GPUs x dtypes x layouts x workloads) and which
+constraints a configuration must meet.
+
+A spec comes from YAML (``SweepSpec.from_yaml``, read with ``yaml.safe_load``), from a mapping
+(``SweepSpec.from_dict``), from CLI flags (``parse_values``) or straight from Python. Every list
+field takes a list, one value, or a range mapping ``{from: 1, to: 256, factor: 2}`` /
+``{from: 512, to: 4096, step: 512}`` (both ends included when hit). Example::
+
+    models: [llama3-70b, qwen3-30b-a3b]
+    gpus: [h100-sxm]
+    tp: [1, 2, 4, 8]
+    pp: [1, 2]
+    dp: [1, 2, 4]
+    ep: [1, 2, 4, 8]          # MoE models only; dense models always use ep = 1
+    batch: {from: 1, to: 256, factor: 2}
+    prompt_len: [512, 2048]
+    output_len: [128, 512]
+    constraints:
+      fits_memory: true
+      max_ttft_s: 2.0         # prefill latency of the batch
+      max_tpot_s: 0.05        # decode time per output token
+      max_gpus: 16
+
+Every mistake raises ``SpecError`` naming the field (``constraints.max_ttft_s``), the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from energylens.errors import SpecError
+
+INT_AXES = ("tp", "pp", "dp", "ep", "batch", "prompt_len", "output_len")
+WORKLOAD_AXES = ("batch", "prompt_len", "output_len")
+MAX_RANGE_VALUES = 100_000
+TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a configuration must meet to be *feasible*. ``None`` = no limit."""
+
+    fits_memory: bool = True
+    max_ttft_s: float | None = None  # prefill latency (time to first token of the batch)
+    max_tpot_s: float | None = None  # decode latency / output tokens (time per output token)
+    max_gpus: int | None = None  # GPU budget (tp x pp x dp)
+    min_gpus: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The Cartesian product of every list, minus configurations that do not divide the model."""
+
+    models: tuple[str, ...]
+    gpus: tuple[str, ...]
+    dtypes: tuple[str | None, ...] = (None,)  # weight dtype; None = the model's own
+    tp: tuple[int, ...] = (1,)
+    pp: tuple[int, ...] = (1,)
+    dp: tuple[int, ...] = (1,)
+    ep: tuple[int, ...] = (1,)
+    sp: tuple[bool, ...] = (False,)
+    batch: tuple[int, ...] = (1,)
+    prompt_len: tuple[int, ...] = (2048,)
+    output_len: tuple[int, ...] = (256,)
+    gpus_per_node: int = 8
+    constraints: Constraints = field(default_factory=Constraints)
+    serving: bool = False  # add continuous-batching columns (energylens.serving), concurrency = batch
+    name: str = "sweep"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # accept lists (and one bare value) from Python callers
+            v = getattr(self, f.name)
+            if f.name in TUPLE_FIELDS:
+                if isinstance(v, (list, tuple)):
+                    object.__setattr__(self, f.name, tuple(v))
+                elif isinstance(v, (str, int, bool)) or v is None:
+                    object.__setattr__(self, f.name, (v,))
+        _check_names("models", self.models)
+        _check_names("gpus", self.gpus)
+        for d in self.dtypes:
+            if d is not None and d not in ("bf16", "fp16", "fp8"):
+                raise SpecError("dtypes", d, "bf16, fp16, fp8 or null (the model's own dtype)")
+        for name in INT_AXES:
+            values = getattr(self, name)
+            if len(values) == 0:
+                raise SpecError(name, list(values), "at least one value")
+            low = 0 if name == "output_len" else 1
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                    what = "non-negative integers (0 = prefill only)" if low == 0 else "positive integers"
+                    raise SpecError(name, v, what)
+            if len(set(values)) != len(values):
+                raise SpecError(name, list(values), "distinct values")
+        if not self.sp or any(not isinstance(v, bool) for v in self.sp):
+            raise SpecError("sp", list(self.sp), "true and/or false")
+        if isinstance(self.gpus_per_node, bool) or not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 1:
+            raise SpecError("gpus_per_node", self.gpus_per_node, "a positive integer")
+        c = self.constraints
+        if not isinstance(c.fits_memory, bool):
+            raise SpecError("constraints.fits_memory", c.fits_memory, "true or false")
+        for name in ("max_ttft_s", "max_tpot_s"):
+            v = getattr(c, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or v <= 0):
+                raise SpecError(f"constraints.{name}", v, "a positive number of seconds or null")
+        for name in ("max_gpus", "min_gpus"):
+            v = getattr(c, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise SpecError(f"constraints.{name}", v, "a positive integer or null")
+        if c.max_gpus is not None and c.min_gpus is not None and c.min_gpus > c.max_gpus:
+            raise SpecError("constraints.min_gpus", c.min_gpus, f"at most max_gpus={c.max_gpus}")
+        if not isinstance(self.serving, bool):
+            raise SpecError("serving", self.serving, "true or false")
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_dict(cls, data: Mapping, *, source: str = "spec") -> SweepSpec:
+        if not isinstance(data, Mapping):
+            raise SpecError(source, type(data).__name__, "a mapping of sweep fields")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"{source}: {unknown[0]}", data[unknown[0]], "a known field: " + ", ".join(sorted(known)))
+        kw: dict = {}
+        for name in ("models", "gpus"):
+            if name not in data:
+                raise SpecError(name, None, "a list of names (required)")
+            kw[name] = tuple(_as_list(name, data[name], str))
+        if "dtypes" in data:
+            kw["dtypes"] = tuple(None if d in (None, "null", "none", "default") else d
+                                 for d in _as_list("dtypes", data["dtypes"], str, allow_none=True))
+        for name in INT_AXES:
+            if name in data:
+                kw[name] = tuple(parse_values(name, data[name]))
+        if "sp" in data:
+            kw["sp"] = tuple(_as_list("sp", data["sp"], bool))
+        for name in ("gpus_per_node", "serving", "name"):
+            if name in data:
+                kw[name] = data[name]
+        if "constraints" in data and data["constraints"] is not None:
+            cons = data["constraints"]
+            if not isinstance(cons, Mapping):
+                raise SpecError("constraints", cons, "a mapping (fits_memory, max_ttft_s, max_tpot_s, max_gpus, min_gpus)")
+            cknown = {f.name for f in fields(Constraints)}
+            bad = sorted(set(cons) - cknown)
+            if bad:
+                raise SpecError(f"constraints.{bad[0]}", cons[bad[0]], "a known constraint: " + ", ".join(sorted(cknown)))
+            kw["constraints"] = Constraints(**dict(cons))
+        return cls(**kw)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepSpec:
+        p = Path(path)
+        if not p.is_file():
+            raise SpecError("spec", str(path), "an existing YAML file")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise SpecError("spec", str(path), f"valid YAML ({exc.__class__.__name__}: {exc})") from exc
+        return cls.from_dict(data or {}, source=str(path))
+
+    def with_overrides(self, **changes) -> SweepSpec:
+        """A copy with some fields replaced (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @property
+    def size(self) -> int:
+        """Configurations in the full product (before dropping those that do not divide)."""
+        n = len(self.models) * len(self.gpus) * len(self.dtypes) * len(self.sp)
+        for name in INT_AXES:
+            n *= len(getattr(self, name))
+        return n
+
+
+def _check_names(field_name: str, values: Sequence) -> None:
+    if not values or any(not isinstance(v, str) or not v.strip() for v in values):
+        raise SpecError(field_name, list(values) if not isinstance(values, str) else values, "a non-empty list of names")
+
+
+def _as_list(name: str, value, kind: type, *, allow_none: bool = False) -> list:
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if v is None and allow_none:
+            continue
+        if kind is bool:
+            if not isinstance(v, bool):
+                raise SpecError(name, v, "true or false")
+        elif not isinstance(v, kind) or (kind is str and not v.strip()):
+            raise SpecError(name, v, f"a {kind.__name__} or a list of them")
+    return items
+
+
+def parse_values(name: str, value) -> list[int]:
+    """A list of integers from a list, one integer, a range mapping or a CLI string.
+
+    CLI strings: ``"1,2,4,8"``, ``"1:256:x2"`` (from 1 to 256 doubling), ``"512:4096:512"``
+    (from 512 to 4096 in steps of 512). Mappings: ``{from, to, step}`` or ``{from, to, factor}``.
+    """
+    if isinstance(value, str):
+        text = value.replace(" ", "")
+        if not text:
+            raise SpecError(name, value, "integers like '1,2,4', 'a:b:xF' or 'a:b:STEP'")
+        out: list[int] = []
+        for part in text.split(","):
+            if ":" in part:
+                bits = part.split(":")
+                if len(bits) != 3:
+                    raise SpecError(name, value, "ranges as FROM:TO:STEP or FROM:TO:xFACTOR")
+                lo, hi, st = bits
+                rng = {"from": _int(name, lo, value), "to": _int(name, hi, value)}
+                if st.startswith("x"):
+                    rng["factor"] = _int(name, st[1:], value)
+                else:
+                    rng["step"] = _int(name, st, value)
+                out.extend(_range(name, rng))
+            else:
+                out.append(_int(name, part, value))
+        return _dedupe(out)
+    if isinstance(value, Mapping):
+        return _range(name, value)
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise SpecError(name, v, "integers (a list, one value, or {from, to, step|factor})")
+        out.append(v)
+    return out
+
+
+def _int(name: str, text: str, whole) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SpecError(name, whole, "integers like '1,2,4', 'a:b:xF' or 'a:b:STEP'") from None
+
+
+def _dedupe(values: list[int]) -> list[int]:
+    seen: dict[int, None] = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+def _range(name: str, rng: Mapping) -> list[int]:
+    allowed = {"from", "to", "step", "factor"}
+    bad = sorted(set(rng) - allowed)
+    if bad:
+        raise SpecError(f"{name}.{bad[0]}", rng[bad[0]], "one of from, to, step, factor")
+    for k in ("from", "to"):
+        v = rng.get(k)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SpecError(f"{name}.{k}", v, "an integer (required in a range)")
+    lo, hi = rng["from"], rng["to"]
+    if hi < lo:
+        raise SpecError(f"{name}.to", hi, f"at least from={lo}")
+    if ("step" in rng) == ("factor" in rng):
+        raise SpecError(name, dict(rng), "exactly one of step or factor")
+    if "step" in rng:
+        st = rng["step"]
+        if isinstance(st, bool) or not isinstance(st, int) or st < 1:
+            raise SpecError(f"{name}.step", st, "a positive integer")
+        if (hi - lo) // st + 1 > MAX_RANGE_VALUES:
+            raise SpecError(name, dict(rng), f"at most {MAX_RANGE_VALUES} values")
+        return list(range(lo, hi + 1, st))
+    fa = rng["factor"]
+    if isinstance(fa, bool) or not isinstance(fa, int) or fa < 2:
+        raise SpecError(f"{name}.factor", fa, "an integer >= 2")
+    if lo < 1:
+        raise SpecError(f"{name}.from", lo, "at least 1 with a factor")
+    out = []
+    v = lo
+    while v <= hi:
+        out.append(v)
+        v *= fa
+    return out

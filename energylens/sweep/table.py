@@ -1,0 +1,254 @@
+"""Columnar sweep results: one NumPy array per column, units in the column names.
+
+``SweepTable`` is a thin wrapper around ``dict[str, np.ndarray]`` (all columns the same length).
+Text columns (model, GPU, dtype) are object arrays that share one Python string per group, so a
+million rows cost 8 bytes per row per text column. Conversions: ``to_records()`` (a NumPy
+structured array), ``to_pandas()`` (if pandas is installed), ``to_csv(path)`` and
+``to_parquet(path)`` (only if pyarrow is installed; otherwise a clear error).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from energylens.errors import EnergyLensError, SpecError
+from energylens.pareto import pareto_front
+
+# Pareto fronts by name: (x column, y column, minimise x?, minimise y?).
+FRONTS: dict[str, tuple[str, str, bool, bool]] = {
+    "prefill-latency": ("ttft_s", "prefill_energy_per_token_j", True, True),
+    "prefill-throughput": ("prefill_tokens_per_s", "prefill_energy_per_token_j", False, True),
+    "prefill-gpus": ("num_gpus", "prefill_energy_per_token_j", True, True),
+    "decode-latency": ("tpot_s", "decode_energy_per_token_j", True, True),
+    "decode-throughput": ("decode_tokens_per_s", "decode_energy_per_token_j", False, True),
+    "decode-gpus": ("num_gpus", "decode_energy_per_token_j", True, True),
+    "request-latency": ("request_latency_s", "energy_per_output_token_j", True, True),
+    "request-throughput": ("request_tokens_per_s", "energy_per_output_token_j", False, True),
+    "request-gpus": ("num_gpus", "energy_per_output_token_j", True, True),
+    "serving-latency": ("serve_itl_s", "serve_energy_per_output_token_j", True, True),
+    "serving-throughput": ("serve_output_tokens_per_s", "serve_energy_per_output_token_j", False, True),
+}
+
+
+@dataclass
+class SweepTable:
+    """Columns of equal length; ``meta`` holds the spec, timings and skipped groups."""
+
+    columns: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lengths = {len(v) for v in self.columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+
+    def __repr__(self) -> str:
+        return f"SweepTable({len(self):,} rows x {len(self.columns)} columns)"
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise SpecError("column", name, "one of " + ", ".join(self.columns))
+        return self.columns[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.columns
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.columns)
+
+    def filter(self, mask) -> SweepTable:
+        """Rows where ``mask`` is true (a boolean array or integer indices)."""
+        mask = np.asarray(mask)
+        return SweepTable({k: v[mask] for k, v in self.columns.items()}, dict(self.meta))
+
+    def feasible(self) -> SweepTable:
+        """Rows that meet every constraint of the spec (memory, SLOs, GPU budget)."""
+        return self.filter(self["feasible"]) if len(self) else self
+
+    def sort(self, by: str, *, descending: bool = False) -> SweepTable:
+        order = np.argsort(self[by], kind="stable")
+        return self.filter(order[::-1] if descending else order)
+
+    def rows(self, limit: int | None = None) -> list[dict]:
+        """Rows as plain dicts (Python scalars), the first ``limit`` of them."""
+        n = len(self) if limit is None else min(limit, len(self))
+        cols = {k: v[:n].tolist() for k, v in self.columns.items()}
+        return [{k: cols[k][i] for k in cols} for i in range(n)]
+
+    def row(self, i: int) -> dict:
+        """Row ``i`` as a dict of Python scalars."""
+        return {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in self.columns.items()}
+
+    @staticmethod
+    def concat(tables: Iterable[SweepTable], meta: Mapping | None = None) -> SweepTable:
+        tables = [t for t in tables if t.columns]
+        if not tables:
+            return SweepTable({}, dict(meta or {}))
+        if len(tables) == 1:
+            return SweepTable(tables[0].columns, dict(meta or tables[0].meta))
+        names = tables[0].names
+        for t in tables[1:]:
+            if t.names != names:
+                raise ValueError("tables with different columns")
+        cols = {k: np.concatenate([t.columns[k] for t in tables]) for k in names}
+        return SweepTable(cols, dict(meta or tables[0].meta))
+
+    # ------------------------------------------------------------------ Pareto fronts
+
+    def pareto(self, front: str = "decode-latency", *, x: str | None = None, y: str | None = None,
+               minimize: Sequence[bool] | None = None, feasible_only: bool = True,
+               by: Sequence[str] | None = None) -> SweepTable:
+        """The non-dominated rows for a named front (``FRONTS``) or any two columns, sorted by x.
+
+        Fronts are taken over feasible rows by default; rows with zero tokens in the phase
+        (``output_len`` 0 for decode) are left out of decode and request fronts. ``by`` (e.g.
+        ``("model", "prompt_len", "output_len")``) gives one front per group of those columns,
+        concatenated (energy per token is only comparable between configurations serving the
+        same requests). Among rows tied in both objectives only the one with the fewest GPUs is kept."""
+        if by:
+            t = self
+            keys = np.stack([np.unique(t[c], return_inverse=True)[1].reshape(-1) for c in by], axis=1) \
+                if len(t) else np.zeros((0, len(by)), dtype=int)
+            groups, inverse = np.unique(keys, axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            parts = [t.filter(inverse == i).pareto(front, x=x, y=y, minimize=minimize, feasible_only=feasible_only)
+                     for i in range(len(groups))]
+            parts = [p for p in parts if len(p)]
+            return SweepTable.concat(parts, self.meta) if parts else self.filter(np.zeros(len(self), dtype=bool))
+        if x is None or y is None:
+            if front not in FRONTS:
+                raise SpecError("front", front, "one of " + ", ".join(FRONTS))
+            x, y, mx, my = FRONTS[front]
+            minimize = (mx, my) if minimize is None else minimize
+        minimize = (True, True) if minimize is None else tuple(minimize)
+        t = self.feasible() if (feasible_only and "feasible" in self.columns) else self
+        if len(t) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
+            t = t.filter(t["output_len"] > 0)
+        if not len(t):
+            return t
+        idx = pareto_front(np.column_stack([t[x], t[y]]), list(minimize))
+        if "num_gpus" in t.columns and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
+            order = np.lexsort((t["num_gpus"][idx], t[y][idx], t[x][idx]))
+            idx = idx[order]
+            same = (t[x][idx][1:] == t[x][idx][:-1]) & (t[y][idx][1:] == t[y][idx][:-1])
+            idx = idx[np.concatenate([[True], ~same])]
+            idx = idx[np.argsort(t[x][idx] * (1 if minimize[0] else -1), kind="stable")]
+        return t.filter(idx)
+
+    def spread(self, column: str, *, by: str | Sequence[str] | None = "model", feasible_only: bool = True) -> dict:
+        """max/min of ``column`` (e.g. ``decode_energy_per_token_j``) over the rows, per value of
+        ``by`` (a column or a tuple of columns; ``None`` = all rows), with the best and worst rows.
+        Keys are the group values (a tuple when ``by`` is a tuple, ``"all"`` for ``None``). Rows whose
+        value is 0 (a phase with no tokens) are left out."""
+        t = self.feasible() if (feasible_only and "feasible" in self.columns) else self
+        if not len(t):
+            return {}
+        t = t.filter(t[column] > 0)
+        if not len(t):
+            return {}
+        cols = [by] if isinstance(by, str) else (list(by) if by else [])
+        if cols:
+            keys = list(zip(*(t[c].tolist() for c in cols), strict=True))
+            groups: dict = {}
+            for i, k in enumerate(keys):
+                groups.setdefault(k if len(cols) > 1 else k[0], []).append(i)
+        else:
+            groups = {"all": list(range(len(t)))}
+        out = {}
+        for key, rows in groups.items():
+            sub = t.filter(np.asarray(rows))
+            v = sub[column]
+            lo, hi = int(np.argmin(v)), int(np.argmax(v))
+            out[key] = {"min": float(v[lo]), "max": float(v[hi]), "spread": float(v[hi] / v[lo]), "rows": len(sub),
+                        "best": sub.row(lo), "worst": sub.row(hi)}
+        return out
+
+    # ------------------------------------------------------------------ conversions
+
+    def to_records(self) -> np.ndarray:
+        """A NumPy structured array (text columns as Python objects)."""
+        dtype = [(k, v.dtype) for k, v in self.columns.items()]
+        out = np.empty(len(self), dtype=dtype)
+        for k, v in self.columns.items():
+            out[k] = v
+        return out
+
+    def to_pandas(self):
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise EnergyLensError("format", "pandas", "install pandas to get a DataFrame (pip install pandas)") from exc
+        return pd.DataFrame(self.columns)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write every column; floats keep full precision (shortest round-trip repr)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        names = self.names
+        cols = [self.columns[k].tolist() for k in names]
+        with p.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(names)
+            w.writerows(zip(*cols, strict=True))
+        return p
+
+    def to_parquet(self, path: str | Path) -> Path:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise EnergyLensError("format", "parquet",
+                                  "pyarrow must be installed to write Parquet (pip install pyarrow); "
+                                  "write CSV instead (a .csv path)") from exc
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in self.columns.items()}
+        pq.write_table(pa.table(arrays), p)
+        return p
+
+    def write(self, path: str | Path) -> Path:
+        """CSV or Parquet by the file suffix."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".csv":
+            return self.to_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return self.to_parquet(path)
+        raise SpecError("out", str(path), "a path ending in .csv or .parquet")
+
+
+def read_csv(path: str | Path) -> SweepTable:
+    """Read a table written by ``to_csv`` (numbers back as float/int/bool columns)."""
+    p = Path(path)
+    with p.open(newline="") as fh:
+        r = csv.reader(fh)
+        names = next(r)
+        raw = list(zip(*r, strict=True)) if names else []
+    cols: dict[str, np.ndarray] = {}
+    for k, values in zip(names, raw or [()] * len(names), strict=True):
+        cols[k] = _parse_column(list(values))
+    return SweepTable(cols)
+
+
+def _parse_column(values: list[str]) -> np.ndarray:
+    if values and all(v in ("True", "False") for v in values):
+        return np.array([v == "True" for v in values], dtype=bool)
+    try:
+        ints = np.array([int(v) for v in values], dtype=np.int64)
+        return ints
+    except ValueError:
+        pass
+    try:
+        return np.array([float(v) for v in values], dtype=float)
+    except ValueError:
+        return np.array(values, dtype=object)

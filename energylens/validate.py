@@ -1,0 +1,425 @@
+"""Validation of the serving model against measured serving runs (ML.ENERGY column format).
+
+``validate_csv(path)`` reads a CSV with the ML.ENERGY Benchmark v3 columns (see
+``energylens/data/validation/mlenergy-v3/SOURCE.md``), predicts every row with
+:func:`energylens.serving.serve_arrays` (rows of the same model, GPU, layout and precision are
+costed in one vectorised call) and compares:
+
+=============================  ===========================  =========
+prediction                     measured column              unit
+=============================  ===========================  =========
+``decode_step_latency_s``      ``median_itl_ms``            ms -> s
+``avg_power_w``                ``avg_power_watts``          W
+``energy_per_output_token_j``  ``energy_per_token_joules``  J
+=============================  ===========================  =========
+
+Prompt lengths are not in the data: each task's mean prompt length comes from the documented
+assumption table ``energylens/data/validation/assumptions.yaml``. A row whose model is unknown,
+whose architecture has no builder yet, whose task has no assumption or whose layout is invalid is
+reported as skipped with the reason, never dropped.
+
+Prediction intervals: for each (architecture family, GPU, metric) the quantiles of the residual
+``log(predicted / measured)`` on the development data (``serving_intervals.yaml``, written by
+``tools/fit_serving.py``) turn a prediction into an interval ``[pred * exp(-q_hi), pred *
+exp(-q_lo)]``. ``validate`` reports how often the measured value falls inside: on the development
+data that coverage is in-sample; the honest, leave-one-model-out coverage is stored next to the
+quantiles and printed as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from energylens.errors import EnergyLensError, SpecError, UnknownNameError
+from energylens.serving import (
+    ServingCoefficients,
+    data_file,
+    load_coefficients,
+    resolve_layout,
+    serving_parts,
+)
+
+# predicted field -> (measured column, factor turning the column into the field's unit)
+METRICS: dict[str, tuple[str, float]] = {
+    "decode_step_latency_s": ("median_itl_ms", 1e-3),
+    "avg_power_w": ("avg_power_watts", 1.0),
+    "energy_per_output_token_j": ("energy_per_token_joules", 1.0),
+}
+SHORT = {"decode_step_latency_s": "ITL", "avg_power_w": "power", "energy_per_output_token_j": "energy/token"}
+ID_COLUMNS = ("model_id", "task", "gpu_model", "num_gpus", "tensor_parallel", "expert_parallel", "data_parallel",
+              "weight_precision", "max_num_seqs", "avg_batch_size", "avg_output_len")
+REQUIRED_COLUMNS = ID_COLUMNS + tuple(col for col, _ in METRICS.values())
+PRECISIONS = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "fp8": "fp8"}
+NATIVE_PRECISIONS = {"mxfp4": ("fp4", "mxfp4")}  # checkpoint formats the builder carries itself (gpt-oss experts)
+# Models of the benchmark that energylens cannot build faithfully offline, with the reason.
+UNSUPPORTED_MODELS = {
+    "nvidia/nvidia-nemotron-nano-9b-v2": "hybrid Mamba-2/Transformer (Nemotron-H) architecture: no builder, and its "
+                                         "config.json is not shipped (not reconstructable from verified public facts "
+                                         "offline)",
+    "nvidia/nvidia-nemotron-nano-12b-v2": "hybrid Mamba-2/Transformer (Nemotron-H) architecture: no builder, and its "
+                                          "config.json is not shipped (not reconstructable from verified public facts "
+                                          "offline)",
+}
+INTERVAL_LEVELS = {0.5: (0.25, 0.75), 0.8: (0.1, 0.9), 0.9: (0.05, 0.95)}
+MIN_ROWS_PER_CELL = 8
+
+
+def shipped_dev_csv() -> Path:
+    """The shipped development subset of ML.ENERGY v3 (287 rows)."""
+    return Path(str(data_file("mlenergy-v3/dev.csv")))
+
+
+@cache
+def load_assumptions() -> dict:
+    """The task table of ``assumptions.yaml``: task -> {input_len, source, ...}."""
+    import yaml
+
+    data = yaml.safe_load(data_file("assumptions.yaml").read_text()) or {}
+    tasks = data.get("tasks") or {}
+    for task, entry in tasks.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("input_len"), (int, float)) \
+                or entry["input_len"] <= 0 or not entry.get("source"):
+            raise SpecError(f"assumptions.yaml: tasks.{task}", entry, "{input_len: <positive number>, source: ...}")
+    return dict(tasks)
+
+
+@cache
+def load_intervals() -> dict:
+    import yaml
+
+    path = data_file("serving_intervals.yaml")
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def model_family(model) -> str:
+    """Architecture class used to pool residuals: ``dense``, ``moe`` or ``hybrid``."""
+    arch = str(model.info.get("architecture", "")).lower() if model.info else ""
+    if "moe" in arch or "e" in model.dims:
+        return "moe"
+    if "hybrid" in arch or "mamba" in arch:
+        return "hybrid"
+    return "dense"
+
+
+def _cell(intervals: Mapping, family: str, gpu: str, metric: str) -> tuple[dict | None, str]:
+    cells = intervals.get("cells") or {}
+    for key in (f"{family}/{gpu}", f"{family}/*", "*/*"):
+        entry = (cells.get(key) or {}).get(metric)
+        if entry and entry.get("n", 0) >= MIN_ROWS_PER_CELL:
+            return entry, key
+    return None, ""
+
+
+def interval_for(model, gpu_key: str, values: Mapping[str, float], level: float = 0.8,
+                 intervals: Mapping | None = None) -> dict:
+    """``{metric: {low, high, level, basis}}`` around each predicted value; empty when no residual
+    table is shipped. ``level`` is one of 0.5, 0.8, 0.9."""
+    if level not in INTERVAL_LEVELS:
+        raise SpecError("interval_level", level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
+    table = load_intervals() if intervals is None else intervals
+    if not table:
+        return {}
+    lo_q, hi_q = INTERVAL_LEVELS[level]
+    family = model_family(model)
+    out = {}
+    for metric, value in values.items():
+        entry, key = _cell(table, family, gpu_key, metric)
+        if entry is None:
+            continue
+        q = entry["quantiles"]
+        lo, hi = float(q[str(lo_q)]), float(q[str(hi_q)])
+        out[metric] = {"low": value * math.exp(-hi), "high": value * math.exp(-lo), "level": level,
+                       "basis": f"residual quantiles of {key} ({entry['n']} dev rows)"}
+    return out
+
+
+@dataclass
+class RowResult:
+    index: int  # 0-based data row of the CSV
+    row: dict  # identifying columns
+    status: str  # "ok" | "skipped"
+    reason: str = ""
+    family: str = ""
+    gpu: str = ""
+    parallelism: str = ""
+    input_len: float = 0.0
+    predicted: dict = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)
+    interval: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def error(self, metric: str) -> float:
+        """Signed relative error (predicted / measured - 1)."""
+        return self.predicted[metric] / self.measured[metric] - 1.0
+
+    def covered(self, metric: str) -> bool | None:
+        iv = self.interval.get(metric)
+        if not iv:
+            return None
+        return iv["low"] <= self.measured[metric] <= iv["high"]
+
+    def to_dict(self) -> dict:
+        d = {"row": self.index, **self.row, "status": self.status}
+        if self.status != "ok":
+            d["reason"] = self.reason
+            return d
+        d.update({"family": self.family, "gpu": self.gpu, "parallelism": self.parallelism,
+                  "assumed_input_len": self.input_len})
+        for metric in METRICS:
+            d[f"predicted_{metric}"] = self.predicted[metric]
+            d[f"measured_{metric}"] = self.measured[metric]
+            d[f"error_{metric}"] = self.error(metric)
+            iv = self.interval.get(metric)
+            if iv:
+                d[f"interval_{metric}"] = [iv["low"], iv["high"]]
+                d[f"covered_{metric}"] = self.covered(metric)
+        if self.notes:
+            d["notes"] = list(self.notes)
+        return d
+
+
+@dataclass
+class Validation:
+    rows: list[RowResult]
+    coefficients: ServingCoefficients
+    interval_level: float
+    source: str
+
+    @property
+    def ok(self) -> list[RowResult]:
+        return [r for r in self.rows if r.status == "ok"]
+
+    @property
+    def skipped(self) -> list[RowResult]:
+        return [r for r in self.rows if r.status != "ok"]
+
+    def mape(self, rows: Iterable[RowResult] | None = None) -> dict[str, float]:
+        rows = list(self.ok if rows is None else rows)
+        out = {}
+        for m in METRICS:
+            errs = [abs(r.error(m)) for r in rows]
+            out[m] = float(np.mean(errs)) if errs else float("nan")
+        return out
+
+    def coverage(self, rows: Iterable[RowResult] | None = None) -> dict[str, float]:
+        rows = list(self.ok if rows is None else rows)
+        out = {}
+        for m in METRICS:
+            cov = [r.covered(m) for r in rows if r.covered(m) is not None]
+            out[m] = float(np.mean(cov)) if cov else float("nan")
+        return out
+
+    def groups(self, key) -> dict[str, list[RowResult]]:
+        out: dict[str, list[RowResult]] = {}
+        for r in self.ok:
+            out.setdefault(key(r), []).append(r)
+        return dict(sorted(out.items()))
+
+    def tables(self) -> dict[str, dict[str, dict]]:
+        """MAPE and coverage per group, like the paper's tables."""
+        keys = {
+            "model × GPU × parallelism": lambda r: f"{r.row['model_id']} · {r.row['gpu_model']} · {r.parallelism}",
+            "model": lambda r: r.row["model_id"],
+            "GPU": lambda r: r.row["gpu_model"],
+            "parallelism": lambda r: r.parallelism,
+            "family × GPU": lambda r: f"{r.family} · {r.row['gpu_model']}",
+            "task": lambda r: r.row["task"],
+        }
+        out = {}
+        for title, key in keys.items():
+            out[title] = {name: {"n": len(rows), "mape": self.mape(rows), "coverage": self.coverage(rows)}
+                          for name, rows in self.groups(key).items()}
+        out["overall"] = {"all": {"n": len(self.ok), "mape": self.mape(), "coverage": self.coverage()}}
+        return out
+
+    def worst(self, n: int = 10, metric: str = "energy_per_output_token_j") -> list[RowResult]:
+        return sorted(self.ok, key=lambda r: -abs(r.error(metric)))[:n]
+
+    def to_dict(self) -> dict:
+        iv = load_intervals()
+        return {
+            "source": self.source,
+            "coefficients": self.coefficients.to_dict(),
+            "interval_level": self.interval_level,
+            "rows_total": len(self.rows),
+            "rows_predicted": len(self.ok),
+            "rows_skipped": len(self.skipped),
+            "tables": self.tables(),
+            "leave_one_model_out": iv.get("leave_one_model_out", {}),
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a CSV in the ML.ENERGY column format; missing columns raise ``SpecError``."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError("data", str(path), "an existing CSV file in the ML.ENERGY column format")
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SpecError(f"{p.name} columns", ", ".join(missing), "the ML.ENERGY v3 columns: "
+                            + ", ".join(REQUIRED_COLUMNS))
+        return [dict(r) for r in reader]
+
+
+def _parallelism(num_gpus: int, tp: int, ep: int, dp: int) -> str:
+    if num_gpus == 1:
+        return "1 GPU"
+    parts = [f"{name}{v}" for name, v in (("TP", tp), ("EP", ep), ("DP", dp)) if v > 1]
+    return " ".join(parts) or f"{num_gpus} GPUs"
+
+
+def _number(row: dict, col: str, *, integer: bool = False) -> float:
+    raw = row.get(col, "")
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        raise SpecError(col, raw, "a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise SpecError(col, raw, "a positive finite number")
+    if integer and v != int(v):
+        raise SpecError(col, raw, "a positive integer")
+    return v
+
+
+def _load_row_model(model_id: str, precision: str):
+    """(model with the row's weight precision, None) or (None, skip reason)."""
+    from energylens.models.registry import load_model
+
+    if model_id.strip().lower() in UNSUPPORTED_MODELS:
+        return None, UNSUPPORTED_MODELS[model_id.strip().lower()]
+    try:
+        model = load_model(model_id)
+    except UnknownNameError:
+        return None, f"unknown model {model_id!r}: no shipped config.json (and none can be fetched offline)"
+    except SpecError as exc:
+        if exc.field.endswith("model_type"):
+            return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
+        return None, f"model config not usable: {exc}"
+    p = precision.strip().lower()
+    if p in PRECISIONS:
+        return model.with_dtypes(weight_dtype=PRECISIONS[p]), None
+    if p in NATIVE_PRECISIONS:
+        expert = str((model.info.get("moe") or {}).get("expert_dtype", "")) if model.info else ""
+        if model.weight_dtype in NATIVE_PRECISIONS[p] or expert in NATIVE_PRECISIONS[p]:
+            return model, None
+        return None, f"weight precision {precision!r} not modelled by the {model.family or 'model'} builder " \
+                     f"(it builds {model.weight_dtype} weights)"
+    return None, f"unknown weight_precision {precision!r} (known: {', '.join(list(PRECISIONS) + list(NATIVE_PRECISIONS))})"
+
+
+def prepare_rows(rows: list[dict]) -> tuple[list[RowResult], dict[tuple, list[int]], dict]:
+    """Resolve each row (model, GPU, layout, prompt length) or mark it skipped; group the rest."""
+    from energylens.hardware.profile import load_gpu
+
+    assumptions = load_assumptions()
+    results: list[RowResult] = []
+    groups: dict[tuple, list[int]] = {}
+    context: dict[tuple, tuple] = {}
+    for i, row in enumerate(rows):
+        ident = {c: row.get(c, "") for c in ID_COLUMNS}
+        res = RowResult(i, ident, "skipped")
+        results.append(res)
+        try:
+            num_gpus, tp, ep, dp = (int(_number(row, c, integer=True)) for c in
+                                    ("num_gpus", "tensor_parallel", "expert_parallel", "data_parallel"))
+            batch = _number(row, "avg_batch_size")
+            out_len = _number(row, "avg_output_len")
+            measured = {m: _number(row, col) * f for m, (col, f) in METRICS.items()}
+        except SpecError as exc:
+            res.reason = f"bad value: {exc}"
+            continue
+        task = row.get("task", "")
+        if task not in assumptions:
+            res.reason = f"no prompt-length assumption for task {task!r} (assumptions.yaml lists " \
+                         + ", ".join(sorted(assumptions)) + ")"
+            continue
+        try:
+            gpu = load_gpu(row.get("gpu_model", ""))
+        except EnergyLensError as exc:
+            res.reason = f"unknown GPU: {exc}"
+            continue
+        model, why = _load_row_model(row.get("model_id", ""), row.get("weight_precision", ""))
+        if model is None:
+            res.reason = why
+            continue
+        try:
+            gpu.peak_flops(model.weight_dtype)
+            layout, notes = resolve_layout(model, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=1)
+        except EnergyLensError as exc:
+            res.reason = f"invalid layout or precision: {exc}"
+            continue
+        if batch < dp:
+            res.reason = f"avg_batch_size {batch} below data_parallel {dp}"
+            continue
+        res.status = "ok"
+        res.family = model_family(model)
+        res.gpu = gpu.key
+        res.parallelism = _parallelism(num_gpus, tp, ep, dp)
+        res.input_len = float(assumptions[task]["input_len"])
+        res.measured = measured
+        res.notes = notes
+        key = (row["model_id"], row["weight_precision"], gpu.key, layout.tp, layout.ep, layout.dp)
+        groups.setdefault(key, []).append(i)
+        context[key] = (model, gpu, layout)
+        res.row["_batch"] = batch  # internal, removed below
+        res.row["_out"] = out_len
+    return results, groups, context
+
+
+def cost_groups(results: list[RowResult], groups: dict, context: dict, progress=None) -> dict[tuple, object]:
+    """``ServingParts`` per group (the coefficient-free, expensive part), vectorised per group."""
+    parts = {}
+    for key, idx in groups.items():
+        model, gpu, layout = context[key]
+        b = np.array([results[i].row["_batch"] for i in idx])
+        o = np.array([results[i].row["_out"] for i in idx])
+        p = np.array([results[i].input_len for i in idx])
+        parts[key] = serving_parts(model, gpu, layout, b, p, o)
+        if progress:
+            progress(len(idx))
+    return parts
+
+
+def apply(results: list[RowResult], groups: dict, parts: dict, coefficients: ServingCoefficients,
+          context: dict, *, level: float = 0.8, intervals: Mapping | None = None) -> None:
+    """Fill each row's predictions (and intervals) from the costed parts and the coefficients."""
+    from energylens.serving import combine
+
+    for key, idx in groups.items():
+        arr = combine(parts[key], coefficients)
+        model, gpu, _ = context[key]
+        for j, i in enumerate(idx):
+            r = results[i]
+            r.predicted = {m: float(np.asarray(getattr(arr, m)).reshape(-1)[j]) for m in METRICS}
+            r.interval = interval_for(model, gpu.key, r.predicted, level, intervals)
+
+
+def validate_rows(rows: list[dict], *, coefficients: ServingCoefficients | None = None, level: float = 0.8,
+                  source: str = "", progress=None) -> Validation:
+    coeffs = coefficients or load_coefficients()
+    results, groups, context = prepare_rows(rows)
+    parts = cost_groups(results, groups, context, progress)
+    apply(results, groups, parts, coeffs, context, level=level)
+    for r in results:
+        r.row.pop("_batch", None)
+        r.row.pop("_out", None)
+    return Validation(results, coeffs, level, source)
+
+
+def validate_csv(path: str | Path, *, coefficients: ServingCoefficients | None = None, level: float = 0.8,
+                 progress=None) -> Validation:
+    """Predict every row of an ML.ENERGY-format CSV and compare with its measurements."""
+    return validate_rows(read_rows(path), coefficients=coefficients, level=level, source=str(path),
+                         progress=progress)

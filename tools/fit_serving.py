@@ -1,0 +1,244 @@
+"""Fit the global serving coefficients and the prediction-interval residual table (reproducible).
+
+    python tools/fit_serving.py            # writes energylens/data/validation/serving_{coefficients,intervals}.yaml
+    python tools/fit_serving.py --dry-run  # prints the fit and the split / leave-one-model-out results only
+
+What it does, on the shipped ML.ENERGY v3 development subset (``energylens/data/validation/mlenergy-v3/dev.csv``):
+
+1. Costs every supported row once with the per-op model (``energylens.validate.cost_groups``); the
+   three coefficients (``energylens.serving.ServingCoefficients``) are applied afterwards, so the fit
+   never re-runs the cost model.
+2. Split by model: the model ids of the whole file (supported or not) are sorted and alternately
+   assigned to the FIT half and the TEST half (``split_models``). Coefficients are fitted on the
+   FIT half only and reported on both halves and overall.
+3. Fit: ``scipy.optimize.least_squares`` over the log residuals ``log(pred / measured)`` of the three
+   validated columns (median ITL, average power, energy per token) of every FIT row, robust loss
+   ``soft_l1`` with ``f_scale = 0.1`` (residuals beyond ~10 % count linearly, so a few anomalous
+   runs do not dominate), bounds: overheads >= 0 s, 0 <= active_power_fraction <= 1.
+4. Leave-one-model-out (LOMO): for each supported model, refit the coefficients without it,
+   predict it, and take the prediction-interval quantiles from the other models' residuals:
+   out-of-sample MAPE and interval coverage.
+5. Interval table shipped with the package: quantiles of ``log(pred / measured)`` of all supported
+   dev rows under the shipped coefficients, per (family, GPU), (family, any GPU) and overall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from energylens.serving import COEFFICIENT_NAMES, ServingCoefficients
+from energylens.validate import (
+    INTERVAL_LEVELS,
+    METRICS,
+    apply,
+    cost_groups,
+    prepare_rows,
+    read_rows,
+    shipped_dev_csv,
+)
+
+QUANTILES = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
+UNITS = {"iteration_overhead_s": "s", "per_sequence_overhead_s": "s", "active_power_fraction": "1"}
+MEANING = {
+    "iteration_overhead_s": "host time per engine iteration not overlapped with GPU work (GPUs at idle power)",
+    "per_sequence_overhead_s": "GPU-busy time per running request per iteration not described by the op graph "
+                               "(sampling, logits processing, paged-KV metadata)",
+    "active_power_fraction": "static power of a busy GPU above its context-held idle power, as a fraction of "
+                             "(power_limit - idle_power)",
+}
+X0 = np.array([1e-3, 2e-5, 0.2])
+LOWER = np.array([0.0, 0.0, 0.0])
+UPPER = np.array([0.05, 1e-3, 1.0])
+
+
+def split_models(model_ids) -> tuple[list[str], list[str]]:
+    """Sorted unique ids, alternately FIT (even positions) and TEST (odd positions)."""
+    ids = sorted(set(model_ids))
+    return ids[0::2], ids[1::2]
+
+
+class Problem:
+    def __init__(self, rows: list[dict]) -> None:
+        self.results, self.groups, self.context = prepare_rows(rows)
+        self.parts = cost_groups(self.results, self.groups, self.context)
+        self.ok = [r for r in self.results if r.status == "ok"]
+
+    def predict(self, coeffs: ServingCoefficients, intervals=None) -> None:
+        apply(self.results, self.groups, self.parts, coeffs, self.context, intervals=intervals or {})
+
+    def residuals(self, x, rows) -> np.ndarray:
+        self.predict(coeffs_from(x))
+        return np.array([np.log(r.predicted[m] / r.measured[m]) for r in rows for m in METRICS])
+
+    def fit(self, rows) -> ServingCoefficients:
+        from scipy.optimize import least_squares
+
+        sol = least_squares(lambda x: self.residuals(x, rows), X0, bounds=(LOWER, UPPER), loss="soft_l1",
+                            f_scale=0.1, x_scale=X0)
+        return coeffs_from(sol.x)
+
+
+def coeffs_from(x) -> ServingCoefficients:
+    return ServingCoefficients(**{n: float(v) for n, v in zip(COEFFICIENT_NAMES, x, strict=True)},
+                               source="tools/fit_serving.py")
+
+
+def mape(rows) -> dict[str, float]:
+    return {m: float(np.mean([abs(r.predicted[m] / r.measured[m] - 1) for r in rows])) if rows else float("nan")
+            for m in METRICS}
+
+
+def quantile_table(rows) -> dict:
+    """Residual quantiles per (family, GPU), (family, *) and (*, *)."""
+    cells: dict[str, list] = {}
+    for r in rows:
+        for key in (f"{r.family}/{r.gpu}", f"{r.family}/*", "*/*"):
+            cells.setdefault(key, []).append(r)
+    out = {}
+    for key, rs in sorted(cells.items()):
+        out[key] = {}
+        for m in METRICS:
+            res = np.array([np.log(r.predicted[m] / r.measured[m]) for r in rs])
+            out[key][m] = {"n": len(rs), "quantiles": {str(q): round(float(np.quantile(res, q)), 5) for q in QUANTILES}}
+    return out
+
+
+def covered(r, m, table, level) -> bool | None:
+    from energylens.validate import interval_for
+
+    model = r._model
+    iv = interval_for(model, r.gpu, {m: r.predicted[m]}, level, table)
+    if m not in iv:
+        return None
+    return iv[m]["low"] <= r.measured[m] <= iv[m]["high"]
+
+
+def fmt(d: dict) -> str:
+    return "  ".join(f"{k.split('_')[0] if k != 'energy_per_output_token_j' else 'energy'}={100 * v:5.1f}%"
+                     for k, v in d.items())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(shipped_dev_csv()))
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    rows = read_rows(args.data)
+    prob = Problem(rows)
+    for key, idx in prob.groups.items():
+        for i in idx:
+            prob.results[i]._model = prob.context[key][0]
+    fit_ids, test_ids = split_models(r["model_id"] for r in rows)
+    fit_rows = [r for r in prob.ok if r.row["model_id"] in fit_ids]
+    test_rows = [r for r in prob.ok if r.row["model_id"] in test_ids]
+    print(f"rows: {len(rows)}, supported: {len(prob.ok)} (FIT {len(fit_rows)}, TEST {len(test_rows)})")
+    print("FIT models :", ", ".join(fit_ids))
+    print("TEST models:", ", ".join(test_ids))
+
+    prob.predict(ServingCoefficients())
+    base = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(prob.ok)}
+    print("no coefficients   FIT ", fmt(base["fit"]), "| TEST", fmt(base["test"]), "| ALL", fmt(base["all"]))
+    coeffs = prob.fit(fit_rows)
+    prob.predict(coeffs)
+    split = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(prob.ok)}
+    print("fitted on FIT     FIT ", fmt(split["fit"]), "| TEST", fmt(split["test"]), "| ALL", fmt(split["all"]))
+    print("coefficients:", {n: getattr(coeffs, n) for n in COEFFICIENT_NAMES})
+
+    # leave one model out: refit without the model, intervals from the other models' residuals
+    lomo_rows = []
+    cov: dict[float, dict[str, list]] = {lv: {m: [] for m in METRICS} for lv in INTERVAL_LEVELS}
+    lomo_coeffs = {}
+    for mid in sorted({r.row["model_id"] for r in prob.ok}):
+        others = [r for r in prob.ok if r.row["model_id"] != mid]
+        mine = [r for r in prob.ok if r.row["model_id"] == mid]
+        c = prob.fit(others)
+        lomo_coeffs[mid] = {n: getattr(c, n) for n in COEFFICIENT_NAMES}
+        prob.predict(c)
+        table = {"cells": quantile_table(others)}
+        for r in mine:
+            snap = replace(r, predicted=dict(r.predicted))
+            snap._model = r._model
+            lomo_rows.append(snap)
+            for lv in INTERVAL_LEVELS:
+                for m in METRICS:
+                    ok = covered(r, m, table, lv)
+                    if ok is not None:
+                        cov[lv][m].append(ok)
+    lomo = {"mape": mape(lomo_rows),
+            "coverage": {str(lv): {m: float(np.mean(v)) if v else None for m, v in d.items()} for lv, d in cov.items()},
+            "rows": len(lomo_rows)}
+    print("leave-one-model-out MAPE       ", fmt(lomo["mape"]))
+    print("leave-one-model-out coverage 80%", fmt(lomo["coverage"]["0.8"]))
+
+    prob.predict(coeffs)
+    table = quantile_table(prob.ok)
+    insample = {m: float(np.mean([covered(r, m, {"cells": table}, 0.8) for r in prob.ok])) for m in METRICS}
+    print("in-sample coverage 80%         ", fmt(insample))
+    if args.dry_run:
+        return 0
+    write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
+          args.data)
+    return 0
+
+
+def _pct(d: dict) -> dict:
+    return {k: round(100 * v, 2) if v is not None else None for k, v in d.items()}
+
+
+def write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
+          data) -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "energylens" / "data" / "validation"
+    today = _dt.date.today().isoformat()
+    data_rel = "energylens/data/validation/mlenergy-v3/dev.csv" if Path(data).resolve() == shipped_dev_csv().resolve() \
+        else str(data)
+    coeff_doc = {
+        "schema_version": 1,
+        "written_by": "tools/fit_serving.py",
+        "date": today,
+        "note": "Global serving coefficients: the same for every model and GPU; no per-model correction exists. "
+                "Re-run the tool to refit (it also rewrites serving_intervals.yaml).",
+        "coefficients": {
+            n: {"value": float(f"{getattr(coeffs, n):.6g}"), "unit": UNITS[n], "kind": "fitted", "meaning": MEANING[n],
+                "fitted_on": f"{data_rel}: FIT half = rows of models {', '.join(fit_ids)} "
+                             f"({len(fit_rows)} supported rows)",
+                "method": "scipy least_squares, soft_l1 loss (f_scale 0.1) on log(pred/measured) of median ITL, "
+                          "average power and energy per token; bounds overheads >= 0, fraction in [0, 1]"}
+            for n in COEFFICIENT_NAMES
+        },
+        "split": {"rule": "sorted model ids of the file, alternately FIT / TEST", "fit_models": fit_ids,
+                  "test_models": test_ids},
+        "mape_percent": {
+            "no_coefficients": {k: _pct(v) for k, v in base.items()},
+            "fitted_on_fit_half": {k: _pct(v) for k, v in split.items()},
+            "leave_one_model_out": _pct(lomo["mape"]),
+        },
+        "leave_one_model_out_coefficients": lomo_coeffs,
+    }
+    iv_doc = {
+        "schema_version": 1,
+        "written_by": "tools/fit_serving.py",
+        "date": today,
+        "residual": "log(predicted / measured) under the shipped coefficients, all supported rows of " + data_rel,
+        "interval": "measured in [pred * exp(-q_hi), pred * exp(-q_lo)]; level 0.8 uses q0.1/q0.9, 0.5 uses "
+                    "q0.25/q0.75, 0.9 uses q0.05/q0.95; cells with fewer than 8 rows fall back to family/* then */*",
+        "in_sample_coverage_80": {k: round(v, 3) for k, v in insample.items()},
+        "leave_one_model_out": {"coverage": lomo["coverage"], "mape_percent": _pct(lomo["mape"]), "rows": lomo["rows"],
+                                "how": "coefficients refitted without the model; quantiles from the other models' "
+                                       "residuals; coverage of the held-out model's rows"},
+        "cells": table,
+    }
+    (root / "serving_coefficients.yaml").write_text(yaml.safe_dump(coeff_doc, sort_keys=False, width=110))
+    (root / "serving_intervals.yaml").write_text(yaml.safe_dump(iv_doc, sort_keys=False, width=110))
+    print("wrote", root / "serving_coefficients.yaml", "and", root / "serving_intervals.yaml")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
