@@ -26,13 +26,13 @@ def small_ints(m: int):
     return hnp.arrays(float, st.tuples(st.integers(0, 40), st.just(m)), elements=st.integers(0, 5).map(float))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(small_ints(2))
 def test_two_objectives_match_bruteforce(obj):
     assert np.array_equal(pareto_mask(obj), brute_mask(obj))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(3, 4).flatmap(small_ints))
 def test_many_objectives_match_bruteforce(obj):
     assert np.array_equal(pareto_mask(obj), brute_mask(obj))
