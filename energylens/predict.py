@@ -9,6 +9,7 @@ from energylens.evaluate import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_ph
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPE_BYTES, GPU, load_gpu
 from energylens.models.registry import load_model
+from energylens.moe.binding import is_moe, resolve_routing
 from energylens.parallel.layout import Layout, validate
 from energylens.program import Program, build_program
 from energylens.results import (
@@ -16,6 +17,8 @@ from energylens.results import (
     EnergyBreakdown,
     GPUResult,
     MemoryReport,
+    MoEPhaseStats,
+    MoEReport,
     OpResult,
     PhaseResult,
     Prediction,
@@ -59,9 +62,17 @@ def predict(
     sp: bool = False,
     gpus_per_node: int = 8,
     layout: Layout | None = None,
+    routing=None,
 ) -> Prediction:
-    """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens."""
+    """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens.
+
+    ``routing`` (mixture-of-experts models): ``"uniform"`` (default), ``"zipf:S"``, ``"dirichlet:A"``,
+    a recorded per-layer expert-count histogram file, or an ``energylens.moe.Routing``.
+    """
     m, g = prepare(model, gpu, dtype)
+    route = None
+    if routing is not None or is_moe(m):
+        route = resolve_routing(routing)  # checked for every model; used by MoE models only
     for name, value in (("batch", batch), ("prompt_len", prompt_len)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise WorkloadError(name, value, "a positive integer")
@@ -70,10 +81,11 @@ def predict(
     validate(m, lay, strict=True)
     bpr = batch_per_replica(w, lay)
     program = build_program(m, lay)
+    moe_kw = {"routing": route} if is_moe(m) else {}
     sizes, weights = prefill_sizes(w, bpr)
-    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False)
+    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False, **moe_kw)
     sizes, weights = decode_sizes(w, bpr)
-    dec = evaluate_phase(m, g, lay, program, sizes, weights, decode=True)
+    dec = evaluate_phase(m, g, lay, program, sizes, weights, decode=True, **moe_kw)
     mem = memory_per_gpu(m, lay, program, g, bpr, prompt_len + output_len, prompt_len)
     memory = MemoryReport(*(float(mem[k]) for k in ("weights_bytes", "kv_cache_bytes", "workspace_bytes",
                                                    "capacity_bytes")), USABLE_MEMORY_FRACTION)
@@ -87,6 +99,15 @@ def predict(
         )
     prefill = _phase_result("prefill", pre, m, g, lay, program, tokens=float(batch * prompt_len))
     decode = _phase_result("decode", dec, m, g, lay, program, tokens=float(batch * output_len))
+    moe_report = None
+    if is_moe(m):
+        moe_report = _moe_report(m, lay, route, pre, dec)
+        recorded_k = getattr(route, "recorded_top_k", None)
+        if recorded_k is not None and recorded_k != moe_report.top_k:
+            warnings.append(f"routing file {route.name} was recorded with top_k={recorded_k}; "
+                            f"{m.name} routes top_k={moe_report.top_k}")
+    elif routing is not None and route is not None and route.kind != "uniform":
+        warnings.append(f"routing {route.name} ignored: {m.name} has no experts")
     return Prediction(
         model=m.hf_id or m.name,
         gpu=g.key,
@@ -97,7 +118,31 @@ def predict(
         decode=decode,
         memory=memory,
         warnings=tuple(warnings),
+        moe=moe_report,
     )
+
+
+def _moe_report(model: Model, layout: Layout, route, pre: PhaseArrays, dec: PhaseArrays) -> MoEReport:
+    """Routing statistics of both phases (first configuration; decode: one step, all steps alike)."""
+    info = model.info["moe"]
+    ep = int(np.asarray(layout.ep).reshape(-1)[0])
+
+    def phase(pa: PhaseArrays) -> MoEPhaseStats:
+        b = pa.moe
+        per_rank = () if b.tokens_per_rank is None else tuple(
+            float(v) for v in np.asarray(b.tokens_per_rank).reshape(-1, b.tokens_per_rank.shape[-1])[0])
+        return MoEPhaseStats(
+            group_tokens=_f(b.group_tokens), tokens_per_rank=per_rank, mean_rank_tokens=_f(b.mean_rank_tokens),
+            max_rank_tokens=_f(b.max_rank_tokens), imbalance=_f(b.imbalance), experts_hit=_f(b.experts_hit),
+            experts_hit_per_rank_mean=_f(b.experts_hit_per_rank_mean),
+            experts_hit_per_rank_max=_f(b.experts_hit_per_rank_max), idle_wait_j=_f(pa.moe_idle_wait_j),
+            method=b.method,
+        )
+
+    return MoEReport(routing=route.name, n_experts=int(info["n_experts"]), top_k=int(info["top_k"]), ep=ep,
+                     moe_layers=int(info["moe_layers"]),
+                     expert_sharding="expert-parallel" if ep > 1 else "tensor-parallel",
+                     prefill=phase(pre), decode=phase(dec))
 
 
 def _f(x) -> float:
@@ -109,16 +154,19 @@ def _phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: L
     tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
     reduce = pa.reduce
     ops = []
-    for _, r in pa.kernels:
+    # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank
+    energy_records = pa.kernels_energy if pa.kernels_energy is not None else pa.kernels
+    for (_, r), (_, re) in zip(pa.kernels, energy_records, strict=True):
         lat = _f(reduce(r.cost.latency_s)) * r.count
         comp = _f(reduce(r.cost.compute_s))
         mem = _f(reduce(r.cost.memory_s))
         n = r.count * tp * dp
         ops.append(OpResult(
             name=r.name, kind=r.kind, ops=r.ops, count=r.count * tp * dp,
-            flops=_f(reduce(r.flops)) * n, bytes=_f(reduce(r.bytes)) * n, latency_s=lat,
-            energy_j=_f(reduce(r.cost.energy_j)) * n, compute_energy_j=_f(reduce(r.cost.compute_energy_j)) * n,
-            memory_energy_j=_f(reduce(r.cost.memory_energy_j)) * n, static_energy_j=_f(reduce(r.cost.static_energy_j)) * n,
+            flops=_f(reduce(re.flops)) * n, bytes=_f(reduce(re.bytes)) * n, latency_s=lat,
+            energy_j=_f(reduce(re.cost.energy_j)) * n, compute_energy_j=_f(reduce(re.cost.compute_energy_j)) * n,
+            memory_energy_j=_f(reduce(re.cost.memory_energy_j)) * n,
+            static_energy_j=_f(reduce(re.cost.static_energy_j)) * n,
             bound="compute" if comp >= mem else "memory", power_capped=bool(np.any(r.cost.power_capped)),
         ))
     colls = []

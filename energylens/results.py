@@ -107,6 +107,40 @@ class MemoryReport:
 
 
 @dataclass(frozen=True)
+class MoEPhaseStats:
+    """Expert routing in one phase, per MoE layer (decode: per decode step). "Tokens" of a rank count
+    routed assignments (token, expert): a batch of T tokens makes T x top_k of them."""
+
+    group_tokens: float  # tokens entering one expert-parallel group's MoE layer
+    tokens_per_rank: tuple[float, ...]  # expected assignments of each expert-parallel rank
+    mean_rank_tokens: float
+    max_rank_tokens: float  # the busiest rank (expected maximum), which sets the pace
+    imbalance: float  # max_rank_tokens / mean_rank_tokens (1 = balanced)
+    experts_hit: float  # distinct experts with >= 1 token, whole group (<= n_experts)
+    experts_hit_per_rank_mean: float
+    experts_hit_per_rank_max: float  # experts whose weights the busiest rank reads
+    idle_wait_j: float  # energy of GPUs waiting (at idle power) for the busiest rank's experts, all GPUs
+    method: str  # how the expected maxima were found: exact, monte-carlo or normal
+
+
+@dataclass(frozen=True)
+class MoEReport:
+    """Mixture-of-experts summary of a prediction (``Prediction.moe``; ``to_dict()["moe"]``)."""
+
+    routing: str
+    n_experts: int
+    top_k: int
+    ep: int
+    moe_layers: int
+    expert_sharding: str  # "expert-parallel" (each expert whole on one of ep ranks) or "tensor-parallel"
+    prefill: MoEPhaseStats
+    decode: MoEPhaseStats
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Prediction:
     model: str
     gpu: str
@@ -118,6 +152,7 @@ class Prediction:
     memory: MemoryReport
     warnings: tuple[str, ...] = field(default_factory=tuple)
     extra: dict = field(default_factory=dict)
+    moe: MoEReport | None = None  # mixture-of-experts models only
 
     @property
     def total_energy_j(self) -> float:
@@ -159,5 +194,7 @@ class Prediction:
         }
         if ops:
             out["ops"] = all_ops
+        if self.moe is not None:
+            out["moe"] = self.moe.to_dict()
         out.update(self.extra)
         return out

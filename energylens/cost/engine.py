@@ -51,9 +51,18 @@ class CollectiveRecord:
     reason: str
 
 
+# MoE: key of ``sizes`` holding the expert count the expert-side ops (those over ``c``, tokens per
+# expert) touch, as a whole-model equivalent (experts hit on one rank x the ``e`` shard degree), so
+# that a rank's grouped GEMMs, dispatch buffers and all-to-all messages count only the experts its
+# tokens hit. Bound by ``energylens.moe.binding``; absent for dense models.
+ROUTED_EXPERTS_KEY = "e:routed"
+
+
 def op_sizes(op: Op, sizes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Sizes seen by this op: the workload's, with last-token heads (t=1) and sliding windows applied."""
     out = dict(sizes)
+    if ROUTED_EXPERTS_KEY in sizes and "c" in op.dims:
+        out["e"] = sizes[ROUTED_EXPERTS_KEY]
     attrs = op.attrs or {}
     if attrs.get("tokens") == "last":
         out["t"] = np.ones_like(np.asarray(sizes["t"], dtype=float))

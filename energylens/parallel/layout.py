@@ -19,7 +19,9 @@ import numpy as np
 from energylens.errors import LayoutError
 from energylens.graph.model import Model
 
-DEFAULT_AXES: dict[str, str] = {"g": "tp", "r": "tp", "f": "tp", "v": "tp", "e": "ep"}
+DEFAULT_AXES: dict[str, str] = {"g": "tp", "r": "tp", "f": "tp", "v": "tp", "e": "ep",
+                                # MoE models (energylens.models.moe): dense-layer FFN width u, shared-expert width j
+                                "u": "tp", "j": "tp"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray
               f"a divisor or a multiple of the {g} key/value heads (dimension g) of {model.name}")
     if "f" in dims:
         check(dims["f"] % tp == 0, "tp", tp, f"a divisor of the FFN size f={dims['f']} of {model.name}")
+    for letter in ("u", "j"):  # extra FFN widths of MoE models (dense layers, shared experts)
+        if letter in dims:
+            check(dims[letter] % tp == 0, "tp", tp, f"a divisor of the FFN size {letter}={dims[letter]} of {model.name}")
     if "e" in dims:
         ep = np.asarray(layout.ep)
         check(dims["e"] % ep == 0, "ep", ep, f"a divisor of the {dims['e']} experts (dimension e) of {model.name}")

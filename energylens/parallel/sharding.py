@@ -13,8 +13,16 @@ sharded over which mesh axis, and over which axes it is a pending partial sum.
   gathered; a whole input next to a sharded one is sliced locally (free).
 * Gather (embedding): a sharded table dimension that is looked up leaves a partial sum ->
   **all-reduce** (vocabulary-parallel embedding).
-* Routing (``attrs['route']``): ``dispatch`` sends tokens to the ranks that hold their experts and
-  ``combine`` brings the results back -> **all-to-all** over the expert axis.
+* Routing (``attrs['route']``, mixture of experts): ``dispatch`` sends tokens to the ranks that hold
+  their experts and ``combine`` brings the results back -> **all-to-all** over the expert axis (none
+  when ``ep == 1``). Under expert parallelism an expert weight (a weight over ``e``) is whole on its
+  rank (sharded over ``e`` only, never over ``tp``); with ``ep == 1`` experts are tensor-parallel on
+  ``f`` and the dispatch first gathers tokens split over ``t``. Partial sums of expert and shared-
+  expert outputs (ops with ``attrs['moe']``) pass through the linear combine and are reduced once on
+  its ``btd`` output (all-reduce, or reduce-scatter under SP), as vLLM does. With expert parallelism
+  and ``tp > 1`` each token is dispatched by one tp rank and returns to it: the combine output is
+  split over ``t`` (reduce-scatter of pending partial sums) and all-gathered over ``tp`` unless
+  sequence parallelism keeps it split.
 * Pipeline stage boundaries -> **send/recv** of the residual stream (added by the program builder).
 """
 
@@ -74,6 +82,8 @@ class Deriver:
     def persistent(self, t: Tensor) -> TensorState:
         if not t.shardable:
             return REPLICATED
+        if "e" in t.dims and "e" in self.axes:  # MoE: under expert parallelism each expert is whole on its rank
+            return TensorState(frozenset({("e", self.axes["e"])}))
         return TensorState(frozenset((d, self.axes[d]) for d in t.dims if d in self.axes))
 
     def get(self, t: Tensor) -> TensorState:
@@ -147,6 +157,9 @@ class Deriver:
 
     def _finish(self, op: Op, out: Tensor, st: TensorState, steps: list) -> None:
         """Resolve a partial-sum output right away: all-reduce, or reduce-scatter along t under SP."""
+        if st.partial and (op.attrs or {}).get("moe") in ("expert", "shared"):
+            self.state[out.name] = st  # MoE: the combine is linear; its output is reduced once (see _route)
+            return
         for axis in sorted(st.partial):
             if self.sp and axis == "tp" and "t" in out.dims and "t" not in st.dims:
                 steps.append(CollectiveStep("reduce_scatter", axis, out, st.dims, dim="t",
@@ -215,6 +228,13 @@ class Deriver:
         """Token dispatch to experts and combine back: all-to-all over the expert axis."""
         axis = self.axes.get("e")
         if route == "dispatch":
+            if not axis:  # experts replicated or tensor-parallel: every rank's experts need every token
+                for t in op.inputs:
+                    st = self.get(t)
+                    for d, a in sorted(st.shard):
+                        if d == "t" and t.role is Role.ACTIVATION:
+                            st = self._gather(op, t, st, d, a, steps, f"{op.name}: the experts on every rank "
+                                              "see all tokens")
             self._elementwise(op, steps)
             if axis:
                 out = op.output
@@ -228,14 +248,44 @@ class Deriver:
                                             reason="tokens sent to the ranks holding their experts",
                                             name=f"{op.name}:all_to_all"))
         elif route == "combine":
+            # Partial sums of the expert outputs (tensor-parallel experts, ep == 1) and of the shared
+            # experts pass through the linear combine and are reduced once, on its btd output.
+            partial: frozenset = frozenset()
+            for t in op.inputs:
+                st = self.get(t)
+                if t.role is Role.ACTIVATION and st.partial:
+                    partial = partial | st.partial
+                    self.state[t.name] = TensorState(st.shard)
             src = op.inputs[0]
             st = self.get(src)
             if axis and any(a == axis for _, a in st.shard):
                 steps.append(CollectiveStep("all_to_all", axis, src, st.dims, dim="e",
                                             reason="expert outputs returned to their tokens' ranks",
                                             name=f"{op.name}:all_to_all"))
-                self.state[src.name] = TensorState(frozenset(p for p in st.shard if p[1] != axis), st.partial)
+                # the returned buffer keeps its expert-axis split for sizing: a rank gets back the
+                # outputs of its own tokens, T*k/ep rows, not the whole e x c buffer
             self._elementwise(op, steps)
+            out = op.output
+            out_st = self.state[out.name]
+            tp_axis = "tp" if "tp" in self.axes.values() else ""
+            if axis and tp_axis and "t" in out.dims:
+                # Expert parallelism with tensor-parallel attention: each token was dispatched by one of
+                # the tp ranks holding it and comes back to that rank only, so the output is split over
+                # t; pending partial sums are reduce-scattered to that split, then (without sequence
+                # parallelism) the tp ranks all-gather the tokens back.
+                split = TensorState(out_st.shard | {("t", tp_axis)})
+                for a in sorted(partial):
+                    steps.append(CollectiveStep("reduce_scatter", a, out, out_st.dims - {"t"}, dim="t",
+                                                reason=f"partial sums of the shared experts over {a}",
+                                                name=f"{op.name}:reduce_scatter"))
+                if not self.sp and ("t", tp_axis) not in out_st.shard:
+                    steps.append(CollectiveStep("all_gather", tp_axis, out, out_st.dims, dim="t",
+                                                reason="expert outputs came back split over the tp ranks",
+                                                name=f"{op.name}:all_gather"))
+                    split = TensorState(out_st.shard)
+                self.state[out.name] = split
+            else:
+                self._finish(op, out, TensorState(out_st.shard, partial), steps)
         else:
             raise ValueError(f"unknown route {route!r}")
 
