@@ -32,7 +32,7 @@ COMMAND_MODULES = [
     "energylens.cli.overlap_cmd",
 ]
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, emoji=False)
 
 
 def _load_commands() -> None:
