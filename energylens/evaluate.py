@@ -30,6 +30,7 @@ from energylens.parallel.sharding import OpStep
 from energylens.program import Program
 
 RUNTIME_OVERHEAD_BYTES = 2.0 * 2**30  # CUDA context, NCCL buffers, cuBLAS workspace (assumed, per GPU)
+PREFILL_CHUNK_TOKENS = 8192.0  # vLLM max-num-batched-tokens (ML.ENERGY v3 configs; shared/reference SOURCE.md)
 USABLE_MEMORY_FRACTION = 0.90  # vLLM's default gpu_memory_utilization (assumed serving setting)
 
 
@@ -233,6 +234,10 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
     else:
         edge = np.where(pp > 1, np.maximum(pre_w, post_w), pre_w + post_w)
     weights = weights + edge
+    # Serving engines prefill in chunks (vLLM max-num-batched-tokens): activations are live for at most
+    # that many tokens at once, however long the batch of prompts.
+    tokens = sizes["b"] * sizes["t"]
+    act = act * np.minimum(1.0, PREFILL_CHUNK_TOKENS / np.maximum(tokens, 1.0))
     workspace = RUNTIME_OVERHEAD_BYTES + 2.0 * act
     return {"weights_bytes": weights, "kv_cache_bytes": kv, "workspace_bytes": np.asarray(workspace),
             "capacity_bytes": np.asarray(gpu.hbm_capacity_bytes)}

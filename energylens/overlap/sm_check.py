@@ -29,7 +29,7 @@ from energylens.overlap.model import gpu_partition
 from energylens.parallel.layout import Layout
 from energylens.program import build_program
 
-DEFAULT_CSV = Path("/work/shared/reference/muxserve-sm-latency/muxserve_llama_a100_sm_latency.csv")
+DEFAULT_CSV = Path(__file__).resolve().parents[1] / "data" / "validation" / "muxserve" / "muxserve_llama_a100_sm_latency.csv"
 
 # LLaMA-1 shapes (Touvron et al. 2023, arXiv 2302.13971, Table 2; FFN widths as in the released
 # checkpoints' params, e.g. huggyllama/llama-*/config.json): hidden, FFN, heads, layers. fp16, vocab 32000.

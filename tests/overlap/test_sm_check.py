@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from energylens.overlap.sm_check import DEFAULT_CSV as CSV  # noqa: E402
 from energylens.overlap.sm_check import run_check
-
-CSV = Path(__file__).parent / "data" / "muxserve_llama_a100_sm_latency.csv"
 
 
 @pytest.fixture(scope="module")
