@@ -47,6 +47,17 @@ def batch_per_replica(workload: Workload, layout: Layout):
     return b // dp
 
 
+def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_len, output_len, layout: Layout):
+    """Checked inputs of one prediction: (model, gpu, workload, batch per replica, per-rank program)."""
+    m, g = prepare(model, gpu, dtype)
+    for name, value in (("batch", batch), ("prompt_len", prompt_len)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise WorkloadError(name, value, "a positive integer")
+    w = Workload(batch, prompt_len, output_len)
+    validate(m, layout, strict=True)
+    return m, g, w, batch_per_replica(w, layout), build_program(m, layout)
+
+
 def predict(
     model: str | Model = "llama3-8b",
     gpu: str | GPU = "h100-sxm",
@@ -69,18 +80,11 @@ def predict(
     ``routing`` (mixture-of-experts models): ``"uniform"`` (default), ``"zipf:S"``, ``"dirichlet:A"``,
     a recorded per-layer expert-count histogram file, or an ``energylens.moe.Routing``.
     """
-    m, g = prepare(model, gpu, dtype)
+    lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
+    m, g, w, bpr, program = setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
     route = None
     if routing is not None or is_moe(m):
         route = resolve_routing(routing)  # checked for every model; used by MoE models only
-    for name, value in (("batch", batch), ("prompt_len", prompt_len)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise WorkloadError(name, value, "a positive integer")
-    w = Workload(batch, prompt_len, output_len)
-    lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
-    validate(m, lay, strict=True)
-    bpr = batch_per_replica(w, lay)
-    program = build_program(m, lay)
     moe_kw = {"routing": route} if is_moe(m) else {}
     sizes, weights = prefill_sizes(w, bpr)
     pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False, **moe_kw)

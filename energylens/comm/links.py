@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from energylens.errors import SpecError, UnknownNameError
-from energylens.hardware.profile import KINDS, Quantity
+from energylens.hardware.profile import Quantity, Sourced, parse_quantity
 
 # field -> (unit, required)
 LINK_FIELDS: dict[str, tuple[str, bool]] = {
@@ -35,7 +35,7 @@ LINK_FIELDS: dict[str, tuple[str, bool]] = {
 
 
 @dataclass(frozen=True)
-class Link:
+class Link(Sourced):
     """One interconnect. Accessors return SI floats; ``quantities`` keeps the provenance."""
 
     key: str
@@ -43,15 +43,7 @@ class Link:
     switched: bool
     quantities: dict[str, Quantity] = field(repr=False)
 
-    def q(self, name: str) -> float:
-        qty = self.quantities.get(name)
-        if qty is None or qty.value is None:
-            raise SpecError(f"link[{self.key}].{name}", None, "this link has no value for it")
-        return float(qty.value)
-
-    def has(self, name: str) -> bool:
-        qty = self.quantities.get(name)
-        return qty is not None and qty.value is not None
+    _what = "link"
 
     @property
     def bandwidth_bytes_per_s(self) -> float:
@@ -89,36 +81,12 @@ def parse_links(data: object, origin: str) -> dict[str, Link]:
                 raise SpecError(
                     f"{where}.{name}", name, "unknown field; known: " + ", ".join(sorted(LINK_FIELDS))
                 )
-            quantities[name] = _parse_quantity(value, f"{where}.{name}", LINK_FIELDS[name][0])
+            quantities[name] = parse_quantity(value, f"{where}.{name}", LINK_FIELDS[name][0])
         for name, (_unit, required) in LINK_FIELDS.items():
             if required and name not in quantities:
                 raise SpecError(f"{where}.{name}", None, "required field is missing")
         links[str(key)] = Link(str(key), str(entry.get("name", key)), bool(entry["switched"]), quantities)
     return links
-
-
-def _parse_quantity(entry: object, where: str, unit: str) -> Quantity:
-    if not isinstance(entry, dict):
-        raise SpecError(where, entry, "{value, unit, kind, source}")
-    for k in ("value", "unit", "kind", "source"):
-        if k not in entry:
-            raise SpecError(f"{where}.{k}", None, "every number needs value, unit, kind and source")
-    if str(entry["unit"]) != unit:
-        raise SpecError(f"{where}.unit", entry["unit"], f"expected SI unit {unit!r}")
-    if str(entry["kind"]) not in KINDS:
-        raise SpecError(f"{where}.kind", entry["kind"], "one of " + ", ".join(KINDS))
-    source = str(entry["source"]).strip()
-    if not source:
-        raise SpecError(f"{where}.source", source, "a non-empty source")
-    value = entry["value"]
-    if value is not None:
-        try:
-            value = float(value)
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{where}.value", value, "a number or null") from exc
-        if not value >= 0:
-            raise SpecError(f"{where}.value", value, "a non-negative number")
-    return Quantity(value, unit, str(entry["kind"]), source, str(entry.get("note", "")))
 
 
 @cache

@@ -82,8 +82,52 @@ def _expected_unit(name: str) -> tuple[str, bool] | None:
     return None
 
 
+def parse_quantity(entry: object, where: str, unit: str) -> Quantity:
+    """Validate one ``{value, unit, kind, source[, note]}`` mapping; ``where`` names it in errors."""
+    if not isinstance(entry, dict):
+        raise SpecError(where, entry, "{value, unit, kind, source}")
+    for k in ("value", "unit", "kind", "source"):
+        if k not in entry:
+            raise SpecError(f"{where}.{k}", None, "every number needs value, unit, kind and source")
+    if str(entry["unit"]) != unit:
+        raise SpecError(f"{where}.unit", entry["unit"], f"expected SI unit {unit!r}")
+    kind = str(entry["kind"])
+    if kind not in KINDS:
+        raise SpecError(f"{where}.kind", kind, "one of " + ", ".join(KINDS))
+    source = str(entry["source"]).strip()
+    if not source:
+        raise SpecError(f"{where}.source", source, "a non-empty source")
+    value = entry["value"]
+    if value is not None:
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{where}.value", value, "a number or null") from exc
+        if not value >= 0:
+            raise SpecError(f"{where}.value", value, "a non-negative number")
+    return Quantity(value, unit, kind, source, str(entry.get("note", "")))
+
+
+class Sourced:
+    """Accessors shared by sourced profiles (GPUs, links): ``quantities`` name -> Quantity."""
+
+    key: str
+    quantities: dict[str, Quantity]
+    _what = "profile"
+
+    def q(self, name: str) -> float:
+        qty = self.quantities.get(name)
+        if qty is None or qty.value is None:
+            raise SpecError(f"{self._what}[{self.key}].{name}", None, f"this {self._what} has no value for it")
+        return float(qty.value)
+
+    def has(self, name: str) -> bool:
+        qty = self.quantities.get(name)
+        return qty is not None and qty.value is not None
+
+
 @dataclass(frozen=True)
-class GPU:
+class GPU(Sourced):
     """A GPU profile. Accessors return SI floats; ``quantities`` keeps the provenance."""
 
     key: str
@@ -93,15 +137,7 @@ class GPU:
     aliases: tuple[str, ...] = ()
     path: str = ""
 
-    def q(self, name: str) -> float:
-        qty = self.quantities.get(name)
-        if qty is None or qty.value is None:
-            raise SpecError(f"gpu[{self.key}].{name}", None, "this GPU profile has no value for it")
-        return float(qty.value)
-
-    def has(self, name: str) -> bool:
-        qty = self.quantities.get(name)
-        return qty is not None and qty.value is not None
+    _what = "gpu"
 
     def _dtype_q(self, prefix: str, dtype: str) -> float:
         name = f"{prefix}_{dtype}"
@@ -186,29 +222,7 @@ def parse_gpu(data: object, origin: str) -> GPU:
         expected = _expected_unit(name)
         if expected is None:
             raise SpecError(where, name, "unknown field; known: " + ", ".join(sorted(FIELDS)))
-        if not isinstance(entry, dict):
-            raise SpecError(where, entry, "{value, unit, kind, source}")
-        for k in ("value", "unit", "kind", "source"):
-            if k not in entry:
-                raise SpecError(f"{where}.{k}", None, "every number needs value, unit, kind and source")
-        unit = str(entry["unit"])
-        if unit != expected[0]:
-            raise SpecError(f"{where}.unit", unit, f"expected SI unit {expected[0]!r}")
-        kind = str(entry["kind"])
-        if kind not in KINDS:
-            raise SpecError(f"{where}.kind", kind, "one of " + ", ".join(KINDS))
-        value = entry["value"]
-        if value is not None:
-            try:
-                value = float(value)
-            except (TypeError, ValueError) as exc:
-                raise SpecError(f"{where}.value", value, "a number or null") from exc
-            if not value >= 0:
-                raise SpecError(f"{where}.value", value, "a non-negative number")
-        source = str(entry["source"]).strip()
-        if not source:
-            raise SpecError(f"{where}.source", source, "a non-empty source")
-        quantities[name] = Quantity(value, unit, kind, source, str(entry.get("note", "")))
+        quantities[name] = parse_quantity(entry, where, expected[0])
     for name, (_unit, required) in FIELDS.items():
         if required and "{dtype}" not in name and name not in quantities:
             raise SpecError(f"{origin}: quantities.{name}", None, "required field is missing")

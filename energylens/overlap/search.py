@@ -19,12 +19,11 @@ from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
 from energylens.overlap.model import OverlapAssumptions, OverlapPhase, PairCost, evaluate_overlap
 from energylens.overlap.plan import OverlapPlan
-from energylens.parallel.layout import Layout, validate
+from energylens.parallel.layout import Layout
 from energylens.pareto import pareto_mask
-from energylens.predict import batch_per_replica, predict, prepare
-from energylens.program import build_program
+from energylens.predict import predict, setup
 from energylens.results import Prediction
-from energylens.workload import Workload, decode_sizes, prefill_sizes
+from energylens.workload import decode_sizes, prefill_sizes
 
 DEFAULT_COMM_SMS = (2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64)
 DEFAULT_CHUNKS = (1, 2, 4, 8)
@@ -131,16 +130,6 @@ def _phase_result(phase: str, op: OverlapPhase, weights) -> OverlapPhaseResult:
                               tuple(_pair_result(pc, op.baseline.reduce, wsum) for pc in op.pairs))
 
 
-def _setup(model, gpu, dtype, batch, prompt_len, output_len, layout: Layout):
-    m, g = prepare(model, gpu, dtype)
-    for name, value in (("batch", batch), ("prompt_len", prompt_len)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise WorkloadError(name, value, "a positive integer")
-    w = Workload(batch, prompt_len, output_len)
-    validate(m, layout, strict=True)
-    return m, g, w, batch_per_replica(w, layout), build_program(m, layout)
-
-
 def _plans(plans: Sequence[OverlapPlan] | OverlapPlan | None) -> tuple[OverlapPlan, ...]:
     if plans is None:
         return ()
@@ -172,7 +161,7 @@ def predict_with_overlap(
 
     Without plans (or with ``comm_sms = 0``) both phases equal the baseline ``Prediction`` exactly."""
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
-    m, g, w, bpr, program = _setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
+    m, g, w, bpr, program = setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
     plans_t = _plans(plans)
     baseline = predict(m, g, batch=batch, prompt_len=prompt_len, output_len=output_len, layout=lay, routing=routing)
     results = []
@@ -269,7 +258,7 @@ def sweep_overlap(
     if phase not in PHASES:
         raise WorkloadError("phase", phase, "prefill or decode")
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
-    m, g, w, bpr, program = _setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
+    m, g, w, bpr, program = setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
     decode = phase == "decode"
     sizes, weights = (decode_sizes if decode else prefill_sizes)(w, bpr)
     base = evaluate_phase(m, g, lay, program, sizes, weights, decode=decode, routing=routing)
