@@ -19,10 +19,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from energylens.errors import SpecError, UnknownNameError
-from energylens.hardware.profile import Quantity, Sourced, parse_quantity
+from energylens.hardware.profile import Quantity, Sourced, parse_quantity, safe_load
 
 # field -> (unit, required)
 LINK_FIELDS: dict[str, tuple[str, bool]] = {
@@ -94,8 +92,8 @@ def load_links(path: str | None = None) -> dict[str, Link]:
     """All links from the built-in ``links.yaml`` (or a user file at ``path``)."""
     if path is None:
         res = resources.files("energylens") / "data" / "hardware" / "links.yaml"
-        return parse_links(yaml.safe_load(res.read_text()), "energylens/data/hardware/links.yaml")
-    return parse_links(yaml.safe_load(Path(path).read_text()), str(path))
+        return parse_links(safe_load(res.read_text()), "energylens/data/hardware/links.yaml")
+    return parse_links(safe_load(Path(path).read_text()), str(path))
 
 
 def get_link(key: str) -> Link:

@@ -28,6 +28,12 @@ import yaml
 from energylens.errors import SpecError, UnknownNameError
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when present
+
+
+def safe_load(text: str) -> object:
+    """``yaml.safe_load`` semantics (no arbitrary objects), with the C parser when available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a SafeLoader
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5,
                "mxfp4": 4.25 / 8}  # mxfp4: 4-bit values + one 8-bit scale per 32 (OCP MX spec)
 KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate")
@@ -243,10 +249,10 @@ def _builtin() -> dict[str, GPU]:
 
     for entry in sorted(_data_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
-            gpu = parse_gpu(yaml.safe_load(entry.read_text()), f"energylens/data/hardware/gpus/{entry.name}")
+            gpu = parse_gpu(safe_load(entry.read_text()), f"energylens/data/hardware/gpus/{entry.name}")
             fitted = fitted_profile_path(gpu.key)
             if fitted is not None:  # a profile calibrated from real records in the repo is the default
-                measured = parse_gpu(yaml.safe_load(fitted.read_text()), str(fitted))
+                measured = parse_gpu(safe_load(fitted.read_text()), str(fitted))
                 gpu = GPU(gpu.key, measured.name, measured.link, measured.quantities,
                           tuple(dict.fromkeys(gpu.aliases + measured.aliases)), str(fitted))
             gpus[gpu.key] = gpu
