@@ -25,8 +25,8 @@ import numpy as np
 import energylens
 from energylens.hardware import load_gpu
 from energylens.models.dense import build_dense
-from energylens.serving import MAX_BATCHED_TOKENS, load_coefficients
 from energylens.models.hf_config import HFConfig
+from energylens.serving import MAX_BATCHED_TOKENS, load_coefficients
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 LLAMA2_70B = {  # public architecture facts (Llama 2 paper, Table 1 / HF config): same layer as Llama-3-70B
