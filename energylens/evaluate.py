@@ -207,13 +207,20 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
     def collect(steps, role: Role) -> tuple[np.ndarray, np.ndarray]:
         seen: dict[str, np.ndarray] = {}
         act = np.asarray(0.0)
+        consumer_groups: dict[str, set] = {}
+        for st in steps:
+            if isinstance(st, OpStep):
+                for t in st.op.inputs:
+                    consumer_groups.setdefault(t.name, set()).add(st.op.group)
         for st in steps:
             if not isinstance(st, OpStep):
                 continue
             for t in (*st.op.inputs, st.op.output):
                 if t.role is role and t.name not in seen and (role is not Role.KV_CACHE or "s" in t.dims):
                     seen[t.name] = binder.tensor_bytes(st.op, t, st.tensor_shards.get(t.name, frozenset()))
-            if st.op.output.role is Role.ACTIVATION:
+            # intermediates consumed only inside their fusion group stay on chip (e.g. flash attention scores)
+            on_chip = st.op.group is not None and consumer_groups.get(st.op.output.name, set()) == {st.op.group}
+            if st.op.output.role is Role.ACTIVATION and not on_chip:
                 act = np.maximum(act, binder.tensor_bytes(st.op, st.op.output,
                                                           st.tensor_shards.get(st.op.output.name, frozenset())))
         return sum(seen.values(), np.asarray(0.0)), act
