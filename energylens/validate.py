@@ -24,6 +24,11 @@ Prediction intervals: for each (architecture family, GPU, metric) the quantiles 
 exp(-q_lo)]``. ``validate`` reports how often the measured value falls inside: on the development
 data that coverage is in-sample; the honest, leave-one-model-out coverage is stored next to the
 quantiles and printed as well.
+
+GPU-pacing screen (:func:`not_gpu_limited`): a run that is slower on a GPU that is at least as fast on
+the datasheet than another GPU's run of the same configuration is marked ``not_gpu_limited`` (with the
+reason). It is still predicted and scored; ``tools/fit_serving.py`` leaves it out of the coefficient
+fit, and the overall table shows the MAPE with and without such rows.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ class RowResult:
     measured: dict = field(default_factory=dict)
     interval: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    not_gpu_limited: str = ""  # reason when the run fails the GPU-pacing screen (excluded from the fit)
 
     def error(self, metric: str) -> float:
         """Signed relative error (predicted / measured - 1)."""
@@ -184,6 +190,8 @@ class RowResult:
                 d[f"covered_{metric}"] = self.covered(metric)
         if self.notes:
             d["notes"] = list(self.notes)
+        if self.not_gpu_limited:
+            d["not_gpu_limited"] = self.not_gpu_limited
         return d
 
 
@@ -239,6 +247,10 @@ class Validation:
             out[title] = {name: {"n": len(rows), "mape": self.mape(rows), "coverage": self.coverage(rows)}
                           for name, rows in self.groups(key).items()}
         out["overall"] = {"all": {"n": len(self.ok), "mape": self.mape(), "coverage": self.coverage()}}
+        paced = [r for r in self.ok if not r.not_gpu_limited]
+        if len(paced) < len(self.ok):
+            out["overall"]["GPU-paced rows (pass the not_gpu_limited screen)"] = {
+                "n": len(paced), "mape": self.mape(paced), "coverage": self.coverage(paced)}
         return out
 
     def worst(self, n: int = 10, metric: str = "energy_per_output_token_j") -> list[RowResult]:
@@ -319,6 +331,55 @@ def _load_row_model(model_id: str, precision: str):
     return None, f"unknown weight_precision {precision!r} (known: {', '.join(list(PRECISIONS) + list(NATIVE_PRECISIONS))})"
 
 
+SCREEN_KEY = ("model_id", "task", "weight_precision", "num_gpus", "tensor_parallel", "expert_parallel",
+              "data_parallel", "max_num_seqs")
+SCREEN_BATCH_TOLERANCE = 1.05  # the faster GPU's run may hold at most 5 % more running requests
+
+
+def not_gpu_limited(rows: list[dict]) -> dict[int, str]:
+    """Rows whose measured run was demonstrably not paced by the GPU (a model-free consistency screen).
+
+    Two runs of the same model, task, precision, layout and ``max_num_seqs`` on different GPUs, where one
+    GPU is at least as fast as the other on both datasheet figures that pace inference (HBM bandwidth and
+    dense bf16 tensor FLOP/s) and faster on one: if the faster GPU's run shows a longer median inter-token
+    latency at (nearly) the same running batch, its iteration time is set by something other than the GPU
+    (host, software stack), which no GPU cost model describes. The row is returned (index -> reason).
+    ``tools/fit_serving.py`` leaves such rows out of the coefficient fit; validation still predicts and
+    scores them. Uses only measured columns and GPU datasheet numbers, never a prediction."""
+    from energylens.hardware.profile import load_gpu
+
+    speed: dict[str, tuple[float, float] | None] = {}
+    cells: dict[tuple, list[tuple[int, str, float, float]]] = {}
+    for i, row in enumerate(rows):
+        name = str(row.get("gpu_model", ""))
+        if name not in speed:
+            try:
+                g = load_gpu(name)
+                speed[name] = (g.hbm_bandwidth_bytes_per_s, g.peak_flops("bf16"))
+            except EnergyLensError:
+                speed[name] = None
+        try:
+            itl = _number(row, "median_itl_ms")
+            batch = _number(row, "avg_batch_size")
+        except SpecError:
+            continue
+        if speed[name] is None:
+            continue
+        cells.setdefault(tuple(str(row.get(c, "")).strip() for c in SCREEN_KEY), []).append((i, name, itl, batch))
+    out: dict[int, str] = {}
+    for runs in cells.values():
+        for i, gpu_a, itl_a, b_a in runs:
+            sa = speed[gpu_a]
+            for _, gpu_b, itl_b, b_b in runs:
+                sb = speed[gpu_b]
+                faster = sa[0] >= sb[0] and sa[1] >= sb[1] and (sa[0] > sb[0] or sa[1] > sb[1])
+                if faster and itl_a > itl_b and b_a <= SCREEN_BATCH_TOLERANCE * b_b:
+                    out[i] = (f"median ITL {itl_a:.1f} ms on {gpu_a} exceeds {itl_b:.1f} ms on the slower {gpu_b} "
+                              f"(same model, task, layout and max_num_seqs): not paced by the GPU")
+                    break
+    return out
+
+
 def prepare_rows(rows: list[dict]) -> tuple[list[RowResult], dict[tuple, list[int]], dict]:
     """Resolve each row (model, GPU, layout, prompt length) or mark it skipped; group the rest."""
     from energylens.hardware.profile import load_gpu
@@ -375,6 +436,9 @@ def prepare_rows(rows: list[dict]) -> tuple[list[RowResult], dict[tuple, list[in
         context[key] = (model, gpu, layout)
         res.row["_batch"] = batch  # internal, removed below
         res.row["_out"] = out_len
+    for i, reason in not_gpu_limited(rows).items():
+        if results[i].status == "ok":
+            results[i].not_gpu_limited = reason
     return results, groups, context
 
 

@@ -8,17 +8,21 @@ What it does, on the shipped ML.ENERGY v3 development subset (``energylens/data/
 1. Costs every supported row once with the per-op model (``energylens.validate.cost_groups``); the
    three coefficients (``energylens.serving.ServingCoefficients``) are applied afterwards, so the fit
    never re-runs the cost model.
-2. Split by model: the model ids of the whole file (supported or not) are sorted and alternately
+2. Screen (``energylens.validate.not_gpu_limited``, model-free): a run that is slower on a GPU that
+   is at least as fast on the datasheet (HBM bandwidth, bf16 FLOP/s) than another GPU's run of the
+   same model, task, layout and ``max_num_seqs`` is not paced by the GPU; such rows are left out of
+   every fit below (FIT half, leave-one-model-out) but are predicted and scored in every MAPE.
+3. Split by model: the model ids of the whole file (supported or not) are sorted and alternately
    assigned to the FIT half and the TEST half (``split_models``). Coefficients are fitted on the
    FIT half only and reported on both halves and overall.
-3. Fit: ``scipy.optimize.least_squares`` over the log residuals ``log(pred / measured)`` of the three
+4. Fit: ``scipy.optimize.least_squares`` over the log residuals ``log(pred / measured)`` of the three
    validated columns (median ITL, average power, energy per token) of every FIT row, robust loss
    ``soft_l1`` with ``f_scale = 0.1`` (residuals beyond ~10 % count linearly, so a few anomalous
    runs do not dominate), bounds: overheads >= 0 s, 0 <= active_power_fraction <= 1.
-4. Leave-one-model-out (LOMO): for each supported model, refit the coefficients without it,
+5. Leave-one-model-out (LOMO): for each supported model, refit the coefficients without it,
    predict it, and take the prediction-interval quantiles from the other models' residuals:
    out-of-sample MAPE and interval coverage.
-5. Interval table shipped with the package: quantiles of ``log(pred / measured)`` of all supported
+6. Interval table shipped with the package: quantiles of ``log(pred / measured)`` of all supported
    dev rows under the shipped coefficients, per (family, GPU), (family, any GPU) and overall.
 """
 
@@ -68,6 +72,7 @@ class Problem:
         self.results, self.groups, self.context = prepare_rows(rows)
         self.parts = cost_groups(self.results, self.groups, self.context)
         self.ok = [r for r in self.results if r.status == "ok"]
+        self.fittable = [r for r in self.ok if not r.not_gpu_limited]  # rows the coefficients may be fitted on
 
     def predict(self, coeffs: ServingCoefficients, intervals=None) -> None:
         apply(self.results, self.groups, self.parts, coeffs, self.context, intervals=intervals or {})
@@ -137,17 +142,23 @@ def main(argv=None) -> int:
     fit_ids, test_ids = split_models(r["model_id"] for r in rows)
     fit_rows = [r for r in prob.ok if r.row["model_id"] in fit_ids]
     test_rows = [r for r in prob.ok if r.row["model_id"] in test_ids]
-    print(f"rows: {len(rows)}, supported: {len(prob.ok)} (FIT {len(fit_rows)}, TEST {len(test_rows)})")
+    fit_used = [r for r in fit_rows if not r.not_gpu_limited]
+    screened = [r for r in prob.ok if r.not_gpu_limited]
+    print(f"rows: {len(rows)}, supported: {len(prob.ok)} (FIT {len(fit_rows)}, TEST {len(test_rows)}); "
+          f"not GPU-paced (left out of every fit, still scored): {len(screened)} "
+          f"({len([r for r in screened if r in fit_rows])} in the FIT half)")
     print("FIT models :", ", ".join(fit_ids))
     print("TEST models:", ", ".join(test_ids))
 
     prob.predict(ServingCoefficients())
     base = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(prob.ok)}
     print("no coefficients   FIT ", fmt(base["fit"]), "| TEST", fmt(base["test"]), "| ALL", fmt(base["all"]))
-    coeffs = prob.fit(fit_rows)
+    coeffs = prob.fit(fit_used)
     prob.predict(coeffs)
-    split = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(prob.ok)}
+    split = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(prob.ok),
+             "all_gpu_paced": mape(prob.fittable)}
     print("fitted on FIT     FIT ", fmt(split["fit"]), "| TEST", fmt(split["test"]), "| ALL", fmt(split["all"]))
+    print("                  ALL GPU-paced rows", fmt(split["all_gpu_paced"]))
     print("coefficients:", {n: getattr(coeffs, n) for n in COEFFICIENT_NAMES})
 
     # leave one model out: refit without the model, intervals from the other models' residuals
@@ -155,9 +166,9 @@ def main(argv=None) -> int:
     cov: dict[float, dict[str, list]] = {lv: {m: [] for m in METRICS} for lv in INTERVAL_LEVELS}
     lomo_coeffs = {}
     for mid in sorted({r.row["model_id"] for r in prob.ok}):
-        others = [r for r in prob.ok if r.row["model_id"] != mid]
+        others = [r for r in prob.ok if r.row["model_id"] != mid]  # residual quantiles: all rows, as shipped
         mine = [r for r in prob.ok if r.row["model_id"] == mid]
-        c = prob.fit(others)
+        c = prob.fit([r for r in others if not r.not_gpu_limited])
         lomo_coeffs[mid] = {n: getattr(c, n) for n in COEFFICIENT_NAMES}
         prob.predict(c)
         table = {"cells": quantile_table(others)}
@@ -182,8 +193,8 @@ def main(argv=None) -> int:
     print("in-sample coverage 80%         ", fmt(insample))
     if args.dry_run:
         return 0
-    write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
-          args.data)
+    write(coeffs, fit_ids, test_ids, fit_used, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
+          args.data, screened)
     return 0
 
 
@@ -192,7 +203,7 @@ def _pct(d: dict) -> dict:
 
 
 def write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
-          data) -> None:
+          data, screened=()) -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[1] / "energylens" / "data" / "validation"
@@ -208,13 +219,23 @@ def write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lom
         "coefficients": {
             n: {"value": float(f"{getattr(coeffs, n):.6g}"), "unit": UNITS[n], "kind": "fitted", "meaning": MEANING[n],
                 "fitted_on": f"{data_rel}: FIT half = rows of models {', '.join(fit_ids)} "
-                             f"({len(fit_rows)} supported rows)",
+                             f"({len(fit_rows)} supported rows that pass the GPU-pacing screen)",
                 "method": "scipy least_squares, soft_l1 loss (f_scale 0.1) on log(pred/measured) of median ITL, "
                           "average power and energy per token; bounds overheads >= 0, fraction in [0, 1]"}
             for n in COEFFICIENT_NAMES
         },
         "split": {"rule": "sorted model ids of the file, alternately FIT / TEST", "fit_models": fit_ids,
                   "test_models": test_ids},
+        "not_gpu_paced": {
+            "rule": "energylens.validate.not_gpu_limited: a run slower (median ITL) on a GPU at least as fast on "
+                    "the datasheet (HBM bandwidth and bf16 FLOP/s) than the same model/task/layout/max_num_seqs "
+                    "run on another GPU, at no more than 5 % more running requests; model-free (measured columns "
+                    "and datasheet numbers only)",
+            "use": "left out of every fit (FIT half and leave-one-model-out); predicted and scored in every MAPE",
+            "rows": [{"row": r.index, "model_id": r.row["model_id"], "task": r.row["task"],
+                      "gpu": r.row["gpu_model"], "max_num_seqs": r.row["max_num_seqs"], "reason": r.not_gpu_limited}
+                     for r in screened],
+        },
         "mape_percent": {
             "no_coefficients": {k: _pct(v) for k, v in base.items()},
             "fitted_on_fit_half": {k: _pct(v) for k, v in split.items()},

@@ -63,6 +63,13 @@ def sweep_command(
     min_gpus: int = typer.Option(None, "--min-gpus", help="Smallest GPU count considered."),
     ignore_memory: bool = typer.Option(False, "--ignore-memory", help="Keep configurations that do not fit."),
     serving: bool = typer.Option(False, "--serving", help="Add continuous-batching columns (concurrency = batch)."),
+    overlap_comm_sms: str = typer.Option(None, "--overlap-comm-sms",
+                                         help="Overlap settings: SMs for the communication kernel, e.g. '0,16,24,32' "
+                                              "(0 = no overlap, the default)."),
+    overlap_chunks: str = typer.Option(None, "--overlap-chunks",
+                                       help="Chunks of each overlapped GEMM + collective, e.g. '1,2,4' (default 1)."),
+    overlap_collective: str = typer.Option(None, "--overlap-collective",
+                                           help="Collectives to overlap: a glob over their names (default '*')."),
     out: str = typer.Option(None, "--out", "-o", help="Write the table: .csv, or .parquet (needs pyarrow)."),
     write_all: bool = typer.Option(False, "--all", help="Write every valid configuration, not only feasible ones."),
     plot: str = typer.Option(None, "--plot", help="Save the Pareto/breakdown/batch figure (.png, .pdf, .svg)."),
@@ -94,9 +101,10 @@ def sweep_command(
             raise SpecError("sp", sp, "off, on or both")
         sp_values = sp_map[sp]
     fields = dict(models=model or None, gpus=gpu or None, dtypes=dtype or None, sp=sp_values,
-                  gpus_per_node=gpus_per_node, serving=serving or None)
+                  gpus_per_node=gpus_per_node, serving=serving or None, overlap_collective=overlap_collective)
     for name, text in (("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep), ("batch", batch),
-                       ("prompt_len", prompt_len), ("output_len", output_len)):
+                       ("prompt_len", prompt_len), ("output_len", output_len),
+                       ("overlap_comm_sms", overlap_comm_sms), ("overlap_chunks", overlap_chunks)):
         fields[name] = _values(name, text)
     cons = dict(base.get("constraints") or {})
     for name, v in (("max_ttft_s", max_ttft_s), ("max_tpot_s", max_tpot_s), ("max_gpus", max_gpus),
@@ -176,12 +184,18 @@ def sweep_command(
     if len(fr):
         x, y, _, _ = FRONTS[front]
         multi = [c for c in ("model", "gpu", "dtype") if len(set(fr[c].tolist())) > 1]
+        ov = ["overlap"] if any(k > 0 for k in spec.overlap_comm_sms) else []
         ft = Table(title=f"Pareto front {front}: {len(fr)} configurations (first {min(top, len(fr))})")
-        for col in (*multi, "layout", "batch", "prompt", "output", SHORT.get(x, x), SHORT.get(y, y), "GPUs"):
-            ft.add_column(col, justify="left" if col in (*multi, "layout") else "right", no_wrap=True)
+        for col in (*multi, "layout", *ov, "batch", "prompt", "output", SHORT.get(x, x), SHORT.get(y, y), "GPUs"):
+            ft.add_column(col, justify="left" if col in (*multi, "layout", *ov) else "right", no_wrap=True)
         for r in fr.rows(top):
             lay = f"tp{r['tp']} pp{r['pp']} dp{r['dp']}" + (f" ep{r['ep']}" if r["ep"] > 1 else "")
-            ft.add_row(*(str(r[c]) for c in multi), lay, str(r["batch"]), str(r["prompt_len"]),
+            if ov:  # comm SMs x chunks, or "-" for sequential execution
+                k = r["overlap_comm_sms"]
+                ov_cell = [f"{k} SMs x{r['overlap_chunks']}" if k > 0 else "-"]
+            else:
+                ov_cell = []
+            ft.add_row(*(str(r[c]) for c in multi), lay, *ov_cell, str(r["batch"]), str(r["prompt_len"]),
                        str(r["output_len"]), _fmt(r[x]), _fmt(r[y]), str(r["num_gpus"]))
         con.print(ft)
     else:

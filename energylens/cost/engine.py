@@ -131,6 +131,30 @@ def _op_dtype(op: Op, model: Model) -> str:
     return model.act_dtype
 
 
+def _horizontal_key(op: Op, model: Model) -> tuple | None:
+    if op.kind != "einsum" or not op.weights or len(op.inputs) != 2:
+        return None
+    act = op.inputs[0] if op.inputs[1].role is Role.WEIGHT else op.inputs[1]
+    return (act.name, op.spec.contracted, _op_dtype(op, model))
+
+
+def _horizontal_n(steps: list[OpStep], binder: Binder, model: Model) -> dict[str, np.ndarray]:
+    """Horizontally fused GEMMs (QKV, gate+up) of one kernel are one GEMM: the projections that read
+    the same activation over the same contraction share M and K and tile their summed N together."""
+    groups: dict[tuple, list[tuple[str, np.ndarray]]] = {}
+    for st in steps:
+        key = _horizontal_key(st.op, model)
+        if key is not None:
+            _, n, _, _ = st.op.spec.gemm_mnk(binder.rank_sizes(st.op, st.shard))
+            groups.setdefault(key, []).append((st.op.name, np.asarray(n, dtype=float)))
+    out: dict[str, np.ndarray] = {}
+    for members in groups.values():
+        if len(members) > 1:
+            total = sum((n for _, n in members), np.asarray(0.0))
+            out.update({name: total for name, _ in members})
+    return out
+
+
 def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consumers: Mapping[str, set[str]],
             count: int) -> KernelRecord:
     names = {s.op.name for s in steps}
@@ -139,13 +163,14 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
     e_compute = np.asarray(0.0)
     flops_total = np.asarray(0.0)
     byte_terms: dict[str, np.ndarray] = {}
+    merged_n = _horizontal_n(steps, binder, model)
     for st in steps:
         op = st.op
         flops, sz = _op_flops(op, st, binder)
         dtype = _op_dtype(op, model)
         if op.kind == "einsum":
             m, n, k, batch = op.spec.gemm_mnk(sz)
-            eff = gemm_efficiency(gpu, dtype, m, n, k, batch)
+            eff = gemm_efficiency(gpu, dtype, m, merged_n.get(op.name, n), k, batch)
         else:
             eff = gpu.max_compute_efficiency(dtype) if gpu.has(f"max_compute_efficiency_{dtype}") else 0.5
         compute_s = compute_s + flops / (gpu.peak_flops(dtype) * eff)

@@ -28,6 +28,18 @@ memory (``weights_bytes``, ``kv_cache_bytes``, ``workspace_bytes``, ``required_b
 constraint flags ``fits``, ``meets_slo``, ``within_budget``, ``feasible``. With ``serving=True``
 also ``serve_*`` columns: the continuous-batching steady state of ``energylens.serving`` at a
 concurrency of ``batch`` running requests.
+
+Overlap settings (``spec.overlap_settings()``: ``overlap_comm_sms`` x ``overlap_chunks``) are the
+innermost row axis, columns ``overlap_comm_sms`` and ``overlap_chunks`` (``0, 1`` = sequential, the
+default and the only setting unless the spec lists others). Each setting with ``comm_sms > 0`` is one
+more vectorised ``energylens.overlap.evaluate_overlap`` call per phase over the whole grid (a loop
+over the few settings, never over configurations) with the plan
+``OverlapPlan(spec.overlap_collective, None, chunks, comm_sms)``; its rows equal
+``predict_with_overlap`` with that plan. The overlap model re-costs the phase ``latency_s`` and
+``energy_j`` only: the ``*_compute_j`` ... ``*_idle_wait_j`` breakdown stays that of sequential
+execution, and ``prefill_overlap_saved_s`` / ``prefill_overlap_saved_j`` (and ``decode_*``) hold the
+change (sequential - overlapped), so breakdown sum - ``*_overlap_saved_j`` = ``*_energy_j``.
+Sequential rows are bit for bit the rows of a sweep without overlap settings (saved = 0).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import numpy as np
 
 from energylens.errors import EnergyLensError
 from energylens.evaluate import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
+from energylens.overlap.model import evaluate_overlap
 from energylens.parallel.layout import Layout, validate
 from energylens.program import build_program
 from energylens.sweep.spec import SweepSpec
@@ -50,6 +63,7 @@ NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len
 AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)
 DEFAULT_CHUNK_CONFIGS = 4_000_000  # configurations per vectorised evaluation (bounds memory)
 PHASE_FIELDS = ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
+OVERLAP_FIELDS = ("latency_s", "energy_j")  # what the overlap model re-costs per setting
 BREAKDOWN = ("compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
 
 ProgressFn = Callable[[int, int, SweepSpec], None]  # (chunks done, chunks total, chunk just done)
@@ -149,7 +163,10 @@ def assemble(spec: SweepSpec, chunks: list[SweepSpec], results: list[SweepTable]
     gid = np.concatenate([np.full(len(t), group_ids[_group_key(c)]) for c, t in pairs])
     sort_keys = [_positions(table[name], getattr(spec, name)) for name in reversed(
         ("tp", "pp", "dp", "ep", "batch", "prompt_len", "output_len"))]
-    return table.filter(np.lexsort((*sort_keys, gid)))
+    settings = np.asarray(spec.overlap_settings(), dtype=np.int64)
+    code = table["overlap_comm_sms"].astype(np.int64) * 1_000 + table["overlap_chunks"].astype(np.int64)
+    setting_key = _positions(code, settings[:, 0] * 1_000 + settings[:, 1])
+    return table.filter(np.lexsort((setting_key, *sort_keys, gid)))
 
 
 def _positions(column: np.ndarray, values) -> np.ndarray:
@@ -182,9 +199,11 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     work = (np.asarray(spec.batch, dtype=np.int64), np.asarray(spec.prompt_len, dtype=np.int64),
             np.asarray(spec.output_len, dtype=np.int64))
     logical_shape = tuple(len(v) for v in axes.values()) + tuple(len(v) for v in work)
+    n_settings = len(spec.overlap_settings())
     meta = {"model": m.name, "gpu": g.key, "dtype": m.weight_dtype, "sp": sp,
-            "grid_configs": int(np.prod(logical_shape))}
-    blocks = _activity_blocks(m, axes, sp, int(spec.gpus_per_node))
+            "grid_configs": int(np.prod(logical_shape)) * n_settings}
+    overlap = any(k > 0 for k, _ in spec.overlap_settings())
+    blocks = _activity_blocks(m, axes, sp, int(spec.gpus_per_node), collectives=overlap)
     parts = []
     for sel in blocks:
         sub = {k: axes[k][ix] for k, ix in sel.items()}
@@ -192,7 +211,8 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
         if cols:
             for k, ax in (("tp", AX_TP), ("pp", AX_PP), ("dp", AX_DP), ("ep", AX_EP)):
                 ix[ax] = sel[k][ix[ax]]  # block index -> group grid index
-            parts.append((cols, np.ravel_multi_index(tuple(ix), logical_shape)))
+            flat = np.ravel_multi_index(tuple(ix), logical_shape)  # overlap settings: innermost axis
+            parts.append((cols, (flat[:, None] * n_settings + np.arange(n_settings)).reshape(-1)))
     meta["valid_configs"] = sum(len(f) for _, f in parts)
     meta["blocks"] = len(blocks)
     if not parts:
@@ -204,8 +224,9 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     return SweepTable(cols, meta)
 
 
-def _kernel_partition(program) -> tuple:
-    """The kernels a program launches, as op-name tuples (collectives split fusion groups)."""
+def _kernel_partition(program, collectives: bool = False) -> tuple:
+    """The kernels a program launches, as op-name tuples (collectives split fusion groups); with
+    ``collectives`` also the collectives, as ``("@", name)`` between them."""
     from energylens.parallel.sharding import CollectiveStep
 
     out = []
@@ -218,6 +239,8 @@ def _kernel_partition(program) -> tuple:
                 if pending:
                     out.append(tuple(pending))
                 pending, group = [], None
+                if collectives:
+                    out.append(("@", st.name))
                 continue
             if pending and (st.op.group is None or st.op.group != group):
                 out.append(tuple(pending))
@@ -233,9 +256,12 @@ def _kernel_partition(program) -> tuple:
     return tuple(out)
 
 
-def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int) -> list[dict[str, np.ndarray]]:
+def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int,
+                     collectives: bool = False) -> list[dict[str, np.ndarray]]:
     """Index sets of the layout axes to evaluate together: one block unless an axis's activity
-    (degree 1 vs > 1) changes the kernels of the program."""
+    (degree 1 vs > 1) changes the kernels of the program, or with ``collectives`` (overlap settings:
+    a collective of group size 1 costs nothing sequentially but would be paired with a GEMM) its
+    collectives."""
     everything = {k: np.arange(len(v)) for k, v in axes.items()}
     mapped = sorted(set(Layout().axes.values()) & set(axes))  # axes that shard model dimensions
     split_axes = []
@@ -246,7 +272,8 @@ def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int) -> list
             off = dict(on, **{name: 1})
             lay_on = Layout(**{k: on[k] for k in ("tp", "pp", "dp", "ep")}, sp=sp, gpus_per_node=gpn)
             lay_off = Layout(**{k: off[k] for k in ("tp", "pp", "dp", "ep")}, sp=sp, gpus_per_node=gpn)
-            if _kernel_partition(build_program(m, lay_on)) != _kernel_partition(build_program(m, lay_off)):
+            if (_kernel_partition(build_program(m, lay_on), collectives)
+                    != _kernel_partition(build_program(m, lay_off), collectives)):
                 split_axes.append(name)
     blocks = [everything]
     for name in split_axes:
@@ -293,10 +320,15 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     sizes, weights = prefill_sizes(Workload(1, _axis(prompt, AX_P), 0), b_eval)
     pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False)
     prefill = {f: getattr(pre, f) for f in PHASE_FIELDS}
+    plans = _overlap_plans(spec)
+    for i, plan in enumerate(plans):  # one vectorised evaluation per overlap setting (not per configuration)
+        if plan is not None:
+            op = evaluate_overlap(m, g, lay, program, sizes, weights, decode=False, plans=[plan], baseline=pre)
+            prefill.update({f"ov{i}_{f}": getattr(op, f) for f in OVERLAP_FIELDS})
 
     # decode: output lengths > DECODE_POINTS in one evaluation (midpoint rule); shorter ones one by
     # one (exact sums, as predict does for a scalar output length)
-    decode = _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape)
+    decode = _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape, plans)
 
     mem = memory_per_gpu(m, lay, program, g, b_eval, p_eval + _axis(out_len, AX_O, float), p_eval)
 
@@ -323,8 +355,9 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
         cols[f"decode_{f}"] = take(decode[f])
     for f in ("weights_bytes", "kv_cache_bytes", "workspace_bytes"):
         cols[f] = take(mem[f])
+    cols = _expand_overlap(cols, spec, plans, prefill, decode, take)
     _derive(cols, spec, float(mem["capacity_bytes"]))
-    if spec.serving:
+    if spec.serving:  # SweepSpec allows serving with the sequential setting only: one row per configuration
         cols.update(_serving_columns(m, g, spec, sp, tp, pp, dp, ep, batch, prompt, out_len, valid, ix))
     for k, v in cols.items():
         if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
@@ -364,33 +397,68 @@ class _Gather:
         return np.ascontiguousarray(a).reshape(-1)[self.cache[key]]
 
 
-def _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape) -> dict[str, np.ndarray]:
+def _overlap_plans(spec: SweepSpec) -> list:
+    """One entry per overlap setting: None (sequential) or the ``OverlapPlan`` of the setting."""
+    from energylens.overlap.plan import OverlapPlan
+
+    return [None if k == 0 else OverlapPlan(spec.overlap_collective, None, chunks=c, comm_sms=k)
+            for k, c in spec.overlap_settings()]
+
+
+def _expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, prefill: dict, decode: dict,
+                    take: _Gather) -> dict[str, np.ndarray]:
+    """``n`` configuration rows -> ``n x settings`` rows (setting innermost) with the overlap columns."""
+    settings = spec.overlap_settings()
+    n_set = len(settings)
+    n = len(cols["tp"])
+    out = {k: (np.repeat(v, n_set) if n_set > 1 else v) for k, v in cols.items()}
+    comm_sms = np.asarray([k for k, _ in settings], dtype=np.int64)
+    chunks = np.asarray([c for _, c in settings], dtype=np.int64)
+    out["overlap_comm_sms"] = np.tile(comm_sms, n)
+    out["overlap_chunks"] = np.tile(chunks, n)
+    for ph, res in (("prefill", prefill), ("decode", decode)):
+        for f in OVERLAP_FIELDS:
+            base = cols[f"{ph}_{f}"]
+            per = [base if plan is None else take(res[f"ov{i}_{f}"]) for i, plan in enumerate(plans)]
+            out[f"{ph}_{f}"] = np.stack(per, axis=1).reshape(-1) if n_set > 1 else per[0]
+        # sequential - overlapped (0 for sequential rows); cols still holds the sequential values
+        out[f"{ph}_overlap_saved_s"] = np.repeat(cols[f"{ph}_latency_s"], n_set) - out[f"{ph}_latency_s"]
+        out[f"{ph}_overlap_saved_j"] = np.repeat(cols[f"{ph}_energy_j"], n_set) - out[f"{ph}_energy_j"]
+    return out
+
+
+def _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape, plans=()) -> dict[str, np.ndarray]:
     long_ix = np.flatnonzero(out_len > DECODE_POINTS)
     short_ix = np.flatnonzero(out_len <= DECODE_POINTS)
     parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     if long_ix.size:
         w = Workload(1, _axis(prompt, AX_P), _axis(out_len[long_ix], AX_O))
-        parts.append((long_ix, _decode_eval(m, g, lay, program, w, b_eval)))
+        parts.append((long_ix, _decode_eval(m, g, lay, program, w, b_eval, plans)))
     for i in short_ix:
         w = Workload(1, _axis(prompt, AX_P), int(out_len[i]))
-        parts.append((np.array([i]), _decode_eval(m, g, lay, program, w, b_eval)))
+        parts.append((np.array([i]), _decode_eval(m, g, lay, program, w, b_eval, plans)))
     if len(parts) == 1:
         return parts[0][1]
     order = np.argsort(np.concatenate([ix for ix, _ in parts]))
     out = {}
-    for f in PHASE_FIELDS:
+    for f in parts[0][1]:
         arrays = [np.broadcast_to(res[f], eval_shape[:AX_O] + (len(ix),)) for ix, res in parts]
         out[f] = np.take(np.concatenate(arrays, axis=AX_O), order, axis=AX_O)
     return out
 
 
-def _decode_eval(m, g, lay, program, w: Workload, b_eval) -> dict[str, np.ndarray]:
+def _decode_eval(m, g, lay, program, w: Workload, b_eval, plans=()) -> dict[str, np.ndarray]:
     sizes, weights = decode_sizes(w, b_eval)
     t = np.asarray(sizes["t"])
     if np.all(t == 1.0):  # decode computes one query token per sequence: a scalar keeps arrays small
         sizes["t"] = np.asarray(1.0)
     pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True)
-    return {f: getattr(pa, f) for f in PHASE_FIELDS}
+    out = {f: getattr(pa, f) for f in PHASE_FIELDS}
+    for i, plan in enumerate(plans):
+        if plan is not None:
+            op = evaluate_overlap(m, g, lay, program, sizes, weights, decode=True, plans=[plan], baseline=pa)
+            out.update({f"ov{i}_{f}": getattr(op, f) for f in OVERLAP_FIELDS})
+    return out
 
 
 def _derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float) -> None:

@@ -51,6 +51,8 @@ def _label(row: dict) -> str:
         if row[k] > 1:
             parts.append(f"{k}{row[k]}")
     parts.append(f"b{row['batch']}")
+    if row.get("overlap_comm_sms", 0) > 0:  # overlap setting: SMs for communication x chunks
+        parts.append(f"ov{row['overlap_comm_sms']}x{row['overlap_chunks']}")
     return " ".join(parts)
 
 
@@ -172,10 +174,12 @@ def plot_breakdown(table: SweepTable, phase: str = "decode", ax=None, *, rows: S
         return ax
     tokens = rows["batch"] * (rows["prompt_len"] if phase == "prefill" else rows["output_len"])
     total = rows[f"{phase}_energy_j"]
+    # the breakdown is that of sequential execution; overlapped rows: shares of their sequential energy
+    seq_total = total + rows[f"{phase}_overlap_saved_j"] if f"{phase}_overlap_saved_j" in rows else total
     bottom = np.zeros(len(rows))
     pos = np.arange(len(rows))
     for (col, label), colour in zip(BREAKDOWN_LABELS, BREAKDOWN_COLOURS, strict=True):
-        v = 100.0 * rows[f"{phase}_{col}"] / total
+        v = 100.0 * rows[f"{phase}_{col}"] / seq_total
         ax.bar(pos, v, bottom=bottom, color=colour, label=label, width=0.7)
         bottom = bottom + v
     for i, jt in enumerate(total / tokens):
@@ -215,15 +219,18 @@ def plot_energy_vs_batch(table: SweepTable, phase: str = "decode", ax=None, *, m
     styles = ("-", "--", ":", "-.")
     for mi, model in enumerate(models):
         sub = t.filter(t["model"] == model)
-        keys = np.stack([sub["tp"], sub["pp"], sub["dp"], sub["ep"]], axis=1)
+        ov = ("overlap_comm_sms", "overlap_chunks") if "overlap_comm_sms" in sub else ()
+        keys = np.stack([sub[c] for c in ("tp", "pp", "dp", "ep", *ov)], axis=1)
         layouts, inverse = np.unique(keys, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         best = np.array([sub[y][inverse == i].min() for i in range(len(layouts))])  # per layout
         for li, i in enumerate(np.argsort(best)[:per]):
             sel = inverse == i
             order = np.argsort(sub["batch"][sel])
-            tp, pp, dp, ep = layouts[i]
+            tp, pp, dp, ep = layouts[i][:4]
             name = f"tp{tp} pp{pp} dp{dp}" + (f" ep{ep}" if ep > 1 else "")
+            if ov and layouts[i][4] > 0:
+                name += f" ov{layouts[i][4]}x{layouts[i][5]}"
             kw = ({"color": MODEL_COLOURS[mi % len(MODEL_COLOURS)], "ls": styles[li % len(styles)]}
                   if len(models) > 1 else {})
             ax.plot(sub["batch"][sel][order], sub[y][sel][order], marker="o", ms=3,

@@ -15,11 +15,20 @@ field takes a list, one value, or a range mapping ``{from: 1, to: 256, factor: 2
     batch: {from: 1, to: 256, factor: 2}
     prompt_len: [512, 2048]
     output_len: [128, 512]
+    overlap_comm_sms: [0, 16, 32]   # SMs held by the communication kernel; 0 = no overlap (default [0])
+    overlap_chunks: [1, 2, 4]       # pipeline chunks of an overlapped GEMM + collective (default [1])
+    overlap_collective: "*"         # fnmatch glob over collective names, e.g. "*:all_reduce"
     constraints:
       fits_memory: true
       max_ttft_s: 2.0         # prefill latency of the batch
       max_tpot_s: 0.05        # decode time per output token
       max_gpus: 16
+
+Overlap settings (``energylens.overlap``) form one more axis: every ``(comm_sms, chunks)`` pair with
+``comm_sms > 0`` overlaps each collective matching ``overlap_collective`` with its GEMM (one
+``OverlapPlan(overlap_collective, None, chunks, comm_sms)``), plus one sequential setting
+``(0, 1)`` if ``0`` is listed (``chunks`` means nothing without overlap, so ``comm_sms = 0`` rows are
+not repeated per chunk count). ``overlap_settings()`` lists them in row order.
 
 Every mistake raises ``SpecError`` naming the field (``constraints.max_ttft_s``), the value and
 what is allowed.
@@ -39,7 +48,10 @@ from energylens.errors import SpecError
 INT_AXES = ("tp", "pp", "dp", "ep", "batch", "prompt_len", "output_len")
 WORKLOAD_AXES = ("batch", "prompt_len", "output_len")
 MAX_RANGE_VALUES = 100_000
-TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES)
+OVERLAP_AXES = ("overlap_comm_sms", "overlap_chunks")
+TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES, *OVERLAP_AXES)
+MAX_OVERLAP_COMM_SMS = 10_000  # as OverlapPlan; the GPU's own SM count is checked when it is known
+MAX_OVERLAP_CHUNKS = 64  # energylens.overlap.plan.MAX_CHUNKS
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,9 @@ class SweepSpec:
     constraints: Constraints = field(default_factory=Constraints)
     serving: bool = False  # add continuous-batching columns (energylens.serving), concurrency = batch
     name: str = "sweep"
+    overlap_comm_sms: tuple[int, ...] = (0,)  # SMs of the communication kernel; 0 = sequential (no overlap)
+    overlap_chunks: tuple[int, ...] = (1,)  # chunks of an overlapped (GEMM, collective) pair
+    overlap_collective: str = "*"  # fnmatch pattern over collective names (energylens.overlap.OverlapPlan)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # accept lists (and one bare value) from Python callers
@@ -120,6 +135,21 @@ class SweepSpec:
             raise SpecError("constraints.min_gpus", c.min_gpus, f"at most max_gpus={c.max_gpus}")
         if not isinstance(self.serving, bool):
             raise SpecError("serving", self.serving, "true or false")
+        for name, lo, hi in (("overlap_comm_sms", 0, MAX_OVERLAP_COMM_SMS), ("overlap_chunks", 1, MAX_OVERLAP_CHUNKS)):
+            values = getattr(self, name)
+            if len(values) == 0:
+                raise SpecError(name, list(values), "at least one value")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise SpecError(name, v, f"integers in [{lo}, {hi}]" + (" (0 = no overlap)" if lo == 0 else ""))
+            if len(set(values)) != len(values):
+                raise SpecError(name, list(values), "distinct values")
+        if not isinstance(self.overlap_collective, str) or not self.overlap_collective.strip():
+            raise SpecError("overlap_collective", self.overlap_collective,
+                            "a non-empty collective name pattern, e.g. '*' or '*:all_reduce'")
+        if self.serving and any(k > 0 for k in self.overlap_comm_sms):
+            raise SpecError("overlap_comm_sms", list(self.overlap_comm_sms),
+                            "[0] with serving: true (the continuous-batching model has no overlap)")
 
     # ------------------------------------------------------------------ construction
 
@@ -144,7 +174,10 @@ class SweepSpec:
                 kw[name] = tuple(parse_values(name, data[name]))
         if "sp" in data:
             kw["sp"] = tuple(_as_list("sp", data["sp"], bool))
-        for name in ("gpus_per_node", "serving", "name"):
+        for name in OVERLAP_AXES:
+            if name in data:
+                kw[name] = tuple(parse_values(name, data[name]))
+        for name in ("gpus_per_node", "serving", "name", "overlap_collective"):
             if name in data:
                 kw[name] = data[name]
         if "constraints" in data and data["constraints"] is not None:
@@ -186,7 +219,15 @@ class SweepSpec:
         n = len(self.models) * len(self.gpus) * len(self.dtypes) * len(self.sp)
         for name in INT_AXES:
             n *= len(getattr(self, name))
-        return n
+        return n * len(self.overlap_settings())
+
+    def overlap_settings(self) -> list[tuple[int, int]]:
+        """The ``(comm_sms, chunks)`` settings in row order: ``(0, 1)`` (sequential) where ``0`` is
+        listed, at its place in ``overlap_comm_sms``; every ``comm_sms > 0`` with every chunk count."""
+        out: list[tuple[int, int]] = []
+        for k in self.overlap_comm_sms:
+            out.extend([(0, 1)] if k == 0 else [(k, c) for c in self.overlap_chunks])
+        return out
 
 
 def _check_names(field_name: str, values: Sequence) -> None:

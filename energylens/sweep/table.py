@@ -139,7 +139,9 @@ class SweepTable:
             return t
         idx = pareto_front(np.column_stack([t[x], t[y]]), list(minimize))
         if "num_gpus" in t.columns and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
-            order = np.lexsort((t["num_gpus"][idx], t[y][idx], t[x][idx]))
+            # (then the least overlap: a setting that changes nothing ties with sequential execution)
+            ov = [t[c][idx] for c in ("overlap_chunks", "overlap_comm_sms") if c in t.columns]
+            order = np.lexsort((*ov, t["num_gpus"][idx], t[y][idx], t[x][idx]))
             idx = idx[order]
             same = (t[x][idx][1:] == t[x][idx][:-1]) & (t[y][idx][1:] == t[y][idx][:-1])
             idx = idx[np.concatenate([[True], ~same])]
