@@ -138,3 +138,17 @@ def test_flash_attention_scores_are_not_counted_as_memory():
     # gpt-oss-120b (MXFP4 experts) serves from one 80 GB H100; the scores of fused attention never hit HBM
     p = energylens.predict("gpt-oss-120b", "h100-sxm", batch=64, prompt_len=1024, output_len=256)
     assert p.memory.workspace_bytes < 4e9 and p.memory.fits
+
+
+def test_prediction_says_how_sure_it_is():
+    p = energylens.predict("llama3-8b", "h100-sxm", batch=16, prompt_len=1024, output_len=1024)
+    iv = p.to_dict()["interval"]
+    for key, value in (("total_energy_j", p.total_energy_j), ("total_latency_s", p.total_latency_s)):
+        assert iv[key]["level"] == 0.8 and iv[key]["low"] < iv[key]["high"]
+        assert iv[key]["low"] >= value * 0.9  # kernels alone are the low edge of what a serving stack measures
+        assert "LLM-Inference-Bench" in iv[key]["basis"]
+    from energylens.predict import _static_batch_ratios
+
+    fig = _static_batch_ratios()["figures"]["energy_j"]
+    inside = [fig["q10"] <= r <= fig["q90"] for r in fig["ratios"]]
+    assert fig["n"] == len(fig["ratios"]) >= 8 and sum(inside) >= 0.6 * len(inside)

@@ -1,6 +1,6 @@
 """Compare energylens predictions with public measurements that were never used to fit anything.
 
-    python tools/compare_public.py
+    python tools/compare_public.py [--write]
 
 1. LLM-Inference-Bench (Argonne, vLLM, static batch, input = output = 1024, one H100 / A100):
    batch latency, GPU-0 power and energy of Llama-3-8B (shared/reference/llm-inference-bench).
@@ -54,7 +54,10 @@ def with_runtime(pred, batch: int, prompt_len: int, output_len: int) -> tuple[fl
     return latency, energy
 
 
-def llm_inference_bench() -> list[float]:
+RATIOS_FILE = Path(__file__).resolve().parents[1] / "energylens" / "data" / "validation" / "static_batch_ratios.yaml"
+
+
+def llm_inference_bench(ratios: dict | None = None) -> list[float]:
     path = REF / "llm-inference-bench" / "power_static_batch.csv"
     errs, errs_rt, lat_errs, lat_errs_rt = [], [], [], []
     gpus = {"Nvidia H100 GPU": "h100-sxm", "Nvidia A100 GPU": "a100-sxm-80gb"}
@@ -71,6 +74,9 @@ def llm_inference_bench() -> list[float]:
         me = ml * mp
         errs.append(abs(e / me - 1))
         errs_rt.append(abs(e_rt / me - 1))
+        if ratios is not None:
+            ratios.setdefault("energy_j", []).append(me / e)
+            ratios.setdefault("latency_s", []).append(ml / lat)
         lat_errs.append(abs(lat / ml - 1))
         lat_errs_rt.append(abs(lat_rt / ml - 1))
         print(f"{gpus[r['hardware']]:14} {b:5d} {ml:12.2f} / {lat:8.2f} / {lat_rt:8.2f} {me:14.0f} / {e:8.0f} / {e_rt:8.0f}"
@@ -108,12 +114,38 @@ def splitwise() -> None:
               f"  ({len(pe[tp])} configurations)")
 
 
+def write_ratios(ratios: dict) -> None:
+    """measured / predicted ratios of the per-op model -> the interval `energylens predict` reports."""
+    import yaml
+
+    out = {
+        "schema_version": 1,
+        "written_by": "tools/compare_public.py --write",
+        "source": "shared/reference/llm-inference-bench/power_static_batch.csv (Argonne LLM-Inference-Bench, "
+                  "commit 4211f5d4; vLLM static batches, Llama-3-8B, input = output = 1024, 1x H100 / A100)",
+        "meaning": "measured / predicted of energylens.predict (per-op model, no serving runtime) per row; "
+                   "predict() reports [q10, q90] of these ratios times its prediction as an 80 % interval",
+        "level": 0.8,
+        "figures": {},
+    }
+    for key, vals in ratios.items():
+        v = np.asarray(vals, dtype=float)
+        out["figures"][key] = {"n": int(v.size), "ratios": [round(float(x), 4) for x in v],
+                               "q10": round(float(np.quantile(v, 0.1)), 4),
+                               "q90": round(float(np.quantile(v, 0.9)), 4)}
+    RATIOS_FILE.write_text(yaml.safe_dump(out, sort_keys=False, width=110))
+    print(f"wrote {RATIOS_FILE}")
+
+
 def main() -> int:
     if not REF.exists():
         print(f"reference data not found at {REF}", file=sys.stderr)
         return 1
-    llm_inference_bench()
+    ratios: dict = {}
+    llm_inference_bench(ratios)
     splitwise()
+    if "--write" in sys.argv[1:]:
+        write_ratios(ratios)
     return 0
 
 

@@ -92,6 +92,12 @@ def render(pred, top: int = 8) -> None:
         con.print(c)
     if pred.moe is not None:
         render_moe(con, pred.moe)
+    iv = pred.extra.get("interval", {})
+    if "total_energy_j" in iv:
+        e, t = iv["total_energy_j"], iv.get("total_latency_s", {})
+        con.print(f"how sure: a vLLM run of this batch would measure {_fmt_j(e['low'])}–{_fmt_j(e['high'])}"
+                  + (f" and {_fmt_s(t['low'])}–{_fmt_s(t['high'])}" if t else "")
+                  + f" ({e['level']:.0%} interval; {e['basis']})", highlight=False)
     mem = pred.memory
     colour = "green" if mem.fits else "red"
     con.print(f"[{colour}]memory per GPU: {mem.required_bytes / 1e9:.1f} GB of {mem.capacity_bytes / 1e9:.0f} GB "
