@@ -62,6 +62,7 @@ class PhaseArrays:
     kernels_energy: list[tuple[str, KernelRecord]] | None = None
     moe_idle_wait_j: np.ndarray | None = None
     moe: object = None  # energylens.moe.binding.MoEBinding
+    microbatches: np.ndarray | float = 1.0  # pipeline micro-batches per replica (records are per micro-batch)
 
 
 def axis_sizes(layout: Layout) -> dict[str, np.ndarray]:
@@ -75,9 +76,25 @@ def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
 
 
 def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
-                   weights: np.ndarray, *, decode: bool, routing=None) -> PhaseArrays:
-    """``routing`` (MoE models only): a routing string or ``energylens.moe.Routing``; None = uniform."""
+                   weights: np.ndarray, *, decode: bool, routing=None, microbatches=None) -> PhaseArrays:
+    """``routing`` (MoE models only): a routing string or ``energylens.moe.Routing``; None = uniform.
+
+    ``microbatches``: with pipeline parallelism the batch of a replica is split into ``m`` micro-batches
+    that follow each other through the stages (GPipe-style fill and drain): the phase lasts one
+    micro-batch's pass plus ``m - 1`` times the slowest stage (prefill), or, for decode, where a
+    micro-batch's next token needs its previous one, the longer of one pass and ``m`` turns of the slowest
+    stage per step; every GPU is busy ``m`` times its stage's share. None = ``min(batch, pp)`` (one
+    micro-batch per stage, as vLLM's pipeline engines); 1 = the whole batch at once."""
     all_sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()}, **sizes}
+    pp_layout = np.asarray(layout.pp, dtype=float)
+    if microbatches is None:
+        b_in = np.asarray(all_sizes["b"], dtype=float)
+        pp_b = pp_layout[..., None] if (decode and pp_layout.ndim) else pp_layout
+        m_b = np.where(pp_b > 1, np.clip(np.minimum(b_in, pp_b), 1.0, None), 1.0)
+    else:
+        m_b = np.asarray(microbatches, dtype=float)
+    if np.any(m_b != 1.0):
+        all_sizes["b"] = np.asarray(all_sizes["b"], dtype=float) / m_b
     degs = degrees(model, layout)
     axes = axis_sizes(layout)
     nodes = axis_nodes(layout)
@@ -166,17 +183,32 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
                                cc.latency_s, cc.energy_j_per_gpu, "pipeline stage boundary")
         p2p_time = reduce(cc.latency_s) * (pp - 1)
         p2p_energy = reduce(cc.energy_j_per_gpu) * (pp - 1) * 2.0 * tp
-    latency = kernel_time + coll_time + p2p_time
+    # micro-batches: one pass through all stages, then one slowest stage per further micro-batch
+    m = np.take(m_b, 0, axis=-1) if (decode and np.ndim(m_b) and np.shape(m_b)[-1] == 1) else m_b
+    m = np.asarray(m, dtype=float)
+    if np.any(m != 1.0):
+        blocks_t = sum((layer_time[b.name] * b.count for b, _ in program.blocks), np.asarray(0.0))
+        hop = np.where(pp > 1, p2p_time / np.maximum(pp - 1.0, 1.0), 0.0)
+        slowest_stage = blocks_t / pp + np.maximum(layer_time["pre"], layer_time["post"]) + hop
+        one_pass = kernel_time + coll_time + p2p_time
+        if decode:
+            # each micro-batch's next token waits for its previous one to leave the last stage, so a step
+            # lasts the longer of one pass and m turns of the slowest stage (the pipeline stays full)
+            latency = np.maximum(one_pass, m * slowest_stage)
+        else:
+            latency = one_pass + (m - 1.0) * slowest_stage  # fill once, then one stage per micro-batch
+    else:
+        latency = kernel_time + coll_time + p2p_time
 
     def per_rank_sum(attr: str) -> np.ndarray:
         return sum((reduce(getattr(r.cost, attr)) * r.count for _, r in kernels_e), np.asarray(0.0))
 
-    compute = per_rank_sum("compute_energy_j") * tp * dp
-    memory = per_rank_sum("memory_energy_j") * tp * dp
-    static = per_rank_sum("static_energy_j") * tp * dp
-    comm = (sum((reduce(r.energy_j_per_gpu) * r.count for _, r in colls), np.asarray(0.0)) * tp + p2p_energy) * dp
+    compute = per_rank_sum("compute_energy_j") * tp * dp * m
+    memory = per_rank_sum("memory_energy_j") * tp * dp * m
+    static = per_rank_sum("static_energy_j") * tp * dp * m
+    comm = (sum((reduce(r.energy_j_per_gpu) * r.count for _, r in colls), np.asarray(0.0)) * tp + p2p_energy) * dp * m
     gpu_time = tp * pp * latency
-    busy_time = tp * (kernel_time_e + coll_time) + 2.0 * tp * p2p_time
+    busy_time = (tp * (kernel_time_e + coll_time) + 2.0 * tp * p2p_time) * m
     wait = np.maximum(gpu_time - busy_time, 0.0) * gpu.idle_power_w * dp
     energy = compute + memory + static + comm + wait
 
@@ -185,11 +217,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
 
     layer_time = {k: np.broadcast_to(v, out_shape) for k, v in layer_time.items()}
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
-    moe_wait = None if moe is None else full(tp * dp * (kernel_time - kernel_time_e) * gpu.idle_power_w)
+    moe_wait = None if moe is None else full(tp * dp * m * (kernel_time - kernel_time_e) * gpu.idle_power_w)
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
                        full(kernel_time), full(coll_time), full(p2p_time), kernels, colls, p2p, reduce, layer_time,
                        layer_energy, layer_time, layer_energy, kernels_energy=kernels_e, moe_idle_wait_j=moe_wait,
-                       moe=moe)
+                       moe=moe, microbatches=full(m))
 
 
 def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,

@@ -189,17 +189,18 @@ def _f(x) -> float:
 def _phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, program: Program,
                   tokens: float) -> PhaseResult:
     tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    mb = _f(pa.microbatches)  # pipeline micro-batches: every record below runs once per micro-batch
     reduce = pa.reduce
     ops = []
     # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank
     energy_records = pa.kernels_energy if pa.kernels_energy is not None else pa.kernels
     for (_, r), (_, re) in zip(pa.kernels, energy_records, strict=True):
-        lat = _f(reduce(r.cost.latency_s)) * r.count
+        lat = _f(reduce(r.cost.latency_s)) * r.count * mb
         comp = _f(reduce(r.cost.compute_s))
         mem = _f(reduce(r.cost.memory_s))
-        n = r.count * tp * dp
+        n = r.count * tp * dp * mb
         ops.append(OpResult(
-            name=r.name, kind=r.kind, ops=r.ops, count=r.count * tp * dp,
+            name=r.name, kind=r.kind, ops=r.ops, count=int(round(n)),
             flops=_f(reduce(re.flops)) * n, bytes=_f(reduce(re.bytes)) * n, latency_s=lat,
             energy_j=_f(reduce(re.cost.energy_j)) * n, compute_energy_j=_f(reduce(re.cost.compute_energy_j)) * n,
             memory_energy_j=_f(reduce(re.cost.memory_energy_j)) * n,
@@ -208,15 +209,16 @@ def _phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: L
         ))
     colls = []
     for _, c in pa.collectives:
-        n = c.count * tp * dp
+        n = c.count * tp * dp * mb
         colls.append(CollectiveResult(c.name, c.kind, c.axis, int(_f(c.group_size)), _f(reduce(c.message_bytes)) if
-                                      np.ndim(c.message_bytes) else float(c.message_bytes), n // max(tp * dp, 1),
-                                      _f(reduce(c.latency_s)) * c.count, _f(reduce(c.energy_j_per_gpu)) * n, c.reason))
+                                      np.ndim(c.message_bytes) else float(c.message_bytes), int(round(c.count * mb)),
+                                      _f(reduce(c.latency_s)) * c.count * mb, _f(reduce(c.energy_j_per_gpu)) * n,
+                                      c.reason))
     if pa.p2p is not None and pp > 1:
         c = pa.p2p
-        colls.append(CollectiveResult(c.name, c.kind, c.axis, 2, _f(reduce(c.message_bytes)), pp - 1,
-                                      _f(pa.p2p_time_s), _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp,
-                                      c.reason))
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, 2, _f(reduce(c.message_bytes)), int(round((pp - 1) * mb)),
+                                      _f(pa.p2p_time_s) * mb,
+                                      _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp * mb, c.reason))
     latency = _f(pa.latency_s)
     per_gpu = _per_gpu(pa, model, gpu, layout, latency)
     energy = _f(pa.energy_j)
@@ -239,6 +241,7 @@ def _phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: L
 def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: float) -> tuple[GPUResult, ...]:
     """Each GPU's busy time, idle (waiting) time and energy; stages hold contiguous layers."""
     tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    mb = _f(pa.microbatches)
     n_layers = model.n_layers
     per_stage = n_layers // pp
     p2p_t = _f(pa.p2p_time_s) / (pp - 1) if pp > 1 else 0.0
@@ -263,6 +266,8 @@ def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: f
         links = (stage > 0) + (stage < pp - 1)
         busy += links * p2p_t
         energy += links * p2p_e
+        busy *= mb  # each micro-batch crosses every stage once
+        energy *= mb
         idle = max(latency - busy, 0.0)
         energy += idle * gpu.idle_power_w
         for replica in range(dp):

@@ -197,7 +197,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     one = np.asarray(1.0)
     pp = int(np.max(layout.pp))
     # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each
-    mixed = evaluate_phase(model, gpu, layout, program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False,
+    mixed = evaluate_phase(model, gpu, layout, program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False, microbatches=1,
                            routing=routing)
     t_rest, e_rest, _ = _kernels(mixed, attention, want_attention=False)
     a_rest = t_rest
@@ -209,13 +209,13 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
         a_rest = np.minimum(a_rest, t_rest)
     t_coll, e_coll = _collectives(mixed, pp)
     # decode attention: b sequences, one query token each, mean context
-    dec = evaluate_phase(model, gpu, layout, program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False,
+    dec = evaluate_phase(model, gpu, layout, program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False, microbatches=1,
                          routing=routing)
     t_dec, e_dec, _ = _kernels(dec, attention, want_attention=True)
     # prefill attention: x / p whole prompts of p tokens, in the same kernel launches as decode
     has_prefill = x > 0
     n_prompts = np.where(has_prefill, x / p, 1.0)
-    pre = evaluate_phase(model, gpu, layout, program, {"b": n_prompts, "t": p, "s": p}, one, decode=False,
+    pre = evaluate_phase(model, gpu, layout, program, {"b": n_prompts, "t": p, "s": p}, one, decode=False, microbatches=1,
                          routing=routing)
     t_pre, e_pre, launches = _kernels(pre, attention, want_attention=True)
     shared = launches * gpu.kernel_overhead_s

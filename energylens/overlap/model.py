@@ -341,7 +341,12 @@ def evaluate_overlap(model: Model, gpu: GPU, layout: Layout, program: Program, s
         d_time = d_time + sec_dt * block.count
         d_energy = d_energy + sec_de * block.count
     tp, dp, pp = axes["tp"], axes["dp"], axes["pp"]
-    out.latency_s = base.latency_s + d_time
-    # every GPU of a replica runs the pairs; the other pipeline stages wait (idle) for the change
-    out.energy_j = base.energy_j + d_energy * tp * dp + idle * tp * (pp - 1.0) * dp * d_time
+    # pipeline micro-batches (evaluate_phase): every micro-batch runs the pairs; a pass changes by d_time and
+    # the slowest stage by about d_time / pp, so a prefill by d_time (1 + (m - 1) / pp) and a decode
+    # (max of one pass and m stages per step) by d_time max(1, m / pp); m = 1: d_time. The other pipeline
+    # stages wait (idle) for the change.
+    m = np.asarray(base.microbatches, dtype=float)
+    d_lat = d_time * (np.maximum(1.0, m / pp) if decode else 1.0 + (m - 1.0) / pp)
+    out.latency_s = base.latency_s + d_lat
+    out.energy_j = base.energy_j + d_energy * tp * dp * m + idle * tp * dp * (pp * d_lat - m * d_time)
     return out

@@ -212,7 +212,7 @@ def test_phase_totals_are_the_sum_of_pair_changes():
 
 
 def test_pipeline_stages_wait_for_the_change():
-    m, g, layout, prog, sizes, weights, base = _phase(model="llama3-8b", tp=2, batch=2, prompt=2048, pp=2)
+    m, g, layout, prog, sizes, weights, base = _phase(model="llama3-8b", tp=2, batch=1, prompt=4096, pp=2)
     op = evaluate_overlap(m, g, layout, prog, sizes, weights, decode=False, plans=[OverlapPlan("*", None, 2, 24)],
                           baseline=base)
     dt = float(op.latency_s - base.latency_s)
@@ -260,3 +260,16 @@ def test_prediction_with_overlap_reports_pairs_and_serialises():
         assert 0.0 < pr.hidden_fraction <= 1.0 and pr.overlap_power_w <= H100.power_limit_w + 1e-9
     d = json.loads(json.dumps(p.to_dict(), default=float))
     assert d["prefill"]["pairs"][0]["comm_sms"] == 16 and d["plans"][0]["chunks"] == 4
+
+
+def test_pipeline_micro_batches_scale_the_change():
+    m, g, layout, prog, sizes, weights, base = _phase(model="llama3-8b", tp=2, batch=2, prompt=2048, pp=2)
+    mb = float(base.microbatches)
+    assert mb == 2.0
+    op = evaluate_overlap(m, g, layout, prog, sizes, weights, decode=False, plans=[OverlapPlan("*", None, 2, 24)],
+                          baseline=base)
+    dt = float(op.latency_s - base.latency_s)
+    d_pass = dt / (1.0 + (mb - 1.0) / 2)  # prefill: one pass plus (m - 1) slowest stages
+    de_active = sum(float(p.delta_energy_j) for p in op.pairs) * m.n_layers / 2 * 2 * 2
+    expected = de_active * mb + g.idle_power_w * 2 * (2 * dt - mb * d_pass)
+    assert float(op.energy_j - base.energy_j) == pytest.approx(expected, rel=1e-9)

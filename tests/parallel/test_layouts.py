@@ -127,3 +127,25 @@ def test_multi_node_tp_costs_more_communication():
     ca = sum(c.latency_s for c in a.prefill.collectives)
     cb = sum(c.latency_s for c in b.prefill.collectives)
     assert cb > ca
+
+
+def test_pipeline_micro_batches_fill_the_pipeline():
+    kw = dict(tp=2, batch=16, prompt_len=2048, output_len=64)
+    one = energylens.predict("llama3-70b", "h100-sxm", pp=1, **kw)
+    two = energylens.predict("llama3-70b", "h100-sxm", pp=2, **kw)
+    four = energylens.predict("llama3-70b", "h100-sxm", pp=4, **kw)
+    # prefill: one pass of a micro-batch plus one slowest stage per further micro-batch -> faster with pp
+    assert four.prefill.latency_s < two.prefill.latency_s < one.prefill.latency_s
+    # decode: each micro-batch re-reads its stage's weights every step: about the same step time, more energy
+    assert two.decode.latency_s == pytest.approx(one.decode.latency_s, rel=0.1)
+    assert four.decode.energy_j > two.decode.energy_j > one.decode.energy_j
+    for p in (two, four):
+        for phase in (p.prefill, p.decode):
+            assert sum(g.energy_j for g in phase.per_gpu) == pytest.approx(phase.energy_j, rel=1e-9)
+            ops = sum(o.energy_j for o in phase.ops) + sum(c.energy_j for c in phase.collectives)
+            assert ops + phase.breakdown.idle_wait_j == pytest.approx(phase.energy_j, rel=1e-9)
+            for g in phase.per_gpu:
+                assert g.busy_s <= phase.latency_s * (1 + 1e-9)
+    # batch 1 cannot be split: identical to the whole-batch pipeline
+    a = energylens.predict("llama3-70b", "h100-sxm", tp=2, pp=2, batch=1, prompt_len=512, output_len=8)
+    assert a.prefill.breakdown.idle_wait_j > 0 and {c.count for c in a.prefill.collectives if c.kind == "send_recv"} == {1}
