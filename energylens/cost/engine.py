@@ -13,7 +13,7 @@ shard degrees as arrays over configurations and this code runs once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,6 +207,30 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
     return KernelRecord(name, kind, tuple(s.op.name for s in steps), count, flops_total, bytes_total, cost)
 
 
+def kernel_groups(steps: Sequence[Step]) -> list[CollectiveStep | list[OpStep]]:
+    """Steps in execution order with consecutive ops of one fusion group joined into one kernel
+    (a collective or a change of group ends a kernel; an op without a group is a kernel alone)."""
+    out: list[CollectiveStep | list[OpStep]] = []
+    pending: list[OpStep] = []
+    for st in steps:
+        if isinstance(st, CollectiveStep):
+            if pending:
+                out.append(pending)
+                pending = []
+            out.append(st)
+            continue
+        if pending and (st.op.group is None or st.op.group != pending[-1].op.group):
+            out.append(pending)
+            pending = []
+        pending.append(st)
+        if st.op.group is None:
+            out.append(pending)
+            pending = []
+    if pending:
+        out.append(pending)
+    return out
+
+
 def cost_steps(gpu: GPU, model: Model, steps: list[Step], sizes: Mapping[str, np.ndarray],
                degrees: Mapping[str, np.ndarray], axis_sizes: Mapping[str, np.ndarray], *, count: int = 1,
                prefix: str = "", nodes: Mapping[str, np.ndarray] | None = None) -> tuple[list[KernelRecord], list[CollectiveRecord]]:
@@ -219,19 +243,11 @@ def cost_steps(gpu: GPU, model: Model, steps: list[Step], sizes: Mapping[str, np
                 consumers.setdefault(t.name, set()).add(st.op.name)
     kernels: list[KernelRecord] = []
     colls: list[CollectiveRecord] = []
-    pending: list[OpStep] = []
-
-    def flush() -> None:
-        if pending:
-            rec = _kernel(gpu, model, binder, list(pending), consumers, count)
-            kernels.append(KernelRecord(prefix + rec.name, rec.kind, rec.ops, rec.count, rec.flops, rec.bytes, rec.cost))
-            pending.clear()
-
-    for st in steps:
-        if isinstance(st, CollectiveStep):
-            flush()
+    for item in kernel_groups(steps):
+        if isinstance(item, CollectiveStep):
             from energylens.comm import collective_cost
 
+            st = item
             group = np.asarray(axis_sizes[st.axis], dtype=float)
             # message: the tensor on one rank with the collective's view of its sharding
             fake = Op(st.name, "elementwise", (), st.tensor, attrs=dict(st.attrs))
@@ -241,10 +257,6 @@ def cost_steps(gpu: GPU, model: Model, steps: list[Step], sizes: Mapping[str, np
             colls.append(CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group, np.asarray(msg),
                                           cc.latency_s, cc.energy_j_per_gpu, st.reason))
         else:
-            if pending and (st.op.group is None or st.op.group != pending[-1].op.group):
-                flush()
-            pending.append(st)
-            if st.op.group is None:
-                flush()
-    flush()
+            rec = _kernel(gpu, model, binder, item, consumers, count)
+            kernels.append(KernelRecord(prefix + rec.name, rec.kind, rec.ops, rec.count, rec.flops, rec.bytes, rec.cost))
     return kernels, colls

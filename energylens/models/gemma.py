@@ -20,9 +20,9 @@ not modelled: text serving never runs it (its ~0.4 B weights are left out of mem
 from __future__ import annotations
 
 from energylens.graph.model import Block, Model
-from energylens.graph.ops import Op, Tensor, einsum, elementwise
+from energylens.graph.ops import Op, Tensor, elementwise
 from energylens.models.hf_config import HFConfig
-from energylens.models.layers import AttentionOptions, add, attention, embedding, lm_head, rmsnorm
+from energylens.models.layers import AttentionOptions, add, attention, embedding, gated_mlp, lm_head, rmsnorm
 
 GELU_TANH_MUL_FLOPS = 9.0  # x^3, 2 mul-adds, tanh, add, 2 muls (0.5*x*(1+tanh(.))), multiply by up
 EMBED_SCALE_FLOPS = 1.0
@@ -32,16 +32,7 @@ DEFAULTS = {"vocab_size": 262208, "head_dim": 256, "sliding_window": 1024, "slid
 
 def geglu_mlp(x: Tensor, *, prefix: str = "mlp") -> tuple[list[Op], Tensor]:
     """GeGLU MLP: gate and up GEMMs (one fused kernel), gelu_tanh(gate) x up, down projection."""
-    p = prefix
-    gate, up, h, out = Tensor(f"{p}.gate", "btf"), Tensor(f"{p}.up", "btf"), Tensor(f"{p}.h", "btf"), Tensor(f"{p}.out", "btd")
-    grp = f"{p}.gate_up"
-    ops = [
-        einsum(f"{p}.gate_proj", "btd,df->btf", (x, f"{p}.w_gate"), gate, weight=1, group=grp),
-        einsum(f"{p}.up_proj", "btd,df->btf", (x, f"{p}.w_up"), up, weight=1, group=grp),
-        elementwise(f"{p}.gelu_mul", (gate, up), h, flops_per_element=GELU_TANH_MUL_FLOPS, group=f"{p}.act"),
-        einsum(f"{p}.down_proj", "btf,fd->btd", (h, f"{p}.w_down"), out, weight=1),
-    ]
-    return ops, out
+    return gated_mlp(x, prefix=prefix, activation="gelu_mul", flops_per_element=GELU_TANH_MUL_FLOPS)
 
 
 def gemma3_layer(window: int | None) -> list[Op]:

@@ -88,19 +88,26 @@ def attention(x: Tensor, opts: AttentionOptions = AttentionOptions()) -> tuple[l
     return ops, o
 
 
-def swiglu_mlp(x: Tensor, *, prefix: str = "mlp", fused: bool = False) -> tuple[list[Op], Tensor]:
-    """SwiGLU MLP: fused gate+up GEMM, SiLU x up, down projection (f is the intermediate size)."""
+def gated_mlp(x: Tensor, *, prefix: str = "mlp", fused: bool = False, activation: str = "silu_mul",
+              flops_per_element: float = SILU_MUL_FLOPS) -> tuple[list[Op], Tensor]:
+    """Gated MLP: fused gate+up GEMM, act(gate) x up, down projection (f is the intermediate size).
+    ``activation`` names the element-wise kernel (SwiGLU ``silu_mul``, GeGLU ``gelu_mul``)."""
     p = prefix
     gate, up, h, out = Tensor(f"{p}.gate", "btf"), Tensor(f"{p}.up", "btf"), Tensor(f"{p}.h", "btf"), Tensor(f"{p}.out", "btd")
     grp = f"{p}.gate_up"
     ops = [
         einsum(f"{p}.gate_proj", "btd,df->btf", (x, f"{p}.w_gate"), gate, weight=1, group=grp),
         einsum(f"{p}.up_proj", "btd,df->btf", (x, f"{p}.w_up"), up, weight=1, group=grp),
-        elementwise(f"{p}.silu_mul", (gate, up), h, flops_per_element=SILU_MUL_FLOPS,
+        elementwise(f"{p}.{activation}", (gate, up), h, flops_per_element=flops_per_element,
                     group=grp if fused else f"{p}.act"),
         einsum(f"{p}.down_proj", "btf,fd->btd", (h, f"{p}.w_down"), out, weight=1),
     ]
     return ops, out
+
+
+def swiglu_mlp(x: Tensor, *, prefix: str = "mlp", fused: bool = False) -> tuple[list[Op], Tensor]:
+    """SwiGLU MLP: fused gate+up GEMM, SiLU x up, down projection (f is the intermediate size)."""
+    return gated_mlp(x, prefix=prefix, fused=fused)
 
 
 def embedding(name: str = "embed") -> list[Op]:

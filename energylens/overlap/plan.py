@@ -24,8 +24,9 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from energylens.cost.engine import kernel_groups
 from energylens.errors import SpecError
-from energylens.parallel.sharding import CollectiveStep, OpStep, Step
+from energylens.parallel.sharding import CollectiveStep, Step
 
 PRODUCER = "producer"  # compute chunk i -> collective chunk i
 CONSUMER = "consumer"  # collective chunk i -> compute chunk i
@@ -89,38 +90,23 @@ def step_sequence(steps: Sequence[Step], prefix: str = "") -> list[SequenceItem]
     """Kernels and collectives in execution order, grouped exactly as ``cost.engine.cost_steps`` groups
     fusion groups into kernels (a collective or a change of group ends a kernel)."""
     items: list[SequenceItem] = []
-    pending: list[OpStep] = []
     n_kernels = 0
     n_colls = 0
-
-    def flush() -> None:
-        nonlocal n_kernels
-        if not pending:
-            return
-        first = pending[0].op
-        name = first.group if (first.group and len(pending) > 1) else first.name
+    for group in kernel_groups(steps):
+        if isinstance(group, CollectiveStep):
+            items.append(SequenceItem("collective", prefix + group.name, n_colls, step=group))
+            n_colls += 1
+            continue
+        first = group[0].op
+        name = first.group if (first.group and len(group) > 1) else first.name
         route = ""
-        for st in pending:
+        for st in group:
             r = (st.op.attrs or {}).get("route")
             if r:
                 route = str(r)
         items.append(SequenceItem("kernel", prefix + name, n_kernels,
-                                  any(st.op.kind == "einsum" for st in pending), route))
+                                  any(st.op.kind == "einsum" for st in group), route))
         n_kernels += 1
-        pending.clear()
-
-    for st in steps:
-        if isinstance(st, CollectiveStep):
-            flush()
-            items.append(SequenceItem("collective", prefix + st.name, n_colls, step=st))
-            n_colls += 1
-        else:
-            if pending and (st.op.group is None or st.op.group != pending[-1].op.group):
-                flush()
-            pending.append(st)
-            if st.op.group is None:
-                flush()
-    flush()
     return items
 
 
