@@ -79,6 +79,22 @@ def runtime_interval(energy_j: float, latency_s: float) -> dict:
     return out
 
 
+def provenance(gpu: GPU, model: Model) -> dict:
+    """Kind (spec, measured, derived, fitted, assumed) and source of every GPU coefficient this prediction
+    used, so a reader sees which numbers came from measurement and which from estimates."""
+    dtypes = {model.act_dtype, "fp8" if model.weight_dtype == "fp8" else model.act_dtype, "fp32"}
+    names = ["hbm_bandwidth", "max_memory_efficiency", "energy_per_byte_hbm", "idle_power", "power_limit",
+             "kernel_overhead", "gemm_tile_m", "gemm_tile_n", "gemm_k_half", "sm_count", "hbm_capacity"]
+    for dt in sorted(dtypes):
+        names += [f"peak_flops_{dt}", f"max_compute_efficiency_{dt}", f"energy_per_flop_{dt}"]
+    out = {"gpu_profile": gpu.path or gpu.key}
+    for name in names:
+        q = gpu.quantities.get(name)
+        if q is not None:
+            out[name] = {"value": q.value, "unit": q.unit, "kind": q.kind, "source": q.source}
+    return out
+
+
 def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_len, output_len, layout: Layout):
     """Checked inputs of one prediction: (model, gpu, workload, batch per replica, per-rank program)."""
     m, g = prepare(model, gpu, dtype)
@@ -154,7 +170,8 @@ def predict(
         decode=decode,
         memory=memory,
         warnings=tuple(warnings),
-        extra={"interval": runtime_interval(prefill.energy_j + decode.energy_j, prefill.latency_s + decode.latency_s)},
+        extra={"interval": runtime_interval(prefill.energy_j + decode.energy_j, prefill.latency_s + decode.latency_s),
+               "provenance": provenance(g, m)},
         moe=moe_report,
     )
 
