@@ -120,7 +120,8 @@ def resolve(name: str) -> tuple[HFConfig, str, str]:
         if path.is_dir():
             path = path / "config.json"
         cfg = HFConfig.from_path(path)
-        return cfg, path.parent.name or path.stem, str(cfg.get("_name_or_path", ""))
+        short = (path.parent.name or path.stem) if path.name == "config.json" else path.stem
+        return cfg, short, str(cfg.get("_name_or_path", ""))
     raise UnknownNameError("model", name, list(SHORT_NAMES) + list(shipped))
 
 
