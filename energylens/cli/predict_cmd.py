@@ -12,7 +12,9 @@ from energylens.cli import app
 
 
 def _fmt_j(x: float) -> str:
-    return f"{x / 1e3:.2f} kJ" if x >= 1e4 else f"{x:.3g} J"
+    if x >= 1e4:
+        return f"{x / 1e3:,.1f} kJ"
+    return f"{x:,.0f} J" if x >= 100 else f"{x:.3g} J"
 
 
 def _fmt_s(x: float) -> str:
