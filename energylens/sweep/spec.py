@@ -51,7 +51,7 @@ MAX_RANGE_VALUES = 100_000
 OVERLAP_AXES = ("overlap_comm_sms", "overlap_chunks")
 TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES, *OVERLAP_AXES)
 MAX_OVERLAP_COMM_SMS = 10_000  # as OverlapPlan; the GPU's own SM count is checked when it is known
-MAX_OVERLAP_CHUNKS = 64  # energylens.overlap.plan.MAX_CHUNKS
+from energylens.overlap.plan import MAX_CHUNKS as MAX_OVERLAP_CHUNKS  # noqa: E402
 
 
 @dataclass(frozen=True)
