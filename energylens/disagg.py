@@ -285,8 +285,8 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
         raise WorkloadError("prefill_batch", prefill_batch, f"a multiple of the prefill pool's dp={prefill_pool.dp}")
     if np.any(c < decode_pool.dp):
         raise WorkloadError("concurrency", _f(c), f"at least the decode pool's dp={decode_pool.dp}")
-    coeffs = load_coefficients()
     ma, ga, la = _prepare_pool(model, prefill_pool, gpus_per_node)
+    coeffs = load_coefficients(ga.key)  # the prefill pool's platform (serve_arrays resolves the decode pool's)
     mb, gb, lb = _prepare_pool(model, decode_pool, gpus_per_node)
     gpus_a, gpus_b = prefill_pool.num_gpus, decode_pool.num_gpus
     if gpus_a + gpus_b > max_gpus:

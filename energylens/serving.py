@@ -17,9 +17,13 @@ Each of the three parts is costed by :func:`energylens.evaluate.evaluate_phase` 
 program (same sharding, derived collectives, roofline and power cap) and the kernels are taken
 from the part they belong to (decode and prefill attention share one kernel launch).
 
-Three global serving coefficients (:class:`ServingCoefficients`, the same for every model and GPU,
-fitted once by ``tools/fit_serving.py`` on development data; values, units and what they were
-fitted on are in ``energylens/data/validation/serving_coefficients.yaml``):
+Three serving coefficients (:class:`ServingCoefficients`, the same for every model; fitted once by
+``tools/fit_serving.py`` on development data; values, units and what they were fitted on are in
+``energylens/data/validation/serving_coefficients.yaml``). The two overheads describe the serving
+platform (host CPU, driver, the engine's kernels for that GPU architecture), so a platform with
+development data (``platforms:`` in the file: H100 and B200 nodes) has its own pair; every other GPU
+uses the pooled pair fitted on all platforms together (:class:`CoefficientTable`). The active power
+fraction is shared by all GPUs:
 
 * ``iteration_overhead_s``: host time per iteration that the GPUs do not overlap (scheduling,
   input preparation, output processing); the GPUs wait at idle power;
@@ -70,7 +74,7 @@ COEFFICIENT_NAMES = ("iteration_overhead_s", "per_sequence_overhead_s", "active_
 
 @dataclass(frozen=True)
 class ServingCoefficients:
-    """Global serving coefficients (same for every model and GPU). Defaults: none (pure cost model)."""
+    """Serving coefficients of one platform (the same for every model). Defaults: none (pure cost model)."""
 
     iteration_overhead_s: float = 0.0
     per_sequence_overhead_s: float = 0.0
@@ -81,31 +85,79 @@ class ServingCoefficients:
         return asdict(self)
 
 
+OVERHEAD_NAMES = ("iteration_overhead_s", "per_sequence_overhead_s")  # per-platform; the fraction is shared
+
+
+@dataclass(frozen=True)
+class CoefficientTable:
+    """Pooled serving coefficients plus per-platform overheads (GPU key -> coefficients).
+
+    ``for_gpu(key)`` gives the coefficients a prediction on that GPU uses: the platform's own fitted
+    overheads when the development data covers it, else the pooled ones; the active power fraction
+    is always the pooled (shared) one."""
+
+    pooled: ServingCoefficients = field(default_factory=ServingCoefficients)
+    platforms: dict[str, ServingCoefficients] = field(default_factory=dict)
+
+    def for_gpu(self, gpu_key: str | None) -> ServingCoefficients:
+        return self.platforms.get(gpu_key or "", self.pooled)
+
+    def to_dict(self) -> dict:
+        return {"pooled": self.pooled.to_dict(), "platforms": {k: v.to_dict() for k, v in self.platforms.items()}}
+
+
+def resolve_coefficients(coefficients: ServingCoefficients | CoefficientTable | None,
+                         gpu_key: str | None) -> ServingCoefficients:
+    """The coefficients for one GPU: a table is resolved per platform, a single set is used as given,
+    ``None`` means the shipped table."""
+    if coefficients is None:
+        coefficients = load_coefficient_table()
+    if isinstance(coefficients, CoefficientTable):
+        return coefficients.for_gpu(gpu_key)
+    return coefficients
+
+
 def data_file(name: str):
     """A file of ``energylens/data/validation``."""
     return resources.files("energylens") / "data" / "validation" / name
 
 
+def _value(entry, where: str) -> float:
+    if not isinstance(entry, dict) or not isinstance(entry.get("value"), (int, float)) \
+            or isinstance(entry.get("value"), bool):
+        raise SpecError(f"serving_coefficients.yaml: {where}", entry, "{value: <number>, unit, fitted_on, method}")
+    return float(entry["value"])
+
+
 @cache
-def load_coefficients() -> ServingCoefficients:
+def load_coefficient_table() -> CoefficientTable:
     """The fitted coefficients shipped in ``energylens/data/validation/serving_coefficients.yaml``."""
     import yaml
 
     path = data_file("serving_coefficients.yaml")
     if not path.is_file():
-        return ServingCoefficients()
+        return CoefficientTable()
     data = yaml.safe_load(path.read_text()) or {}
+    source = "energylens/data/validation/serving_coefficients.yaml"
     coeffs = data.get("coefficients") or {}
-    values = {}
-    for name in COEFFICIENT_NAMES:
-        entry = coeffs.get(name)
-        if entry is None:
-            continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("value"), (int, float)):
-            raise SpecError(f"serving_coefficients.yaml: coefficients.{name}", entry,
-                            "{value: <number>, unit, fitted_on, method}")
-        values[name] = float(entry["value"])
-    return ServingCoefficients(**values, source="energylens/data/validation/serving_coefficients.yaml")
+    values = {name: _value(coeffs[name], f"coefficients.{name}") for name in COEFFICIENT_NAMES if name in coeffs}
+    pooled = ServingCoefficients(**values, source=f"{source} (pooled)")
+    platforms = {}
+    raw = data.get("platforms") or {}
+    if not isinstance(raw, dict):
+        raise SpecError("serving_coefficients.yaml: platforms", raw, "a mapping GPU key -> {overhead: {value, ...}}")
+    for key, entry in raw.items():
+        if not isinstance(entry, dict) or set(entry) - set(OVERHEAD_NAMES):
+            raise SpecError(f"serving_coefficients.yaml: platforms.{key}", entry,
+                            f"a mapping with only {', '.join(OVERHEAD_NAMES)}")
+        over = {name: _value(entry[name], f"platforms.{key}.{name}") for name in OVERHEAD_NAMES if name in entry}
+        platforms[str(key)] = replace(pooled, **over, source=f"{source} (platform {key})")
+    return CoefficientTable(pooled, platforms)
+
+
+def load_coefficients(gpu_key: str | None = None) -> ServingCoefficients:
+    """The shipped coefficients for ``gpu_key`` (its platform's overheads if fitted, else pooled)."""
+    return load_coefficient_table().for_gpu(gpu_key)
 
 
 @dataclass
@@ -266,7 +318,7 @@ def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, outp
 
 
 def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
-    """Apply the global serving coefficients to the costed parts (see the module docstring)."""
+    """Apply one platform's serving coefficients to the costed parts (see the module docstring)."""
     mean, median, br, pp = parts.mean, parts.median, parts.batch_per_replica, parts.pp
     seq_s = c.per_sequence_overhead_s * br / pp  # GPU-busy, per micro-batch crossing
     host_s = np.broadcast_to(np.asarray(c.iteration_overhead_s, dtype=float), br.shape)
@@ -296,14 +348,14 @@ def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
 
 
 def serve_arrays(model: Model, gpu: GPU, layout: Layout, batch, input_len, output_len, *,
-                 coefficients: ServingCoefficients | None = None,
+                 coefficients: ServingCoefficients | CoefficientTable | None = None,
                  max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingArrays:
     """Vectorised steady state over arrays of ``batch`` (mean running requests, whole deployment),
     ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be a valid scalar layout
-    (see :func:`resolve_layout`). Coefficients default to the shipped fitted ones."""
+    (see :func:`resolve_layout`). Coefficients default to the shipped fitted ones (for ``gpu``'s platform)."""
     parts = serving_parts(model, gpu, layout, batch, input_len, output_len, max_batched_tokens=max_batched_tokens,
                           routing=routing)
-    return combine(parts, coefficients or load_coefficients())
+    return combine(parts, resolve_coefficients(coefficients, gpu.key))
 
 
 @dataclass(frozen=True)
@@ -379,7 +431,7 @@ def serve(
     dtype: str | None = None,
     gpus_per_node: int = 8,
     max_batched_tokens: int = MAX_BATCHED_TOKENS,
-    coefficients: ServingCoefficients | None = None,
+    coefficients: ServingCoefficients | CoefficientTable | None = None,
     interval_level: float = DEFAULT_INTERVAL_LEVEL,
     routing: str | None = None,
 ) -> ServingResult:
@@ -398,7 +450,7 @@ def serve(
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
     if batch < dp * pp:
         raise WorkloadError("batch", batch, f"at least dp x pp = {dp * pp} (one request per replica and stage)")
-    coeffs = coefficients or load_coefficients()
+    coeffs = resolve_coefficients(coefficients, g.key)
     arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
                        max_batched_tokens=int(max_batched_tokens), routing=routing)
     notes = list(notes)

@@ -44,9 +44,11 @@ import numpy as np
 
 from energylens.errors import EnergyLensError, SpecError, UnknownNameError
 from energylens.serving import (
+    CoefficientTable,
     ServingCoefficients,
     data_file,
-    load_coefficients,
+    load_coefficient_table,
+    resolve_coefficients,
     resolve_layout,
     serving_parts,
 )
@@ -198,7 +200,7 @@ class RowResult:
 @dataclass
 class Validation:
     rows: list[RowResult]
-    coefficients: ServingCoefficients
+    coefficients: ServingCoefficients | CoefficientTable
     interval_level: float
     source: str
 
@@ -456,23 +458,23 @@ def cost_groups(results: list[RowResult], groups: dict, context: dict, progress=
     return parts
 
 
-def apply(results: list[RowResult], groups: dict, parts: dict, coefficients: ServingCoefficients,
+def apply(results: list[RowResult], groups: dict, parts: dict, coefficients: ServingCoefficients | CoefficientTable,
           context: dict, *, level: float = 0.8, intervals: Mapping | None = None) -> None:
     """Fill each row's predictions (and intervals) from the costed parts and the coefficients."""
     from energylens.serving import combine
 
     for key, idx in groups.items():
-        arr = combine(parts[key], coefficients)
         model, gpu, _ = context[key]
+        arr = combine(parts[key], resolve_coefficients(coefficients, gpu.key))
         for j, i in enumerate(idx):
             r = results[i]
             r.predicted = {m: float(np.asarray(getattr(arr, m)).reshape(-1)[j]) for m in METRICS}
             r.interval = interval_for(model, gpu.key, r.predicted, level, intervals)
 
 
-def validate_rows(rows: list[dict], *, coefficients: ServingCoefficients | None = None, level: float = 0.8,
+def validate_rows(rows: list[dict], *, coefficients: ServingCoefficients | CoefficientTable | None = None, level: float = 0.8,
                   source: str = "", progress=None) -> Validation:
-    coeffs = coefficients or load_coefficients()
+    coeffs = coefficients or load_coefficient_table()
     results, groups, context = prepare_rows(rows)
     parts = cost_groups(results, groups, context, progress)
     apply(results, groups, parts, coeffs, context, level=level)
@@ -482,7 +484,7 @@ def validate_rows(rows: list[dict], *, coefficients: ServingCoefficients | None 
     return Validation(results, coeffs, level, source)
 
 
-def validate_csv(path: str | Path, *, coefficients: ServingCoefficients | None = None, level: float = 0.8,
+def validate_csv(path: str | Path, *, coefficients: ServingCoefficients | CoefficientTable | None = None, level: float = 0.8,
                  progress=None) -> Validation:
     """Predict every row of an ML.ENERGY-format CSV and compare with its measurements."""
     return validate_rows(read_rows(path), coefficients=coefficients, level=level, source=str(path),

@@ -6,8 +6,8 @@
    batch latency, GPU-0 power and energy of Llama-3-8B (shared/reference/llm-inference-bench).
 2. Splitwise (ISCA'24) DGX-H100 Llama-2-70B TP 2/4/8: prefill time and time per decode iteration
    (shared/reference/splitwise-perf). Llama-2-70B has Llama-3-70B's layer shapes with a 32000 vocabulary.
-Each row is predicted twice: by the per-op cost model alone ("kernels"), and with the three global
-vLLM serving coefficients of `energylens/data/validation/serving_coefficients.yaml` applied per engine
+Each row is predicted twice: by the per-op cost model alone ("kernels"), and with the vLLM serving
+coefficients of `energylens/data/validation/serving_coefficients.yaml` (the GPU's platform) applied per engine
 iteration ("+runtime": host overhead per iteration at idle power, per-sequence GPU work, busy static
 power). Those coefficients were fitted on ML.ENERGY v3 data only, so this is an out-of-sample check.
 Prints per-row errors and the MAPE per source.
@@ -38,8 +38,8 @@ LLAMA2_70B = {  # public architecture facts (Llama 2 paper, Table 1 / HF config)
 def with_runtime(pred, batch: int, prompt_len: int, output_len: int) -> tuple[float, float]:
     """(latency_s, energy_j) of a static batch with the serving coefficients applied per iteration:
     prefill in chunks of MAX_BATCHED_TOKENS, then one iteration per decode step."""
-    c = load_coefficients()
     gpu = load_gpu(pred.gpu)
+    c = load_coefficients(gpu.key)
     n_gpus = pred.layout["num_gpus"]
     iters = np.ceil(batch * prompt_len / MAX_BATCHED_TOKENS) + output_len
     seq_s = c.per_sequence_overhead_s * batch * iters
@@ -96,7 +96,7 @@ def splitwise() -> None:
             key = (int(r["tensor_parallel"]), int(r["prompt_size"]), int(r["batch_size"]), int(r["token_size"]))
             groups[key].append((float(r["prompt_time"]), float(r["token_time"])))
     pe, te, pe_rt, te_rt = defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list)
-    c = load_coefficients()
+    c = load_coefficients("h100-sxm")
     for (tp, prompt, batch, tokens), vals in sorted(groups.items()):
         mp = np.mean([v[0] for v in vals]) / 1e3
         mt = np.mean([v[1] for v in vals]) / 1e3

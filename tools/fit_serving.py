@@ -1,4 +1,4 @@
-"""Fit the global serving coefficients and the prediction-interval residual table (reproducible).
+"""Fit the serving coefficients (pooled, per platform) and the prediction-interval residual table (reproducible).
 
     python tools/fit_serving.py            # writes energylens/data/validation/serving_{coefficients,intervals}.yaml
     python tools/fit_serving.py --dry-run  # prints the fit and the split / leave-one-model-out results only
@@ -6,7 +6,7 @@
 What it does, on the shipped ML.ENERGY v3 development subset (``energylens/data/validation/mlenergy-v3/dev.csv``):
 
 1. Costs every supported row once with the per-op model (``energylens.validate.cost_groups``); the
-   three coefficients (``energylens.serving.ServingCoefficients``) are applied afterwards, so the fit
+   coefficients (``energylens.serving.ServingCoefficients``) are applied afterwards, so the fit
    never re-runs the cost model.
 2. Screen (``energylens.validate.not_gpu_limited``, model-free): a run that is slower on a GPU that
    is at least as fast on the datasheet (HBM bandwidth, bf16 FLOP/s) than another GPU's run of the
@@ -18,7 +18,10 @@ What it does, on the shipped ML.ENERGY v3 development subset (``energylens/data/
 4. Fit: ``scipy.optimize.least_squares`` over the log residuals ``log(pred / measured)`` of the three
    validated columns (median ITL, average power, energy per token) of every FIT row, robust loss
    ``soft_l1`` with ``f_scale = 0.1`` (residuals beyond ~10 % count linearly, so a few anomalous
-   runs do not dominate), bounds: overheads >= 0 s, 0 <= active_power_fraction <= 1.
+   runs do not dominate), bounds: overheads >= 0 s, 0 <= active_power_fraction <= 1. Two stages:
+   (a) the shared active power fraction and one (iteration, per-sequence) overhead pair per serving
+   platform (GPU type) present in the FIT rows; (b) with that fraction fixed, one pooled overhead
+   pair over all FIT rows, used for GPUs with no development data of their own.
 5. Leave-one-model-out (LOMO): for each supported model, refit the coefficients without it,
    predict it, and take the prediction-interval quantiles from the other models' residuals:
    out-of-sample MAPE and interval coverage.
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energylens.serving import COEFFICIENT_NAMES, ServingCoefficients
+from energylens.serving import COEFFICIENT_NAMES, OVERHEAD_NAMES, CoefficientTable, ServingCoefficients
 from energylens.validate import (
     INTERVAL_LEVELS,
     METRICS,
@@ -56,9 +59,19 @@ MEANING = {
     "active_power_fraction": "static power of a busy GPU above its context-held idle power, as a fraction of "
                              "(power_limit - idle_power)",
 }
-X0 = np.array([1e-3, 2e-5, 0.2])
-LOWER = np.array([0.0, 0.0, 0.0])
-UPPER = np.array([0.05, 1e-3, 1.0])
+X0_OVERHEADS = np.array([1e-3, 2e-5])
+UPPER_OVERHEADS = np.array([0.05, 1e-3])
+X0_FRACTION = 0.2
+
+
+_LOSS = "scipy least_squares, soft_l1 loss (f_scale 0.1) on log(pred/measured) of median ITL, average power and " \
+        "energy per token; bounds overheads >= 0, fraction in [0, 1]"
+METHOD = {
+    "active_power_fraction": _LOSS + "; fitted jointly with the per-platform overheads (stage a)",
+    "iteration_overhead_s": _LOSS + "; pooled over all GPU types with the fraction fixed (stage b)",
+    "per_sequence_overhead_s": _LOSS + "; pooled over all GPU types with the fraction fixed (stage b)",
+    "platform": _LOSS + "; fitted jointly with the shared active power fraction (stage a)",
+}
 
 
 def split_models(model_ids) -> tuple[list[str], list[str]]:
@@ -77,21 +90,38 @@ class Problem:
     def predict(self, coeffs: ServingCoefficients, intervals=None) -> None:
         apply(self.results, self.groups, self.parts, coeffs, self.context, intervals=intervals or {})
 
-    def residuals(self, x, rows) -> np.ndarray:
-        self.predict(coeffs_from(x))
+    def residuals(self, coeffs, rows) -> np.ndarray:
+        self.predict(coeffs)
         return np.array([np.log(r.predicted[m] / r.measured[m]) for r in rows for m in METRICS])
 
-    def fit(self, rows) -> ServingCoefficients:
+    def fit(self, rows) -> CoefficientTable:
+        """Stage (a): shared fraction + per-platform overheads; stage (b): pooled overheads, fraction fixed."""
         from scipy.optimize import least_squares
 
-        sol = least_squares(lambda x: self.residuals(x, rows), X0, bounds=(LOWER, UPPER), loss="soft_l1",
-                            f_scale=0.1, x_scale=X0)
-        return coeffs_from(sol.x)
+        platforms = sorted({r.gpu for r in rows})
+        n = len(platforms)
+        x0 = np.concatenate([[X0_FRACTION], np.tile(X0_OVERHEADS, n)])
+        upper = np.concatenate([[1.0], np.tile(UPPER_OVERHEADS, n)])
+
+        def table(x, pooled=(0.0, 0.0)) -> CoefficientTable:
+            f = float(x[0])
+            plat = {g: ServingCoefficients(float(x[1 + 2 * i]), float(x[2 + 2 * i]), f, source="tools/fit_serving.py")
+                    for i, g in enumerate(platforms)}
+            return CoefficientTable(ServingCoefficients(*pooled, f, source="tools/fit_serving.py"), plat)
+
+        kw = dict(loss="soft_l1", f_scale=0.1)
+        sol = least_squares(lambda x: self.residuals(table(x), rows), x0, bounds=(np.zeros_like(x0), upper),
+                            x_scale=x0, **kw)
+        f = float(sol.x[0])
+        pooled = least_squares(lambda x: self.residuals(ServingCoefficients(x[0], x[1], f), rows), X0_OVERHEADS,
+                               bounds=(np.zeros(2), UPPER_OVERHEADS), x_scale=X0_OVERHEADS, **kw)
+        return table(sol.x, (float(pooled.x[0]), float(pooled.x[1])))
 
 
-def coeffs_from(x) -> ServingCoefficients:
-    return ServingCoefficients(**{n: float(v) for n, v in zip(COEFFICIENT_NAMES, x, strict=True)},
-                               source="tools/fit_serving.py")
+def flat(t: CoefficientTable) -> dict:
+    """Plain numbers of a table (for printing and the YAML)."""
+    return {"pooled": {n: getattr(t.pooled, n) for n in COEFFICIENT_NAMES},
+            **{g: {n: getattr(c, n) for n in OVERHEAD_NAMES} for g, c in sorted(t.platforms.items())}}
 
 
 def mape(rows) -> dict[str, float]:
@@ -159,7 +189,20 @@ def main(argv=None) -> int:
              "all_gpu_paced": mape(prob.fittable)}
     print("fitted on FIT     FIT ", fmt(split["fit"]), "| TEST", fmt(split["test"]), "| ALL", fmt(split["all"]))
     print("                  ALL GPU-paced rows", fmt(split["all_gpu_paced"]))
-    print("coefficients:", {n: getattr(coeffs, n) for n in COEFFICIENT_NAMES})
+    print("coefficients:", flat(coeffs))
+    prob.predict(coeffs.pooled)
+    split["all_pooled_only"] = mape(prob.ok)
+    split["test_pooled_only"] = mape(test_rows)
+    print("pooled overheads on every GPU  TEST", fmt(split["test_pooled_only"]), "| ALL", fmt(split["all_pooled_only"]))
+    # leave one platform out: a GPU type with no development data gets the pooled coefficients fitted on
+    # the other platforms' rows (FIT and TEST halves, GPU-paced) -- the honest figure for a new GPU
+    lopo = {}
+    for g in sorted(coeffs.platforms):
+        others = [r for r in prob.fittable if r.gpu != g]
+        c = prob.fit(others).pooled
+        prob.predict(c)
+        lopo[g] = mape([r for r in prob.ok if r.gpu == g])
+        print(f"leave-platform-out {g:9s} (pooled fit on the other GPUs)", fmt(lopo[g]))
 
     # leave one model out: refit without the model, intervals from the other models' residuals
     lomo_rows = []
@@ -169,7 +212,7 @@ def main(argv=None) -> int:
         others = [r for r in prob.ok if r.row["model_id"] != mid]  # residual quantiles: all rows, as shipped
         mine = [r for r in prob.ok if r.row["model_id"] == mid]
         c = prob.fit([r for r in others if not r.not_gpu_limited])
-        lomo_coeffs[mid] = {n: getattr(c, n) for n in COEFFICIENT_NAMES}
+        lomo_coeffs[mid] = flat(c)
         prob.predict(c)
         table = {"cells": quantile_table(others)}
         for r in mine:
@@ -194,7 +237,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     write(coeffs, fit_ids, test_ids, fit_used, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
-          args.data, screened)
+          args.data, screened, lopo)
     return 0
 
 
@@ -203,7 +246,7 @@ def _pct(d: dict) -> dict:
 
 
 def write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lomo, table, insample, lomo_coeffs,
-          data, screened=()) -> None:
+          data, screened=(), lopo=None) -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[1] / "energylens" / "data" / "validation"
@@ -214,15 +257,25 @@ def write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lom
         "schema_version": 1,
         "written_by": "tools/fit_serving.py",
         "date": today,
-        "note": "Global serving coefficients: the same for every model and GPU; no per-model correction exists. "
-                "Re-run the tool to refit (it also rewrites serving_intervals.yaml).",
+        "note": "Serving coefficients: the same for every model (no per-model correction exists). The two "
+                "overheads describe the serving platform, so each GPU type with development data has its own "
+                "pair (platforms:); every other GPU uses the pooled pair (coefficients:). The active power "
+                "fraction is shared. Re-run the tool to refit (it also rewrites serving_intervals.yaml).",
         "coefficients": {
-            n: {"value": float(f"{getattr(coeffs, n):.6g}"), "unit": UNITS[n], "kind": "fitted", "meaning": MEANING[n],
+            n: {"value": float(f"{getattr(coeffs.pooled, n):.6g}"), "unit": UNITS[n], "kind": "fitted",
+                "meaning": MEANING[n],
                 "fitted_on": f"{data_rel}: FIT half = rows of models {', '.join(fit_ids)} "
-                             f"({len(fit_rows)} supported rows that pass the GPU-pacing screen)",
-                "method": "scipy least_squares, soft_l1 loss (f_scale 0.1) on log(pred/measured) of median ITL, "
-                          "average power and energy per token; bounds overheads >= 0, fraction in [0, 1]"}
+                             f"({len(fit_rows)} supported rows that pass the GPU-pacing screen), all GPU types",
+                "method": METHOD[n]}
             for n in COEFFICIENT_NAMES
+        },
+        "platforms": {
+            g: {n: {"value": float(f"{getattr(c, n):.6g}"), "unit": UNITS[n], "kind": "fitted", "meaning": MEANING[n],
+                    "fitted_on": f"{data_rel}: FIT-half rows on {g} "
+                                 f"({len([r for r in fit_rows if r.gpu == g])} rows)",
+                    "method": METHOD["platform"]}
+                for n in OVERHEAD_NAMES}
+            for g, c in sorted(coeffs.platforms.items())
         },
         "split": {"rule": "sorted model ids of the file, alternately FIT / TEST", "fit_models": fit_ids,
                   "test_models": test_ids},
@@ -240,6 +293,7 @@ def write(coeffs, fit_ids, test_ids, fit_rows, test_rows, prob, base, split, lom
             "no_coefficients": {k: _pct(v) for k, v in base.items()},
             "fitted_on_fit_half": {k: _pct(v) for k, v in split.items()},
             "leave_one_model_out": _pct(lomo["mape"]),
+            "leave_one_platform_out": {g: _pct(v) for g, v in (lopo or {}).items()},
         },
         "leave_one_model_out_coefficients": lomo_coeffs,
     }

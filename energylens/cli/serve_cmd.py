@@ -84,7 +84,7 @@ def render(res) -> None:
     t.add_row("GPU-busy / host time per iteration", f"{res.gpu_time_s * 1e3:.2f} / {res.host_time_s * 1e3:.2f} ms", "")
     con.print(t)
     c = res.coefficients
-    con.print(f"global serving coefficients: iteration overhead {c['iteration_overhead_s'] * 1e3:.3g} ms, "
+    con.print(f"serving coefficients: iteration overhead {c['iteration_overhead_s'] * 1e3:.3g} ms, "
               f"per-sequence {c['per_sequence_overhead_s'] * 1e6:.3g} us, active power fraction "
               f"{c['active_power_fraction']:.3g} ({c['source']})")
     if not res.interval:

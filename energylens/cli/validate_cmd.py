@@ -105,9 +105,24 @@ def render(v, *, rows: bool = True, worst: int = 10) -> None:
         for reason, idx in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
             t.add_row(str(len(idx)), reason)
         con.print(t)
-    c = v.coefficients
-    con.print(f"coefficients: iteration overhead {c.iteration_overhead_s * 1e3:.3g} ms, per-sequence "
-              f"{c.per_sequence_overhead_s * 1e6:.3g} us, active power fraction {c.active_power_fraction:.3g} ({c.source})")
+    for line in coefficient_lines(v.coefficients):
+        con.print(line)
+
+
+def coefficient_lines(c) -> list[str]:
+    """One line per coefficient set (a table: pooled, then each platform)."""
+    from energylens.serving import CoefficientTable
+
+    def one(name: str, x) -> str:
+        return (f"{name}: iteration overhead {x.iteration_overhead_s * 1e3:.3g} ms, per-sequence "
+                f"{x.per_sequence_overhead_s * 1e6:.3g} us, active power fraction {x.active_power_fraction:.3g}")
+
+    if isinstance(c, CoefficientTable):
+        lines = [one(f"coefficients on {key}", x) for key, x in sorted(c.platforms.items())]
+        lines.append(one("coefficients on any other GPU (pooled)", c.pooled))
+        lines.append(f"({c.pooled.source.split(' (')[0]})")
+        return lines
+    return [one("coefficients", c) + f" ({c.source})"]
 
 
 def to_markdown(v) -> str:

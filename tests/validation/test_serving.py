@@ -12,7 +12,9 @@ from energylens.models import load_model
 from energylens.parallel.layout import Layout
 from energylens.program import build_program
 from energylens.serving import (
+    CoefficientTable,
     ServingCoefficients,
+    load_coefficient_table,
     load_coefficients,
     poisson_median,
     resolve_layout,
@@ -122,7 +124,51 @@ def test_serve_result_fields_and_interval():
     for name, iv in r.interval.items():
         assert iv["low"] < getattr(r, name) * 1.5 and iv["high"] > getattr(r, name) / 1.5
         assert iv["low"] < iv["high"] and iv["level"] == 0.8
-    assert r.coefficients["iteration_overhead_s"] == load_coefficients().iteration_overhead_s
+    assert r.coefficients["iteration_overhead_s"] == load_coefficients("h100-sxm").iteration_overhead_s
+
+
+def test_coefficients_per_platform_with_pooled_fallback():
+    """H100 and B200 (development data) have their own overheads; any other GPU gets the pooled pair;
+    the active power fraction is one shared number; serve() uses the GPU's platform."""
+    table = load_coefficient_table()
+    assert {"h100-sxm", "b200"} <= set(table.platforms)
+    for key, c in table.platforms.items():
+        assert c.active_power_fraction == table.pooled.active_power_fraction
+        assert load_coefficients(key) == c and key in c.source
+    assert load_coefficients("a100-sxm-80gb") == table.pooled == load_coefficients(None)
+    a100 = serve("qwen3-8b", "a100-sxm-80gb", batch=16, input_len=100, output_len=600)
+    assert a100.coefficients == table.pooled.to_dict()
+    b200 = serve("qwen3-8b", "b200", batch=16, input_len=100, output_len=600)
+    assert b200.coefficients == table.platforms["b200"].to_dict()
+    # an explicit single set applies to any GPU; a table resolves per GPU
+    c = ServingCoefficients(iteration_overhead_s=0.003)
+    t = CoefficientTable(ZERO, {"h100-sxm": c})
+    a_t = serve_arrays(MODEL, H100, Layout(), 16.0, 100.0, 600.0, coefficients=t)
+    a_c = serve_arrays(MODEL, H100, Layout(), 16.0, 100.0, 600.0, coefficients=c)
+    assert float(a_t.decode_step_latency_s) == float(a_c.decode_step_latency_s)
+    a_other = serve_arrays(MODEL, load_gpu("b200"), Layout(), 16.0, 100.0, 600.0, coefficients=t)
+    a_zero = serve_arrays(MODEL, load_gpu("b200"), Layout(), 16.0, 100.0, 600.0, coefficients=ZERO)
+    assert float(a_other.decode_step_latency_s) == float(a_zero.decode_step_latency_s)
+
+
+def test_bad_platform_entry_is_a_clear_error(tmp_path, monkeypatch):
+    import energylens.serving as serving
+    from energylens.errors import SpecError
+
+    bad = tmp_path / "serving_coefficients.yaml"
+    bad.write_text("coefficients: {}\nplatforms:\n  h100-sxm:\n    active_power_fraction: {value: 0.5}\n")
+    monkeypatch.setattr(serving, "data_file", lambda name: bad)
+    serving.load_coefficient_table.cache_clear()
+    try:
+        with pytest.raises(SpecError, match="platforms.h100-sxm"):
+            serving.load_coefficient_table()
+        bad.write_text("platforms:\n  b200:\n    iteration_overhead_s: {value: fast}\n")
+        serving.load_coefficient_table.cache_clear()
+        with pytest.raises(SpecError, match="platforms.b200.iteration_overhead_s"):
+            serving.load_coefficient_table()
+    finally:
+        monkeypatch.undo()
+        serving.load_coefficient_table.cache_clear()
 
 
 def test_fp8_weights_halve_weight_traffic():

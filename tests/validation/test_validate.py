@@ -138,6 +138,12 @@ def test_shipped_coefficients_are_documented():
         assert {"value", "unit", "fitted_on", "method"} <= set(entry)
         assert entry["value"] >= 0
     assert set(doc["split"]["fit_models"]).isdisjoint(doc["split"]["test_models"])
+    from energylens.serving import OVERHEAD_NAMES
+
+    for gpu, entries in doc["platforms"].items():
+        assert set(entries) == set(OVERHEAD_NAMES), gpu
+        for entry in entries.values():
+            assert {"value", "unit", "fitted_on", "method"} <= set(entry) and entry["value"] >= 0
 
 
 def test_cli_validate_json(tmp_path, capsys):
