@@ -104,3 +104,22 @@ def test_fit_tool_problem_excludes_screened_rows():
     prob = fit_serving.Problem([run("H100", 12.0), run("B200", 37.0), run("B200", 8.0, max_num_seqs="8")])
     assert len(prob.ok) == 3
     assert [r.index for r in prob.fittable] == [0, 2]
+
+
+def test_fit_tool_fits_one_overhead_pair_per_platform_and_a_shared_fraction():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    try:
+        import fit_serving
+    finally:
+        sys.path.pop(0)
+    rows = [run("H100", 12.0), run("H100", 20.0, max_num_seqs="8"), run("B200", 8.0, max_num_seqs="8"),
+            run("B200", 9.0)]
+    prob = fit_serving.Problem(rows)
+    table = prob.fit(prob.fittable)
+    assert set(table.platforms) == {r.gpu for r in prob.fittable}
+    fractions = {c.active_power_fraction for c in table.platforms.values()} | {table.pooled.active_power_fraction}
+    assert len(fractions) == 1 and 0.0 <= fractions.pop() <= 1.0
+    for c in (table.pooled, *table.platforms.values()):
+        assert c.iteration_overhead_s >= 0 and c.per_sequence_overhead_s >= 0
+    flat = fit_serving.flat(table)
+    assert set(flat) == {"pooled", *table.platforms}
