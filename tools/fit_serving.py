@@ -251,14 +251,15 @@ def print_floor(prob: Problem) -> None:
     could reach with a per-model correction (forbidden in the shipped model). A floor, not a result."""
     from scipy.optimize import least_squares
 
-    x0 = np.array([1e-3, 5e-5, 0.4])
+    x0 = np.append(X0_OVERHEADS, 0.4)
+    upper = np.append(UPPER_OVERHEADS, 1.0)
     cells: dict[tuple, list] = {}
     for r in prob.ok:
         cells.setdefault((r.row["model_id"], r.gpu), []).append(r)
     snap = {}
     for rs in cells.values():
         sol = least_squares(lambda x, rs=rs: prob.residuals(ServingCoefficients(*x), rs), x0,
-                            bounds=(np.zeros(3), np.array([0.05, 1e-3, 1.0])), loss="soft_l1", f_scale=0.1, x_scale=x0)
+                            bounds=(np.zeros(3), upper), loss="soft_l1", f_scale=0.1, x_scale=x0)
         prob.predict(ServingCoefficients(*sol.x))
         snap.update({r.index: dict(r.predicted) for r in rs})
     for r in prob.ok:

@@ -119,8 +119,7 @@ def coefficient_lines(c) -> list[str]:
 
     if isinstance(c, CoefficientTable):
         lines = [one(f"coefficients on {key}", x) for key, x in sorted(c.platforms.items())]
-        lines.append(one("coefficients on any other GPU (pooled)", c.pooled))
-        lines.append(f"({c.pooled.source.split(' (')[0]})")
+        lines.append(one("coefficients on any other GPU", c.pooled) + f" ({c.pooled.source})")
         return lines
     return [one("coefficients", c) + f" ({c.source})"]
 
