@@ -24,7 +24,7 @@ types):
 * the KV cache of each request (``predict.kv_bytes_per_token(model) * prompt_len`` bytes) goes
   from the prefill to the decode instance over the inter-node network (the GPUs' NICs, links.yaml):
   each prefill GPU holding a distinct KV shard (``min(tp, kv heads) * pp`` of them) sends its
-  share as one ``send_recv`` (:func:`energylens.comm.collective_cost` with ``nodes=2``). The
+  share as one ``send_recv`` (:func:`energylens.cost.collectives.collective_cost` with ``nodes=2``). The
   transfer is assumed to overlap the next prefill (layer-wise streaming, as Splitwise and
   DistServe do), so it adds its time to TTFT and only its energy above idle power to the request;
 * pools are sized with integers: among ``n_A`` prefill and ``n_B`` decode instances within
@@ -258,7 +258,7 @@ def colocated(model, pool: Pool, *, concurrency, prompt_len, output_len, max_gpu
 
 def kv_transfer(model, prefill_pool: Pool, prompt_len, *, gpus_per_node: int = 8):
     """(bytes, latency_s, incremental energy_j) of moving one request's KV cache between pools."""
-    from energylens.comm import collective_cost
+    from energylens.cost.collectives import collective_cost
     from energylens.predict import kv_bytes_per_token
 
     m, g, _ = _prepare_pool(model, prefill_pool, gpus_per_node)

@@ -170,7 +170,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     p2p_time = np.asarray(0.0)
     p2p_energy = np.asarray(0.0)
     if np.any(pp > 1):
-        from energylens.comm import collective_cost
+        from energylens.cost.collectives import collective_cost
 
         sharded_t = any(d == "t" for d, _ in program.residual_state.shard)
         msg = all_sizes["b"] * all_sizes["t"] * all_sizes["d"] * DTYPE_BYTES[model.act_dtype]

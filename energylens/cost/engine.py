@@ -245,7 +245,7 @@ def cost_steps(gpu: GPU, model: Model, steps: list[Step], sizes: Mapping[str, np
     colls: list[CollectiveRecord] = []
     for item in kernel_groups(steps):
         if isinstance(item, CollectiveStep):
-            from energylens.comm import collective_cost
+            from energylens.cost.collectives import collective_cost
 
             st = item
             group = np.asarray(axis_sizes[st.axis], dtype=float)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from energylens.comm import collective_cost
+from energylens.cost.collectives import collective_cost
 from energylens.cost.engine import KernelRecord, cost_steps
 from energylens.errors import LayoutError
 from energylens.evaluate import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase

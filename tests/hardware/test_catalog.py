@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from energylens.comm import get_link, load_links
-from energylens.comm.links import LINK_FIELDS, parse_links
+from energylens.hardware.links import get_link, load_links
+from energylens.hardware.links import LINK_FIELDS, parse_links
 from energylens.errors import SpecError, UnknownNameError
 from energylens.hardware import known_gpus, load_gpu
 from energylens.hardware.profile import DTYPES, FIELDS, KINDS, _expected_unit

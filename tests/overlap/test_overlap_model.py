@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import energylens
-from energylens.comm import collective_cost, default_comm_sms
+from energylens.cost.collectives import collective_cost, default_comm_sms
 from energylens.cost.roofline import gemm_efficiency
 from energylens.errors import LayoutError
 from energylens.evaluate import evaluate_phase

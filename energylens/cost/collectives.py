@@ -113,7 +113,7 @@ from importlib import resources
 
 import numpy as np
 
-from energylens.comm.links import Link, get_link
+from energylens.hardware.links import Link, get_link
 from energylens.errors import DimensionError, LayoutError, UnknownNameError
 from energylens.hardware.profile import GPU, Quantity, load_gpu
 

@@ -1,4 +1,4 @@
-"""energylens.comm.collectives: latency/energy of NCCL collectives."""
+"""energylens.cost.collectives: latency/energy of NCCL collectives."""
 
 from __future__ import annotations
 
@@ -10,18 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energylens.comm import (
-    ASSUMPTION_SOURCES,
-    COLLECTIVES,
-    DEFAULT_ASSUMPTIONS,
-    asymptotic_busbw,
-    bus_factor,
-    collective_cost,
-    collective_latency_s,
-    default_comm_sms,
-    get_link,
-    load_collective_tables,
-)
+from energylens.cost.collectives import ASSUMPTION_SOURCES, COLLECTIVES, DEFAULT_ASSUMPTIONS, asymptotic_busbw, bus_factor, collective_cost, collective_latency_s, default_comm_sms, load_collective_tables
+from energylens.hardware.links import get_link
 from energylens.errors import DimensionError, LayoutError, UnknownNameError
 from energylens.hardware import known_gpus, load_gpu
 
