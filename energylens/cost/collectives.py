@@ -113,8 +113,8 @@ from importlib import resources
 
 import numpy as np
 
-from energylens.hardware.links import Link, get_link
 from energylens.errors import DimensionError, LayoutError, UnknownNameError
+from energylens.hardware.links import Link, get_link
 from energylens.hardware.profile import GPU, Quantity, load_gpu
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")

@@ -10,10 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energylens.cost.collectives import ASSUMPTION_SOURCES, COLLECTIVES, DEFAULT_ASSUMPTIONS, asymptotic_busbw, bus_factor, collective_cost, collective_latency_s, default_comm_sms, load_collective_tables
-from energylens.hardware.links import get_link
+from energylens.cost.collectives import (
+    ASSUMPTION_SOURCES,
+    COLLECTIVES,
+    DEFAULT_ASSUMPTIONS,
+    asymptotic_busbw,
+    bus_factor,
+    collective_cost,
+    collective_latency_s,
+    default_comm_sms,
+    load_collective_tables,
+)
 from energylens.errors import DimensionError, LayoutError, UnknownNameError
 from energylens.hardware import known_gpus, load_gpu
+from energylens.hardware.links import get_link
 
 TABLE_GPUS = ["h100-sxm", "h200", "a100-sxm-80gb", "b200"]
 NO_TABLE_GPUS = ["h100-pcie", "l40s", "a100-sxm-40gb"]

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from energylens.hardware.links import get_link, load_links
-from energylens.hardware.links import LINK_FIELDS, parse_links
 from energylens.errors import SpecError, UnknownNameError
 from energylens.hardware import known_gpus, load_gpu
+from energylens.hardware.links import LINK_FIELDS, get_link, load_links, parse_links
 from energylens.hardware.profile import DTYPES, FIELDS, KINDS, _expected_unit
 
 GPU_KEYS = ["a100-sxm-40gb", "a100-sxm-80gb", "b200", "h100-pcie", "h100-sxm", "h200", "l40s"]
