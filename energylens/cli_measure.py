@@ -172,8 +172,8 @@ def calibrate_command(
 ) -> None:
     """Fit a GPU profile to measurement records and write it as YAML (usable as --gpu PATH)."""
     from energylens.calibrate import calibrate, guess_gpu, write_profile
+    from energylens.hardware.fitted import measurements_dir
     from energylens.hardware.profile import load_gpu
-    from energylens.measure.fitted import measurements_dir
     from energylens.measure.records import load_records
 
     if output.suffix not in (".yaml", ".yml"):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost.engine import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
+from energylens.engines import VLLM
 from energylens.graph.model import Model
 from energylens.graph.ops import Role
 from energylens.hardware.profile import DTYPE_BYTES, GPU
@@ -29,9 +30,10 @@ from energylens.parallel.layout import Layout, degrees
 from energylens.parallel.sharding import OpStep
 from energylens.program import Program
 
-RUNTIME_OVERHEAD_BYTES = 2.0 * 2**30  # CUDA context, NCCL buffers, cuBLAS workspace (assumed, per GPU)
-PREFILL_CHUNK_TOKENS = 8192.0  # vLLM max-num-batched-tokens (ML.ENERGY v3 configs; shared/reference SOURCE.md)
-USABLE_MEMORY_FRACTION = 0.90  # vLLM's default gpu_memory_utilization (assumed serving setting)
+# engine defaults are sourced data (energylens/data/engines/vllm.yaml)
+RUNTIME_OVERHEAD_BYTES = VLLM.runtime_overhead_bytes
+PREFILL_CHUNK_TOKENS = float(VLLM.max_batched_tokens)
+USABLE_MEMORY_FRACTION = VLLM.gpu_memory_utilization
 
 
 @dataclass

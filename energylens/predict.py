@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from energylens.errors import LayoutError, WorkloadError
 from energylens.evaluate import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPE_BYTES, GPU, load_gpu
+from energylens.intervals import runtime_interval
 from energylens.models.registry import load_model
 from energylens.moe.binding import is_moe, resolve_routing
 from energylens.parallel.layout import Layout, validate
@@ -47,36 +46,6 @@ def batch_per_replica(workload: Workload, layout: Layout):
     if np.any(b % dp != 0):
         raise LayoutError("dp", layout.dp, f"a divisor of the batch ({workload.batch}): each replica serves batch/dp")
     return b // dp
-
-
-@lru_cache(maxsize=1)
-def _static_batch_ratios() -> dict:
-    from importlib import resources
-
-    from energylens.hardware.profile import safe_load
-
-    path = resources.files("energylens") / "data" / "validation" / "static_batch_ratios.yaml"
-    return safe_load(path.read_text()) if path.is_file() else {}
-
-
-def runtime_interval(energy_j: float, latency_s: float) -> dict:
-    """How sure: the range a real serving stack measured around this per-op prediction.
-
-    ``predict`` models the kernels and collectives; a serving engine adds host time, sampling and
-    busier clocks. Against public vLLM static-batch measurements (``tools/compare_public.py --write``,
-    ``energylens/data/validation/static_batch_ratios.yaml``) the measured/predicted ratios give an 80 %
-    interval for what such a run would measure. For serving-level numbers use ``energylens serve``."""
-    data = _static_batch_ratios()
-    out: dict = {}
-    for key, value in (("total_energy_j", energy_j), ("total_latency_s", latency_s)):
-        fig = (data.get("figures") or {}).get(key.removeprefix("total_"))
-        if not fig:
-            continue
-        out[key] = {"low": value * float(fig["q10"]), "high": value * float(fig["q90"]),
-                    "level": float(data.get("level", 0.8)),
-                    "basis": f"measured/predicted of {fig['n']} vLLM static-batch runs (LLM-Inference-Bench); "
-                             "the per-op model itself is the low edge (kernels only)"}
-    return out
 
 
 def provenance(gpu: GPU, model: Model) -> dict:

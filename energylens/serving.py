@@ -56,10 +56,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
-from importlib import resources
 
 import numpy as np
 
+from energylens.datafiles import data_path
+from energylens.engines import VLLM
 from energylens.errors import LayoutError, SpecError, WorkloadError
 from energylens.evaluate import evaluate_phase
 from energylens.graph.model import Model
@@ -67,7 +68,7 @@ from energylens.hardware.profile import GPU
 from energylens.parallel.layout import Layout, validate
 from energylens.program import build_program
 
-MAX_BATCHED_TOKENS = 8192  # vLLM max-num-batched-tokens in the ML.ENERGY v3 configs (SOURCE.md)
+MAX_BATCHED_TOKENS = VLLM.max_batched_tokens  # energylens/data/engines/vllm.yaml
 DEFAULT_INTERVAL_LEVEL = 0.8
 COEFFICIENT_NAMES = ("iteration_overhead_s", "per_sequence_overhead_s", "active_power_fraction")
 
@@ -119,7 +120,7 @@ def resolve_coefficients(coefficients: ServingCoefficients | CoefficientTable | 
 
 def data_file(name: str):
     """A file of ``energylens/data/validation``."""
-    return resources.files("energylens") / "data" / "validation" / name
+    return data_path("validation", name)
 
 
 def _value(entry, where: str) -> float:
@@ -472,7 +473,7 @@ def serve(
         gpu_time_s=f(arr.gpu_time_s), host_time_s=f(arr.host_time_s), coefficients=coeffs.to_dict(),
         notes=tuple(notes),
     )
-    from energylens.validate import interval_for
+    from energylens.intervals import interval_for
 
     iv = interval_for(m, g.key, {"decode_step_latency_s": res.decode_step_latency_s,
                                  "avg_power_w": res.avg_power_w,

@@ -43,6 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from energylens.errors import EnergyLensError, SpecError, UnknownNameError
+from energylens.intervals import (
+    interval_for,
+    load_intervals,
+    model_family,
+)
 from energylens.serving import (
     CoefficientTable,
     ServingCoefficients,
@@ -74,8 +79,6 @@ UNSUPPORTED_MODELS = {
                                           "config.json is not shipped (not reconstructable from verified public facts "
                                           "offline)",
 }
-INTERVAL_LEVELS = {0.5: (0.25, 0.75), 0.8: (0.1, 0.9), 0.9: (0.05, 0.95)}
-MIN_ROWS_PER_CELL = 8
 
 
 def shipped_dev_csv() -> Path:
@@ -95,58 +98,6 @@ def load_assumptions() -> dict:
                 or entry["input_len"] <= 0 or not entry.get("source"):
             raise SpecError(f"assumptions.yaml: tasks.{task}", entry, "{input_len: <positive number>, source: ...}")
     return dict(tasks)
-
-
-@cache
-def load_intervals() -> dict:
-    import yaml
-
-    path = data_file("serving_intervals.yaml")
-    if not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def model_family(model) -> str:
-    """Architecture class used to pool residuals: ``dense``, ``moe`` or ``hybrid``."""
-    arch = str(model.info.get("architecture", "")).lower() if model.info else ""
-    if "moe" in arch or "e" in model.dims:
-        return "moe"
-    if "hybrid" in arch or "mamba" in arch:
-        return "hybrid"
-    return "dense"
-
-
-def _cell(intervals: Mapping, family: str, gpu: str, metric: str) -> tuple[dict | None, str]:
-    cells = intervals.get("cells") or {}
-    for key in (f"{family}/{gpu}", f"{family}/*", "*/*"):
-        entry = (cells.get(key) or {}).get(metric)
-        if entry and entry.get("n", 0) >= MIN_ROWS_PER_CELL:
-            return entry, key
-    return None, ""
-
-
-def interval_for(model, gpu_key: str, values: Mapping[str, float], level: float = 0.8,
-                 intervals: Mapping | None = None) -> dict:
-    """``{metric: {low, high, level, basis}}`` around each predicted value; empty when no residual
-    table is shipped. ``level`` is one of 0.5, 0.8, 0.9."""
-    if level not in INTERVAL_LEVELS:
-        raise SpecError("interval_level", level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
-    table = load_intervals() if intervals is None else intervals
-    if not table:
-        return {}
-    lo_q, hi_q = INTERVAL_LEVELS[level]
-    family = model_family(model)
-    out = {}
-    for metric, value in values.items():
-        entry, key = _cell(table, family, gpu_key, metric)
-        if entry is None:
-            continue
-        q = entry["quantiles"]
-        lo, hi = float(q[str(lo_q)]), float(q[str(hi_q)])
-        out[metric] = {"low": value * math.exp(-hi), "high": value * math.exp(-lo), "level": level,
-                       "basis": f"residual quantiles of {key} ({entry['n']} dev rows)"}
-    return out
 
 
 @dataclass

@@ -147,7 +147,7 @@ def test_prediction_says_how_sure_it_is():
         assert iv[key]["level"] == 0.8 and iv[key]["low"] < iv[key]["high"]
         assert iv[key]["low"] >= value * 0.9  # kernels alone are the low edge of what a serving stack measures
         assert "LLM-Inference-Bench" in iv[key]["basis"]
-    from energylens.predict import _static_batch_ratios
+    from energylens.intervals import _static_batch_ratios
 
     fig = _static_batch_ratios()["figures"]["energy_j"]
     inside = [fig["q10"] <= r <= fig["q90"] for r in fig["ratios"]]

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from energylens.intervals import INTERVAL_LEVELS
 from energylens.serving import COEFFICIENT_NAMES, OVERHEAD_NAMES, CoefficientTable, ServingCoefficients
 from energylens.validate import (
-    INTERVAL_LEVELS,
     METRICS,
     apply,
     cost_groups,
@@ -145,7 +145,7 @@ def quantile_table(rows) -> dict:
 
 
 def covered(r, m, table, level) -> bool | None:
-    from energylens.validate import interval_for
+    from energylens.intervals import interval_for
 
     model = r._model
     iv = interval_for(model, r.gpu, {m: r.predicted[m]}, level, table)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from energylens.cli import app
+from energylens.engines import VLLM
 
 
 @app.command("serve")
@@ -26,7 +27,7 @@ def serve_command(
     task: str = typer.Option(None, "--task", help="Take --input-len from the assumption table (lm-arena-chat, gpqa, "
                              "sourcegraph-fim)."),
     dtype: str = typer.Option(None, "--dtype", help="Weight dtype: bf16, fp16 or fp8 (default: the model's)."),
-    max_batched_tokens: int = typer.Option(8192, "--max-batched-tokens", help="vLLM chunked-prefill token budget."),
+    max_batched_tokens: int = typer.Option(VLLM.max_batched_tokens, "--max-batched-tokens", help="vLLM chunked-prefill token budget."),
     level: float = typer.Option(0.8, "--interval-level", help="Prediction interval level: 0.5, 0.8 or 0.9."),
     routing: str = typer.Option(None, "--routing", help="MoE routing: uniform (default), zipf:S, dirichlet:A or a "
                                 "histogram FILE."),

@@ -54,7 +54,8 @@ def _pct(x: float) -> str:
 
 
 def render(v, *, rows: bool = True, worst: int = 10) -> None:
-    from energylens.validate import METRICS, SHORT, load_intervals
+    from energylens.intervals import load_intervals
+    from energylens.validate import METRICS, SHORT
 
     con = Console()
     con.print(f"[bold]{v.source}[/]: {len(v.rows)} rows, {len(v.ok)} predicted, {len(v.skipped)} skipped")

@@ -109,10 +109,10 @@ import csv
 import math
 from dataclasses import dataclass, field, replace
 from functools import cache
-from importlib import resources
 
 import numpy as np
 
+from energylens.datafiles import data_path
 from energylens.errors import DimensionError, LayoutError, UnknownNameError
 from energylens.hardware.links import Link, get_link
 from energylens.hardware.profile import GPU, Quantity, load_gpu
@@ -330,7 +330,7 @@ def _net_steps(kind: str, k: int) -> float:
 
 @cache
 def _tables_for_key(key: str) -> dict[tuple[str, int], CollectiveTable]:
-    res = resources.files("energylens") / "data" / "hardware" / "collectives" / f"{key}.csv"
+    res = data_path("hardware", "collectives", f"{key}.csv")
     if not res.is_file():
         return {}
     rows: dict[tuple[str, int], list[tuple[float, float, str]]] = {}

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
+from energylens.datafiles import data_path
 from energylens.errors import SpecError, UnknownNameError
 from energylens.hardware.profile import Quantity, Sourced, parse_quantity, safe_load
 
@@ -91,7 +91,7 @@ def parse_links(data: object, origin: str) -> dict[str, Link]:
 def load_links(path: str | None = None) -> dict[str, Link]:
     """All links from the built-in ``links.yaml`` (or a user file at ``path``)."""
     if path is None:
-        res = resources.files("energylens") / "data" / "hardware" / "links.yaml"
+        res = data_path("hardware", "links.yaml")
         return parse_links(safe_load(res.read_text()), "energylens/data/hardware/links.yaml")
     return parse_links(safe_load(Path(path).read_text()), str(path))
 

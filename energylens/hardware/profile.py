@@ -20,20 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from energylens.datafiles import data_path, safe_load
 from energylens.errors import SpecError, UnknownNameError
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader when present
-
-
-def safe_load(text: str) -> object:
-    """``yaml.safe_load`` semantics (no arbitrary objects), with the C parser when available."""
-    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a SafeLoader
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5,
                "mxfp4": 4.25 / 8}  # mxfp4: 4-bit values + one 8-bit scale per 32 (OCP MX spec)
 KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate")
@@ -239,13 +233,13 @@ def parse_gpu(data: object, origin: str) -> GPU:
 
 
 def _data_dir():
-    return resources.files("energylens") / "data" / "hardware" / "gpus"
+    return data_path("hardware", "gpus")
 
 
 @cache
 def _builtin() -> dict[str, GPU]:
     gpus: dict[str, GPU] = {}
-    from energylens.measure.fitted import fitted_profile_path
+    from energylens.hardware.fitted import fitted_profile_path
 
     for entry in sorted(_data_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):

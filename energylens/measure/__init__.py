@@ -5,7 +5,7 @@ the functions that run a suite. Records (``records``), point planning (``plan``)
 hook (``fitted``) work on any machine.
 """
 
-from energylens.measure.fitted import fitted_profile_path
+from energylens.hardware.fitted import fitted_profile_path
 from energylens.measure.records import (
     POINT_KINDS,
     SUITES,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache, lru_cache
-from importlib import resources
 from pathlib import Path
 
+from energylens.datafiles import data_path
 from energylens.errors import SpecError, UnknownNameError
 from energylens.graph.model import Model
 from energylens.models.hf_config import HFConfig
@@ -59,7 +59,7 @@ HF_ALIASES: dict[str, str] = {
 
 
 def _config_dir():
-    return resources.files("energylens") / "data" / "models"
+    return data_path("models")
 
 
 @cache

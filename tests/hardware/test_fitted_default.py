@@ -9,7 +9,7 @@ def test_fitted_profile_becomes_the_default(tmp_path, monkeypatch):
     fitted = tmp_path / "h100-sxm" / "profile.yaml"
     fitted.parent.mkdir()
     fitted.write_text(yaml.safe_dump(base))
-    import energylens.measure.fitted as f
+    import energylens.hardware.fitted as f
 
     monkeypatch.setattr(f, "measurements_dir", lambda: tmp_path)
     profile._builtin.cache_clear()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from energylens.hardware.fitted import DISABLE_ENV, fitted_profile_path, measurements_dir
 from energylens.hardware.profile import load_gpu
-from energylens.measure.fitted import DISABLE_ENV, fitted_profile_path, measurements_dir
 
 
 def test_fitted_profile_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ MODULES = [
     "energylens.measure.model",
     "energylens.measure.suites",
     "energylens.measure.collectives",
-    "energylens.measure.fitted",
+    "energylens.hardware.fitted",
     "energylens.calibrate",
     "energylens.cli_measure",
 ]

@@ -10,10 +10,10 @@ import pytest
 
 from energylens.cli import main
 from energylens.errors import SpecError
+from energylens.intervals import interval_for
 from energylens.validate import (
     METRICS,
     REQUIRED_COLUMNS,
-    interval_for,
     load_assumptions,
     read_rows,
     shipped_dev_csv,

@@ -6,15 +6,16 @@ from the records under ``energylens/data/measurements/<gpu-key>/micro/``). When 
 ``energylens/data/hardware/gpus/<gpu-key>.yaml``. The environment variable
 ``ENERGYLENS_NO_FITTED_PROFILES=1`` turns the hook off (spec-sheet profiles only).
 
-This module imports nothing from the rest of energylens, so ``energylens.hardware.profile`` can call
+This module imports only the data accessor, so ``energylens.hardware.profile`` can call
 :func:`fitted_profile_path` without an import cycle.
 """
 
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
+
+from energylens.datafiles import data_path
 
 DISABLE_ENV = "ENERGYLENS_NO_FITTED_PROFILES"
 PROFILE_NAME = "profile.yaml"
@@ -22,7 +23,7 @@ PROFILE_NAME = "profile.yaml"
 
 def measurements_dir() -> Path:
     """The package's ``data/measurements`` directory."""
-    return Path(str(resources.files("energylens") / "data" / "measurements"))
+    return Path(str(data_path("measurements")))
 
 
 def fitted_profile_path(gpu_key: str, root: str | os.PathLike | None = None) -> Path | None:

@@ -1,0 +1,100 @@
+"""How sure a prediction is: 80 % (or 50 / 90 %) intervals from measured/predicted residuals.
+
+Two interval services, both read from shipped data (never computed from the prediction itself):
+
+* :func:`interval_for` — serving figures (``serve``): per (architecture family, GPU, metric) the
+  quantiles of ``log(predicted / measured)`` on the development serving runs
+  (``energylens/data/validation/serving_intervals.yaml``, written by ``tools/fit_serving.py``);
+* :func:`runtime_interval` — static-batch ``predict`` totals: measured/predicted ratios of public
+  vLLM static batches (``energylens/data/validation/static_batch_ratios.yaml``).
+
+A prediction module imports this one; this module imports no prediction and no validator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import cache, lru_cache
+
+from energylens.datafiles import data_path, safe_load
+from energylens.errors import SpecError
+
+INTERVAL_LEVELS = {0.5: (0.25, 0.75), 0.8: (0.1, 0.9), 0.9: (0.05, 0.95)}
+MIN_ROWS_PER_CELL = 8
+
+
+@cache
+def load_intervals() -> dict:
+    path = data_path("validation", "serving_intervals.yaml")
+    if not path.is_file():
+        return {}
+    return safe_load(path.read_text()) or {}
+
+
+def model_family(model) -> str:
+    """Architecture class used to pool residuals: ``dense``, ``moe`` or ``hybrid``."""
+    arch = str(model.info.get("architecture", "")).lower() if model.info else ""
+    if "moe" in arch or "e" in model.dims:
+        return "moe"
+    if "hybrid" in arch or "mamba" in arch:
+        return "hybrid"
+    return "dense"
+
+
+def _cell(intervals: Mapping, family: str, gpu: str, metric: str) -> tuple[dict | None, str]:
+    cells = intervals.get("cells") or {}
+    for key in (f"{family}/{gpu}", f"{family}/*", "*/*"):
+        entry = (cells.get(key) or {}).get(metric)
+        if entry and entry.get("n", 0) >= MIN_ROWS_PER_CELL:
+            return entry, key
+    return None, ""
+
+
+def interval_for(model, gpu_key: str, values: Mapping[str, float], level: float = 0.8,
+                 intervals: Mapping | None = None) -> dict:
+    """``{metric: {low, high, level, basis}}`` around each predicted value; empty when no residual
+    table is shipped. ``level`` is one of 0.5, 0.8, 0.9."""
+    if level not in INTERVAL_LEVELS:
+        raise SpecError("interval_level", level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
+    table = load_intervals() if intervals is None else intervals
+    if not table:
+        return {}
+    lo_q, hi_q = INTERVAL_LEVELS[level]
+    family = model_family(model)
+    out = {}
+    for metric, value in values.items():
+        entry, key = _cell(table, family, gpu_key, metric)
+        if entry is None:
+            continue
+        q = entry["quantiles"]
+        lo, hi = float(q[str(lo_q)]), float(q[str(hi_q)])
+        out[metric] = {"low": value * math.exp(-hi), "high": value * math.exp(-lo), "level": level,
+                       "basis": f"residual quantiles of {key} ({entry['n']} dev rows)"}
+    return out
+
+
+@lru_cache(maxsize=1)
+def _static_batch_ratios() -> dict:
+    path = data_path("validation", "static_batch_ratios.yaml")
+    return safe_load(path.read_text()) if path.is_file() else {}
+
+
+def runtime_interval(energy_j: float, latency_s: float) -> dict:
+    """How sure: the range a real serving stack measured around this per-op prediction.
+
+    ``predict`` models the kernels and collectives; a serving engine adds host time, sampling and
+    busier clocks. Against public vLLM static-batch measurements (``tools/compare_public.py --write``,
+    ``energylens/data/validation/static_batch_ratios.yaml``) the measured/predicted ratios give an 80 %
+    interval for what such a run would measure. For serving-level numbers use ``energylens serve``."""
+    data = _static_batch_ratios()
+    out: dict = {}
+    for key, value in (("total_energy_j", energy_j), ("total_latency_s", latency_s)):
+        fig = (data.get("figures") or {}).get(key.removeprefix("total_"))
+        if not fig:
+            continue
+        out[key] = {"low": value * float(fig["q10"]), "high": value * float(fig["q90"]),
+                    "level": float(data.get("level", 0.8)),
+                    "basis": f"measured/predicted of {fig['n']} vLLM static-batch runs (LLM-Inference-Bench); "
+                             "the per-op model itself is the low edge (kernels only)"}
+    return out
