@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from energylens.cli_measure import measure_app
+from energylens.cli.measure_cmd import measure_app
 from energylens.errors import EnergyLensError
 
 

@@ -67,3 +67,7 @@ def build_dense(cfg: HFConfig, name: str, hf_id: str = "", opts: BuildOptions = 
         family=cfg.model_type,
         info={"tied_embeddings": tied, "architecture": "dense", "config": cfg.origin},
     )
+
+
+# model_type -> builder (collected by energylens.models.builders)
+ARCHITECTURES = {"llama": build_dense, "qwen3": build_dense, "qwen2": build_dense, "mistral": build_dense}

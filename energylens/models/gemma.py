@@ -104,11 +104,5 @@ def build_gemma3(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     )
 
 
-def register() -> None:
-    from energylens.models.registry import BUILDERS
-
-    BUILDERS["gemma3"] = build_gemma3
-    BUILDERS["gemma3_text"] = build_gemma3
-
-
-register()
+# model_type -> builder (collected by energylens.models.builders)
+ARCHITECTURES = {"gemma3": build_gemma3, "gemma3_text": build_gemma3}

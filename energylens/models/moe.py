@@ -1,7 +1,7 @@
 """Mixture-of-experts decoders from ``config.json``: Qwen3-MoE / Qwen2-MoE, Mixtral, DeepSeek-V3/V2
 (multi-head latent attention), gpt-oss and Llama 4 (Scout, Maverick).
 
-An MoE MLP is written as einsums with an expert dimension ``e`` (registered into ``BUILDERS`` on
+An MoE MLP is written as einsums with an expert dimension ``e`` (listed in ``ARCHITECTURES``, collected by :mod:`energylens.models.builders` on
 import; ``energylens.models.registry`` imports this module):
 
 * router ``"btd,de->bte"`` (its weight is ``shardable=False``: every rank holds the whole router);
@@ -66,7 +66,6 @@ from energylens.models.layers import (
     lm_head,
     rmsnorm,
 )
-from energylens.models.registry import BUILDERS
 
 EXTRA_LEGEND: dict[str, str] = {
     "u": "FFN width of the dense (non-MoE) layers of an MoE model",
@@ -429,17 +428,7 @@ def build_deepseek(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     return _model(cfg, name, hf_id, dims, blocks, spec, sum(is_moe), notes)
 
 
-def _register() -> None:
-    # The registry fills BUILDERS lazily and skips that when BUILDERS is not empty: make sure the
-    # built-in (dense) builders are there before adding ours, whichever module is imported first.
-    from energylens.models.registry import _register_builtin_builders
-
-    _register_builtin_builders()
-    for mt, builder in _ARCHITECTURES:
-        BUILDERS[mt] = builder
-
-
-_ARCHITECTURES = (("qwen3_moe", build_qwen_moe), ("qwen2_moe", build_qwen_moe), ("mixtral", build_mixtral),
-                  ("gpt_oss", build_gpt_oss), ("llama4", build_llama4), ("llama4_text", build_llama4),
-                  ("deepseek_v3", build_deepseek), ("deepseek_v2", build_deepseek))
-_register()
+# model_type -> builder (collected by energylens.models.builders)
+ARCHITECTURES = {"qwen3_moe": build_qwen_moe, "qwen2_moe": build_qwen_moe, "mixtral": build_mixtral,
+                 "gpt_oss": build_gpt_oss, "llama4": build_llama4, "llama4_text": build_llama4,
+                 "deepseek_v3": build_deepseek, "deepseek_v2": build_deepseek}

@@ -3,7 +3,6 @@ and local ``config.json`` paths, resolved to shipped configs (no network at run 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -11,10 +10,6 @@ from energylens.datafiles import data_path
 from energylens.errors import SpecError, UnknownNameError
 from energylens.graph.model import Model
 from energylens.models.hf_config import HFConfig
-
-# model_type -> builder(cfg, name, hf_id) -> Model. Other modules register more architectures.
-BUILDERS: dict[str, Callable[[HFConfig, str, str], Model]] = {}
-EXTRA_BUILDER_MODULES = ["energylens.models.moe", "energylens.models.gemma", "energylens.models.hybrid"]
 
 SHORT_NAMES: dict[str, str] = {
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
@@ -77,23 +72,6 @@ def known_models() -> list[str]:
     return sorted(SHORT_NAMES) + sorted(shipped_configs())
 
 
-def _register_builtin_builders() -> None:
-    if BUILDERS:
-        return
-    from energylens.models.dense import build_dense
-
-    for mt in ("llama", "qwen3", "qwen2", "mistral"):
-        BUILDERS[mt] = build_dense
-    import importlib
-
-    for module in EXTRA_BUILDER_MODULES:  # each registers its architectures into BUILDERS on import
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 def resolve(name: str) -> tuple[HFConfig, str, str]:
     """(config, short name, hf id) for a short name, HF id (case-insensitive) or config path."""
     shipped = shipped_configs()
@@ -134,7 +112,8 @@ def load_model(name: str | Model) -> Model:
 
 @lru_cache(maxsize=64)
 def _load_cached(name: str) -> Model:
-    _register_builtin_builders()
+    from energylens.models.builders import BUILDERS
+
     cfg, short, hf_id = resolve(name)
     builder = BUILDERS.get(cfg.model_type)
     if builder is None:

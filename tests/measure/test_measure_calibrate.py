@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from measure_synth import TRUTH, make_gpu, metadata, write_synthetic
 
-from energylens.calibrate import calibrate, guess_gpu, write_profile
+from energylens.calibration.records import calibrate, guess_gpu, write_profile
 from energylens.errors import MeasurementError
 from energylens.hardware.profile import GPU, load_gpu
 from energylens.measure.records import load_records

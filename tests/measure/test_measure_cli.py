@@ -10,7 +10,7 @@ import typer
 from measure_synth import TRUTH
 from typer.testing import CliRunner
 
-from energylens.cli_measure import calibrate_command, measure_app, measure_command
+from energylens.cli.measure_cmd import calibrate_command, measure_app, measure_command
 from energylens.errors import EnergyLensError, MeasurementError
 from energylens.hardware.profile import load_gpu
 

@@ -14,10 +14,10 @@ MODULES = [
     "energylens.measure.workloads",
     "energylens.measure.model",
     "energylens.measure.suites",
-    "energylens.measure.collectives",
+    "energylens.measure.collective_suite",
     "energylens.hardware.fitted",
-    "energylens.calibrate",
-    "energylens.cli_measure",
+    "energylens.calibration.records",
+    "energylens.cli.measure_cmd",
 ]
 
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from energylens.calibration.results import CalibrationResult, FitSummary, FittedValue, PointResidual
 from energylens.cost.roofline import gemm_efficiency, kernel_cost
 from energylens.errors import MeasurementError, UnknownNameError
 from energylens.hardware.profile import DTYPES, FIELDS, GPU, Quantity, load_gpu, parse_gpu
@@ -52,77 +53,6 @@ BOUNDS = {
 EVALUATED_KINDS = ("idle", "memcpy", "gemm", "attention", "elementwise")
 TILE_CANDIDATES = (64, 128, 256)  # gemm_tile_m / gemm_tile_n grid (wave quantisation of the tail)
 TILE_IMPROVEMENT = 0.8  # change the tiles only when the latency fit's cost drops by 20%
-
-
-@dataclass(frozen=True)
-class PointResidual:
-    """Measured vs predicted (fitted profile) for one point; errors in % of the measurement."""
-
-    file: str
-    index: int
-    kind: str
-    dtype: str | None
-    name: str
-    role: str  # "fit: <names>", "held-out", "power-capped"
-    power_capped: bool
-    latency_s: float
-    latency_pred_s: float
-    energy_j: float
-    energy_pred_j: float
-
-    @property
-    def latency_err_pct(self) -> float:
-        return 100.0 * (self.latency_pred_s / self.latency_s - 1.0) if self.latency_s > 0 else 0.0
-
-    @property
-    def energy_err_pct(self) -> float:
-        return 100.0 * (self.energy_pred_j / self.energy_j - 1.0) if self.energy_j > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class FitSummary:
-    """Mean absolute and max absolute % error of a group of points."""
-
-    n: int
-    latency_mape_pct: float
-    latency_max_abs_pct: float
-    energy_mape_pct: float
-    energy_max_abs_pct: float
-
-    @staticmethod
-    def of(rows: Sequence[PointResidual]) -> FitSummary:
-        if not rows:
-            return FitSummary(0, float("nan"), float("nan"), float("nan"), float("nan"))
-        lat = np.abs([r.latency_err_pct for r in rows])
-        en = np.abs([r.energy_err_pct for r in rows])
-        return FitSummary(len(rows), float(lat.mean()), float(lat.max()), float(en.mean()), float(en.max()))
-
-
-@dataclass(frozen=True)
-class FittedValue:
-    """One fitted number with its old value and what fitted it."""
-
-    name: str
-    unit: str
-    old: float | None
-    new: float
-    n_points: int
-    data: str  # which points, human-readable
-    at_bound: bool = False
-
-
-@dataclass
-class CalibrationResult:
-    """Fitted quantities, the fitted profile, per-point residuals and their summaries."""
-
-    base: GPU
-    profile: GPU
-    fitted: dict[str, Quantity]
-    values: list[FittedValue]
-    residuals: list[PointResidual]
-    summary: dict[str, FitSummary]
-    notes: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
 
 
 @dataclass

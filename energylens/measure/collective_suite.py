@@ -1,6 +1,6 @@
 """NCCL collectives, energy per GPU rank. Launch one process per GPU with torchrun::
 
-    torchrun --standalone --nproc-per-node 8 -m energylens.measure.collectives --out data/measurements/h100-sxm/collectives/
+    torchrun --standalone --nproc-per-node 8 -m energylens.measure.collective_suite --out data/measurements/h100-sxm/collectives/
 
 Every rank reads its own GPU's NVML energy counter around the same windows; all data-dependent loop
 counts are agreed with a MAX all-reduce so the ranks issue identical collective calls. Rank 0 gathers
@@ -74,7 +74,7 @@ def run_collectives(
     out: str | Path, settings: RunSettings, options: object, log: Callable[[str], None] = print
 ) -> Path:
     """Measure the collectives (called on every rank under torchrun); rank 0 writes the record."""
-    from energylens.measure.suites import GpuSession, apply_shard, new_record, point_dict, record_path
+    from energylens.measure.session import GpuSession, apply_shard, new_record, point_dict, record_path
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -86,7 +86,7 @@ def run_collectives(
             raise MeasurementError(
                 "collectives",
                 f"{sess.torch.cuda.device_count()} GPUs, one process",
-                "launch one process per GPU: torchrun --standalone --nproc-per-node N -m energylens.measure.collectives --out DIR",
+                "launch one process per GPU: torchrun --standalone --nproc-per-node N -m energylens.measure.collective_suite --out DIR",
             )
         idle = sess.idle_power()
         meta = {
@@ -196,7 +196,7 @@ def run_collectives(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from energylens.measure.suites import SuiteOptions, parse_shard
+    from energylens.measure.session import SuiteOptions, parse_shard
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="record directory or .json file")
