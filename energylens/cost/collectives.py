@@ -112,31 +112,51 @@ from functools import cache
 
 import numpy as np
 
-from energylens.datafiles import data_path
-from energylens.errors import DimensionError, LayoutError, UnknownNameError
+from energylens.datafiles import data_path, read_yaml
+from energylens.errors import DimensionError, LayoutError, SpecError, UnknownNameError
 from energylens.hardware.links import Link, get_link
 from energylens.hardware.profile import GPU, Quantity, load_gpu
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 
-_NOTES = "/work/shared/reference/hardware/hardware_notes.md"
+
+
+def _load_assumption_sources() -> dict[str, Quantity]:
+    data = read_yaml("hardware", "comm_assumptions.yaml")
+    entries = data.get("assumptions") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        raise SpecError("hardware/comm_assumptions.yaml: assumptions", entries, "a mapping of named quantities")
+    out = {}
+    for name, e in entries.items():
+        if not isinstance(e, dict) or isinstance(e.get("value"), bool) or not isinstance(e.get("value"), (int, float)) \
+                or not e.get("source"):
+            raise SpecError(f"hardware/comm_assumptions.yaml: assumptions.{name}", e, "{value, unit, kind, source, note}")
+        out[str(name)] = Quantity(float(e["value"]), str(e.get("unit", "1")), str(e.get("kind", "assumed")),
+                                  str(e["source"]), str(e.get("note", "")))
+    return out
+
+
+# Sourced constants (energylens/data/hardware/comm_assumptions.yaml): value, unit, kind, source, note each.
+ASSUMPTION_SOURCES: dict[str, Quantity] = _load_assumption_sources()
+_V = {k: q.value for k, q in ASSUMPTION_SOURCES.items()}
 
 
 @dataclass(frozen=True)
 class CommAssumptions:
-    """Model constants of the collective cost model; calibration may replace any of them."""
+    """Model constants of the collective cost model; calibration may replace any of them.
+    Defaults (with units and sources) are in ``energylens/data/hardware/comm_assumptions.yaml``."""
 
-    nccl_base_latency_s: float = 6.6e-6
-    sm_saturation_k0: float = 10.6
-    sm_saturation_reference_bw: float = 900e9
-    sm_activity_factor: float = 0.3
-    hbm_staging_factor: float = 2.0
-    nccl_simple_base_latency_s: float = 8.4e-6
-    nccl_simple_hop_nvlink_s: float = 3.4e-6
-    nccl_simple_hop_pci_s: float = 5.7e-6
-    nccl_simple_hop_net_s: float = 14e-6
-    nccl_ll_bandwidth_fraction: float = 0.5
-    default_comm_sms: float = 16.0
+    nccl_base_latency_s: float = _V["nccl_base_latency_s"]
+    sm_saturation_k0: float = _V["sm_saturation_k0"]
+    sm_saturation_reference_bw: float = _V["sm_saturation_reference_bw"]
+    sm_activity_factor: float = _V["sm_activity_factor"]
+    hbm_staging_factor: float = _V["hbm_staging_factor"]
+    nccl_simple_base_latency_s: float = _V["nccl_simple_base_latency_s"]
+    nccl_simple_hop_nvlink_s: float = _V["nccl_simple_hop_nvlink_s"]
+    nccl_simple_hop_pci_s: float = _V["nccl_simple_hop_pci_s"]
+    nccl_simple_hop_net_s: float = _V["nccl_simple_hop_net_s"]
+    nccl_ll_bandwidth_fraction: float = _V["nccl_ll_bandwidth_fraction"]
+    default_comm_sms: float = _V["default_comm_sms"]
     network_link: str | None = None
 
     def with_(self, **changes: object) -> CommAssumptions:
@@ -144,92 +164,6 @@ class CommAssumptions:
 
 
 DEFAULT_ASSUMPTIONS = CommAssumptions()
-
-ASSUMPTION_SOURCES: dict[str, Quantity] = {
-    "nccl_base_latency_s": Quantity(
-        6.6e-6,
-        "s",
-        "model",
-        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL base latency, Ring LL protocol ({_NOTES} §5.8); used only where no measured table exists",
-    ),
-    "sm_saturation_k0": Quantity(
-        10.6,
-        "1",
-        "fitted",
-        "repo:deepseek-ai/DeepEP:README.md@0297fc80",
-        "k0 in s(k) = 1 - exp(-k/k0): least squares on DeepEP SM100 EP8 NVLink dispatch 726/643 GB/s and "
-        f"combine 740/675 GB/s with 64 vs 24 SMs ({_NOTES} §5.6); single fits give 11.2 and 9.9",
-    ),
-    "sm_saturation_reference_bw": Quantity(
-        900e9,
-        "B/s",
-        "assumed",
-        "energylens/data/hardware/links.yaml (nvlink5.bandwidth_unidir)",
-        "k0 was fitted on B200 NVLink5 (900 GB/s per direction). Assuming a constant copy throughput per SM "
-        "(DeepEP: 643 GB/s / 24 SMs = 27 GB/s per SM), the SMs needed scale with the link bandwidth: "
-        "k0(link) = k0 x bandwidth_unidir / 900 GB/s (NVLink4 5.3, NVLink3 3.5, PCIe ~0.4-0.7 SMs)",
-    ),
-    "sm_activity_factor": Quantity(
-        0.3,
-        "1",
-        "assumed",
-        f"{_NOTES} §6",
-        "fraction of a fully busy SM's power ((power_limit - idle)/sm_count) drawn by an SM running an NCCL "
-        "channel: copy/reduce/poll loops, no tensor work, while HBM/link traffic is charged separately. No "
-        "measurement exists; notes §6 only says a GPU moving data sits well above idle",
-    ),
-    "nccl_simple_base_latency_s": Quantity(
-        8.4e-6,
-        "s",
-        "model",
-        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL base latency, Ring Simple protocol ({_NOTES} §5.8); multi-node bandwidth path",
-    ),
-    "nccl_simple_hop_nvlink_s": Quantity(
-        3.4e-6,
-        "s",
-        "model",
-        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL per-hop NVLink latency, Ring Simple ({_NOTES} §5.8)",
-    ),
-    "nccl_simple_hop_pci_s": Quantity(
-        5.7e-6,
-        "s",
-        "model",
-        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL per-hop PCI latency, Ring Simple ({_NOTES} §5.8)",
-    ),
-    "nccl_simple_hop_net_s": Quantity(
-        14e-6,
-        "s",
-        "model",
-        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"NCCL per-hop NET latency, Ring/Tree Simple ({_NOTES} §5.8)",
-    ),
-    "nccl_ll_bandwidth_fraction": Quantity(
-        0.5,
-        "1",
-        "model",
-        "repo:NVIDIA/nccl@5067397c:src/graph/tuning.cc",
-        f"the LL protocol uses at most 50% of the bus bandwidth ({_NOTES} §5.8); applied to the NIC part of the "
-        "multi-node low-latency path",
-    ),
-    "hbm_staging_factor": Quantity(
-        2.0,
-        "1",
-        "assumed",
-        f"{_NOTES} §6",
-        "each byte received by a GPU is written to HBM (NCCL FIFO / peer write) and read back once",
-    ),
-    "default_comm_sms": Quantity(
-        16.0,
-        "1",
-        "assumed",
-        "repo:NVIDIA/nccl@5067397c:src/graph/topo.h",
-        "NCCL channels when the GPU's link in links.yaml has no nccl_channels",
-    ),
-}
 
 
 @dataclass(frozen=True)
