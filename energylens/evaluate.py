@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost.engine import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
+from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model
 from energylens.graph.ops import Role
@@ -156,8 +157,8 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         e = sum((reduce(r.cost.energy_j) for r in k_e), np.asarray(0.0)) + sum(
             (reduce(r.energy_j_per_gpu) for r in c), np.asarray(0.0))
         if k_e is not k:  # the mean rank waits for the busiest one at idle power
-            e = e + (sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0))
-                     - sum((reduce(r.cost.latency_s) for r in k_e), np.asarray(0.0))) * gpu.idle_power_w
+            e = e + idle_energy_j(gpu, sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0))
+                                  - sum((reduce(r.cost.latency_s) for r in k_e), np.asarray(0.0)))
         layer_time[name] = t  # per execution (one layer for blocks)
         layer_energy[name] = e  # per rank per execution
     tp = axes["tp"]
@@ -211,7 +212,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     comm = (sum((reduce(r.energy_j_per_gpu) * r.count for _, r in colls), np.asarray(0.0)) * tp + p2p_energy) * dp * m
     gpu_time = tp * pp * latency
     busy_time = (tp * (kernel_time_e + coll_time) + 2.0 * tp * p2p_time) * m
-    wait = np.maximum(gpu_time - busy_time, 0.0) * gpu.idle_power_w * dp
+    wait = idle_energy_j(gpu, np.maximum(gpu_time - busy_time, 0.0)) * dp
     energy = compute + memory + static + comm + wait
 
     def full(x) -> np.ndarray:
@@ -219,7 +220,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
 
     layer_time = {k: np.broadcast_to(v, out_shape) for k, v in layer_time.items()}
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
-    moe_wait = None if moe is None else full(tp * dp * m * (kernel_time - kernel_time_e) * gpu.idle_power_w)
+    moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
                        full(kernel_time), full(coll_time), full(p2p_time), kernels, colls, p2p, reduce, layer_time,
                        layer_energy, layer_time, layer_energy, kernels_energy=kernels_e, moe_idle_wait_j=moe_wait,

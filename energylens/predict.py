@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from energylens.cost.power import idle_energy_j
 from energylens.errors import LayoutError, WorkloadError
 from energylens.evaluate import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
 from energylens.graph.model import Model
@@ -255,7 +256,7 @@ def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: f
         busy *= mb  # each micro-batch crosses every stage once
         energy *= mb
         idle = max(latency - busy, 0.0)
-        energy += idle * gpu.idle_power_w
+        energy += float(idle_energy_j(gpu, idle))
         for replica in range(dp):
             for r in range(tp):
                 out.append(GPUResult(replica * tp * pp + stage * tp + r, stage, replica, energy, busy, idle))

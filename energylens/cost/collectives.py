@@ -112,6 +112,7 @@ from functools import cache
 
 import numpy as np
 
+from energylens.cost.power import clamp_to_limit_w, comm_sm_power_w
 from energylens.datafiles import data_path, read_yaml
 from energylens.errors import DimensionError, LayoutError, SpecError, UnknownNameError
 from energylens.hardware.links import Link, get_link
@@ -498,12 +499,10 @@ def collective_cost(
             e_active[idx] = (
                 hbm * g.energy_per_byte_j + intra * link.energy_per_byte_j + nic * net.energy_per_byte_j
             )
-    idle = g.idle_power_w
-    p_lim = g.power_limit_w
-    p_sm = s * (p_lim - idle) / g.sm_count * a.sm_activity_factor
-    power = np.full(n.shape, idle)
+    p_sm = comm_sm_power_w(g, s, a.sm_activity_factor)
+    power = np.full(n.shape, g.idle_power_w)
     pos = t > 0
-    power[pos] = np.minimum(idle + e_active[pos] / t[pos] + p_sm[pos], p_lim)
+    power[pos] = clamp_to_limit_w(g, g.idle_power_w + e_active[pos] / t[pos] + p_sm[pos])
     energy = power * t
     return CollectiveCost(t.reshape(shape), energy.reshape(shape), power.reshape(shape))
 

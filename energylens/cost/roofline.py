@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from energylens.cost import power
 from energylens.hardware.profile import GPU
 
 ArrayLike = float | int | np.ndarray
@@ -123,13 +124,8 @@ def kernel_cost_from_terms(
     latency = np.maximum(compute_s, memory_s) + gpu.kernel_overhead_s * np.asarray(launches, dtype=float)
     e_memory = bytes_ * gpu.energy_per_byte_j
     e_dynamic = e_compute + e_memory
-    idle = gpu.idle_power_w
-    headroom = gpu.power_limit_w - idle
-    capped_latency = e_dynamic / headroom
-    capped = capped_latency > latency
-    latency = np.where(capped, capped_latency, latency)
-    static = idle * latency
-    energy = e_dynamic + static
+    after = power.cap(gpu, latency, e_dynamic)  # the power cap stretches the kernel (cost/power.py)
+    latency, static, energy, capped = after.latency_s, after.static_energy_j, after.energy_j, after.capped
     shape = np.broadcast(compute_s, bytes_, e_compute, latency).shape
 
     def full(a) -> np.ndarray:

@@ -57,6 +57,7 @@ import numpy as np
 
 from energylens.cost.collectives import collective_cost
 from energylens.cost.engine import KernelRecord, cost_steps
+from energylens.cost.power import stretch
 from energylens.errors import LayoutError
 from energylens.evaluate import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase
 from energylens.graph.model import Model
@@ -146,13 +147,9 @@ def overlap_timeline(compute_chunk_s, compute_chunk_dyn_j, comm_chunk_s, comm_ch
     comp_only = n * c - both
     comm_only = n * m - both
     headroom = power_limit_w - idle_power_w
-
-    def stretch(dur, power):
-        return np.maximum(dur, dur * power / headroom)
-
-    seg_both = stretch(both, pc + pm)
-    seg_c = stretch(comp_only, pc)
-    seg_m = stretch(comm_only, pm)
+    seg_both = stretch(headroom, both, pc + pm)  # the shared power cap (cost/power.py)
+    seg_c = stretch(headroom, comp_only, pc)
+    seg_m = stretch(headroom, comm_only, pm)
     latency = seg_both + seg_c + seg_m
     dyn = both * (pc + pm) + comp_only * pc + comm_only * pm
     energy = dyn + idle_power_w * latency

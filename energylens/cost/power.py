@@ -1,0 +1,79 @@
+"""Power on one GPU: every rule that turns work into watts and joules lives here.
+
+Used by kernels (:mod:`energylens.cost.roofline`), collectives (:mod:`energylens.cost.collectives`),
+overlap (:mod:`energylens.overlap.model`), phases and pipelines (:mod:`energylens.evaluate`,
+:mod:`energylens.predict`), serving and disaggregation. The coefficients come from the GPU profile
+(``idle_power``, ``power_limit``, ``sm_count``; units in the names).
+
+* **Static power while waiting**: a GPU holding a context but running nothing draws ``idle_power``;
+  a GPU that waits for a slower one (pipeline bubbles, MoE stragglers, host time) spends
+  ``idle_power x seconds`` (:func:`idle_energy_j`).
+* **Static power while busy**: ``idle_power + active_fraction x (power_limit - idle_power)``
+  (:func:`busy_static_power_w`; the serving layer fits ``active_fraction``; kernels use 0 and carry
+  their activity in the dynamic energy per FLOP and per byte).
+* **Power cap**: work whose dynamic energy ``e`` over its uncapped time ``t`` would exceed the
+  headroom ``power_limit - idle_power`` stretches to ``e / headroom`` (clocks drop, as the driver
+  does); then it draws exactly the limit (:func:`cap`).
+* **Communication kernels**: an SM running an NCCL channel draws ``activity x (power_limit -
+  idle_power) / sm_count`` (:func:`comm_sm_power_w`), on top of the traffic's energy per byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from energylens.hardware.profile import GPU
+
+
+def headroom_w(gpu: GPU) -> float:
+    """Power above idle that the limit leaves for dynamic work (W)."""
+    return gpu.power_limit_w - gpu.idle_power_w
+
+
+def idle_energy_j(gpu: GPU, seconds) -> np.ndarray:
+    """Energy of waiting ``seconds`` at idle power (context held, no kernel running)."""
+    return np.asarray(seconds, dtype=float) * gpu.idle_power_w
+
+
+def busy_static_power_w(gpu: GPU, active_fraction) -> np.ndarray:
+    """Static power while kernels run: idle plus ``active_fraction`` of the headroom (W)."""
+    return gpu.idle_power_w + np.asarray(active_fraction, dtype=float) * headroom_w(gpu)
+
+
+def clamp_to_limit_w(gpu: GPU, power_w) -> np.ndarray:
+    """A GPU never draws more than its power limit on average."""
+    return np.minimum(np.asarray(power_w, dtype=float), gpu.power_limit_w)
+
+
+@dataclass(frozen=True)
+class Capped:
+    """Work after the power cap: stretched latency, static and total energy, and whether it bound."""
+
+    latency_s: np.ndarray
+    static_energy_j: np.ndarray
+    energy_j: np.ndarray
+    capped: np.ndarray
+
+
+def cap(gpu: GPU, latency_s, dynamic_energy_j) -> Capped:
+    """Apply the power cap to work of uncapped ``latency_s`` and ``dynamic_energy_j`` (above idle)."""
+    latency = np.asarray(latency_s, dtype=float)
+    dyn = np.asarray(dynamic_energy_j, dtype=float)
+    stretched = dyn / headroom_w(gpu)
+    capped = stretched > latency
+    latency = np.where(capped, stretched, latency)
+    static = gpu.idle_power_w * latency
+    return Capped(latency, static, dyn + static, capped)
+
+
+def stretch(gpu_headroom_w: float, duration_s, power_w) -> np.ndarray:
+    """Duration of a segment drawing ``power_w`` above idle once the cap binds (vectorised)."""
+    d = np.asarray(duration_s, dtype=float)
+    return np.maximum(d, d * np.asarray(power_w, dtype=float) / gpu_headroom_w)
+
+
+def comm_sm_power_w(gpu: GPU, sms, activity_factor: float) -> np.ndarray:
+    """Power (above idle) of ``sms`` SMs running communication channels."""
+    return np.asarray(sms, dtype=float) * headroom_w(gpu) / gpu.sm_count * activity_factor
