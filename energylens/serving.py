@@ -318,14 +318,21 @@ def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, outp
     return ServingParts(batch, br, mean, median, x_mean, pp, tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w)
 
 
+def iteration_time_s(cost: IterationCost, c: ServingCoefficients, batch_per_replica, pp: int) -> np.ndarray:
+    """Wall time of one engine iteration as a client sees it: the costed GPU time of ``cost`` plus the
+    per-sequence GPU work and the host time of the serving coefficients (the formula of :func:`combine`)."""
+    br = np.asarray(batch_per_replica, dtype=float)
+    return cost.time_s + c.per_sequence_overhead_s * br / pp + c.iteration_overhead_s
+
+
 def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
     """Apply one platform's serving coefficients to the costed parts (see the module docstring)."""
     mean, median, br, pp = parts.mean, parts.median, parts.batch_per_replica, parts.pp
     seq_s = c.per_sequence_overhead_s * br / pp  # GPU-busy, per micro-batch crossing
     host_s = np.broadcast_to(np.asarray(c.iteration_overhead_s, dtype=float), br.shape)
     busy_mean = mean.time_s + seq_s
-    iter_mean = busy_mean + host_s
-    iter_median = median.time_s + seq_s + host_s
+    iter_mean = iteration_time_s(mean, c, br, pp)
+    iter_median = iteration_time_s(median, c, br, pp)
     idle = parts.idle_power_w
     active_w = c.active_power_fraction * (parts.power_limit_w - idle)
     # per GPU (one rank of each stage runs pp micro-batches per iteration): kernels + active static
@@ -381,6 +388,8 @@ class ServingResult:
     gpu_time_s: float
     host_time_s: float
     coefficients: dict
+    output_tokens_per_s_per_gpu: float = 0.0
+    kv_cache: dict = field(default_factory=dict)
     interval: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -435,9 +444,12 @@ def serve(
     coefficients: ServingCoefficients | CoefficientTable | None = None,
     interval_level: float = DEFAULT_INTERVAL_LEVEL,
     routing: str | None = None,
+    gpu_memory_utilization: float | None = None,
 ) -> ServingResult:
     """Steady-state vLLM serving of ``model`` on ``num_gpus`` GPUs (default ``tp x pp x dp``) at a
-    mean running ``batch`` (whole deployment), mean prompt ``input_len`` and output ``output_len``."""
+    mean running ``batch`` (whole deployment), mean prompt ``input_len`` and output ``output_len``.
+    Refuses (naming the numbers) a deployment whose weights do not fit, or whose KV cache cannot
+    hold ``batch / dp`` running requests per replica (:mod:`energylens.kv_capacity`)."""
     from energylens.predict import prepare
 
     m, g = prepare(model, gpu, dtype)
@@ -451,6 +463,18 @@ def serve(
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
     if batch < dp * pp:
         raise WorkloadError("batch", batch, f"at least dp x pp = {dp * pp} (one request per replica and stage)")
+    from energylens.kv_capacity import kv_capacity, require_fit
+
+    cap = kv_capacity(m, g, lay, max_batched_tokens=int(max_batched_tokens),
+                      **({} if gpu_memory_utilization is None else {"gpu_memory_utilization": gpu_memory_utilization}))
+    require_fit(cap, gpu=g.key, layout=lay, input_len=float(input_len), output_len=float(output_len))
+    fit_batch = float(cap.max_running(input_len, output_len)) * dp
+    if batch > fit_batch:
+        raise WorkloadError("batch", batch, f"at most {fit_batch:.0f} running requests: the KV cache holds "
+                            f"{cap.kv_tokens:.0f} tokens per replica ({dp} replica(s)), a request "
+                            f"{float(cap.footprint_tokens(input_len, output_len)):.0f} on average (prompt + half "
+                            "the output + half a block); use more GPUs per replica or a load mode (--concurrency) "
+                            "in which requests wait")
     coeffs = resolve_coefficients(coefficients, g.key)
     arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
                        max_batched_tokens=int(max_batched_tokens), routing=routing)
@@ -471,6 +495,7 @@ def serve(
         output_tokens_per_s=f(arr.output_tokens_per_s),
         prefill_tokens_per_iteration=f(arr.prefill_tokens_per_iteration),
         gpu_time_s=f(arr.gpu_time_s), host_time_s=f(arr.host_time_s), coefficients=coeffs.to_dict(),
+        output_tokens_per_s_per_gpu=f(arr.output_tokens_per_s) / arr.num_gpus, kv_cache=cap.to_dict(),
         notes=tuple(notes),
     )
     from energylens.intervals import interval_for

@@ -31,9 +31,20 @@ def serve_command(
     level: float = typer.Option(0.8, "--interval-level", help="Prediction interval level: 0.5, 0.8 or 0.9."),
     routing: str = typer.Option(None, "--routing", help="MoE routing: uniform (default), zipf:S, dirichlet:A or a "
                                 "histogram FILE."),
+    concurrency: float = typer.Option(None, "--concurrency", "-c", help="Closed loop: C clients, each sending its "
+                                      "next request when the previous one finishes (TTFT, TPOT, queueing)."),
+    request_rate: float = typer.Option(None, "--request-rate", help="Open loop: Poisson arrivals, requests/s "
+                                       "(queueing for a slot and KV memory)."),
+    staggered: bool = typer.Option(False, "--staggered", help="Closed loop: clients spread over the cycle "
+                                   "(variable-length traffic) instead of starting together (fixed-length benchmark)."),
+    max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="vLLM max_num_seqs: running-request cap "
+                                     "(default: KV memory only)."),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vLLM fraction of GPU "
+                                                 "memory for weights, activations and KV cache."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Predict steady-state serving: decode-step latency, average power of all GPUs, energy per output token."""
+    """Predict serving: steady state at a running --batch, or under a load (--concurrency C closed loop,
+    --request-rate R open loop) with TTFT/TPOT, throughput per GPU, power and energy per output token."""
     from energylens.errors import WorkloadError
     from energylens.serving import serve
 
@@ -47,13 +58,56 @@ def serve_command(
             if task not in table:
                 raise WorkloadError("task", task, "one of " + ", ".join(sorted(table)))
             input_len = float(table[task]["input_len"])
+    if concurrency is not None or request_rate is not None:
+        from energylens.serving_load import serve_load
+
+        res = serve_load(model, gpu, concurrency=concurrency, request_rate=request_rate, input_len=input_len,
+                         output_len=output_len, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, dtype=dtype,
+                         max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
+                         gpu_memory_utilization=gpu_memory_utilization, staggered=staggered, interval_level=level,
+                         routing=routing)
+        if as_json:
+            typer.echo(json.dumps(res.to_dict(), indent=2, default=float))
+            return
+        render_load(res)
+        return
     res = serve(model, gpu, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, batch=batch, input_len=input_len,
                 output_len=output_len, dtype=dtype, max_batched_tokens=max_batched_tokens, interval_level=level,
-                routing=routing)
+                routing=routing, gpu_memory_utilization=gpu_memory_utilization)
     if as_json:
         typer.echo(json.dumps(res.to_dict(), indent=2, default=float))
         return
     render(res)
+
+
+def render_load(res) -> None:
+    con = Console()
+    lay = res.layout
+    load = (f"{res.concurrency:g} closed-loop clients" + (" (staggered)" if res.staggered else " (starting together)")
+            if res.mode == "closed_loop" else f"Poisson arrivals at {res.request_rate_per_s:g} requests/s")
+    con.print(f"[bold]{res.model}[/] on [bold]{res.num_gpus}x {res.gpu}[/] ({res.dtype}; tp={lay['tp']} ep={lay['ep']} "
+              f"dp={lay['dp']} pp={lay['pp']}), {load}, prompt {res.input_len:g}, output {res.output_len:g} tokens")
+    t = Table(title="Serving under load (vLLM-style continuous batching)")
+    t.add_column("figure")
+    t.add_column("mean", justify="right")
+    t.add_column("p90", justify="right")
+    t.add_column("interval", justify="right")
+    t.add_row("TTFT", f"{res.ttft_s * 1e3:.1f} ms", f"{res.ttft_p90_s * 1e3:.1f} ms", "")
+    t.add_row("TPOT", f"{res.tpot_s * 1e3:.2f} ms", f"{res.tpot_p90_s * 1e3:.2f} ms", _iv(res, "tpot_s", 1e3, ".2f"))
+    t.add_row("output tokens/s per GPU", f"{res.output_tokens_per_s_per_gpu:,.1f}", "", "")
+    t.add_row("average power, all GPUs", f"{res.avg_power_w:.0f} W", "", _iv(res, "avg_power_w", 1.0, ".0f"))
+    t.add_row("energy per output token", f"{res.energy_per_output_token_j:.4g} J", "",
+              _iv(res, "energy_per_output_token_j", 1.0, ".4g"))
+    t.add_row("running batch (mean) / slots", f"{res.running_batch:.1f} / {res.max_running_requests:.0f}", "", "")
+    t.add_row("requests waiting for a slot (mean)", f"{res.queued_requests:.1f}", "", "")
+    t.add_row("request rate / saturation", f"{res.request_rate_per_s:.3g} / {res.saturation_request_rate_per_s:.3g} "
+              "req/s", "", "")
+    con.print(t)
+    kv = res.kv_cache
+    con.print(f"KV cache per replica: {kv['kv_tokens']:,.0f} tokens ({kv['free_bytes'] / 2**30:.1f} GiB free per GPU "
+              f"of {kv['usable_bytes'] / 2**30:.1f} GiB usable; weights {kv['weights_bytes'] / 2**30:.1f} GiB)")
+    for n in res.notes:
+        con.print(f"[yellow]note:[/] {n}")
 
 
 def _iv(res, name: str, scale: float, fmt: str) -> str:

@@ -1,0 +1,539 @@
+"""Serving under a load: closed loop (``C`` concurrent clients) and open loop (Poisson arrivals at ``R`` req/s).
+
+Both modes build on the continuous-batching steady state of :mod:`energylens.serving` (one engine
+iteration decodes a token for every running request and prefills the prompts admitted meanwhile,
+chunked to ``max_batched_tokens``; same coefficients) and on the KV-cache budget of
+:mod:`energylens.kv_capacity`, which limits the requests a replica runs at once
+(``slots = min(max_running, max_num_seqs)``). Every request has ``input_len`` prompt and
+``output_len`` output tokens; the ``dp`` replicas share the load evenly. Per replica:
+
+* a prompt needs ``k = ceil(input_len / (max_batched_tokens - running))`` prefill iterations
+  (chunks); the last one emits the first token; ``output_len - 1`` decode iterations follow, so a
+  request holds its slot for ``span = output_len + k - 1`` iterations and ``lambda = running / span``
+  prompts are admitted per iteration (Little's law);
+* the mean iteration ``tau`` is the steady state at ``running`` requests
+  (:func:`energylens.serving.serving_parts` with ``output_len = span``). ``TPOT`` (time per output
+  token after the first, as benchmarks report it: ``(latency - TTFT) / (output_len - 1)``) is the mean
+  iteration over a request's decode phase, i.e. ``tau``; its p90 adds the spread of the Poisson number
+  of prompts sharing an iteration, averaged over the request's ``output_len - 1`` iterations;
+* ``TTFT`` = wait for the next iteration boundary + the ``k`` iterations that carry the prompt
+  (:func:`energylens.serving.iteration_cost` at the prompt plus, on average, ``lambda`` other prompts
+  in the same iteration (Palm expectation), capped at the budget) + queueing for a slot.
+
+**Closed loop** (``concurrency = C``: each client sends its next request when the previous one
+finishes, ``n = C / dp`` clients per replica; how most serving benchmarks and the AIConfigurator
+silicon runs work). A client's next request reaches the engine after the following iteration has
+started (detokenising, streaming and the HTTP round trip take longer than launching the next step),
+so it waits for the iteration in flight. Two arrangements of the clients:
+
+* synchronised (default; a benchmark with fixed lengths whose clients start together): requests that
+  finish in the same iteration come back together, so each cycle prefills the ``n`` prompts in
+  ``G = max(1, n input_len / budget)`` full iterations (``tau_wave``, the whole budget, or all prompts
+  when they fit in one) and a request decodes through ``G - 1`` of them and otherwise pure decode
+  iterations: ``TPOT = ((O - 1 - (G - 1)) tau_decode + (G - 1) tau_wave) / (O - 1)``,
+  ``TTFT = wait + k tau_wave`` (no wait when ``G = 1``: the engine is idle when the wave returns);
+* staggered (``staggered=True``; variable lengths spread the clients over the cycle): the steady
+  state above with one iteration of wait.
+
+Clients beyond the slots queue (staggered either way): the engine then completes ``slots / S``
+requests per second (``S = k tau_prefill + (output_len - 1) tau`` per slot) and a client's cycle is
+``n / throughput``, so ``TTFT = max(tau + k tau_prefill, (n / slots) S - (output_len - 1) tau)``.
+Running batch: ``min(n span / (span + wait), slots)`` (a waiting client is not in the batch).
+
+**Open loop** (``request_rate = R``, Poisson arrivals, ``r = R / dp`` per replica). Queueing model: a
+birth-death chain on the number of requests ``n`` in the replica (an M/M/c-type queue with
+load-dependent service, ``c = slots``): arrivals at ``r``, completions at ``mu(m) = m / (span tau(m))``
+with ``m = min(n, c)`` running, so ``p(n) ~ prod_j r / mu(min(j, c))`` with a geometric tail above
+``c`` (stable while ``r < mu(c)``, the saturation rate). ``tau(m)`` is costed on a geometric grid of
+``m`` and interpolated. Waiting for a slot follows from the chain (``L_q / r``, Little) scaled by
+``(1 + cv^2) / 2`` with ``cv = 0`` (Allen-Cunneen: every request needs the same number of
+iterations, so service is nearly deterministic, not exponential); tested against a discrete-event
+simulation of the engine in ``tests/validation/test_serving_load.py``. An arrival waits for the running
+iteration to end (half an iteration on average, none when the engine is idle). Power is the
+time average over the chain's states (idle power when no request is in the replica); energy per
+output token = power / (R x output_len). p90 TPOT is the 90th percentile over tokens of the
+state's iteration time (an upper bound: a request averages over its own iterations).
+
+Outputs (:class:`LoadArrays`, arrays broadcast over the load and length inputs): mean and p90
+TTFT and TPOT, output tokens/s (all GPUs and per GPU), average power, J per output token, the mean
+running batch and queue, the request rate, the KV budget, and masks ``fits`` (the weights and one
+request fit in memory) and ``stable`` (open loop: the rate is below saturation). Where a mask is
+false the latency figures are ``inf``. :func:`serve_load` is the scalar API behind
+``energylens serve --concurrency/--request-rate``; it refuses configurations that do not fit or
+are unstable, naming the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from energylens.errors import WorkloadError
+from energylens.evaluate import USABLE_MEMORY_FRACTION
+from energylens.graph.model import Model
+from energylens.hardware.profile import GPU
+from energylens.kv_capacity import KVCapacity, kv_capacity, require_fit
+from energylens.parallel.layout import Layout
+from energylens.program import build_program
+from energylens.serving import (
+    MAX_BATCHED_TOKENS,
+    CoefficientTable,
+    ServingCoefficients,
+    combine,
+    iteration_cost,
+    iteration_time_s,
+    poisson_median,
+    resolve_coefficients,
+    serving_parts,
+)
+
+CLOSED_LOOP_WAIT_ITERATIONS = 1.0  # a closed-loop request waits for the iteration running when it arrives
+OPEN_LOOP_WAIT_ITERATIONS = 0.5  # Poisson arrival: mean residual of a (near-constant) iteration
+SERVICE_CV2 = 0.0  # squared coefficient of variation of the service (fixed output length)
+Z90 = 1.2815515655446004  # standard normal 90th percentile
+GRID_POINTS = 24  # open loop: running-batch grid on which the iteration is costed
+MAX_STATES = 8192  # open loop: largest number of running requests per replica the chain holds
+
+
+@dataclass
+class LoadArrays:
+    """Serving figures under a load (arrays over the inputs; whole deployment unless noted)."""
+
+    ttft_s: np.ndarray
+    ttft_p90_s: np.ndarray
+    tpot_s: np.ndarray
+    tpot_p90_s: np.ndarray
+    decode_step_latency_s: np.ndarray  # median iteration at the mean running batch (median ITL)
+    output_tokens_per_s: np.ndarray
+    output_tokens_per_s_per_gpu: np.ndarray
+    request_rate_per_s: np.ndarray
+    avg_power_w: np.ndarray
+    energy_per_output_token_j: np.ndarray
+    running_batch: np.ndarray  # mean running requests (the batch that actually runs)
+    queued_requests: np.ndarray  # mean requests waiting for a slot
+    max_running_per_replica: np.ndarray  # slots: KV memory and max_num_seqs
+    fits: np.ndarray  # weights + workspace + one request fit in memory
+    stable: np.ndarray  # open loop: the rate is below saturation (closed loop: always)
+    saturation_request_rate_per_s: np.ndarray  # requests/s with every slot busy (whole deployment)
+    capacity: KVCapacity
+    num_gpus: int
+
+
+def _inputs(load, input_len, output_len, load_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrs = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (load, input_len, output_len)))
+    for name, v in zip((load_name, "input_len", "output_len"), arrs, strict=True):
+        if v.size == 0 or np.any(~np.isfinite(v)) or np.any(v <= 0):
+            raise WorkloadError(name, v.tolist() if v.ndim else float(v), "positive finite numbers")
+    return arrs
+
+
+def _slots(cap: KVCapacity, i, o, max_num_seqs) -> np.ndarray:
+    slots = cap.max_running(i, o) if cap.fits else np.zeros_like(i)
+    if max_num_seqs is not None:
+        slots = np.minimum(slots, float(max_num_seqs))
+    return slots
+
+
+def _chunks(i, running, mbt: int, o=None) -> np.ndarray:
+    """Prefill iterations of one prompt: the budget left by the decoding requests (a fraction
+    ``(o - 1) / o`` of the running ones; all of them when ``o`` is not given)."""
+    decoding = running if o is None else running * (np.asarray(o, dtype=float) - 1.0) / np.asarray(o, dtype=float)
+    return np.maximum(1.0, np.ceil(i / np.maximum(mbt - decoding, 1.0)))
+
+
+def _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, span) -> np.ndarray:
+    """Wall time of an iteration with ``running`` requests and ``x`` prompt tokens (prompts of ``i``)."""
+    pp = int(layout.pp)
+    cost = iteration_cost(model, gpu, layout, running / pp, x / pp, i, i + span / 2.0, program, routing)
+    return iteration_time_s(cost, coeffs, running, pp)
+
+
+def _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, extra, mbt):
+    """Time of an iteration carrying the prompt plus ``extra`` other prompts (k = 1) or a full chunk."""
+    budget = np.maximum(mbt - running, 1.0)
+    x = np.where(k > 1, budget, np.minimum(i * (1.0 + extra), budget))
+    return _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, span), x
+
+
+def _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs, gpu_memory_utilization, capacity):
+    if isinstance(max_batched_tokens, bool) or not isinstance(max_batched_tokens, (int, np.integer)) \
+            or max_batched_tokens < 1:
+        raise WorkloadError("max_batched_tokens", max_batched_tokens, "a positive integer")
+    if max_num_seqs is not None and (isinstance(max_num_seqs, bool) or not isinstance(max_num_seqs, (int, np.integer))
+                                     or max_num_seqs < 1):
+        raise WorkloadError("max_num_seqs", max_num_seqs, "a positive integer (or none: memory limits the batch)")
+    program = build_program(model, layout)
+    cap = capacity or kv_capacity(model, gpu, layout, gpu_memory_utilization=gpu_memory_utilization,
+                                  max_batched_tokens=int(max_batched_tokens), program=program)
+    return program, cap, resolve_coefficients(coefficients, gpu.key)
+
+
+def closed_loop_running(clients, span, slots, wait_iterations=CLOSED_LOOP_WAIT_ITERATIONS) -> np.ndarray:
+    """Mean running requests of a replica with ``clients`` closed-loop clients: each holds a slot for
+    ``span`` iterations and then waits ``wait_iterations`` for the next iteration boundary; clients
+    beyond ``slots`` queue (all slots busy)."""
+    n = np.asarray(clients, dtype=float)
+    return np.minimum(n * span / (span + wait_iterations), slots)
+
+
+def closed_loop_latency(clients, output_len, chunks, slots, tau, tau_prefill) -> tuple[np.ndarray, np.ndarray]:
+    """Staggered clients: (mean TTFT in s, requests/s) of one replica. ``tau`` is the mean iteration,
+    ``tau_prefill`` an iteration carrying the prompt (``chunks`` of them). Without a queue a request
+    waits one iteration and is prefilled; with clients beyond the slots, the slots complete ``slots / S``
+    requests per second (``S = chunks tau_prefill + (output_len - 1) tau``) and a client's cycle is
+    ``clients / that``."""
+    n = np.asarray(clients, dtype=float)
+    o = np.asarray(output_len, dtype=float)
+    slot_s = chunks * tau_prefill + (o - 1.0) * tau
+    queued = n > slots
+    ttft = np.maximum(CLOSED_LOOP_WAIT_ITERATIONS * tau + chunks * tau_prefill,
+                      np.where(queued, n / np.where(queued, slots, 1.0) * slot_s - (o - 1.0) * tau, 0.0))
+    return ttft, n / (ttft + (o - 1.0) * tau)
+
+
+def wave_groups(clients, input_len, budget) -> np.ndarray:
+    """Synchronised clients: prefill iterations per cycle (groups of prompts filling the budget), >= 1."""
+    return np.maximum(1.0, np.asarray(clients, dtype=float) * input_len / np.maximum(budget, 1.0))
+
+
+def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.ndarray, np.ndarray]:
+    """Synchronised clients: (mean TTFT, mean TPOT) of one replica. Requests that finish in the same
+    iteration come back together, so the prompts of a cycle are prefilled in ``groups`` full
+    iterations (``tau_wave``) and a request decodes through the other ``groups - 1`` of them and
+    pure decode iterations (``tau_decode``). With one group the engine is idle when the wave returns
+    (no wait); otherwise a request waits for the iteration in flight."""
+    o = np.asarray(output_len, dtype=float)
+    heavy = np.clip(groups - 1.0, 0.0, np.maximum(o - 1.0, 0.0))
+    tpot = ((np.maximum(o - 1.0, 1.0) - heavy) * tau_decode + heavy * tau_wave) / np.maximum(o - 1.0, 1.0)
+    ttft = np.where(groups > 1.0, CLOSED_LOOP_WAIT_ITERATIONS * tpot, 0.0) + chunks * tau_wave
+    return ttft, tpot
+
+
+def serve_closed_loop_arrays(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len, *,
+                             coefficients: ServingCoefficients | CoefficientTable | None = None,
+                             max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
+                             gpu_memory_utilization: float = USABLE_MEMORY_FRACTION, routing=None,
+                             capacity: KVCapacity | None = None, staggered: bool = False) -> LoadArrays:
+    """Closed loop: ``concurrency`` clients (whole deployment) each with one request in flight (see the
+    module docstring). ``staggered=False`` (default): the clients start together and, all requests
+    having the same lengths, stay synchronised (a benchmark with fixed lengths); ``True``: their
+    requests are spread evenly over the cycle (variable lengths, real traffic). Clients beyond the
+    slots queue (staggered either way). Arrays of ``concurrency``, ``input_len`` and ``output_len``
+    broadcast; ``layout`` is a valid scalar layout. Coefficients default to the shipped ones."""
+    c_in, i, o = _inputs(concurrency, input_len, output_len, "concurrency")
+    program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
+                                  gpu_memory_utilization, capacity)
+    dp, mbt = int(layout.dp), int(max_batched_tokens)
+    slots = _slots(cap, i, o, max_num_seqs)
+    fits = slots >= 1
+    lim = np.where(fits, slots, np.inf)  # costed anyway where nothing fits (figures masked below)
+    n = c_in / dp
+    queued = n > lim
+    k = _chunks(i, np.minimum(n, lim), mbt, o)
+    span = o + k - 1.0
+    budget = np.maximum(mbt - np.minimum(n, lim) * (o - 1.0) / o, 1.0)
+    groups = wave_groups(n, i, budget)
+    waves = ~queued & (not staggered)
+    running = np.where(waves, closed_loop_running(n, span, lim, (groups > 1.0) * CLOSED_LOOP_WAIT_ITERATIONS),
+                       closed_loop_running(n, span, lim))
+    arr = combine(serving_parts(model, gpu, layout, running * dp, i, span, max_batched_tokens=mbt, routing=routing),
+                  coeffs)
+    tau = arr.mean_iteration_s
+    lam = running / span
+    tau_p, x_p = _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, lam, mbt)
+    from scipy.stats import poisson
+
+    q90 = poisson.ppf(0.9, np.maximum(lam, 1e-12))
+    tau_p90, _ = _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, q90, mbt)
+    ttft_s, rate_s = closed_loop_latency(n, o, k, lim, tau, tau_p)
+    # TPOT spread (staggered): Poisson prompts per iteration (slope of iteration time in prefill tokens)
+    x_med = np.minimum(poisson_median(lam) * i, np.maximum(mbt - running, 1.0))
+    dx = x_p - x_med
+    slope = np.where(dx > 0, (tau_p - arr.decode_step_latency_s) / np.where(dx > 0, dx, 1.0), 0.0)
+    sigma = np.maximum(slope, 0.0) * i * np.sqrt(lam) * (i * (1.0 + lam) <= np.maximum(mbt - running, 1.0))
+    tpot_p90_s = tau + Z90 * sigma / np.sqrt(np.maximum(o - 1.0, 1.0))
+    # synchronised waves: pure decode iterations and full prefill iterations of the whole batch
+    nb = np.minimum(n, lim)
+    tau_dec = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, np.zeros_like(nb), i, span)
+    x_w = np.minimum(nb * i, budget)
+    tau_w = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, x_w, i, span)
+    ttft_w, tpot_w = wave_latency(o, k, groups, tau_dec, tau_w)
+    ttft = np.where(waves, ttft_w, ttft_s)
+    ttft_p90 = np.where(waves, ttft_w, ttft_s + k * (tau_p90 - tau_p))
+    tpot = np.where(waves, tpot_w, tau)
+    tpot_p90 = np.where(waves, tpot_w, tpot_p90_s)
+    median = np.where(waves, np.where(np.clip(groups - 1.0, 0.0, None) < 0.5 * o, tau_dec, tau_w),
+                      arr.decode_step_latency_s)
+    rate = np.where(waves, n / (ttft + (o - 1.0) * tpot), rate_s) * dp  # requests/s, whole deployment
+    # saturation: every slot busy (the open loop's service rate mu(c))
+    lim_f = np.where(fits, lim, 1.0)
+    span_c = o + _chunks(i, lim_f, mbt, o) - 1.0
+    tau_c = combine(serving_parts(model, gpu, layout, lim_f * dp, i, span_c, max_batched_tokens=mbt,
+                                  routing=routing), coeffs).mean_iteration_s
+    tokens = rate * o
+    power = arr.avg_power_w
+    inf = np.where(fits, 1.0, np.inf)
+    return LoadArrays(
+        ttft_s=ttft * inf, ttft_p90_s=ttft_p90 * inf, tpot_s=tpot * inf, tpot_p90_s=tpot_p90 * inf,
+        decode_step_latency_s=median * inf, output_tokens_per_s=tokens * fits,
+        output_tokens_per_s_per_gpu=tokens / arr.num_gpus * fits, request_rate_per_s=rate * fits,
+        avg_power_w=power, energy_per_output_token_j=power / tokens * inf, running_batch=running * dp * fits,
+        queued_requests=np.maximum(n - lim, 0.0) * dp * fits, max_running_per_replica=slots, fits=fits,
+        stable=np.ones_like(fits), saturation_request_rate_per_s=lim_f / (span_c * tau_c) * dp * fits,
+        capacity=cap, num_gpus=arr.num_gpus)
+
+
+def interp_states(m_grid, values, m) -> np.ndarray:
+    """``values`` (S x G, on the increasing grid ``m_grid``) linearly interpolated at ``m`` (S x M)."""
+    idx = np.clip(np.sum(m_grid[..., None, :] <= m[..., None], axis=-1) - 1, 0, m_grid.shape[-1] - 2)
+    g0, g1 = (np.take_along_axis(m_grid, j, axis=-1) for j in (idx, idx + 1))
+    v0, v1 = (np.take_along_axis(values, j, axis=-1) for j in (idx, idx + 1))
+    w = np.clip(np.where(g1 > g0, (m - g0) / np.where(g1 > g0, g1 - g0, 1.0), 0.0), 0.0, 1.0)
+    return v0 + w * (v1 - v0)
+
+
+def birth_death(rate, m_grid, mu_grid, slots, max_states: int = MAX_STATES) -> dict[str, np.ndarray]:
+    """Stationary distribution of the open-loop chain (vectorised over leading axes).
+
+    ``rate``: arrivals per second (shape S); ``m_grid``/``mu_grid``: service rate (completions/s) at
+    running batch ``m_grid`` (shape S x G, increasing in m); ``slots``: servers c (shape S, >= 1).
+    Returns ``p`` (S x M, states n = 1..M with M = max slots; beyond c the tail is geometric),
+    ``p0``, ``tail`` (P(n > c)), ``pc`` (P(n = c)), ``rho_c`` (rate / mu(c)), ``lq`` (mean queue),
+    ``m`` (the running batch of each state) and ``mu`` (the service rate of each state)."""
+    lead = np.broadcast_shapes(np.shape(rate), np.shape(slots), np.shape(m_grid)[:-1])
+    m_grid = np.broadcast_to(m_grid, lead + np.shape(m_grid)[-1:])
+    mu_grid = np.broadcast_to(mu_grid, m_grid.shape)
+    rate = np.broadcast_to(np.asarray(rate, dtype=float), lead)
+    c = np.minimum(np.broadcast_to(np.asarray(slots, dtype=float), lead), max_states)
+    big = int(np.max(c))
+    n = np.arange(1, big + 1, dtype=float)
+    m = np.minimum(n, c[..., None])
+    mu = interp_states(m_grid, mu_grid, m)
+    logp = np.cumsum(np.log(rate[..., None]) - np.log(mu), axis=-1)
+    logp = np.where(n <= c[..., None], logp, -np.inf)
+    mu_c = np.take_along_axis(mu, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
+    rho = rate / mu_c
+    stable = rho < 1.0
+    r_ = np.where(stable, rho, 0.5)
+    log_pc = np.take_along_axis(logp, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
+    top = np.maximum(np.max(logp, axis=-1), 0.0)
+    z = np.exp(-top) + np.sum(np.exp(logp - top[..., None]), axis=-1) + np.exp(log_pc - top) * r_ / (1 - r_)
+    p = np.exp(logp - top[..., None]) / z[..., None]
+    pc = np.exp(log_pc - top) / z
+    return {"p": p, "p0": np.exp(-top) / z, "pc": pc, "tail": pc * r_ / (1 - r_), "rho_c": rho, "stable": stable,
+            "lq": pc * r_ / (1 - r_) ** 2, "m": m, "mu": mu, "mu_c": mu_c}
+
+
+def open_loop_queue(rate, m_grid, tau_grid, span_grid, slots) -> dict[str, np.ndarray]:
+    """The open-loop queue figures of one replica from its iteration time on a grid (pure queueing).
+
+    ``rate``: Poisson arrivals per second (shape S); ``tau_grid``: mean iteration (s) at running batch
+    ``m_grid`` (S x G, increasing m); ``span_grid``: iterations a request holds its slot at that batch;
+    ``slots``: c. Returns the state probabilities and the mean running batch, mean queue, queueing
+    delay (mean, p90), residual wait for the iteration boundary, token-weighted mean and p90 iteration
+    (TPOT), and ``stable``."""
+    lead = np.broadcast_shapes(np.shape(rate), np.shape(slots), np.shape(m_grid)[:-1])
+    m_grid = np.broadcast_to(m_grid, lead + np.shape(m_grid)[-1:])
+    tau_grid = np.broadcast_to(tau_grid, m_grid.shape)
+    rate = np.broadcast_to(np.asarray(rate, dtype=float), lead)
+    chain = birth_death(rate, m_grid, m_grid / (span_grid * tau_grid), slots)
+    p, m, tail = chain["p"], chain["m"], chain["tail"]
+    c = np.clip(np.broadcast_to(np.asarray(slots, dtype=float), lead), 1.0, MAX_STATES)
+    cidx = (c - 1).astype(int)[..., None]
+    tau_n = interp_states(m_grid, tau_grid, m)
+    tau_c = np.take_along_axis(tau_n, cidx, axis=-1)[..., 0]
+    factor = (1.0 + SERVICE_CV2) / 2.0  # Allen-Cunneen correction of the M/M/c-type wait
+    queue_s = chain["lq"] / np.maximum(rate, 1e-300) * factor
+    p_wait = chain["pc"] + tail
+    excess = np.maximum(chain["mu_c"] - rate, 1e-300)
+    queue_p90_s = np.where(p_wait > 0.1, np.log(np.maximum(p_wait, 0.1) / 0.1) / excess, 0.0) * factor
+    residual_s = OPEN_LOOP_WAIT_ITERATIONS * (np.sum(p * tau_n, axis=-1) + tail * tau_c)
+    wt = p * m / tau_n  # tokens flow at m / tau in each state
+    wt_tail = tail * c / tau_c
+    tot = np.sum(wt, axis=-1) + wt_tail
+    tpot = (np.sum(wt * tau_n, axis=-1) + wt_tail * tau_c) / tot
+    cum = np.cumsum(wt, axis=-1) / tot[..., None]
+    j90 = np.minimum(np.argmax(cum >= 0.9, axis=-1), cidx[..., 0])
+    tpot_p90 = np.where(cum[..., -1] >= 0.9, np.take_along_axis(tau_n, j90[..., None], axis=-1)[..., 0], tau_c)
+    return {**chain, "c": c, "tau_n": tau_n, "tau_c": tau_c, "running": np.sum(p * m, axis=-1) + tail * c,
+            "queue_s": queue_s, "queue_p90_s": queue_p90_s, "residual_s": residual_s, "tpot_s": tpot,
+            "tpot_p90_s": tpot_p90}
+
+
+def serve_open_loop_arrays(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, output_len, *,
+                           coefficients: ServingCoefficients | CoefficientTable | None = None,
+                           max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
+                           gpu_memory_utilization: float = USABLE_MEMORY_FRACTION, routing=None,
+                           capacity: KVCapacity | None = None) -> LoadArrays:
+    """Open loop: Poisson arrivals at ``request_rate`` requests/s (whole deployment); see the module
+    docstring for the queueing model. Arrays broadcast; ``layout`` is a valid scalar layout."""
+    r_in, i, o = _inputs(request_rate, input_len, output_len, "request_rate")
+    program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
+                                  gpu_memory_utilization, capacity)
+    dp, mbt = int(layout.dp), int(max_batched_tokens)
+    slots = _slots(cap, i, o, max_num_seqs)
+    fits = slots >= 1
+    c = np.clip(np.where(fits, slots, 1.0), 1.0, MAX_STATES)
+    r = r_in / dp
+    # iteration time and power on a geometric grid of running batches 1..c
+    m_grid = np.round(c[..., None] ** np.linspace(0.0, 1.0, GRID_POINTS))
+    ig, og = i[..., None], o[..., None]
+    span_g = og + _chunks(ig, m_grid, mbt, og) - 1.0
+    arr = combine(serving_parts(model, gpu, layout, m_grid * dp, ig, span_g, max_batched_tokens=mbt,
+                                routing=routing), coeffs)
+    q = open_loop_queue(r, m_grid, arr.mean_iteration_s, span_g, c)
+    p, m, tail = q["p"], q["m"], q["tail"]
+    stable = q["stable"] & fits
+    power_n = interp_states(m_grid, arr.avg_power_w / dp, m)  # one replica
+    power_c = np.take_along_axis(power_n, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
+    idle_w = gpu.idle_power_w * arr.num_gpus / dp
+    power = (q["p0"] * idle_w + np.sum(p * power_n, axis=-1) + tail * power_c) * dp
+    median_n = interp_states(m_grid, arr.decode_step_latency_s, m)
+    busy = np.maximum(np.sum(p, axis=-1) + tail, 1e-300)
+    med_iter = (np.sum(p * median_n, axis=-1) + tail * median_n[..., -1]) / busy
+    # the prompt's own prefill iterations at the mean running batch, with on average lambda other prompts
+    run = np.maximum(q["running"], 1.0)
+    k = _chunks(i, run, mbt, o)
+    span = o + k - 1.0
+    lam = r * q["tpot_s"]
+    from scipy.stats import poisson
+
+    tau_p, _ = _prefill_iteration(model, gpu, layout, program, routing, coeffs, run, i, span, k, lam, mbt)
+    tau_p90, _ = _prefill_iteration(model, gpu, layout, program, routing, coeffs, run, i, span, k,
+                                    poisson.ppf(0.9, np.maximum(lam, 1e-12)), mbt)
+    ttft = q["queue_s"] + q["residual_s"] + k * tau_p
+    ttft_p90 = q["queue_p90_s"] + 0.9 / OPEN_LOOP_WAIT_ITERATIONS * q["residual_s"] + k * tau_p90  # uniform residual
+    tokens = r_in * o
+    bad = np.where(stable, 1.0, np.inf)
+    return LoadArrays(
+        ttft_s=ttft * bad, ttft_p90_s=ttft_p90 * bad, tpot_s=q["tpot_s"] * bad, tpot_p90_s=q["tpot_p90_s"] * bad,
+        decode_step_latency_s=med_iter * bad, output_tokens_per_s=tokens * stable,
+        output_tokens_per_s_per_gpu=tokens / arr.num_gpus * stable, request_rate_per_s=r_in * stable,
+        avg_power_w=power, energy_per_output_token_j=power / tokens * bad, running_batch=q["running"] * dp,
+        queued_requests=q["lq"] * dp * stable, max_running_per_replica=slots, fits=fits, stable=stable,
+        saturation_request_rate_per_s=q["mu_c"] * dp * fits, capacity=cap, num_gpus=arr.num_gpus)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One prediction under a load (closed or open loop). Units in every name; whole deployment."""
+
+    mode: str  # "closed_loop" | "open_loop"
+    model: str
+    gpu: str
+    dtype: str
+    layout: dict
+    num_gpus: int
+    concurrency: float | None
+    request_rate_per_s: float
+    input_len: float
+    output_len: float
+    ttft_s: float
+    ttft_p90_s: float
+    tpot_s: float
+    tpot_p90_s: float
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    avg_power_w: float
+    energy_per_output_token_j: float
+    running_batch: float
+    queued_requests: float
+    max_running_requests: float
+    saturation_request_rate_per_s: float
+    batch: float  # = running_batch (the steady-state keys below are at this batch)
+    decode_step_latency_s: float
+    mean_iteration_s: float
+    prefill_tokens_per_iteration: float
+    gpu_time_s: float
+    host_time_s: float
+    kv_cache: dict
+    coefficients: dict
+    staggered: bool = False
+    interval: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None = None,
+               request_rate: float | None = None, input_len: float, output_len: float, num_gpus: int | None = None,
+               tp: int = 1, ep: int = 1, dp: int = 1, pp: int = 1, dtype: str | None = None, gpus_per_node: int = 8,
+               max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
+               gpu_memory_utilization: float = USABLE_MEMORY_FRACTION, staggered: bool = False,
+               coefficients: ServingCoefficients | CoefficientTable | None = None, interval_level: float = 0.8,
+               routing: str | None = None) -> LoadResult:
+    """Serving under ``concurrency`` closed-loop clients or Poisson arrivals at ``request_rate`` req/s
+    (exactly one of them). Refuses (``LayoutError``/``WorkloadError`` naming the numbers) a deployment
+    whose weights or single request do not fit in memory, and an open-loop rate at or above saturation."""
+    from energylens.predict import prepare
+    from energylens.serving import resolve_layout, serve_arrays
+
+    if (concurrency is None) == (request_rate is None):
+        raise WorkloadError("load", {"concurrency": concurrency, "request_rate": request_rate},
+                            "exactly one of concurrency (closed loop) or request_rate (open loop)")
+    load_name, load = ("concurrency", concurrency) if concurrency is not None else ("request_rate", request_rate)
+    for name, v in ((load_name, load), ("input_len", input_len), ("output_len", output_len)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+                or v <= 0:
+            raise WorkloadError(name, v, "a positive number")
+    m, g = prepare(model, gpu, dtype)
+    lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
+    if concurrency is not None and concurrency < dp * pp:
+        raise WorkloadError("concurrency", concurrency, f"at least dp x pp = {dp * pp} (one request per replica "
+                            "and stage)")
+    coeffs = resolve_coefficients(coefficients, g.key)
+    cap = kv_capacity(m, g, lay, gpu_memory_utilization=gpu_memory_utilization,
+                      max_batched_tokens=int(max_batched_tokens) if isinstance(max_batched_tokens, (int, np.integer))
+                      else 1)
+    require_fit(cap, gpu=g.key, layout=lay, input_len=float(input_len), output_len=float(output_len))
+    kw = dict(coefficients=coeffs, max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
+              gpu_memory_utilization=gpu_memory_utilization, routing=routing, capacity=cap)
+    if concurrency is not None:
+        arr = serve_closed_loop_arrays(m, g, lay, concurrency, input_len, output_len, staggered=staggered, **kw)
+    else:
+        arr = serve_open_loop_arrays(m, g, lay, request_rate, input_len, output_len, **kw)
+
+    def f(x) -> float:
+        return float(np.asarray(x).reshape(-1)[0])
+
+    if not bool(np.asarray(arr.stable).reshape(-1)[0]):
+        raise WorkloadError("request_rate", request_rate,
+                            f"below the saturation rate {f(arr.saturation_request_rate_per_s):.3g} requests/s of "
+                            f"{lay.dp} replica(s) with {f(arr.max_running_per_replica):.0f} running requests each "
+                            "(KV memory / max_num_seqs): the queue would grow without bound")
+    notes = list(notes)
+    if f(arr.queued_requests) > 0.01:
+        notes.append(f"{f(arr.queued_requests):.1f} requests wait on average for one of "
+                     f"{f(arr.max_running_per_replica) * lay.dp:.0f} slots (KV memory "
+                     f"{cap.kv_tokens:.0f} tokens per replica" + (f", max_num_seqs {max_num_seqs}" if max_num_seqs
+                                                                   else "") + ")")
+    running = max(f(arr.running_batch), float(lay.dp * lay.pp))
+    steady = serve_arrays(m, g, lay, running, input_len, output_len, coefficients=coeffs,
+                          max_batched_tokens=int(max_batched_tokens), routing=routing)
+    res = LoadResult(
+        mode="closed_loop" if concurrency is not None else "open_loop", model=m.hf_id or m.name, gpu=g.key,
+        dtype=m.weight_dtype, layout=lay.to_dict(), num_gpus=arr.num_gpus,
+        concurrency=None if concurrency is None else float(concurrency), request_rate_per_s=f(arr.request_rate_per_s),
+        input_len=float(input_len), output_len=float(output_len), ttft_s=f(arr.ttft_s), ttft_p90_s=f(arr.ttft_p90_s),
+        tpot_s=f(arr.tpot_s), tpot_p90_s=f(arr.tpot_p90_s), output_tokens_per_s=f(arr.output_tokens_per_s),
+        output_tokens_per_s_per_gpu=f(arr.output_tokens_per_s_per_gpu), avg_power_w=f(arr.avg_power_w),
+        energy_per_output_token_j=f(arr.energy_per_output_token_j), running_batch=f(arr.running_batch),
+        queued_requests=f(arr.queued_requests), max_running_requests=f(arr.max_running_per_replica) * lay.dp,
+        saturation_request_rate_per_s=f(arr.saturation_request_rate_per_s), batch=f(arr.running_batch),
+        decode_step_latency_s=f(arr.decode_step_latency_s), mean_iteration_s=f(steady.mean_iteration_s),
+        prefill_tokens_per_iteration=f(steady.prefill_tokens_per_iteration), gpu_time_s=f(steady.gpu_time_s),
+        host_time_s=f(steady.host_time_s), kv_cache=cap.to_dict(), coefficients=coeffs.to_dict(),
+        staggered=bool(staggered) and concurrency is not None, notes=tuple(notes))
+    from energylens.validate import interval_for
+
+    iv = interval_for(m, g.key, {"decode_step_latency_s": res.decode_step_latency_s, "avg_power_w": res.avg_power_w,
+                                 "energy_per_output_token_j": res.energy_per_output_token_j}, interval_level)
+    if "decode_step_latency_s" in iv:  # TPOT is a mean inter-token latency: the ITL residuals apply
+        tp_iv = iv["decode_step_latency_s"]
+        scale = res.tpot_s / res.decode_step_latency_s
+        iv["tpot_s"] = {**tp_iv, "low": tp_iv["low"] * scale, "high": tp_iv["high"] * scale}
+    return replace(res, interval=iv)
