@@ -25,14 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from energylens.engines import VLLM
 from energylens.errors import LayoutError, WorkloadError
-from energylens.evaluate import PREFILL_CHUNK_TOKENS, USABLE_MEMORY_FRACTION, memory_per_gpu
+from energylens.evaluate import PREFILL_CHUNK_TOKENS, memory_per_gpu
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
 from energylens.parallel.layout import Layout
 from energylens.program import build_program
 
-BLOCK_TOKENS = 16  # vLLM default KV block size (tokens per block)
+BLOCK_TOKENS = 16  # vLLM's default --block-size (tokens per paged-KV block, vllm/config CacheConfig.block_size)
 
 
 @dataclass
@@ -77,8 +78,8 @@ def check_utilization(gpu_memory_utilization: float) -> float:
     return float(v)
 
 
-def kv_capacity(model: Model, gpu: GPU, layout: Layout, *, gpu_memory_utilization: float = USABLE_MEMORY_FRACTION,
-                max_batched_tokens: int = int(PREFILL_CHUNK_TOKENS), program=None) -> KVCapacity:
+def kv_capacity(model: Model, gpu: GPU, layout: Layout, *, gpu_memory_utilization: float = VLLM.gpu_memory_utilization,
+                max_batched_tokens: int = VLLM.max_batched_tokens, program=None) -> KVCapacity:
     """KV-cache budget of a scalar ``layout`` (see the module docstring)."""
     util = check_utilization(gpu_memory_utilization)
     program = program or build_program(model, layout)

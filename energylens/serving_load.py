@@ -69,8 +69,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from energylens.engines import VLLM
 from energylens.errors import WorkloadError
-from energylens.evaluate import USABLE_MEMORY_FRACTION
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
 from energylens.kv_capacity import KVCapacity, kv_capacity, require_fit
@@ -213,7 +213,7 @@ def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.n
 def serve_closed_loop_arrays(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len, *,
                              coefficients: ServingCoefficients | CoefficientTable | None = None,
                              max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
-                             gpu_memory_utilization: float = USABLE_MEMORY_FRACTION, routing=None,
+                             gpu_memory_utilization: float = VLLM.gpu_memory_utilization, routing=None,
                              capacity: KVCapacity | None = None, staggered: bool = False) -> LoadArrays:
     """Closed loop: ``concurrency`` clients (whole deployment) each with one request in flight (see the
     module docstring). ``staggered=False`` (default): the clients start together and, all requests
@@ -364,7 +364,7 @@ def open_loop_queue(rate, m_grid, tau_grid, span_grid, slots) -> dict[str, np.nd
 def serve_open_loop_arrays(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, output_len, *,
                            coefficients: ServingCoefficients | CoefficientTable | None = None,
                            max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
-                           gpu_memory_utilization: float = USABLE_MEMORY_FRACTION, routing=None,
+                           gpu_memory_utilization: float = VLLM.gpu_memory_utilization, routing=None,
                            capacity: KVCapacity | None = None) -> LoadArrays:
     """Open loop: Poisson arrivals at ``request_rate`` requests/s (whole deployment); see the module
     docstring for the queueing model. Arrays broadcast; ``layout`` is a valid scalar layout."""
@@ -463,7 +463,7 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
                request_rate: float | None = None, input_len: float, output_len: float, num_gpus: int | None = None,
                tp: int = 1, ep: int = 1, dp: int = 1, pp: int = 1, dtype: str | None = None, gpus_per_node: int = 8,
                max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
-               gpu_memory_utilization: float = USABLE_MEMORY_FRACTION, staggered: bool = False,
+               gpu_memory_utilization: float = VLLM.gpu_memory_utilization, staggered: bool = False,
                coefficients: ServingCoefficients | CoefficientTable | None = None, interval_level: float = 0.8,
                routing: str | None = None) -> LoadResult:
     """Serving under ``concurrency`` closed-loop clients or Poisson arrivals at ``request_rate`` req/s
@@ -528,7 +528,7 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
         prefill_tokens_per_iteration=f(steady.prefill_tokens_per_iteration), gpu_time_s=f(steady.gpu_time_s),
         host_time_s=f(steady.host_time_s), kv_cache=cap.to_dict(), coefficients=coeffs.to_dict(),
         staggered=bool(staggered) and concurrency is not None, notes=tuple(notes))
-    from energylens.validate import interval_for
+    from energylens.intervals import interval_for
 
     iv = interval_for(m, g.key, {"decode_step_latency_s": res.decode_step_latency_s, "avg_power_w": res.avg_power_w,
                                  "energy_per_output_token_j": res.energy_per_output_token_j}, interval_level)
