@@ -22,6 +22,8 @@ import csv
 import re
 from pathlib import Path
 
+from energylens.cost.collectives import bus_factor as cost_bus_factor
+
 UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 AIC_COMMIT = "repo:ai-dynamo/aiconfigurator@095f58a5:aic-core/src/aiconfigurator_core/systems/data"
 AIC_TABLES = {  # heading prefix in hardware_notes.md §5.1 -> (gpu key, aiconfigurator system dir, NCCL version)
@@ -41,11 +43,7 @@ COLUMNS = ["collective", "group_size", "message_bytes", "latency_s", "busbw_byte
 
 
 def bus_factor(kind: str, p: int) -> float:
-    if kind == "all_reduce":
-        return 2.0 * (p - 1) / p
-    if kind == "send_recv":
-        return 1.0
-    return (p - 1) / p
+    return float(cost_bus_factor(kind, p))  # the one definition: energylens.cost.collectives.bus_factor
 
 
 def size_bytes(token: str) -> int:

@@ -39,9 +39,8 @@ from energylens.calibration.results import CalibrationResult, FitSummary, Fitted
 from energylens.cost.roofline import gemm_efficiency, kernel_cost
 from energylens.errors import MeasurementError, UnknownNameError
 from energylens.hardware.profile import DTYPES, FIELDS, GPU, Quantity, load_gpu, parse_gpu
-from energylens.measure.records import Point, Record, check_consistent, load_records
+from energylens.measure.records import POWER_CAP_FRACTION, Point, Record, check_consistent, load_records
 
-POWER_CAP_FRACTION = 0.97  # a point drawing this fraction of the power limit counts as capped
 BOUNDS = {
     "max_memory_efficiency": (0.05, 1.0),
     "kernel_overhead": (0.0, 1e-3),

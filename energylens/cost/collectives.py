@@ -218,11 +218,7 @@ def _check_kind(kind: str) -> str:
 
 
 def _bus_factor_scalar(kind: str, p: float) -> float:
-    if kind == "all_reduce":
-        return 2.0 * (p - 1) / p
-    if kind == "send_recv":
-        return 1.0
-    return (p - 1) / p
+    return float(bus_factor(kind, p))
 
 
 def bus_factor(kind: str, group_size) -> np.ndarray:

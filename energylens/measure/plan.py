@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from energylens.cost.collectives import COLLECTIVES, bus_factor
 from energylens.errors import UnknownNameError, WorkloadError
 from energylens.hardware.profile import DTYPE_BYTES
 
@@ -40,25 +41,37 @@ class ModelDims:
         return self.experts > 0
 
 
-# Public config.json values of the models energylens ships (measurement shapes only).
-MODELS: dict[str, ModelDims] = {
-    "llama-3-8b": ModelDims("llama-3-8b", 4096, 32, 32, 8, 128, 14336, 128256),
-    "llama-3-70b": ModelDims("llama-3-70b", 8192, 80, 64, 8, 128, 28672, 128256),
-    "qwen3-30b-a3b": ModelDims(
-        "qwen3-30b-a3b",
-        2048,
-        48,
-        32,
-        4,
-        128,
-        6144,
-        151936,
-        experts=128,
-        top_k=8,
-        moe_intermediate=768,
-        qk_norm=True,
-    ),
+# Measurement keys -> the catalogue's config.json (energylens/data/models): the shapes come from the
+# same files the predictor builds its models from, never from a second table.
+MODEL_CONFIGS: dict[str, str] = {
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama-3-70b": "meta-llama/Meta-Llama-3-70B",
+    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
 }
+
+
+def dims_from_config(key: str, cfg) -> ModelDims:
+    """A model's measurement dimensions from its Hugging Face config (``energylens.models.hf_config.HFConfig``)."""
+    heads = cfg.int("num_attention_heads")
+    hidden = cfg.int("hidden_size")
+    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    experts = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 0)
+    return ModelDims(
+        key, hidden, cfg.int("num_hidden_layers"), heads, cfg.int("num_key_value_heads", heads), head_dim,
+        cfg.int("intermediate_size"), cfg.int("vocab_size"), experts=experts,
+        top_k=int(cfg.get("num_experts_per_tok") or 0) if experts else 0,
+        moe_intermediate=int(cfg.get("moe_intermediate_size") or 0) if experts else 0,
+        qk_norm=cfg.model_type in ("qwen3", "qwen3_moe"),
+    )
+
+
+def _catalogue_dims() -> dict[str, ModelDims]:
+    from energylens.models.registry import resolve
+
+    return {key: dims_from_config(key, resolve(hf_id)[0]) for key, hf_id in MODEL_CONFIGS.items()}
+
+
+MODELS: dict[str, ModelDims] = _catalogue_dims()
 
 
 def model_dims(key: str) -> ModelDims:
@@ -558,20 +571,7 @@ def plan_models(
 
 # --------------------------------------------------------------------------- collectives
 
-COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
-
-
-def bus_factor(op: str, world: int) -> float:
-    """nccl-tests' bus-bandwidth factor: bus bytes = factor * message bytes."""
-    if world < 2:
-        return 0.0
-    if op == "all_reduce":
-        return 2.0 * (world - 1) / world
-    if op in ("all_gather", "reduce_scatter", "all_to_all"):
-        return (world - 1) / world
-    if op == "send_recv":
-        return 1.0
-    raise UnknownNameError("collective.op", op, COLLECTIVE_OPS)
+COLLECTIVE_OPS = COLLECTIVES  # the collectives the cost model knows (energylens.cost.collectives)
 
 
 def collective_sizes(size: str) -> tuple[int, ...]:
@@ -594,7 +594,7 @@ def plan_collectives(size: str, world: int, dtype: str = "bf16") -> list[PointSp
                 "op": op,
                 "size_bytes": nbytes,
                 "world_size": world,
-                "bus_bytes": bus_factor(op, world) * nbytes,
+                "bus_bytes": float(bus_factor(op, world)) * nbytes,
             }
             out.append(PointSpec("collective", dtype, dims, 0.0, float(nbytes), 3.0 * nbytes))
     return out

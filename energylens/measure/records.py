@@ -29,6 +29,8 @@ from pathlib import Path
 
 from energylens.errors import MeasurementError
 
+POWER_CAP_FRACTION = 0.97  # a point drawing this fraction of the power limit counts as power-capped
+
 SCHEMA_VERSION = 1
 SUITES = ("micro", "models", "collectives")
 POINT_KINDS = (

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from energylens.errors import MeasurementError
 from energylens.measure.nvml import SW_POWER_CAP, PowerSamples
+from energylens.measure.records import POWER_CAP_FRACTION
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def measure_callable(
     avg_power = sum(e * calls for e in energy) / sum(walls)
     capped = bool(samples.throttle) and samples.fraction_with(SW_POWER_CAP) >= settings.power_cap_fraction
     if power_limit_w:
-        capped = capped or avg_power >= 0.97 * power_limit_w
+        capped = capped or avg_power >= POWER_CAP_FRACTION * power_limit_w
     return Measurement(
         latency_s=lat_m,
         latency_s_std=lat_s,
