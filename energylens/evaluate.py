@@ -228,8 +228,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
 
 
 def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,
-                   prompt_len) -> dict[str, np.ndarray]:
-    """Weights, KV cache and workspace on the most loaded GPU (bytes), vectorised."""
+                   prompt_len, *, max_batched_tokens=PREFILL_CHUNK_TOKENS) -> dict[str, np.ndarray]:
+    """Weights, KV cache and workspace on the most loaded GPU (bytes), vectorised. ``max_batched_tokens``:
+    the engine's chunked-prefill budget, which bounds the tokens whose activations are live at once."""
     degs = degrees(model, layout)
     pp = np.asarray(layout.pp, dtype=float)
     sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()},
@@ -279,7 +280,7 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
     # Serving engines prefill in chunks (vLLM max-num-batched-tokens): activations are live for at most
     # that many tokens at once, however long the batch of prompts.
     tokens = sizes["b"] * sizes["t"]
-    act = act * np.minimum(1.0, PREFILL_CHUNK_TOKENS / np.maximum(tokens, 1.0))
+    act = act * np.minimum(1.0, np.asarray(max_batched_tokens, dtype=float) / np.maximum(tokens, 1.0))
     workspace = RUNTIME_OVERHEAD_BYTES + 2.0 * act
     return {"weights_bytes": weights, "kv_cache_bytes": kv, "workspace_bytes": np.asarray(workspace),
             "capacity_bytes": np.asarray(gpu.hbm_capacity_bytes)}

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from energylens.cost.power import idle_energy_j
-from energylens.errors import LayoutError, WorkloadError
+from energylens.errors import LayoutError, SpecError, WorkloadError
 from energylens.evaluate import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPE_BYTES, GPU, load_gpu
 from energylens.intervals import runtime_interval
 from energylens.models.registry import load_model
 from energylens.moe.binding import is_moe, resolve_routing
+from energylens.overlap.model import evaluate_overlap
 from energylens.parallel.layout import Layout, validate
 from energylens.program import Program, build_program
 from energylens.results import (
@@ -25,6 +28,8 @@ from energylens.results import (
     PhaseResult,
     Prediction,
 )
+from energylens.specs.execution import Execution
+from energylens.specs.system import System
 from energylens.workload import Workload, decode_sizes, prefill_sizes
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8")
@@ -76,10 +81,16 @@ def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_l
     return m, g, w, batch_per_replica(w, layout), build_program(m, layout)
 
 
+_KEYWORD_DEFAULTS = dict(gpu=None, batch=1, prompt_len=2048, output_len=256, dtype=None, tp=1, pp=1, dp=1, ep=1,
+                         sp=False, gpus_per_node=8, layout=None, routing=None)
+
+
 def predict(
     model: str | Model = "llama3-8b",
-    gpu: str | GPU = "h100-sxm",
+    execution: Execution | str | GPU = "h100-sxm",
+    system: System | None = None,
     *,
+    gpu: str | GPU | None = None,
     batch: int = 1,
     prompt_len: int = 2048,
     output_len: int = 256,
@@ -95,20 +106,73 @@ def predict(
 ) -> Prediction:
     """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens.
 
-    ``routing`` (mixture-of-experts models): ``"uniform"`` (default), ``"zipf:S"``, ``"dirichlet:A"``,
-    a recorded per-layer expert-count histogram file, or an ``energylens.moe.Routing``.
+    Core form: ``predict(model, execution, system)`` with the three specs (``energylens.specs``):
+    a ``Model`` (or a name / HF id / config.json / spec .yaml), an ``Execution`` and a ``System``.
+
+    Keyword form (a convenience that builds the specs): ``predict("llama3-70b", "h100-sxm", tp=8, ...)``;
+    the second argument (or ``gpu=``) is the GPU, ``dtype`` overrides the weight dtype, ``layout`` replaces
+    the degree keywords, and the system is the smallest one of ``gpus_per_node``-GPU nodes that holds the
+    layout. ``routing`` (mixture-of-experts models): ``"uniform"`` (default), ``"zipf:S"``,
+    ``"dirichlet:A"``, a recorded per-layer expert-count histogram file, or an ``energylens.moe.Routing``.
     """
+    if isinstance(execution, Execution):
+        kw = dict(gpu=gpu, batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp,
+                  dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node, layout=layout, routing=routing)
+        given = {k: v for k, v in kw.items() if not (v is _KEYWORD_DEFAULTS[k] or (
+            type(v) is type(_KEYWORD_DEFAULTS[k]) and v == _KEYWORD_DEFAULTS[k]))}
+        if given:
+            raise SpecError(next(iter(given)), next(iter(given.values())),
+                            "no keyword next to an Execution: set it on the Execution or System")
+        if not isinstance(system, System):
+            raise SpecError("system", system, "an energylens.specs.System next to an Execution")
+        return predict_specs(model, execution, system)
+    if system is not None:
+        raise SpecError("execution", execution, "an energylens.specs.Execution when a System is given")
+    for name, value in (("batch", batch), ("prompt_len", prompt_len)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise WorkloadError(name, value, "a positive integer")
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
-    m, g, w, bpr, program = setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
+    ex = Execution.from_layout(lay, batch=int(batch), prompt_len=int(prompt_len), output_len=_int(output_len),
+                               routing=routing)
+    m, _ = prepare(model, gpu if gpu is not None else execution, dtype)
+    return predict_specs(m, ex, System.for_execution(gpu if gpu is not None else execution, ex,
+                                                     int(lay.gpus_per_node)))
+
+
+def _int(value):
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+
+
+def predict_specs(model: str | Model, execution: Execution, system: System) -> Prediction:
+    """The core call: one ``Execution`` of a ``Model`` on a ``System`` (see ``predict``)."""
+    m = load_model(model)
+    system.check(execution)
+    g = system.gpu_for(execution)
+    g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
+    lay = execution.layout(system.gpus_per_node)
+    validate(m, lay, strict=True)
+    w = Workload(execution.batch, execution.prompt_len, execution.output_len)
+    bpr = batch_per_replica(w, lay)
+    program = build_program(m, lay)
+    batch, prompt_len, output_len = execution.batch, execution.prompt_len, execution.output_len
+    routing = execution.routing
     route = None
     if routing is not None or is_moe(m):
-        route = resolve_routing(routing)  # checked for every model; used by MoE models only
+        route = execution.resolved_routing or resolve_routing(None)  # checked for every model; used by MoE only
     moe_kw = {"routing": route} if is_moe(m) else {}
-    sizes, weights = prefill_sizes(w, bpr)
-    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False, **moe_kw)
-    sizes, weights = decode_sizes(w, bpr)
-    dec = evaluate_phase(m, g, lay, program, sizes, weights, decode=True, **moe_kw)
-    mem = memory_per_gpu(m, lay, program, g, bpr, prompt_len + output_len, prompt_len)
+    plans = tuple(p for p in (execution.overlap if execution.overlap is not None else m.overlap) if p.active)
+    phases = []
+    for sizer, decode in ((prefill_sizes, False), (decode_sizes, True)):
+        sizes, weights = sizer(w, bpr)
+        pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=decode, **moe_kw)
+        ov = None
+        if plans:
+            ov = evaluate_overlap(m, g, lay, program, sizes, weights, decode=decode, plans=plans, baseline=pa,
+                                  **moe_kw)
+        phases.append((pa, ov))
+    (pre, pre_ov), (dec, dec_ov) = phases
+    chunk = {} if execution.max_batched_tokens is None else {"max_batched_tokens": execution.max_batched_tokens}
+    mem = memory_per_gpu(m, lay, program, g, bpr, prompt_len + output_len, prompt_len, **chunk)
     memory = MemoryReport(*(float(mem[k]) for k in ("weights_bytes", "kv_cache_bytes", "workspace_bytes",
                                                    "capacity_bytes")), USABLE_MEMORY_FRACTION)
     warnings = []
@@ -121,6 +185,11 @@ def predict(
         )
     prefill = _phase_result("prefill", pre, m, g, lay, program, tokens=float(batch * prompt_len))
     decode = _phase_result("decode", dec, m, g, lay, program, tokens=float(batch * output_len))
+    extra: dict = {}
+    if plans:
+        extra["overlap"] = {"plans": [p.to_dict() for p in plans],
+                            **{ph.phase: _overlap_summary(ph, ov) for ph, ov in ((prefill, pre_ov), (decode, dec_ov))}}
+        prefill, decode = _with_overlap(prefill, pre_ov), _with_overlap(decode, dec_ov)
     moe_report = None
     if is_moe(m):
         moe_report = _moe_report(m, lay, route, pre, dec)
@@ -141,9 +210,25 @@ def predict(
         memory=memory,
         warnings=tuple(warnings),
         extra={"interval": runtime_interval(prefill.energy_j + decode.energy_j, prefill.latency_s + decode.latency_s),
-               "provenance": provenance(g, m)},
+               "provenance": provenance(g, m), **extra},
         moe=moe_report,
     )
+
+
+def _overlap_summary(phase: PhaseResult, ov) -> dict:
+    return {"sequential_energy_j": phase.energy_j, "sequential_latency_s": phase.latency_s,
+            "energy_j": _f(ov.energy_j), "latency_s": _f(ov.latency_s),
+            "pairs": [f"{pc.collective} -> {pc.compute} ({pc.direction})" for pc in ov.pairs]}
+
+
+def _with_overlap(phase: PhaseResult, ov) -> PhaseResult:
+    """Phase totals with the overlap applied; ops, collectives, breakdown and per-GPU rows stay the
+    sequential execution's (the difference is in ``Prediction.extra['overlap']``)."""
+    energy, latency = _f(ov.energy_j), _f(ov.latency_s)
+    return replace(phase, energy_j=energy, latency_s=latency,
+                   avg_power_w=energy / latency if latency > 0 else 0.0,
+                   energy_per_token_j=energy / phase.tokens if phase.tokens > 0 else 0.0,
+                   tokens_per_s=phase.tokens / latency if latency > 0 else 0.0)
 
 
 def _moe_report(model: Model, layout: Layout, route, pre: PhaseArrays, dec: PhaseArrays) -> MoEReport:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.graph.model import Block, Model
-from energylens.parallel.layout import Layout
+from energylens.parallel.layout import Layout, model_axes
 from energylens.parallel.sharding import Deriver, Step, TensorState, derive_block
 
 
@@ -26,7 +26,7 @@ class Program:
 def active_axes(model: Model, layout: Layout) -> dict[str, str]:
     """dim -> axis for axes whose degree exceeds 1 somewhere (inactive axes derive no collectives)."""
     out = {}
-    for dim, axis in layout.axes.items():
+    for dim, axis in model_axes(model, layout).items():
         if dim in model.dims and np.any(layout.axis_size(axis) > 1):
             out[dim] = axis
     return out

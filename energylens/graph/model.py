@@ -14,6 +14,14 @@ from energylens.graph.einsum import LEGEND
 from energylens.graph.ops import Op, Role, Tensor
 
 WORKLOAD_DIMS = ("b", "t", "s")
+MESH_AXES = ("tp", "ep")  # axes a model dimension may be sharded over (pp splits layers, dp the batch)
+OP_ATTRS: dict[str, str] = {  # op size attributes the cost engine and the sharding rules read
+    "tokens": "'last': the op runs on the last token of each sequence only (LM head, sampler)",
+    "window": "a positive integer: sliding-window attention, s -> min(s, window)",
+    "causal": "true/false: causal attention (a fused kernel skips the masked half)",
+    "route": "'dispatch' or 'combine': token routing to experts (all-to-all under expert parallelism)",
+    "moe": "'expert' or 'shared': expert-side op whose partial sums the combine reduces once",
+}
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,21 @@ class Model:
     hf_id: str = ""
     family: str = ""
     info: Mapping[str, object] = field(default_factory=dict)
+    # dim -> mesh axis ("tp", "ep") or None (replicated), overriding the Megatron default of
+    # ``energylens.parallel.layout.DEFAULT_AXES`` for this model
+    sharding: Mapping[str, str | None] = field(default_factory=dict)
+    # default overlap rules of this model (``energylens.overlap.plan.OverlapPlan``); an execution's
+    # own plans replace them
+    overlap: tuple = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SpecError("model name", self.name, "a non-empty string")
+        for letter, axis in dict(self.sharding).items():
+            if letter not in self.dims:
+                raise DimensionError("model sharding", letter, "a model dimension: " + ", ".join(sorted(self.dims)))
+            if axis is not None and axis not in MESH_AXES:
+                raise SpecError(f"model sharding[{letter}]", axis, "one of " + ", ".join(MESH_AXES) + " or none")
         for letter, size in self.dims.items():
             if letter not in self.legend:
                 raise DimensionError("model dims", letter, "a letter of the legend: " + ", ".join(sorted(self.legend)))

@@ -10,6 +10,7 @@ from energylens.datafiles import data_path
 from energylens.errors import SpecError, UnknownNameError
 from energylens.graph.model import Model
 from energylens.models.hf_config import HFConfig
+from energylens.specs.model_yaml import SPEC_SUFFIXES, load_model_spec
 
 SHORT_NAMES: dict[str, str] = {
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
@@ -104,10 +105,24 @@ def resolve(name: str) -> tuple[HFConfig, str, str]:
 
 
 def load_model(name: str | Model) -> Model:
-    """Build the einsum graph for a model name, HF id or config.json path."""
+    """Build the einsum graph for a model name, HF id, config.json path or einsum spec file (.yaml/.yml,
+    ``docs/einsum-spec.md``)."""
     if isinstance(name, Model):
         return name
-    return _load_cached(str(name))
+    key = str(name).strip()
+    if key.lower().endswith(SPEC_SUFFIXES):
+        path = Path(key)
+        if not path.is_file():
+            raise SpecError("model spec file", key, "an existing einsum spec .yaml file (docs/einsum-spec.md)")
+        stat = path.stat()
+        return _load_spec_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _load_cached(key)
+
+
+@lru_cache(maxsize=32)
+def _load_spec_cached(path: str, mtime_ns: int, size: int) -> Model:
+    """A spec file's model, cached per (path, modification time, size): an edited file is read again."""
+    return load_model_spec(Path(path))
 
 
 @lru_cache(maxsize=64)

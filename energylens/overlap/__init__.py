@@ -22,16 +22,20 @@ from energylens.overlap.model import (
     overlap_timeline,
 )
 from energylens.overlap.plan import CONSUMER, PRODUCER, OverlapPlan, resolve_pairs, step_sequence
-from energylens.overlap.search import (
-    DEFAULT_CHUNKS,
-    DEFAULT_COMM_SMS,
-    OverlapPhaseResult,
-    OverlapPrediction,
-    OverlapSweep,
-    PairResult,
-    predict_with_overlap,
-    sweep_overlap,
-)
+
+# ``search`` builds on ``energylens.predict`` (which itself uses ``plan`` and ``model``): its names are
+# imported on first use so that importing the package does not import ``predict``.
+_SEARCH_NAMES = ("DEFAULT_CHUNKS", "DEFAULT_COMM_SMS", "OverlapPhaseResult", "OverlapPrediction", "OverlapSweep",
+                 "PairResult", "predict_with_overlap", "sweep_overlap")
+
+
+def __getattr__(name: str):
+    if name in _SEARCH_NAMES:
+        from energylens.overlap import search
+
+        return getattr(search, name)
+    raise AttributeError(f"module 'energylens.overlap' has no attribute {name!r}")
+
 
 __all__ = [
     "ASSUMPTION_SOURCES",

@@ -59,14 +59,27 @@ class Layout:
                 "sp": self.sp, "gpus_per_node": self.gpus_per_node, "num_gpus": conv(self.num_gpus)}
 
 
+def model_axes(model: Model, layout: Layout) -> dict[str, str]:
+    """dim -> mesh axis for this model: the layout's map with the model's own ``sharding`` overrides
+    applied (an override to ``None`` keeps that dimension whole on every rank)."""
+    axes = {**layout.axes, **dict(model.sharding)}
+    return {d: a for d, a in axes.items() if a is not None}
+
+
+# dims whose divisibility ``validate`` checks with a specific message; others mapped to an axis get a
+# generic check (the vocabulary is padded: a rank holds ceil(v / tp) rows)
+_CHECKED_DIMS = ("g", "r", "f", "u", "j", "e", "v")
+
+
 def degrees(model: Model, layout: Layout) -> dict[str, np.ndarray]:
     """Shard degree of each model dimension (1 = whole). ``t`` gets ``tp`` under sequence parallelism."""
     tp = np.asarray(layout.tp)
+    axes = model_axes(model, layout)
     out: dict[str, np.ndarray] = {}
-    for dim, axis in layout.axes.items():
+    for dim, axis in axes.items():
         if dim in model.dims:
             out[dim] = layout.axis_size(axis)
-    if "g" in out and "r" in out and layout.axes.get("g") == layout.axes.get("r") == "tp":
+    if "g" in out and "r" in out and axes.get("g") == axes.get("r") == "tp":
         g = model.dims["g"]
         replicate = tp > g
         out["g"] = np.where(replicate, g, tp)
@@ -91,16 +104,17 @@ def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray
         ok = ok & cond
 
     dims = model.dims
-    if "g" in dims and "r" in dims:
+    axes = model_axes(model, layout)
+    if "g" in dims and "r" in dims and axes.get("g") == axes.get("r") == "tp":
         heads = dims["g"] * dims["r"]
         g = dims["g"]
         check(heads % tp == 0, "tp", tp, f"a divisor of the {heads} attention heads (dimension g*r) of {model.name}")
         check((g % tp == 0) | (tp % g == 0), "tp", tp,
               f"a divisor or a multiple of the {g} key/value heads (dimension g) of {model.name}")
-    if "f" in dims:
+    if "f" in dims and axes.get("f") == "tp":
         check(dims["f"] % tp == 0, "tp", tp, f"a divisor of the FFN size f={dims['f']} of {model.name}")
     for letter in ("u", "j"):  # extra FFN widths of MoE models (dense layers, shared experts)
-        if letter in dims:
+        if letter in dims and axes.get(letter) == "tp":
             check(dims[letter] % tp == 0, "tp", tp, f"a divisor of the FFN size {letter}={dims[letter]} of {model.name}")
     if "e" in dims:
         ep = np.asarray(layout.ep)
@@ -109,6 +123,11 @@ def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray
               "a divisor of tp*dp (expert-parallel ranks are the GPUs of one pipeline stage)")
     elif np.any(np.asarray(layout.ep) > 1):
         check(np.asarray(layout.ep) == 1, "ep", layout.ep, f"1: {model.name} has no experts")
+    for letter, axis in sorted(axes.items()):  # dims a model's own sharding maps to an axis
+        if letter in dims and letter not in _CHECKED_DIMS:
+            deg = layout.axis_size(axis)
+            check(dims[letter] % deg == 0, axis, deg,
+                  f"a divisor of dimension {letter}={dims[letter]} of {model.name} (sharded over {axis})")
     pp = np.asarray(layout.pp)
     for block in model.blocks:
         check(block.count % pp == 0 if len(model.blocks) == 1 else model.n_layers % pp == 0, "pp", pp,
