@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "energylens.cli.validate_cmd",
     "energylens.cli.sweep_cmd",
     "energylens.cli.overlap_cmd",
+    "energylens.cli.spec_cmd",
 ]
 
 err_console = Console(stderr=True, emoji=False)

@@ -23,7 +23,9 @@ def _fmt_s(x: float) -> str:
 
 @app.command("predict")
 def predict_command(
-    model: str = typer.Option("llama3-8b", "--model", "-m", help="Short name, Hugging Face id or config.json path."),
+    model: str = typer.Option("llama3-8b", "--model", "-m",
+                              help="Short name, Hugging Face id, config.json path or einsum spec .yaml file "
+                                   "(docs/einsum-spec.md)."),
     gpu: str = typer.Option("h100-sxm", "--gpu", "-g", help="GPU key/alias or a profile .yaml path."),
     batch: int = typer.Option(1, "--batch", "-b", help="Sequences in the batch."),
     prompt_len: int = typer.Option(2048, "--prompt-len", help="Prompt tokens per sequence."),

@@ -23,6 +23,8 @@ from energylens.parallel.layout import Layout
 from energylens.pareto import pareto_mask
 from energylens.predict import predict, setup
 from energylens.results import Prediction
+from energylens.specs.execution import Execution
+from energylens.specs.system import System
 from energylens.workload import decode_sizes, prefill_sizes
 
 DEFAULT_COMM_SMS = (2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64)
@@ -157,13 +159,16 @@ def predict_with_overlap(
     routing=None,
     assumptions: OverlapAssumptions = OverlapAssumptions(),
 ) -> OverlapPrediction:
-    """``energylens.predict`` with the collectives matched by ``plans`` overlapped with their GEMMs.
+    """``energylens.predict`` with the collectives matched by ``plans`` overlapped with their GEMMs
+    (``plans=None``: the model's own overlap rules, ``Model.overlap``).
 
     Without plans (or with ``comm_sms = 0``) both phases equal the baseline ``Prediction`` exactly."""
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
     m, g, w, bpr, program = setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
-    plans_t = _plans(plans)
-    baseline = predict(m, g, batch=batch, prompt_len=prompt_len, output_len=output_len, layout=lay, routing=routing)
+    plans_t = _plans(plans) if plans is not None else tuple(m.overlap)  # None: the model's own rules
+    ex = Execution.from_layout(lay, batch=batch, prompt_len=prompt_len, output_len=output_len, routing=routing,
+                               overlap=())  # the sequential baseline
+    baseline = predict(m, ex, System.for_execution(g, ex, int(lay.gpus_per_node)))
     results = []
     for phase, sizer in (("prefill", prefill_sizes), ("decode", decode_sizes)):
         sizes, weights = sizer(w, bpr)

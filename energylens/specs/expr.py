@@ -109,8 +109,9 @@ class _Parser:
             return float(self.names[text])
         if text == "(":
             value = self.expr()
-            if self.take() != ("op", ")"):
+            if self.peek() != ("op", ")"):
                 self.fail("balanced parentheses")
+            self.take()
             return value
         self.fail(f"a number, a name or '('; got {text!r}")
         raise AssertionError  # unreachable

@@ -26,6 +26,7 @@ from energylens.graph.einsum import LEGEND, parse_einsum
 from energylens.graph.model import MESH_AXES, OP_ATTRS, WORKLOAD_DIMS, Block, Model
 from energylens.graph.ops import Op, Role, Tensor
 from energylens.hardware.profile import DTYPE_BYTES
+from energylens.hardware.profile import DTYPES as COMPUTE_DTYPES
 from energylens.overlap.plan import OverlapPlan
 from energylens.specs.expr import evaluate
 
@@ -255,8 +256,11 @@ def load_model_spec(source: str | Path | Mapping) -> Model:
 
 def model_from_dict(data: object, origin: str = "") -> Model:
     """Build and check a ``Model`` from the spec mapping (the same field names as the YAML file)."""
-    top = _mapping(data, origin or "model spec", TOP_FIELDS)
+    top = _mapping(data, origin or "model spec")
     w = lambda p: f"{origin}: {p}" if origin else p  # noqa: E731
+    for key in top:
+        if key not in TOP_FIELDS:
+            raise _err(w(key), top[key], "a known field: " + ", ".join(TOP_FIELDS))
     name = _text(top.get("name"), w("name"))
     legend = dict(LEGEND)
     for letter, meaning in _mapping(top.get("legend"), w("legend")).items():
@@ -296,8 +300,10 @@ def model_from_dict(data: object, origin: str = "") -> Model:
         raise _err(w("dims"), letter, f"a size for every letter the ops use ({letter} has none)")
     dtypes = _mapping(top.get("dtypes"), w("dtypes"), tuple(DTYPE_FIELDS))
     for key, value in dtypes.items():
-        if value not in DTYPE_BYTES:
-            raise _err(w(f"dtypes.{key}"), value, "one of " + ", ".join(DTYPE_BYTES))
+        allowed = DTYPE_BYTES if key == "kv_cache" else COMPUTE_DTYPES  # weights/activations set the GEMM dtype
+        if value not in allowed:
+            raise _err(w(f"dtypes.{key}"), value, "one of " + ", ".join(allowed)
+                       + ("" if key == "kv_cache" else " (other storage dtypes: per tensor, tensors.NAME.dtype)"))
     sharding: dict[str, str | None] = {}
     for letter, axis in _mapping(top.get("sharding"), w("sharding")).items():
         if letter not in dims:
