@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from energylens.hardware.links import get_link
 from energylens.errors import LayoutError, SpecError
+from energylens.hardware.links import get_link
 from energylens.hardware.profile import GPU, Quantity, load_gpu
 from energylens.specs.execution import Execution
 
