@@ -86,19 +86,27 @@ class Pool:
     @classmethod
     def parse(cls, text: str, *, field_name: str = "pool", gpu: str = "h100-sxm") -> Pool:
         """``"tp=4,pp=2"`` or ``"gpu=h200,tp=8,dtype=fp8"`` (CLI form)."""
+        from energylens.checks import MAX_DEGREE
+        from energylens.checks import text as checked_text
+
+        form = "comma-separated key=value with keys gpu, tp, pp, dp, ep, dtype, e.g. 'tp=4' or 'gpu=h200,tp=8'"
+        checked_text(field_name, text, error=LayoutError, what=form)
         kw: dict = {"gpu": gpu}
-        for part in filter(None, (p.strip() for p in text.split(","))):
+        seen: set[str] = set()
+        for part in (p.strip() for p in text.split(",")):
             key, sep, value = part.partition("=")
-            key = key.strip()
-            if not sep or key not in ("gpu", "tp", "pp", "dp", "ep", "dtype"):
-                raise LayoutError(field_name, text, "comma-separated key=value with keys gpu, tp, pp, dp, ep, dtype")
+            key, value = key.strip(), value.strip()
+            if not sep or key not in ("gpu", "tp", "pp", "dp", "ep", "dtype") or not value:
+                raise LayoutError(field_name, text, form)
+            if key in seen:
+                raise LayoutError(field_name, text, f"each key once ({key} is repeated)")
+            seen.add(key)
             if key in ("gpu", "dtype"):
-                kw[key] = value.strip()
+                kw[key] = value
             else:
-                try:
-                    kw[key] = int(value)
-                except ValueError:
-                    raise LayoutError(f"{field_name}.{key}", value, "a positive integer") from None
+                if not value.isdigit() or len(value) > 6 or not 1 <= int(value) <= MAX_DEGREE:
+                    raise LayoutError(f"{field_name}.{key}", value, f"a positive integer up to {MAX_DEGREE}")
+                kw[key] = int(value)
         return cls(**kw)
 
 
@@ -197,14 +205,27 @@ class DisaggComparison:
         }
 
 
+MAX_POOL_PAIRS = 4_000_000  # (prefill instances x decode instances x workloads) searched for the best split
+
+
 def _check_workload(concurrency, prompt_len, output_len):
+    from energylens.checks import MAX_BATCH, MAX_TOKENS, number_array
+
     out = []
-    for name, v in (("concurrency", concurrency), ("prompt_len", prompt_len), ("output_len", output_len)):
-        a = np.asarray(v, dtype=float)
-        if a.size == 0 or np.any(~np.isfinite(a)) or np.any(a <= 0):
-            raise WorkloadError(name, v if np.ndim(v) == 0 else np.asarray(v).tolist(), "positive numbers")
-        out.append(a)
-    return np.broadcast_arrays(*out)
+    for name, v, high in (("concurrency", concurrency, MAX_BATCH), ("prompt_len", prompt_len, MAX_TOKENS),
+                          ("output_len", output_len, MAX_TOKENS)):
+        out.append(number_array(name, v, high=high, error=WorkloadError,
+                                what=f"positive finite numbers up to {high:,}"))
+    try:
+        return np.broadcast_arrays(*out)
+    except ValueError:
+        raise WorkloadError("concurrency", [a.shape for a in out], "arrays of shapes that broadcast together") from None
+
+
+def _check_budget(max_gpus) -> int:
+    from energylens.checks import MAX_GPUS, integer
+
+    return integer("max_gpus", max_gpus, low=1, high=MAX_GPUS, error=LayoutError)
 
 
 def _prepare_pool(model, pool: Pool, gpus_per_node: int):
@@ -232,6 +253,7 @@ def colocated(model, pool: Pool, *, concurrency, prompt_len, output_len, max_gpu
     from energylens.serving import MAX_BATCHED_TOKENS, serve_arrays
 
     c, p, o = _check_workload(concurrency, prompt_len, output_len)
+    max_gpus = _check_budget(max_gpus)
     m, g, lay = _prepare_pool(model, pool, gpus_per_node)
     if np.any(c < pool.dp):
         raise WorkloadError("concurrency", _f(c), f"at least dp={pool.dp} (each replica serves concurrency/dp)")
@@ -275,12 +297,13 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
                   prefill_batch: int = 1, max_gpus: int = DEFAULT_MAX_GPUS,
                   gpus_per_node: int = 8) -> DisaggregatedResult:
     """Prefill pool A + decode pool B (``concurrency`` running requests per decode instance)."""
+    from energylens.checks import MAX_BATCH, integer
     from energylens.serving import load_coefficients, serve_arrays
     from energylens.workload import Workload, prefill_sizes
 
     c, p, o = _check_workload(concurrency, prompt_len, output_len)
-    if isinstance(prefill_batch, bool) or not isinstance(prefill_batch, (int, np.integer)) or prefill_batch < 1:
-        raise WorkloadError("prefill_batch", prefill_batch, "a positive integer")
+    max_gpus = _check_budget(max_gpus)
+    integer("prefill_batch", prefill_batch, low=1, high=MAX_BATCH, error=WorkloadError)
     if prefill_batch % prefill_pool.dp:
         raise WorkloadError("prefill_batch", prefill_batch, f"a multiple of the prefill pool's dp={prefill_pool.dp}")
     if np.any(c < decode_pool.dp):
@@ -291,6 +314,12 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
     gpus_a, gpus_b = prefill_pool.num_gpus, decode_pool.num_gpus
     if gpus_a + gpus_b > max_gpus:
         raise LayoutError("max_gpus", max_gpus, f"at least {gpus_a + gpus_b} (one prefill + one decode instance)")
+    pairs = (max_gpus // gpus_a) * (max_gpus // gpus_b) * max(c.size, 1)
+    if pairs > MAX_POOL_PAIRS:  # the pool-size search holds a few arrays of this many cells
+        raise LayoutError("max_gpus", max_gpus, f"a budget whose pool-size search stays within {MAX_POOL_PAIRS:,} "
+                          f"(prefill instances x decode instances x workloads) cells; this one has {pairs:,} "
+                          f"({max_gpus // gpus_a} x {max_gpus // gpus_b} x {c.size}): lower --max-gpus or use "
+                          "larger instances")
 
     # prefill instance: batches of prefill_batch prompts back to back
     bpr_a = prefill_batch // prefill_pool.dp

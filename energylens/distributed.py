@@ -26,6 +26,7 @@ from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
 
 DEFAULT_DASK_CHUNK_CONFIGS = 500_000
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _require_dask():
@@ -55,13 +56,20 @@ def run_sweep_dask(spec: SweepSpec, *, client=None, address: str | None = None,
     ``client``: an existing ``dask.distributed.Client``; else ``address`` of a scheduler; else a
     temporary in-process ``LocalCluster`` (threads, no worker processes) that is closed at the end.
     """
+    from energylens.sweep.guard import check_size
+
+    check_size(spec)  # the gathered table must fit in this process's memory
     dd = _require_dask()
     t0 = time.perf_counter()
     chunks = plan_chunks(spec, max_chunk_configs)
     own = None
     if client is None:
         if address is not None:
-            client = own = dd.Client(address)
+            try:
+                client = own = dd.Client(address, timeout=CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                raise EnergyLensError("dask", address, f"a reachable Dask scheduler address (no answer within "
+                                      f"{CONNECT_TIMEOUT_S:g} s: {exc.__class__.__name__}); or 'local'") from None
         else:
             cluster = dd.LocalCluster(processes=False, dashboard_address=None)
             client = own = dd.Client(cluster)

@@ -9,6 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def plain(value: object) -> object:
+    """A value as a reader should see it in a message: NumPy scalars as Python numbers, short arrays
+    as lists (not ``array([...])``), long text shortened."""
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):  # NumPy arrays and scalars
+        size = getattr(value, "size", 1)
+        value = value.tolist() if size <= 16 else f"<{size} values>"
+    if isinstance(value, str) and len(value) > 200:
+        return value[:80] + f"... ({len(value)} characters)"
+    return value
+
+
+def _shown(value: object) -> str:
+    try:
+        text = repr(plain(value))
+    except (RecursionError, ValueError):  # a value nested thousands deep, an integer of 5000 digits
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 300 else text[:240] + f"... ({len(text)} characters)"
+
+
 class EnergyLensError(ValueError):
     """Base class: a user-facing mistake in a spec or an argument."""
 
@@ -16,7 +35,7 @@ class EnergyLensError(ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}={value!r} is not valid: {allowed}")
+        super().__init__(f"{field}={_shown(value)} is not valid: {allowed}".replace("\n", " "))
 
 
 class EinsumError(EnergyLensError):

@@ -448,21 +448,37 @@ def serve(
 ) -> ServingResult:
     """Steady-state vLLM serving of ``model`` on ``num_gpus`` GPUs (default ``tp x pp x dp``) at a
     mean running ``batch`` (whole deployment), mean prompt ``input_len`` and output ``output_len``.
-    Refuses (naming the numbers) a deployment whose weights do not fit, or whose KV cache cannot
-    hold ``batch / dp`` running requests per replica (:mod:`energylens.kv_capacity`)."""
+    Refuses (naming the numbers) a deployment whose weights do not fit, whose KV cache cannot hold
+    ``batch / dp`` running requests per replica (:mod:`energylens.kv_capacity`), or whose running
+    batch chunked prefill cannot sustain (the prompts of the finishing requests exceed the budget)."""
+    from energylens.checks import MAX_BATCH, MAX_TOKENS, integer, number
+    from energylens.intervals import INTERVAL_LEVELS
     from energylens.predict import prepare
 
+    batch = number("batch", batch, high=MAX_BATCH, error=WorkloadError,
+                   what=f"a positive number of running requests up to {MAX_BATCH:,} (mean over the steady state)")
+    for name, v in (("input_len", input_len), ("output_len", output_len)):
+        number(name, v, high=MAX_TOKENS, error=WorkloadError,
+               what=f"a positive number of tokens up to {MAX_TOKENS:,} (mean over the steady state)")
+    input_len, output_len = float(input_len), float(output_len)
+    integer("max_batched_tokens", max_batched_tokens, high=MAX_TOKENS, error=WorkloadError)
+    if interval_level not in INTERVAL_LEVELS:
+        raise SpecError("interval_level", interval_level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
     m, g = prepare(model, gpu, dtype)
-    for name, v in (("batch", batch), ("input_len", input_len), ("output_len", output_len)):
-        if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
-                or not np.isfinite(v) or v <= 0):
-            raise WorkloadError(name, v, "a positive number (mean over the steady state)")
-    if isinstance(max_batched_tokens, bool) or not isinstance(max_batched_tokens, (int, np.integer)) \
-            or max_batched_tokens < 1:
-        raise WorkloadError("max_batched_tokens", max_batched_tokens, "a positive integer")
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
+    dp, pp = int(lay.dp), int(lay.pp)
     if batch < dp * pp:
         raise WorkloadError("batch", batch, f"at least dp x pp = {dp * pp} (one request per replica and stage)")
+    # chunked prefill must admit the prompts of the requests that finish: B/O prompts of P tokens per
+    # iteration within the budget M - B (per replica), i.e. B <= M O / (P + O)
+    sustainable = max_batched_tokens * output_len / (input_len + output_len) * dp
+    if batch > sustainable:
+        raise WorkloadError("batch", batch, f"at most {sustainable:.4g} running requests: at input_len={input_len:g} "
+                            f"and output_len={output_len:g} the prompts of the finishing requests "
+                            f"({batch / dp / output_len * input_len:.0f} tokens per iteration per replica) exceed "
+                            f"the chunked-prefill budget max_batched_tokens - batch/dp = "
+                            f"{max(max_batched_tokens - batch / dp, 0):.0f}, so this running batch cannot be "
+                            "sustained (raise --max-batched-tokens or lower the batch)")
     from energylens.kv_capacity import kv_capacity, require_fit
 
     cap = kv_capacity(m, g, lay, max_batched_tokens=int(max_batched_tokens),
@@ -479,10 +495,6 @@ def serve(
     arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
                        max_batched_tokens=int(max_batched_tokens), routing=routing)
     notes = list(notes)
-    per_iter = batch / dp / output_len * input_len
-    if per_iter > max_batched_tokens - batch / dp:
-        notes.append(f"prompt tokens per iteration ({per_iter:.0f}) exceed the chunked-prefill budget "
-                     f"({max_batched_tokens} - batch/dp): this batch cannot be sustained; prefill capped")
 
     def f(x) -> float:
         return float(np.asarray(x).reshape(-1)[0])

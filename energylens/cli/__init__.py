@@ -11,10 +11,32 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from energylens.errors import EnergyLensError
 
+err_console = Console(stderr=True, emoji=False)
+
+
+def report(exc: EnergyLensError) -> None:
+    """One line on stderr (never wrapped, never markup): ``error: field=value is not valid: allowed``."""
+    err_console.print("error:", str(exc), style="bold red", markup=False, highlight=False, soft_wrap=True)
+
+
+class _Commands(TyperGroup):
+    """The command group: an ``EnergyLensError`` from any command becomes one line and exit code 2, also
+    when the app runs without :func:`main` (``typer.testing.CliRunner().invoke(app, ...)``)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EnergyLensError as exc:
+            report(exc)
+            ctx.exit(2)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="energylens",
     help="Predict the energy (J) and latency (s) of LLM inference on one or many GPUs.",
     no_args_is_help=False,
@@ -33,7 +55,15 @@ COMMAND_MODULES = [
     "energylens.cli.spec_cmd",
 ]
 
-err_console = Console(stderr=True, emoji=False)
+
+def emit_json(obj: object) -> None:
+    """Print one JSON document: NumPy values as Python ones, and never a bare NaN/Infinity
+    (a figure that has no value, such as the error of zero rows, is ``null``)."""
+    import json
+
+    from energylens.checks import json_safe
+
+    typer.echo(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False))
 
 
 def _load_commands() -> None:
@@ -49,17 +79,20 @@ def _load_commands() -> None:
 def _root(ctx: typer.Context) -> None:
     """Without a command, runs ``predict`` on built-in defaults (Llama-3-8B, H100 SXM)."""
     if ctx.invoked_subcommand is None:
-        from energylens.cli.predict_cmd import predict_command
-
-        ctx.invoke(predict_command)
+        # parse an empty command line for the registered command, so that its option defaults apply
+        cmd = ctx.command.get_command(ctx, "predict")
+        with cmd.make_context("predict", [], parent=ctx) as sub:
+            cmd.invoke(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     _load_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns the code of ctx.exit(code) here
+        if isinstance(rc, int) and not isinstance(rc, bool):
+            return rc
     except EnergyLensError as exc:
-        err_console.print("error:", str(exc), style="bold red", markup=False, highlight=False)
+        report(exc)
         return 2
     except KeyboardInterrupt:
         err_console.print("aborted")

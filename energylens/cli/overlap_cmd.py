@@ -3,14 +3,12 @@ overlap; print the table, mark the Pareto-optimal allocations, optionally write 
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from energylens.cli import app
+from energylens.cli import app, emit_json
 
 
 @app.command("overlap")
@@ -43,11 +41,14 @@ def overlap_command(
     pareto_only: bool = typer.Option(False, "--pareto-only", help="List only the baseline and Pareto rows."),
 ) -> None:
     """Compute-communication overlap: SM allocation x chunks, latency, energy and the Pareto front."""
+    from energylens.checks import output_path
     from energylens.hardware import load_gpu
     from energylens.overlap.model import OverlapAssumptions
     from energylens.overlap.plan import MAX_CHUNKS, parse_int_list
     from energylens.overlap.search import sweep_overlap
 
+    if plot:
+        output_path("plot", plot, (".png", ".pdf", ".svg"), create_parent=True)
     g = load_gpu(gpu)
     ks = parse_int_list(comm_sms, "--comm-sms", 0, g.sm_count - 1)
     cs = parse_int_list(chunks, "--chunks", 1, MAX_CHUNKS)
@@ -71,7 +72,7 @@ def overlap_command(
     if as_json:
         d = sweep.to_dict()
         d["plot"] = str(path) if path else None
-        typer.echo(json.dumps(d, indent=2, default=float))
+        emit_json(d)
         return
     render(sweep, pareto_only)
     if path:

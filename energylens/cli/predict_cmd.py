@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from energylens.cli import app
+from energylens.cli import app, emit_json
 
 
 def _fmt_j(x: float) -> str:
@@ -44,12 +42,15 @@ def predict_command(
 ) -> None:
     """Predict prefill and decode energy (J) and latency (s) for one configuration."""
     import energylens
+    from energylens.checks import integer
+    from energylens.errors import WorkloadError
 
+    integer("top", top, low=0, high=10_000, error=WorkloadError, what="a number of ops to list, 0 or more")
     kwargs = dict(batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp,
                   ep=ep, sp=sp, gpus_per_node=gpus_per_node, routing=routing)
     pred = energylens.predict(model, gpu, **kwargs)
     if as_json:
-        typer.echo(json.dumps(pred.to_dict(), indent=2, default=float))
+        emit_json(pred.to_dict())
         return
     render(pred, top)
 

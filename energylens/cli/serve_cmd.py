@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from energylens.cli import app
+from energylens.cli import app, emit_json
 from energylens.engines import VLLM
 
 
@@ -67,7 +65,7 @@ def serve_command(
                          gpu_memory_utilization=gpu_memory_utilization, staggered=staggered, interval_level=level,
                          routing=routing)
         if as_json:
-            typer.echo(json.dumps(res.to_dict(), indent=2, default=float))
+            emit_json(res.to_dict())
             return
         render_load(res)
         return
@@ -75,7 +73,7 @@ def serve_command(
                 output_len=output_len, dtype=dtype, max_batched_tokens=max_batched_tokens, interval_level=level,
                 routing=routing, gpu_memory_utilization=gpu_memory_utilization)
     if as_json:
-        typer.echo(json.dumps(res.to_dict(), indent=2, default=float))
+        emit_json(res.to_dict())
         return
     render(res)
 

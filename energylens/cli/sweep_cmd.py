@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from energylens.cli import app
+from energylens.cli import app, emit_json
 
 LIST_HELP = "comma list or range: '1,2,4,8', '1:256:x2' (doubling), '512:4096:512' (step)"
 
@@ -81,12 +79,21 @@ def sweep_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
 ) -> None:
     """Evaluate a grid of configurations at once; list a Pareto front, the spread, and plot."""
+    from energylens.checks import integer, output_path
     from energylens.errors import SpecError
     from energylens.sweep import FRONTS, SweepSpec, run_sweep
+    from energylens.sweep.guard import check_size, explain_invalid
     from energylens.sweep.spec import Constraints
 
     if front not in FRONTS:
         raise SpecError("front", front, "one of " + ", ".join(FRONTS))
+    if front_by not in ("workload", "none"):
+        raise SpecError("front-by", front_by, "workload or none")
+    integer("top", top, low=0, high=100_000, error=SpecError)
+    if out:
+        output_path("out", out, (".csv", ".parquet", ".pq"))
+    if plot:
+        output_path("plot", plot, (".png", ".pdf", ".svg"), create_parent=True)
     # without a spec file: a small useful default grid (every flag overrides it)
     base = SweepSpec.from_yaml(spec_file).to_dict() if spec_file else {"tp": [1, 2, 4, 8],
                                                                      "batch": [2**i for i in range(9)]}
@@ -119,6 +126,11 @@ def sweep_command(
     if isinstance(spec.constraints, dict):  # pragma: no cover - from_dict builds Constraints
         spec = spec.with_overrides(constraints=Constraints(**spec.constraints))
 
+    check_size(spec)
+    if dask and dask != "local":
+        from energylens.checks import text
+
+        text("dask", dask, error=SpecError, what="'local' or a scheduler address")
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
@@ -135,8 +147,6 @@ def sweep_command(
             table = run_sweep(spec, progress=tick)
 
     feasible = table.feasible() if len(table) else table
-    if front_by not in ("workload", "none"):
-        raise SpecError("front-by", front_by, "workload or none")
     by = ("model", "gpu", "prompt_len", "output_len") if front_by == "workload" else None
     fr = table.pareto(front, by=by) if len(table) else table
     spreads = {ph: table.spread(f"{ph}_energy_per_token_j") if len(table) else {} for ph in ("prefill", "decode")}
@@ -150,10 +160,11 @@ def sweep_command(
 
         sweep_figure(table, plot, title=", ".join(spec.models) + " on " + ", ".join(spec.gpus))
     elapsed = table.meta.get("elapsed_s", 0.0)
+    invalid_reasons = [] if len(table) else explain_invalid(spec)
     summary = {
         "grid_configs": spec.size, "valid_configs": len(table), "feasible_configs": len(feasible),
         "elapsed_s": elapsed, "configs_per_s": spec.size / elapsed if elapsed else None,
-        "skipped": table.meta.get("skipped", []),
+        "skipped": table.meta.get("skipped", []), "invalid_reasons": invalid_reasons,
         "spread": {ph: {k: {kk: vv for kk, vv in v.items() if kk in ("min", "max", "spread", "rows")}
                         for k, v in s.items()} for ph, s in spreads.items()},
         "spread_per_workload": {ph: [{"model": k[0], "prompt_len": k[1], "output_len": k[2], "spread": v["spread"],
@@ -162,13 +173,16 @@ def sweep_command(
         "front": {"name": front, "rows": fr.rows(top) if len(fr) else []}, "out": written, "plot": plot,
     }
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        emit_json(summary)
         return
     con = _console()
     con.print(f"[bold]{spec.size:,}[/] configurations ({len(table):,} valid, {len(feasible):,} feasible) in "
               f"{elapsed:.2f} s ({spec.size / max(elapsed, 1e-9):,.0f} configs/s)")
     for s in table.meta.get("skipped", []):
-        con.print(f"[yellow]skipped:[/] {s}")
+        con.print(f"[yellow]skipped:[/] {s}", markup=False)
+    if not len(table):
+        for reason in invalid_reasons:
+            con.print(f"invalid: {reason}", markup=False, highlight=False)
     sp_t = Table(title="Energy-efficiency spread over feasible configurations (max/min J per token)")
     for col in ("model", "phase", "min J/tok", "max J/tok", "spread", "median per workload", "range per workload",
                 "configs"):
@@ -229,7 +243,7 @@ def disagg_command(
                   decode_pool=Pool.parse(decode, field_name="decode", gpu=gpu), concurrency=conc,
                   prompt_len=prompt_len, output_len=output_len, prefill_batch=prefill_batch, max_gpus=max_gpus)
     if as_json:
-        typer.echo(json.dumps(res.to_dict(), indent=2))
+        emit_json(res.to_dict())
         return
     co, di = res.colocated, res.disaggregated
     con = _console()

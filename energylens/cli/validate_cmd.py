@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from energylens.cli import app
+from energylens.cli import app, emit_json
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 @app.command("validate")
@@ -24,8 +25,13 @@ def validate_command(
     markdown: str = typer.Option(None, "--markdown", help="Write the MAPE tables as Markdown to this path."),
 ) -> None:
     """Validate serving predictions (median ITL, average power, energy per token) against measurements."""
+    from energylens.checks import integer, output_path, write_text
+    from energylens.errors import SpecError
     from energylens.validate import shipped_dev_csv, validate_csv
 
+    integer("worst", worst, low=0, high=100_000, error=SpecError)
+    plot_path = output_path("plot", plot, PLOT_SUFFIXES, create_parent=True) if plot else None  # checked before any work
+    md_path = output_path("markdown", markdown, (".md", ".markdown", ".txt")) if markdown else None
     path = data or str(shipped_dev_csv())
     if as_json:
         v = validate_csv(path, level=level)
@@ -39,12 +45,12 @@ def validate_command(
             task = prog.add_task("costing rows", total=n)
             v = validate_csv(path, level=level, progress=lambda k: prog.advance(task, k))
             prog.update(task, completed=n)
-    if plot:
-        write_plot(v, plot)
-    if markdown:
-        Path(markdown).write_text(to_markdown(v))
+    if plot_path:
+        write_plot(v, str(plot_path))
+    if md_path:
+        write_text("markdown", md_path, to_markdown(v))
     if as_json:
-        typer.echo(json.dumps(v.to_dict(), indent=2, default=float))
+        emit_json(v.to_dict())
         return
     render(v, rows=rows, worst=worst)
 

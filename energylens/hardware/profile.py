@@ -18,11 +18,9 @@ only when a prediction asks for that dtype.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
-
-import yaml
 
 from energylens.datafiles import data_path, safe_load
 from energylens.errors import SpecError, UnknownNameError
@@ -99,12 +97,14 @@ def parse_quantity(entry: object, where: str, unit: str) -> Quantity:
         raise SpecError(f"{where}.source", source, "a non-empty source")
     value = entry["value"]
     if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{where}.value", value, "a number or null")
         try:
             value = float(value)
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{where}.value", value, "a number or null") from exc
-        if not value >= 0:
-            raise SpecError(f"{where}.value", value, "a non-negative number")
+        except OverflowError:
+            raise SpecError(f"{where}.value", value, "a finite number or null") from None
+        if not math.isfinite(value) or value < 0:
+            raise SpecError(f"{where}.value", value, "a finite, non-negative number or null")
     return Quantity(value, unit, kind, source, str(entry.get("note", "")))
 
 
@@ -228,8 +228,56 @@ def parse_gpu(data: object, origin: str) -> GPU:
             raise SpecError(f"{origin}: quantities.{name}", None, "required field is missing")
     if not any(quantities.get(f"peak_flops_{d}") and quantities[f"peak_flops_{d}"].value for d in DTYPES):
         raise SpecError(f"{origin}: quantities.peak_flops_*", None, "at least one dtype's peak is required")
-    aliases = tuple(str(a) for a in data.get("aliases", []) or [])
+    sanity_check(quantities, origin)
+    aliases = data.get("aliases", []) or []
+    if not isinstance(aliases, list):
+        raise SpecError(f"{origin}: aliases", aliases, "a list of names")
+    aliases = tuple(str(a) for a in aliases)
     return GPU(str(data["key"]), str(data["name"]), str(data["link"]), quantities, aliases, origin)
+
+
+POSITIVE_FIELDS = ("hbm_bandwidth", "hbm_capacity", "sm_count", "power_limit", "gemm_tile_m", "gemm_tile_n",
+                   "l2_capacity")
+INTEGER_FIELDS = ("sm_count", "gemm_tile_m", "gemm_tile_n")
+MAX_TILE = 4096
+
+
+def sanity_check(quantities: dict[str, Quantity], origin: str) -> None:
+    """Physical sense of a profile (units are already checked): capacities, bandwidths, the SM count
+    and the power limit positive; idle power below the power limit; every efficiency in (0, 1];
+    GEMM tiles and the SM count positive integers; energies per FLOP/byte and overheads finite."""
+    def val(name: str) -> float | None:
+        q = quantities.get(name)
+        return None if q is None else q.value
+
+    for name in POSITIVE_FIELDS:
+        v = val(name)
+        if v is not None and not v > 0:
+            raise SpecError(f"{origin}: quantities.{name}.value", v, "a positive number")
+    for name in INTEGER_FIELDS:
+        v = val(name)
+        if v is not None and (v != int(v) or not 1 <= v <= MAX_TILE * 64):
+            raise SpecError(f"{origin}: quantities.{name}.value", v, "a positive integer")
+    for name in ("gemm_tile_m", "gemm_tile_n"):
+        v = val(name)
+        if v is not None and v > MAX_TILE:
+            raise SpecError(f"{origin}: quantities.{name}.value", v, f"a tile size of at most {MAX_TILE}")
+    for name in quantities:
+        if name == "max_memory_efficiency" or name.startswith("max_compute_efficiency_"):
+            v = val(name)
+            if v is not None and not 0 < v <= 1:
+                raise SpecError(f"{origin}: quantities.{name}.value", v, "an efficiency in (0, 1]")
+        if name.startswith("peak_flops_"):
+            v = val(name)
+            if v is not None and not v > 0:
+                raise SpecError(f"{origin}: quantities.{name}.value", v, "a positive FLOP/s or null (unsupported)")
+    idle, limit = val("idle_power"), val("power_limit")
+    if idle is not None and limit is not None and not idle < limit:
+        raise SpecError(f"{origin}: quantities.idle_power.value", idle,
+                        f"an idle power below the power limit ({limit:g} W)")
+    k_half = val("gemm_k_half")
+    if k_half is not None and k_half > 1e9:
+        raise SpecError(f"{origin}: quantities.gemm_k_half.value", k_half, "at most 1e9")
 
 
 def _data_dir():
@@ -265,16 +313,14 @@ def load_gpu(name_or_path: str | GPU) -> GPU:
     """A built-in GPU by key or alias (case-insensitive), or a profile YAML path."""
     if isinstance(name_or_path, GPU):
         return name_or_path
-    name = str(name_or_path)
-    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
-        path = Path(name)
-        if not path.is_file():
+    from energylens.checks import MAX_CONFIG_BYTES, is_file, parse_yaml, read_text, text
+
+    name = text("gpu", name_or_path, error=SpecError, what="a GPU key/alias or a profile .yaml path")
+    if name.endswith((".yaml", ".yml")) or is_file(name):
+        if not is_file(name):
             raise SpecError("gpu", name, "a built-in GPU name or an existing profile .yaml file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise SpecError("gpu", name, f"valid YAML ({exc.__class__.__name__})") from exc
-        return parse_gpu(data, str(path))
+        source = read_text(name, "gpu", max_bytes=MAX_CONFIG_BYTES, what="a GPU profile .yaml file")
+        return parse_gpu(parse_yaml(source, "gpu", name), name)
     builtin = _builtin()
     wanted = _norm(name)
     for gpu in builtin.values():

@@ -260,17 +260,12 @@ def parse_record(data: object, origin: str) -> Record:
 
 def read_record(path: str | os.PathLike) -> Record:
     """Read and validate one record file."""
+    from energylens.checks import MAX_RECORD_BYTES, parse_json, read_text
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise MeasurementError(
-            "record", str(p), f"a readable measurement record file ({exc.strerror})"
-        ) from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MeasurementError(str(p), f"line {exc.lineno}", f"valid JSON ({exc.msg})") from exc
+    text = read_text(p, "record", max_bytes=MAX_RECORD_BYTES, what="a measurement record file",
+                     error=MeasurementError)
+    data = parse_json(text, "record", str(p), error=MeasurementError)
     return parse_record(data, str(p))
 
 

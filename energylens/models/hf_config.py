@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from energylens.errors import SpecError
 
+MAX_CONFIG_INT = 2**31 - 1  # sizes, head counts, layers: int32, as the frameworks store them
 TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8"}
 
 
@@ -30,13 +31,13 @@ class HFConfig:
 
     @classmethod
     def from_path(cls, path: str | Path) -> HFConfig:
+        from energylens.checks import MAX_CONFIG_BYTES, is_file, parse_json, read_text
+
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError as exc:
-            raise SpecError("model", str(path), "a known model name or an existing config.json path") from exc
-        except json.JSONDecodeError as exc:
-            raise SpecError("model", str(path), f"valid JSON (line {exc.lineno}: {exc.msg})") from exc
+        if not is_file(p):
+            raise SpecError("model", str(path), "a known model name or an existing config.json path")
+        data = parse_json(read_text(p, "model", max_bytes=MAX_CONFIG_BYTES, what="a config.json file"),
+                          "model", str(path))
         return cls(data, str(p))
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -46,8 +47,9 @@ class HFConfig:
         value = self.data.get(key, default)
         if value is None:
             raise SpecError(f"{self.origin}: {key}", None, "required integer field of config.json")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
-            raise SpecError(f"{self.origin}: {key}", value, "a positive integer")
+        ok = not isinstance(value, bool) and isinstance(value, (int, float))
+        if not ok or not math.isfinite(value) or value != int(value) or not 0 < value <= MAX_CONFIG_INT:
+            raise SpecError(f"{self.origin}: {key}", value, f"a positive integer up to {MAX_CONFIG_INT:,}")
         return int(value)
 
     @property

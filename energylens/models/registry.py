@@ -75,8 +75,10 @@ def known_models() -> list[str]:
 
 def resolve(name: str) -> tuple[HFConfig, str, str]:
     """(config, short name, hf id) for a short name, HF id (case-insensitive) or config path."""
+    from energylens.checks import exists, text
+
     shipped = shipped_configs()
-    key = name.strip()
+    key = text("model", name, error=SpecError, what="a model short name, Hugging Face id or config.json path").strip()
     lower = {k.lower(): k for k in shipped}
     short_lower = {k.lower(): v for k, v in SHORT_NAMES.items()}
     alias_lower = {k.lower(): v for k, v in HF_ALIASES.items()}
@@ -95,8 +97,8 @@ def resolve(name: str) -> tuple[HFConfig, str, str]:
         short = next((s for s, h in SHORT_NAMES.items() if h == hf_id), hf_id.split("/")[-1].lower())
         return cfg, short, hf_id
     path = Path(key)
-    if path.suffix == ".json" or path.exists():
-        if path.is_dir():
+    if path.suffix == ".json" or exists(path):
+        if exists(path / "config.json"):
             path = path / "config.json"
         cfg = HFConfig.from_path(path)
         short = (path.parent.name or path.stem) if path.name == "config.json" else path.stem
@@ -109,11 +111,15 @@ def load_model(name: str | Model) -> Model:
     ``docs/einsum-spec.md``)."""
     if isinstance(name, Model):
         return name
-    key = str(name).strip()
+    from energylens.checks import MAX_CONFIG_BYTES, is_file, regular_file, text
+
+    if not isinstance(name, str):
+        raise SpecError("model", name, "a model short name, Hugging Face id, config.json path, spec .yaml or Model")
+    key = text("model", name, error=SpecError, what="a model short name, Hugging Face id or config.json path").strip()
     if key.lower().endswith(SPEC_SUFFIXES):
-        path = Path(key)
-        if not path.is_file():
+        if not is_file(key):
             raise SpecError("model spec file", key, "an existing einsum spec .yaml file (docs/einsum-spec.md)")
+        path = regular_file(key, "model spec file", max_bytes=MAX_CONFIG_BYTES, what="an einsum spec .yaml file")
         stat = path.stat()
         return _load_spec_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     return _load_cached(key)

@@ -23,7 +23,7 @@ def _load_json(path: Path) -> tuple[np.ndarray, int | None, str | None]:
     where = str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
         raise SpecError("routing", where, f"a readable JSON histogram file ({exc})") from None
     if not isinstance(data, dict) or "layers" not in data:
         raise SpecError(
@@ -104,8 +104,11 @@ def load_histogram(path: str | Path) -> Routing:
     suffix = file.suffix.lower()
     if suffix not in HISTOGRAM_SUFFIXES:
         raise SpecError("routing", where, "a histogram file ending in .json, .csv or .npy")
-    if not file.is_file():
+    from energylens.checks import MAX_CONFIG_BYTES, is_file, regular_file
+
+    if not is_file(file):
         raise SpecError("routing", where, "an existing histogram file (.json, .csv or .npy); no such file")
+    regular_file(file, "routing", max_bytes=MAX_CONFIG_BYTES, what="a histogram file")
     top_k: int | None = None
     source: str | None = None
     if suffix == ".json":

@@ -35,14 +35,18 @@ class Layout:
     axes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_AXES))
 
     def __post_init__(self) -> None:
+        from energylens.checks import MAX_DEGREE, boolean, integer
+
         for name in ("tp", "pp", "dp", "ep"):
-            arr = np.asarray(getattr(self, name))
-            if arr.dtype.kind not in "iu" and not np.all(np.mod(arr, 1) == 0):
-                raise LayoutError(name, getattr(self, name), "a positive integer")
-            if np.any(arr < 1):
-                raise LayoutError(name, getattr(self, name), "a positive integer (1 = not parallel)")
-        if int(self.gpus_per_node) < 1:
-            raise LayoutError("gpus_per_node", self.gpus_per_node, "a positive integer")
+            v = getattr(self, name)
+            if isinstance(v, np.ndarray):  # a sweep over layouts: integer arrays
+                if v.dtype.kind not in "iu" or v.size == 0 or np.any(v < 1) or np.any(v > MAX_DEGREE):
+                    raise LayoutError(name, v, f"positive integers up to {MAX_DEGREE} (1 = not parallel)")
+            else:
+                integer(name, v, low=1, high=MAX_DEGREE, error=LayoutError,
+                        what=f"a positive integer up to {MAX_DEGREE} (1 = not parallel; not a float or bool)")
+        boolean("sp", self.sp, error=LayoutError)
+        integer("gpus_per_node", self.gpus_per_node, low=1, high=MAX_DEGREE, error=LayoutError)
 
     @property
     def num_gpus(self):
@@ -128,6 +132,16 @@ def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray
             deg = layout.axis_size(axis)
             check(dims[letter] % deg == 0, axis, deg,
                   f"a divisor of dimension {letter}={dims[letter]} of {model.name} (sharded over {axis})")
+    gpn = int(layout.gpus_per_node)
+    for axis in ("tp", "ep"):  # a group larger than a node spans whole nodes: its GPUs split evenly over them
+        size = np.asarray(getattr(layout, axis))
+        nodes = -(-size // gpn)
+        even = (size <= 1) | (size % nodes == 0)
+        if strict and not np.all(even):
+            bad = int(size[~even].flat[0]) if size.ndim else int(size)
+            raise LayoutError("gpus_per_node", gpn, f"a node size that splits {axis}={bad} evenly over its "
+                              f"{-(-bad // gpn)} nodes (e.g. a divisor of {bad})")
+        ok = ok & even
     pp = np.asarray(layout.pp)
     for block in model.blocks:
         check(block.count % pp == 0 if len(model.blocks) == 1 else model.n_layers % pp == 0, "pp", pp,

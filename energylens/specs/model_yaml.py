@@ -224,12 +224,11 @@ class _Walk:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
+    from energylens.checks import is_file, read_text
+
+    if not is_file(path):
         raise SpecError("model spec file", str(path), "an existing .yaml file")
-    size = path.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(f"{path}", f"{size} bytes", f"a spec file of at most {MAX_SPEC_BYTES} bytes")
-    return path.read_text(encoding="utf-8")
+    return read_text(path, "model spec file", max_bytes=MAX_SPEC_BYTES, what="an einsum spec .yaml file")
 
 
 def parse_yaml(text: str, origin: str = "") -> object:
@@ -241,6 +240,8 @@ def parse_yaml(text: str, origin: str = "") -> object:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise SpecError(f"{origin or 'model spec'}{at}", getattr(exc, "problem", str(exc)), "valid YAML") from None
+    except (RecursionError, ValueError, OverflowError, TypeError) as exc:  # nesting bombs, bad timestamps
+        raise SpecError(origin or "model spec", exc.__class__.__name__, "YAML a parser can read") from None
 
 
 def load_model_spec(source: str | Path | Mapping) -> Model:

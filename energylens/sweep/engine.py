@@ -115,6 +115,9 @@ def run_sweep(spec: SweepSpec, *, progress: ProgressFn | None = None,
 
     Groups that cannot run at all (a dtype the GPU lacks, an unknown name) raise, unless other
     groups remain: then they are skipped and listed in ``table.meta['skipped']``."""
+    from energylens.sweep.guard import check_size
+
+    check_size(spec)  # refuse up front a table that would not fit in memory
     t0 = time.perf_counter()
     chunks = plan_chunks(spec, max_chunk_configs)
     tables = []

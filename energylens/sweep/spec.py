@@ -41,13 +41,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import yaml
-
+from energylens.checks import MAX_BATCH, MAX_DEGREE, MAX_GPUS, MAX_TOKENS
 from energylens.errors import SpecError
 
 INT_AXES = ("tp", "pp", "dp", "ep", "batch", "prompt_len", "output_len")
 WORKLOAD_AXES = ("batch", "prompt_len", "output_len")
 MAX_RANGE_VALUES = 100_000
+AXIS_MAX = {"tp": MAX_DEGREE, "pp": MAX_DEGREE, "dp": MAX_DEGREE, "ep": MAX_DEGREE, "batch": MAX_BATCH,
+            "prompt_len": MAX_TOKENS, "output_len": MAX_TOKENS}
 OVERLAP_AXES = ("overlap_comm_sms", "overlap_chunks")
 TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES, *OVERLAP_AXES)
 MAX_OVERLAP_COMM_SMS = 10_000  # as OverlapPlan; the GPU's own SM count is checked when it is known
@@ -109,16 +110,19 @@ class SweepSpec:
             if len(values) == 0:
                 raise SpecError(name, list(values), "at least one value")
             low = 0 if name == "output_len" else 1
+            high = AXIS_MAX[name]
             for v in values:
-                if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                    what = "non-negative integers (0 = prefill only)" if low == 0 else "positive integers"
+                if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                    what = f"non-negative integers up to {high:,} (0 = prefill only)" if low == 0 else \
+                        f"positive integers up to {high:,}"
                     raise SpecError(name, v, what)
             if len(set(values)) != len(values):
                 raise SpecError(name, list(values), "distinct values")
         if not self.sp or any(not isinstance(v, bool) for v in self.sp):
             raise SpecError("sp", list(self.sp), "true and/or false")
-        if isinstance(self.gpus_per_node, bool) or not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 1:
-            raise SpecError("gpus_per_node", self.gpus_per_node, "a positive integer")
+        if isinstance(self.gpus_per_node, bool) or not isinstance(self.gpus_per_node, int) \
+                or not 1 <= self.gpus_per_node <= MAX_DEGREE:
+            raise SpecError("gpus_per_node", self.gpus_per_node, f"a positive integer up to {MAX_DEGREE}")
         c = self.constraints
         if not isinstance(c.fits_memory, bool):
             raise SpecError("constraints.fits_memory", c.fits_memory, "true or false")
@@ -129,8 +133,8 @@ class SweepSpec:
                 raise SpecError(f"constraints.{name}", v, "a positive number of seconds or null")
         for name in ("max_gpus", "min_gpus"):
             v = getattr(c, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise SpecError(f"constraints.{name}", v, "a positive integer or null")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_GPUS):
+                raise SpecError(f"constraints.{name}", v, f"a positive integer up to {MAX_GPUS:,} or null")
         if c.max_gpus is not None and c.min_gpus is not None and c.min_gpus > c.max_gpus:
             raise SpecError("constraints.min_gpus", c.min_gpus, f"at most max_gpus={c.max_gpus}")
         if not isinstance(self.serving, bool):
@@ -193,13 +197,12 @@ class SweepSpec:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepSpec:
-        p = Path(path)
-        if not p.is_file():
+        from energylens.checks import MAX_CONFIG_BYTES, is_file, parse_yaml, read_text
+
+        if not is_file(path):
             raise SpecError("spec", str(path), "an existing YAML file")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise SpecError("spec", str(path), f"valid YAML ({exc.__class__.__name__}: {exc})") from exc
+        data = parse_yaml(read_text(path, "spec", max_bytes=MAX_CONFIG_BYTES, what="a sweep spec YAML file"),
+                          "spec", str(path))
         return cls.from_dict(data or {}, source=str(path))
 
     def with_overrides(self, **changes) -> SweepSpec:
@@ -289,6 +292,8 @@ def parse_values(name: str, value) -> list[int]:
 
 
 def _int(name: str, text: str, whole) -> int:
+    if len(text) > 20:  # int() of thousands of digits is slow, and no axis value is that long
+        raise SpecError(name, whole, "integers of at most 20 digits")
     try:
         return int(text)
     except ValueError:
