@@ -37,7 +37,7 @@ import yaml
 
 from energylens.calibration.results import CalibrationResult, FitSummary, FittedValue, PointResidual
 from energylens.cost.roofline import gemm_efficiency, kernel_cost
-from energylens.errors import MeasurementError, UnknownNameError
+from energylens.errors import EnergyLensError, MeasurementError, UnknownNameError
 from energylens.hardware.profile import DTYPES, FIELDS, GPU, Quantity, load_gpu, parse_gpu
 from energylens.measure.records import POWER_CAP_FRACTION, Point, Record, check_consistent, load_records
 
@@ -490,15 +490,24 @@ def calibrate(
         raise MeasurementError(
             "records", _files_label(f.files), "records with measured points (these have none)"
         )
-    f.fit_power()
-    f.fit_memory()
-    gemm_dtypes = sorted({x.p.dtype for x in f.of_kind("gemm") if x.p.dtype}, key=lambda d: (d != "bf16", d))
-    for i, dtype in enumerate(gemm_dtypes):
-        f.fit_compute(dtype, fit_k_half=fit_k_half and i == 0, fit_tiles=fit_tiles and i == 0)
-    for dtype in gemm_dtypes:
-        f.fit_energy_per_flop(dtype)
-    f.check_capped()
-    rows, summary = f.residuals()
+    try:  # degenerate records (all energies 0, constant points) make the least-squares fits fail
+        f.fit_power()
+        f.fit_memory()
+        gemm_dtypes = sorted({x.p.dtype for x in f.of_kind("gemm") if x.p.dtype}, key=lambda d: (d != "bf16", d))
+        for i, dtype in enumerate(gemm_dtypes):
+            f.fit_compute(dtype, fit_k_half=fit_k_half and i == 0, fit_tiles=fit_tiles and i == 0)
+        for dtype in gemm_dtypes:
+            f.fit_energy_per_flop(dtype)
+        f.check_capped()
+        rows, summary = f.residuals()
+    except (np.linalg.LinAlgError, FloatingPointError) as exc:
+        raise MeasurementError("records", _files_label(f.files), f"records a fit can use: varied, positive "
+                               f"latencies and energies (the fit failed: {exc})") from None
+    except ValueError as exc:
+        if isinstance(exc, EnergyLensError):
+            raise
+        raise MeasurementError("records", _files_label(f.files), f"records a fit can use: varied, positive "
+                               f"latencies and energies (the fit failed: {exc})") from None
     return CalibrationResult(base, f.current, f.fitted, f.values, rows, summary, f.notes, f.files)
 
 
