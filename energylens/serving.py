@@ -469,16 +469,6 @@ def serve(
     dp, pp = int(lay.dp), int(lay.pp)
     if batch < dp * pp:
         raise WorkloadError("batch", batch, f"at least dp x pp = {dp * pp} (one request per replica and stage)")
-    # chunked prefill must admit the prompts of the requests that finish: B/O prompts of P tokens per
-    # iteration within the budget M - B (per replica), i.e. B <= M O / (P + O)
-    sustainable = max_batched_tokens * output_len / (input_len + output_len) * dp
-    if batch > sustainable:
-        raise WorkloadError("batch", batch, f"at most {sustainable:.4g} running requests: at input_len={input_len:g} "
-                            f"and output_len={output_len:g} the prompts of the finishing requests "
-                            f"({batch / dp / output_len * input_len:.0f} tokens per iteration per replica) exceed "
-                            f"the chunked-prefill budget max_batched_tokens - batch/dp = "
-                            f"{max(max_batched_tokens - batch / dp, 0):.0f}, so this running batch cannot be "
-                            "sustained (raise --max-batched-tokens or lower the batch)")
     from energylens.kv_capacity import kv_capacity, require_fit
 
     cap = kv_capacity(m, g, lay, max_batched_tokens=int(max_batched_tokens),
@@ -491,6 +481,16 @@ def serve(
                             f"{float(cap.footprint_tokens(input_len, output_len)):.0f} on average (prompt + half "
                             "the output + half a block); use more GPUs per replica or a load mode (--concurrency) "
                             "in which requests wait")
+    # chunked prefill must admit the prompts of the requests that finish: B/O prompts of P tokens per
+    # iteration within the budget M - B (per replica), i.e. B <= M O / (P + O)
+    sustainable = max_batched_tokens * output_len / (input_len + output_len) * dp
+    if batch > sustainable:
+        raise WorkloadError("batch", batch, f"at most {sustainable:.4g} running requests: at input_len={input_len:g} "
+                            f"and output_len={output_len:g} the prompts of the finishing requests "
+                            f"({batch / dp / output_len * input_len:.0f} tokens per iteration per replica) exceed "
+                            f"the chunked-prefill budget max_batched_tokens - batch/dp = "
+                            f"{max(max_batched_tokens - batch / dp, 0):.0f}, so this running batch cannot be "
+                            "sustained (raise --max-batched-tokens or lower the batch)")
     coeffs = resolve_coefficients(coefficients, g.key)
     arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
                        max_batched_tokens=int(max_batched_tokens), routing=routing)
