@@ -14,7 +14,7 @@ one median decode iteration per chunk it needs (``ceil(prompt_len / chunk budget
 types):
 
 * a prefill instance runs batches of ``prefill_batch`` prompts back to back (the static-batch
-  prefill of :func:`energylens.evaluate.evaluate_phase`, plus the serving host overhead per
+  prefill of :func:`energylens.cost.phase.evaluate_phase`, plus the serving host overhead per
   iteration, during which its GPUs wait at idle power): ``r_A = prefill_batch / T_prefill``
   requests/s;
 * a decode instance runs pure decode iterations at ``concurrency`` running requests
@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from energylens.cost.phase import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
 from energylens.errors import LayoutError, WorkloadError
-from energylens.evaluate import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
-from energylens.parallel.layout import Layout, validate
+from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
 
 DEFAULT_MAX_GPUS = 16
@@ -233,7 +233,7 @@ def _prepare_pool(model, pool: Pool, gpus_per_node: int):
 
     m, g = prepare(model, pool.gpu, pool.dtype)
     lay = pool.layout(gpus_per_node)
-    validate(m, lay, strict=True)
+    check_layout(m, lay, strict=True)
     return m, g, lay
 
 

@@ -6,9 +6,9 @@ the same code then scales to a ``dask.distributed`` cluster on many machines
 (``Client("scheduler:8786")``). Ray would work too but needs its own runtime and is heavier to
 install and to start in CI.
 
-The grid is split by :func:`energylens.sweep.engine.plan_chunks` (one chunk per model/GPU/dtype/
+The grid is split by :func:`energylens.sweep.runner.plan_chunks` (one chunk per model/GPU/dtype/
 sp group, large groups halved along their longest axis) and every chunk is evaluated by
-:func:`energylens.sweep.engine.evaluate_chunk`, the function ``run_sweep`` uses locally, so the
+:func:`energylens.sweep.runner.evaluate_chunk`, the function ``run_sweep`` uses locally, so the
 concatenated table is identical to a local run, row for row.
 
 >>> from energylens.distributed import run_sweep_dask
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from energylens.errors import EnergyLensError
-from energylens.sweep.engine import assemble, evaluate_chunk, plan_chunks
+from energylens.sweep.runner import assemble, evaluate_chunk, plan_chunks
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
 

@@ -3,7 +3,7 @@
 vLLM sizes its KV cache at start-up: of ``gpu_memory_utilization x HBM capacity`` per GPU it
 subtracts the weights and the peak activation memory of a profiling forward pass over
 ``max_num_batched_tokens`` tokens (plus the runtime's own buffers); the rest becomes paged KV blocks
-of ``block_tokens`` tokens. Here, per GPU (the most loaded one, :func:`energylens.evaluate.memory_per_gpu`):
+of ``block_tokens`` tokens. Here, per GPU (the most loaded one, :func:`energylens.cost.phase.memory_per_gpu`):
 
 * ``usable_bytes = gpu_memory_utilization * capacity``;
 * ``free_bytes = usable_bytes - weights - workspace`` (workspace: the runtime overhead plus twice
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from energylens.cost.phase import PREFILL_CHUNK_TOKENS, memory_per_gpu
 from energylens.engines import VLLM
 from energylens.errors import LayoutError, WorkloadError
-from energylens.evaluate import PREFILL_CHUNK_TOKENS, memory_per_gpu
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
 from energylens.parallel.layout import Layout

@@ -6,16 +6,16 @@ from dataclasses import replace
 
 import numpy as np
 
+from energylens.cost.phase import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
 from energylens.cost.power import idle_energy_j
 from energylens.errors import LayoutError, SpecError, WorkloadError
-from energylens.evaluate import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPE_BYTES, GPU, load_gpu
 from energylens.intervals import runtime_interval
 from energylens.models.registry import load_model
 from energylens.moe.binding import is_moe, resolve_routing
-from energylens.overlap.model import evaluate_overlap
-from energylens.parallel.layout import Layout, validate
+from energylens.overlap.cost import evaluate_overlap
+from energylens.parallel.layout import Layout, check_layout
 from energylens.program import Program, build_program
 from energylens.results import (
     CollectiveResult,
@@ -77,7 +77,7 @@ def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_l
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise WorkloadError(name, value, "a positive integer")
     w = Workload(batch, prompt_len, output_len)
-    validate(m, layout, strict=True)
+    check_layout(m, layout, strict=True)
     return m, g, w, batch_per_replica(w, layout), build_program(m, layout)
 
 
@@ -150,7 +150,7 @@ def predict_specs(model: str | Model, execution: Execution, system: System) -> P
     g = system.gpu_for(execution)
     g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
     lay = execution.layout(system.gpus_per_node)
-    validate(m, lay, strict=True)
+    check_layout(m, lay, strict=True)
     w = Workload(execution.batch, execution.prompt_len, execution.output_len)
     bpr = batch_per_replica(w, lay)
     program = build_program(m, lay)

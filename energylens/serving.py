@@ -13,7 +13,7 @@ prompt length ``P`` and mean output length ``O``:
   attention over the new prompts (``lambda`` prompts of ``P`` tokens); the LM head and the sampler
   run for the ``B`` decoded tokens.
 
-Each of the three parts is costed by :func:`energylens.evaluate.evaluate_phase` on the same
+Each of the three parts is costed by :func:`energylens.cost.phase.evaluate_phase` on the same
 program (same sharding, derived collectives, roofline and power cap) and the kernels are taken
 from the part they belong to (decode and prefill attention share one kernel launch).
 
@@ -59,13 +59,13 @@ from functools import cache
 
 import numpy as np
 
+from energylens.cost.phase import evaluate_phase
 from energylens.datafiles import data_path
 from energylens.engines import VLLM
 from energylens.errors import LayoutError, SpecError, WorkloadError
-from energylens.evaluate import evaluate_phase
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
-from energylens.parallel.layout import Layout, validate
+from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
 
 MAX_BATCHED_TOKENS = VLLM.max_batched_tokens  # energylens/data/engines/vllm.yaml
@@ -422,7 +422,7 @@ def resolve_layout(model: Model, *, num_gpus: int | None, tp: int, ep: int, dp: 
                 raise LayoutError("num_gpus", num_gpus, f"tp x pp x dp = {tp * pp * dp} (or, with expert "
                                   "parallelism and tp=1, a multiple of pp x dp that ep divides)")
     lay = Layout(tp=tp, pp=pp, dp=dp, ep=ep, gpus_per_node=gpus_per_node)
-    validate(model, lay, strict=True)
+    check_layout(model, lay, strict=True)
     return lay, tuple(notes)
 
 

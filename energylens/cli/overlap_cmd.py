@@ -43,8 +43,8 @@ def overlap_command(
     """Compute-communication overlap: SM allocation x chunks, latency, energy and the Pareto front."""
     from energylens.checks import output_path
     from energylens.hardware import load_gpu
-    from energylens.overlap.model import OverlapAssumptions
-    from energylens.overlap.plan import MAX_CHUNKS, parse_int_list
+    from energylens.overlap.cost import OverlapAssumptions
+    from energylens.overlap.rules import MAX_CHUNKS, parse_int_list
     from energylens.overlap.search import sweep_overlap
 
     if plot:

@@ -1,7 +1,7 @@
 """Power on one GPU: every rule that turns work into watts and joules lives here.
 
 Used by kernels (:mod:`energylens.cost.roofline`), collectives (:mod:`energylens.cost.collectives`),
-overlap (:mod:`energylens.overlap.model`), phases and pipelines (:mod:`energylens.evaluate`,
+overlap (:mod:`energylens.overlap.cost`), phases and pipelines (:mod:`energylens.cost.phase`,
 :mod:`energylens.predict`), serving and disaggregation. The coefficients come from the GPU profile
 (``idle_power``, ``power_limit``, ``sm_count``; units in the names).
 

@@ -52,7 +52,7 @@ class Model:
     # dim -> mesh axis ("tp", "ep") or None (replicated), overriding the Megatron default of
     # ``energylens.parallel.layout.DEFAULT_AXES`` for this model
     sharding: Mapping[str, str | None] = field(default_factory=dict)
-    # default overlap rules of this model (``energylens.overlap.plan.OverlapPlan``); an execution's
+    # default overlap rules of this model (``energylens.overlap.rules.OverlapPlan``); an execution's
     # own plans replace them
     overlap: tuple = ()
 

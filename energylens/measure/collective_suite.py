@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from energylens.errors import MeasurementError
-from energylens.measure.plan import PointSpec, plan_collectives
+from energylens.measure.points import PointSpec, plan_collectives
 from energylens.measure.records import write_record
 from energylens.measure.runner import RunSettings, measure_callable, prepare_invoke
 

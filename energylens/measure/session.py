@@ -16,7 +16,7 @@ from pathlib import Path
 
 from energylens.errors import MeasurementError, UnknownNameError
 from energylens.measure.nvml import PowerSampler, measure_idle, open_device
-from energylens.measure.plan import MICRO_KINDS, SIZES, PointSpec, model_dims
+from energylens.measure.points import MICRO_KINDS, SIZES, PointSpec, model_dims
 from energylens.measure.records import SCHEMA_VERSION, SUITES, UNITS
 from energylens.measure.runner import (
     Measurement,

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from energylens.errors import MeasurementError
-from energylens.measure.plan import MODELS, PointSpec, plan_micro, plan_models
+from energylens.measure.points import MODELS, PointSpec, plan_micro, plan_models
 from energylens.measure.records import write_record
 from energylens.measure.runner import (
     RunSettings,
@@ -189,7 +189,7 @@ def _run_models(
     save: Callable[[float], None],
     log: Log,
 ) -> None:
-    from energylens.measure.model import DecoderModel
+    from energylens.measure.decoder import DecoderModel
 
     torch, settings = sess.torch, sess.settings
     t0 = time.monotonic()

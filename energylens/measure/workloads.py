@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from energylens.errors import MeasurementError
-from energylens.measure.plan import PointSpec, attention_flops_bytes
+from energylens.measure.points import PointSpec, attention_flops_bytes
 
 L2_MULTIPLE = 3.0  # a rotation cycle touches at least this many L2 capacities
 MAX_ROTATION = 256

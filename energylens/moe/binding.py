@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from energylens.cost.engine import ROUTED_EXPERTS_KEY
+from energylens.cost.kernels import ROUTED_EXPERTS_KEY
 from energylens.errors import EnergyLensError
 from energylens.graph.model import Model
 from energylens.moe.routing import ROUTING_FORMS, Routing, parse_routing, routing_stats

@@ -11,7 +11,7 @@ shared power cap, phase totals), ``search`` (predictions, sweeps, Pareto), ``plo
 (the SM-split model against MuxServe's measurements).
 """
 
-from energylens.overlap.model import (
+from energylens.overlap.cost import (
     ASSUMPTION_SOURCES,
     OverlapAssumptions,
     OverlapPhase,
@@ -21,9 +21,9 @@ from energylens.overlap.model import (
     gpu_partition,
     overlap_timeline,
 )
-from energylens.overlap.plan import CONSUMER, PRODUCER, OverlapPlan, resolve_pairs, step_sequence
+from energylens.overlap.rules import CONSUMER, PRODUCER, OverlapPlan, resolve_pairs, step_sequence
 
-# ``search`` builds on ``energylens.predict`` (which itself uses ``plan`` and ``model``): its names are
+# ``search`` builds on ``energylens.predict`` (which itself uses ``rules`` and ``cost``): its names are
 # imported on first use so that importing the package does not import ``predict``.
 _SEARCH_NAMES = ("DEFAULT_CHUNKS", "DEFAULT_COMM_SMS", "OverlapPhaseResult", "OverlapPrediction", "OverlapSweep",
                  "PairResult", "predict_with_overlap", "sweep_overlap")

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from energylens.cost.phase import evaluate_phase
 from energylens.errors import WorkloadError
-from energylens.evaluate import evaluate_phase
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
-from energylens.overlap.model import OverlapAssumptions, OverlapPhase, PairCost, evaluate_overlap
-from energylens.overlap.plan import OverlapPlan
+from energylens.overlap.cost import OverlapAssumptions, OverlapPhase, PairCost, evaluate_overlap
+from energylens.overlap.rules import OverlapPlan
 from energylens.parallel.layout import Layout
 from energylens.pareto import pareto_mask
 from energylens.predict import predict, setup

@@ -4,7 +4,7 @@ MuxServe (hao-ai-lab/MuxServe, ``examples/placement/llama.json``; ``/work/shared
 muxserve-sm-latency``) measured one LLaMA forward pass (prefill of ``batch x seq_len`` tokens, or one
 decode step over a ``batch x seq_len`` KV cache) on A100-80GB with NVIDIA MPS limiting the process to
 30-100 % of the SMs, at tensor parallelism 1-8. energylens predicts the same iterations with the
-process on :func:`energylens.overlap.model.gpu_partition` (``round(108 x pct / 100)`` SMs) and the
+process on :func:`energylens.overlap.cost.gpu_partition` (``round(108 x pct / 100)`` SMs) and the
 comparison is on the *slowdown* ``latency(pct) / latency(100 %)`` (MuxServe's runtime overheads and
 the core's absolute accuracy cancel). Nothing here is fitted: the numbers are what the core predicts.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from energylens.cost.phase import evaluate_phase
 from energylens.errors import SpecError
-from energylens.evaluate import evaluate_phase
 from energylens.hardware import load_gpu
 from energylens.models.dense import build_dense
 from energylens.models.hf_config import HFConfig
-from energylens.overlap.model import gpu_partition
+from energylens.overlap.cost import gpu_partition
 from energylens.parallel.layout import Layout
 from energylens.program import build_program
 

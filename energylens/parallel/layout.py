@@ -93,7 +93,7 @@ def degrees(model: Model, layout: Layout) -> dict[str, np.ndarray]:
     return out
 
 
-def validate(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray:
+def check_layout(model: Model, layout: Layout, *, strict: bool = True) -> np.ndarray:
     """True where the layout divides the model. With ``strict`` the first failure raises LayoutError."""
     ok = np.ones(np.broadcast(np.asarray(layout.tp), np.asarray(layout.pp), np.asarray(layout.dp),
                               np.asarray(layout.ep)).shape, dtype=bool)

@@ -10,7 +10,7 @@ from energylens.errors import LayoutError, SpecError, WorkloadError
 from energylens.graph.model import MESH_AXES
 from energylens.moe.binding import resolve_routing
 from energylens.moe.routing import Routing
-from energylens.overlap.plan import OverlapPlan
+from energylens.overlap.rules import OverlapPlan
 from energylens.parallel.layout import DEFAULT_AXES, Layout
 
 MAX_DEGREE = 1 << 16

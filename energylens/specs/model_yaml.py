@@ -27,7 +27,7 @@ from energylens.graph.model import MESH_AXES, OP_ATTRS, WORKLOAD_DIMS, Block, Mo
 from energylens.graph.ops import Op, Role, Tensor
 from energylens.hardware.profile import DTYPE_BYTES
 from energylens.hardware.profile import DTYPES as COMPUTE_DTYPES
-from energylens.overlap.plan import OverlapPlan
+from energylens.overlap.rules import OverlapPlan
 from energylens.specs.expr import evaluate
 
 MAX_SPEC_BYTES = 1 << 20  # a spec file is a few kB; refuse anything over 1 MiB

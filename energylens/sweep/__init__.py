@@ -20,7 +20,7 @@ kernel; ``[0]``, no overlap, by default), ``overlap_chunks`` (``[1]``) and ``ove
 ``overlap_comm_sms``, ``overlap_chunks``, ``{prefill,decode}_overlap_saved_s`` / ``_saved_j``.
 """
 
-from energylens.sweep.engine import evaluate_chunk, plan_chunks, run_sweep
+from energylens.sweep.runner import evaluate_chunk, plan_chunks, run_sweep
 from energylens.sweep.spec import Constraints, SweepSpec, parse_values
 from energylens.sweep.table import FRONTS, SweepTable, read_csv
 

@@ -52,7 +52,7 @@ AXIS_MAX = {"tp": MAX_DEGREE, "pp": MAX_DEGREE, "dp": MAX_DEGREE, "ep": MAX_DEGR
 OVERLAP_AXES = ("overlap_comm_sms", "overlap_chunks")
 TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES, *OVERLAP_AXES)
 MAX_OVERLAP_COMM_SMS = 10_000  # as OverlapPlan; the GPU's own SM count is checked when it is known
-from energylens.overlap.plan import MAX_CHUNKS as MAX_OVERLAP_CHUNKS  # noqa: E402
+from energylens.overlap.rules import MAX_CHUNKS as MAX_OVERLAP_CHUNKS  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from energylens.cost.roofline import gemm_efficiency, kernel_cost
 from energylens.hardware.profile import GPU, parse_gpu
-from energylens.measure import plan
+from energylens.measure import points as plan
 from energylens.measure.records import SCHEMA_VERSION, UNITS, write_record
 
 

@@ -8,11 +8,11 @@ import sys
 MODULES = [
     "energylens.measure",
     "energylens.measure.records",
-    "energylens.measure.plan",
+    "energylens.measure.points",
     "energylens.measure.nvml",
     "energylens.measure.runner",
     "energylens.measure.workloads",
-    "energylens.measure.model",
+    "energylens.measure.decoder",
     "energylens.measure.suites",
     "energylens.measure.collective_suite",
     "energylens.hardware.fitted",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from energylens.errors import EnergyLensError
-from energylens.measure.plan import plan_micro
+from energylens.measure.points import plan_micro
 from energylens.measure.records import read_record, write_record
 from energylens.measure.runner import Measurement
 from energylens.measure.suites import (

@@ -11,7 +11,7 @@ from energylens.graph.ops import Role
 from energylens.hardware.profile import DTYPE_BYTES
 from energylens.models import load_model
 from energylens.models.moe import MOE_LEGEND
-from energylens.parallel.layout import Layout, validate
+from energylens.parallel.layout import Layout, check_layout
 
 
 @pytest.mark.parametrize("name,total_b,tol", [
@@ -134,7 +134,7 @@ def test_qwen2_moe_shared_expert_of_its_own_width(tmp_path):
     per_dense = attn + 3 * d * 512
     assert m.param_count() == 3 * per_moe + per_dense + 2 * 1000 * d + d
     with pytest.raises(LayoutError):
-        validate(m, Layout(tp=5))
+        check_layout(m, Layout(tp=5))
 
 
 def test_deepseek_v2_lite_style_config_without_q_lora(tmp_path):
@@ -157,8 +157,8 @@ def test_moe_legend_names_every_letter():
 def test_expert_and_head_divisibility_errors():
     m = load_model("qwen3-30b-a3b")
     with pytest.raises(LayoutError) as exc:
-        validate(m, Layout(ep=3, dp=3))
+        check_layout(m, Layout(ep=3, dp=3))
     assert "128 experts" in str(exc.value)
     with pytest.raises(LayoutError):
-        validate(m, Layout(tp=2, ep=4))  # ep must divide tp*dp
-    assert validate(m, Layout(tp=8))  # 4 KV heads, each replicated on 2 of the 8 ranks
+        check_layout(m, Layout(tp=2, ep=4))  # ep must divide tp*dp
+    assert check_layout(m, Layout(tp=8))  # 4 KV heads, each replicated on 2 of the 8 ranks

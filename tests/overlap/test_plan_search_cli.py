@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from energylens.cli import main
-from energylens.cost.engine import cost_steps
+from energylens.cost.kernels import cost_steps
+from energylens.cost.phase import axis_nodes, axis_sizes
 from energylens.errors import EnergyLensError, SpecError
-from energylens.evaluate import axis_nodes, axis_sizes
-from energylens.overlap.plan import (
+from energylens.overlap.rules import (
     CONSUMER,
     PRODUCER,
     OverlapPlan,

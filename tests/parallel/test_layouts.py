@@ -6,7 +6,7 @@ import pytest
 import energylens
 from energylens.errors import LayoutError
 from energylens.models import load_model
-from energylens.parallel.layout import Layout, degrees, validate
+from energylens.parallel.layout import Layout, check_layout, degrees
 from energylens.parallel.sharding import CollectiveStep
 from energylens.program import build_program
 
@@ -94,7 +94,7 @@ def test_kv_heads_replicate_when_tp_exceeds_them():
     degs = degrees(m, Layout(tp=16))
     assert int(degs["g"]) == 8 and int(degs["r"]) == 2
     with pytest.raises(LayoutError) as e:
-        validate(m, Layout(tp=64))  # 32 query heads
+        check_layout(m, Layout(tp=64))  # 32 query heads
     assert "32 attention heads" in str(e.value)
 
 
@@ -108,7 +108,7 @@ def test_indivisible_layouts_are_errors(kw, field):
 def test_vectorised_validate_mask():
     m = load_model("llama3-70b")
     # 64 query heads, 8 KV heads (replicated beyond tp 8), f = 28672: 3, 6 and 128 do not divide
-    mask = validate(m, Layout(tp=np.array([1, 2, 3, 6, 8, 16, 128])), strict=False)
+    mask = check_layout(m, Layout(tp=np.array([1, 2, 3, 6, 8, 16, 128])), strict=False)
     assert mask.tolist() == [True, True, False, False, True, True, False]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import energylens
 from energylens.errors import LayoutError, SpecError, UnknownNameError, WorkloadError
-from energylens.overlap.plan import OverlapPlan
+from energylens.overlap.rules import OverlapPlan
 from energylens.parallel.layout import Layout
 from energylens.specs import Execution, System
 

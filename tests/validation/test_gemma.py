@@ -30,7 +30,7 @@ def test_hand_count_per_layer_weights():
 
 
 def test_local_layers_read_at_most_the_window():
-    from energylens.evaluate import evaluate_phase
+    from energylens.cost.phase import evaluate_phase
     from energylens.hardware import load_gpu
     from energylens.parallel.layout import Layout
     from energylens.program import build_program

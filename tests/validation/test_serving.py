@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from energylens.cost.phase import evaluate_phase
 from energylens.errors import LayoutError, WorkloadError
-from energylens.evaluate import evaluate_phase
 from energylens.hardware import load_gpu
 from energylens.models import load_model
 from energylens.parallel.layout import Layout

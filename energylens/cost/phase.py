@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from energylens.cost.engine import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
+from energylens.cost.kernels import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model

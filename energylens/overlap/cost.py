@@ -56,13 +56,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from energylens.cost.collectives import collective_cost
-from energylens.cost.engine import KernelRecord, cost_steps
+from energylens.cost.kernels import KernelRecord, cost_steps
+from energylens.cost.phase import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase
 from energylens.cost.power import stretch
 from energylens.errors import LayoutError
-from energylens.evaluate import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPES, GPU, Quantity
-from energylens.overlap.plan import OverlapPlan, resolve_pairs, step_sequence
+from energylens.overlap.rules import OverlapPlan, resolve_pairs, step_sequence
 from energylens.parallel.layout import Layout, degrees
 from energylens.program import Program
 

@@ -24,7 +24,7 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from energylens.cost.engine import kernel_groups
+from energylens.cost.kernels import kernel_groups
 from energylens.errors import SpecError
 from energylens.parallel.sharding import CollectiveStep, Step
 

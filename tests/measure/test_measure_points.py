@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from energylens.errors import EnergyLensError
-from energylens.measure import plan
+from energylens.measure import points as plan
 
 
 def test_llama_8b_projection_shapes_per_tp() -> None:

@@ -11,7 +11,7 @@ import energylens
 from energylens.errors import EnergyLensError
 from energylens.pareto import pareto_mask
 from energylens.sweep import SweepSpec, run_sweep
-from energylens.sweep.engine import plan_chunks
+from energylens.sweep.runner import plan_chunks
 
 DENSE = SweepSpec(models=("llama3-8b",), gpus=("h100-sxm",), tp=(1, 2, 3, 4, 8), pp=(1, 2), dp=(1, 2, 4),
                   batch=(1, 2, 3, 8, 64), prompt_len=(128, 2048), output_len=(0, 5, 16, 17, 300))

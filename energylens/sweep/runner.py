@@ -50,10 +50,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from energylens.cost.phase import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
 from energylens.errors import EnergyLensError
-from energylens.evaluate import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
-from energylens.overlap.model import evaluate_overlap
-from energylens.parallel.layout import Layout, validate
+from energylens.overlap.cost import evaluate_overlap
+from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
@@ -299,15 +299,15 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     # validity over the logical grid; per-axis placeholders keep the evaluation finite
     lay_logical = Layout(tp=_axis(tp, AX_TP), pp=_axis(pp, AX_PP), dp=_axis(dp, AX_DP), ep=_axis(ep, AX_EP),
                          sp=sp, gpus_per_node=gpn)
-    valid = validate(m, lay_logical, strict=False)
+    valid = check_layout(m, lay_logical, strict=False)
     divides = (batch[None, :] % dp[:, None] == 0) & (batch[None, :] >= dp[:, None])  # [dp, batch]
     mask = valid & _axis_2d(divides)
     mask = np.broadcast_to(mask, logical_shape)
     if not mask.any():
         return {}, []
-    tp_e = np.where(validate(m, Layout(tp=tp), strict=False), tp, 1)
-    pp_e = np.where(validate(m, Layout(pp=pp), strict=False), pp, 1)
-    ep_e = np.where(validate(m, Layout(ep=ep, dp=ep), strict=False), ep, 1)  # experts divisible by ep
+    tp_e = np.where(check_layout(m, Layout(tp=tp), strict=False), tp, 1)
+    pp_e = np.where(check_layout(m, Layout(pp=pp), strict=False), pp, 1)
+    ep_e = np.where(check_layout(m, Layout(ep=ep, dp=ep), strict=False), ep, 1)  # experts divisible by ep
     bpr = batch[None, :] // dp[:, None]
     u_vals = np.unique(bpr[divides])
     u_index = np.searchsorted(u_vals, np.where(divides, bpr, u_vals[0]))  # [dp, batch] -> row of U
@@ -402,7 +402,7 @@ class _Gather:
 
 def _overlap_plans(spec: SweepSpec) -> list:
     """One entry per overlap setting: None (sequential) or the ``OverlapPlan`` of the setting."""
-    from energylens.overlap.plan import OverlapPlan
+    from energylens.overlap.rules import OverlapPlan
 
     return [None if k == 0 else OverlapPlan(spec.overlap_collective, None, chunks=c, comm_sms=k)
             for k, c in spec.overlap_settings()]

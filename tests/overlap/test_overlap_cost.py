@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 import energylens
 from energylens.cost.collectives import collective_cost, default_comm_sms
+from energylens.cost.phase import evaluate_phase
 from energylens.cost.roofline import gemm_efficiency
 from energylens.errors import LayoutError
-from energylens.evaluate import evaluate_phase
 from energylens.hardware import load_gpu
-from energylens.overlap.model import chunk_sizes, evaluate_overlap, gpu_partition, overlap_timeline
-from energylens.overlap.plan import OverlapPlan
+from energylens.overlap.cost import chunk_sizes, evaluate_overlap, gpu_partition, overlap_timeline
+from energylens.overlap.rules import OverlapPlan
 from energylens.overlap.search import predict_with_overlap
 from energylens.parallel.layout import Layout
 from energylens.predict import prepare

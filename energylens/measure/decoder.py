@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from energylens.measure.plan import ModelDims
+from energylens.measure.points import ModelDims
 from energylens.measure.workloads import flash_context, gqa_attention, native_gqa, rmsnorm, rope
 
 
