@@ -84,11 +84,11 @@ def show_command(
 ) -> None:
     """Print the per-rank program a layout derives: op sharding and collectives with their reasons."""
     from energylens.models.registry import load_model
-    from energylens.parallel.layout import Layout, validate
+    from energylens.parallel.layout import Layout, check_layout
 
     m = _overrides(load_model(model), shard)
     layout = Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp)
-    validate(m, layout, strict=True)
+    check_layout(m, layout, strict=True)
     for line in program_lines(m, layout, collectives_only=collectives):
         typer.echo(line)
 
