@@ -23,16 +23,31 @@ def validate_command(
     worst: int = typer.Option(10, "--worst", help="List the N rows with the largest energy-per-token error."),
     plot: str = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter PNG to this path."),
     markdown: str = typer.Option(None, "--markdown", help="Write the MAPE tables as Markdown to this path."),
+    staggered: bool = typer.Option(False, "--staggered", help="Silicon (closed-loop) data: clients spread over "
+                                   "the cycle instead of starting together (a sensitivity check)."),
 ) -> None:
-    """Validate serving predictions (median ITL, average power, energy per token) against measurements."""
+    """Validate serving predictions against measurements: ML.ENERGY rows (median ITL, average power, energy
+    per token) or AIConfigurator silicon rows (closed-loop mean TTFT and TPOT), told apart by their columns."""
     from energylens.checks import integer, output_path, write_text
     from energylens.errors import SpecError
     from energylens.validate import shipped_dev_csv, validate_csv
+    from energylens.validate_silicon import is_silicon_csv
 
     integer("worst", worst, low=0, high=100_000, error=SpecError)
     plot_path = output_path("plot", plot, PLOT_SUFFIXES, create_parent=True) if plot else None  # checked before any work
     md_path = output_path("markdown", markdown, (".md", ".markdown", ".txt")) if markdown else None
     path = data or str(shipped_dev_csv())
+    if is_silicon_csv(path):
+        from energylens.validate_silicon import validate_silicon_csv
+
+        sv = validate_silicon_csv(path, staggered=staggered)
+        if md_path:
+            write_text("markdown", md_path, silicon_markdown(sv))
+        if as_json:
+            emit_json(sv.to_dict())
+            return
+        render_silicon(sv, rows=rows, worst=worst)
+        return
     if as_json:
         v = validate_csv(path, level=level)
     else:
@@ -205,3 +220,63 @@ def write_plot(v, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def render_silicon(v, *, rows: bool = True, worst: int = 10) -> None:
+    """Tables of a silicon (closed-loop TTFT/TPOT) validation."""
+    from energylens.validate_silicon import METRICS, SHORT
+
+    con = Console()
+    con.print(f"[bold]{v.source}[/] (AIConfigurator silicon format, closed loop): {len(v.rows)} rows, "
+              f"{len(v.ok)} predicted, {len(v.skipped)} skipped")
+    if rows and v.ok:
+        t = Table(title="Per row: predicted / measured (error)")
+        for col in ("#", "model", "GPU", "prec.", "tp/dp/ep", "isl×osl", "conc.", "TTFT ms", "TPOT ms"):
+            t.add_column(col)
+        for r in v.ok:
+            x = r.row
+            t.add_row(str(r.index), x["model_path"], r.gpu, x["precision"] or "-",
+                      f"{x['tp_size']}/{x['attention_dp_size'] or 1}/{x['moe_ep_size'] or 1}",
+                      f"{float(x['isl']):.0f}×{float(x['osl']):.0f}", f"{float(x['batch_size']):.0f}",
+                      *(f"{r.predicted[m] * 1e3:.1f} / {r.measured[m] * 1e3:.1f} ({r.error(m):+.0%})" for m in METRICS))
+        con.print(t)
+    for title, table in v.tables().items():
+        t = Table(title=f"MAPE by {title}")
+        t.add_column(title)
+        t.add_column("rows", justify="right")
+        for m in METRICS:
+            t.add_column(SHORT[m], justify="right")
+        for name, d in table.items():
+            t.add_row(name, str(d["n"]), *(_pct(d["mape"][m]) for m in METRICS))
+        con.print(t)
+    if worst and v.ok:
+        t = Table(title=f"Worst {worst} rows by TPOT error")
+        for col in ("#", "model", "GPU", "isl×osl", "conc.", "TTFT err", "TPOT err"):
+            t.add_column(col)
+        for r in v.worst(worst):
+            t.add_row(str(r.index), r.row["model_path"], r.gpu, f"{float(r.row['isl']):.0f}×{float(r.row['osl']):.0f}",
+                      f"{float(r.row['batch_size']):.0f}", *(f"{r.error(m):+.0%}" for m in METRICS))
+        con.print(t)
+    if v.skipped:
+        reasons: dict[str, int] = {}
+        for r in v.skipped:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        t = Table(title="Skipped rows")
+        t.add_column("rows", justify="right")
+        t.add_column("reason")
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            t.add_row(str(n), reason)
+        con.print(t)
+
+
+def silicon_markdown(v) -> str:
+    from energylens.validate_silicon import METRICS, SHORT
+
+    out = [f"Rows: {len(v.rows)} in `{Path(v.source).name}`, {len(v.ok)} predicted, {len(v.skipped)} skipped.", ""]
+    for title, table in v.tables().items():
+        out += [f"**MAPE by {title}**", "", f"| {title} | rows | " + " | ".join(SHORT[m] for m in METRICS) + " |",
+                "|---|---:|" + "---:|" * len(METRICS)]
+        out += [f"| {name} | {d['n']} | " + " | ".join(_pct(d["mape"][m]) for m in METRICS) + " |"
+                for name, d in table.items()]
+        out.append("")
+    return "\n".join(out)

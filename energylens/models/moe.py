@@ -324,6 +324,20 @@ def build_mixtral(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     return _model(cfg, name, hf_id, dims, (Block("moe", tuple(layer), n),), spec, n, [])
 
 
+def build_minimax_m2(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
+    """MiniMax-M2: GQA with QK-norm, every layer MoE (``num_local_experts`` experts of width
+    ``intermediate_size``, sigmoid router with a bias), no shared expert. Left out: partial rotary
+    (``rotary_dim`` of ``head_dim``; RoPE is a small element-wise op) and the MTP modules (vLLM serves
+    without speculative decoding by default)."""
+    dims = attention_dims(cfg)
+    dims["f"] = cfg.int("intermediate_size")
+    spec = MoESpec(cfg.int("num_local_experts"), cfg.int("num_experts_per_tok"))
+    layer = decoder_layer(lambda x: moe_mlp(x, spec), qk_norm=True, opts=BuildOptions(), window=None)
+    n = cfg.int("num_hidden_layers")
+    notes = ["partial rotary (rotary_dim) and MTP modules left out"]
+    return _model(cfg, name, hf_id, dims, (Block("moe", tuple(layer), n),), spec, n, notes)
+
+
 def build_gpt_oss(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     """gpt-oss: alternating sliding-window (128) / full attention, MoE every layer, MXFP4 experts."""
     dims = attention_dims(cfg)
@@ -431,4 +445,4 @@ def build_deepseek(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
 # model_type -> builder (collected by energylens.models.builders)
 ARCHITECTURES = {"qwen3_moe": build_qwen_moe, "qwen2_moe": build_qwen_moe, "mixtral": build_mixtral,
                  "gpt_oss": build_gpt_oss, "llama4": build_llama4, "llama4_text": build_llama4,
-                 "deepseek_v3": build_deepseek, "deepseek_v2": build_deepseek}
+                 "deepseek_v3": build_deepseek, "deepseek_v2": build_deepseek, "minimax_m2": build_minimax_m2}

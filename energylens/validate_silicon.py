@@ -1,0 +1,280 @@
+"""Validation against end-to-end closed-loop serving runs in the AIConfigurator silicon column format.
+
+``validate_silicon_csv(path)`` reads a CSV with NVIDIA AIConfigurator's silicon columns (``isl``,
+``osl``, ``batch_size`` = concurrency, ``tp_size``, ``pp_size``, ``attention_dp_size``, ``moe_tp_size``,
+``moe_ep_size``, ``precision``, ``system``, ``model_path``, ``mode``, ``silicon_ttft_ms``,
+``silicon_tpot_ms``; see ``shared/reference/aiconfigurator/SOURCE.md``), predicts every row with
+:func:`energylens.serving_load.serve_closed_loop_arrays` (the benchmark: ``batch_size`` clients with
+prompts of exactly ``isl`` and outputs of exactly ``osl`` tokens, starting together; rows of the same
+model, GPU, precision and layout in one vectorised call) and compares mean TTFT and TPOT.
+
+Layout: vLLM runs ``tp_size x pp_size x attention_dp_size`` GPUs; attention is tensor-parallel over
+``tp_size`` inside each of ``attention_dp_size`` replicas; the experts are sharded ``moe_ep_size``
+ways (expert parallel) and ``moe_tp_size`` ways (tensor parallel inside an expert), so the layout is
+``tp = tp_size, pp = pp_size, dp = attention_dp_size, ep = moe_ep_size``. Rows that cannot be predicted
+are reported as skipped with the reason: disaggregated runs, GPUs without a profile, models without a
+shipped config, weight formats the builders do not model, and deployments that do not fit in memory.
+The silicon data is validation data: nothing is ever fitted on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from energylens.errors import EnergyLensError, SpecError, UnknownNameError
+
+COLUMNS = ("model_path", "system", "precision", "mode", "isl", "osl", "batch_size", "tp_size", "pp_size",
+           "attention_dp_size", "moe_tp_size", "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms")
+ID_COLUMNS = ("id", "model_path", "system", "precision", "mode", "isl", "osl", "batch_size", "tp_size", "pp_size",
+              "attention_dp_size", "moe_tp_size", "moe_ep_size")
+METRICS = {"ttft_s": "silicon_ttft_ms", "tpot_s": "silicon_tpot_ms"}
+SHORT = {"ttft_s": "TTFT", "tpot_s": "TPOT"}
+SYSTEMS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200", "a100_sxm": "a100-sxm-80gb",
+           "l40s": "l40s"}
+# silicon precision -> weight dtype energylens builds; "native" keeps the builder's own checkpoint format
+PRECISIONS = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "fp8": "fp8"}
+NATIVE_FP4 = ("mxfp4", "fp4")  # gpt-oss ships MXFP4 experts: its "fp4" runs are its native checkpoint
+
+
+def is_silicon_csv(path: str | Path) -> bool:
+    """Whether the CSV header carries the AIConfigurator silicon columns."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with p.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return "silicon_ttft_ms" in header and "isl" in header
+
+
+def read_silicon_rows(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError("data", str(path), "an existing CSV file")
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SpecError(f"{p.name} columns", ", ".join(missing), "the AIConfigurator silicon columns: "
+                            + ", ".join(COLUMNS))
+        return [dict(r) for r in reader]
+
+
+@dataclass
+class SiliconRow:
+    index: int
+    row: dict
+    status: str = "skipped"
+    reason: str = ""
+    gpu: str = ""
+    family: str = ""
+    predicted: dict = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)
+    running_batch: float = 0.0
+
+    def error(self, metric: str) -> float:
+        return self.predicted[metric] / self.measured[metric] - 1.0
+
+    def to_dict(self) -> dict:
+        d = {"row": self.index, **self.row, "status": self.status}
+        if self.status != "ok":
+            d["reason"] = self.reason
+            return d
+        d["gpu"], d["family"] = self.gpu, self.family
+        for m in METRICS:
+            d[f"predicted_{m}"] = self.predicted[m]
+            d[f"measured_{m}"] = self.measured[m]
+            d[f"error_{m}"] = self.error(m)
+        d["predicted_running_batch"] = self.running_batch
+        return d
+
+
+@dataclass
+class SiliconValidation:
+    rows: list[SiliconRow]
+    source: str
+    coefficients: object = None
+
+    @property
+    def ok(self) -> list[SiliconRow]:
+        return [r for r in self.rows if r.status == "ok"]
+
+    @property
+    def skipped(self) -> list[SiliconRow]:
+        return [r for r in self.rows if r.status != "ok"]
+
+    def mape(self, rows=None) -> dict[str, float]:
+        rows = list(self.ok if rows is None else rows)
+        return {m: float(np.mean([abs(r.error(m)) for r in rows])) if rows else float("nan") for m in METRICS}
+
+    def tables(self) -> dict[str, dict[str, dict]]:
+        keys = {
+            "model × GPU × precision": lambda r: f"{r.row['model_path']} · {r.gpu} · {r.row['precision']}",
+            "model": lambda r: r.row["model_path"],
+            "GPU": lambda r: r.gpu,
+            "isl × osl": lambda r: f"{int(float(r.row['isl']))} × {int(float(r.row['osl']))}",
+            "concurrency": lambda r: f"{int(float(r.row['batch_size'])):>4d}",
+        }
+        out = {}
+        for title, key in keys.items():
+            groups: dict[str, list] = {}
+            for r in self.ok:
+                groups.setdefault(key(r), []).append(r)
+            out[title] = {k: {"n": len(v), "mape": self.mape(v)} for k, v in sorted(groups.items())}
+        out["overall"] = {"all": {"n": len(self.ok), "mape": self.mape()}}
+        return out
+
+    def worst(self, n: int = 10, metric: str = "tpot_s") -> list[SiliconRow]:
+        return sorted(self.ok, key=lambda r: -abs(r.error(metric)))[:n]
+
+    def to_dict(self) -> dict:
+        c = self.coefficients
+        return {"source": self.source, "format": "aiconfigurator-silicon",
+                "coefficients": c.to_dict() if c is not None else None, "rows_total": len(self.rows),
+                "rows_predicted": len(self.ok), "rows_skipped": len(self.skipped), "tables": self.tables(),
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+def _int(row: dict, col: str, default: int | None = None) -> int:
+    """A positive integer column; empty (or 0, how the data marks 'no experts' on dense models) gives
+    ``default`` where one is allowed."""
+    raw = row.get(col, "")
+    if default is not None and (raw is None or str(raw).strip() in ("", "0", "0.0")):
+        return default
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        raise SpecError(col, raw, "a positive integer") from None
+    if not math.isfinite(v) or v < 1 or v != int(v):
+        raise SpecError(col, raw, "a positive integer")
+    return int(v)
+
+
+def _positive(row: dict, col: str) -> float:
+    try:
+        v = float(row.get(col, ""))
+    except (TypeError, ValueError):
+        raise SpecError(col, row.get(col), "a positive number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise SpecError(col, row.get(col), "a positive number")
+    return v
+
+
+def _model(model_path: str, precision: str):
+    """(model with the row's precision, None) or (None, reason)."""
+    from energylens.models.registry import load_model
+
+    try:
+        model = load_model(model_path)
+    except UnknownNameError:
+        return None, f"unknown model {model_path!r}: no shipped config.json"
+    except SpecError as exc:
+        if exc.field.endswith("model_type"):
+            return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
+        return None, f"model config not usable: {exc}"
+    p = precision.strip().lower()
+    if p in ("", "nan"):  # not recorded: the checkpoint's own dtype
+        return model, None
+    if p in PRECISIONS:
+        return model.with_dtypes(weight_dtype=PRECISIONS[p]), None
+    expert = str((model.info.get("moe") or {}).get("expert_dtype", "")) if model.info else ""
+    if p in NATIVE_FP4 and (expert in NATIVE_FP4 or model.weight_dtype in NATIVE_FP4):
+        return model, None
+    return None, f"precision {precision!r} not modelled for {model_path} (NVFP4 / INT4 weight-only GEMMs have no " \
+                 "builder or GPU rate yet)"
+
+
+def prepare(rows: list[dict]):
+    from energylens.hardware.profile import load_gpu
+    from energylens.serving import resolve_layout
+    from energylens.validate import model_family
+
+    results, groups, context = [], {}, {}
+    for i, row in enumerate(rows):
+        res = SiliconRow(i, {c: row.get(c, "") for c in ID_COLUMNS})
+        results.append(res)
+        if str(row.get("mode", "")).strip() != "agg":
+            res.reason = f"mode {row.get('mode')!r}: disaggregated runs are not validated here (aggregated only)"
+            continue
+        try:
+            isl, osl, conc = (_positive(row, c) for c in ("isl", "osl", "batch_size"))
+            tp, pp, adp = _int(row, "tp_size"), _int(row, "pp_size", 1), _int(row, "attention_dp_size", 1)
+            ep = _int(row, "moe_ep_size", 1)
+            res.measured = {m: _positive(row, col) * 1e-3 for m, col in METRICS.items()}
+        except SpecError as exc:
+            res.reason = f"bad value: {exc}"
+            continue
+        system = str(row.get("system", "")).strip().lower()
+        if system not in SYSTEMS:
+            res.reason = f"no GPU profile for system {system!r} (profiles: {', '.join(sorted(SYSTEMS))})"
+            continue
+        try:
+            gpu = load_gpu(SYSTEMS[system])
+        except EnergyLensError as exc:
+            res.reason = f"unknown GPU: {exc}"
+            continue
+        model, why = _model(str(row.get("model_path", "")), str(row.get("precision", "")))
+        if model is None:
+            res.reason = why
+            continue
+        try:
+            gpu.peak_flops(model.weight_dtype)
+            layout, _ = resolve_layout(model, num_gpus=None, tp=tp, ep=ep, dp=adp, pp=pp)
+        except EnergyLensError as exc:
+            res.reason = f"invalid layout or precision: {exc}"
+            continue
+        if conc < adp * pp:
+            res.reason = f"batch_size {conc:g} below attention_dp_size x pp_size = {adp * pp}"
+            continue
+        res.status, res.gpu, res.family = "ok", gpu.key, model_family(model)
+        key = (row["model_path"], row["precision"], gpu.key, layout.tp, layout.pp, layout.dp, layout.ep)
+        groups.setdefault(key, []).append((i, conc, isl, osl))
+        context[key] = (model, gpu, layout)
+    return results, groups, context
+
+
+def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = "", progress=None,
+                          staggered: bool = False) -> SiliconValidation:
+    from energylens.kv_capacity import kv_capacity
+    from energylens.serving import load_coefficient_table, resolve_coefficients
+    from energylens.serving_load import serve_closed_loop_arrays
+
+    coeffs = coefficients or load_coefficient_table()
+    results, groups, context = prepare(rows)
+    for key, items in groups.items():
+        model, gpu, layout = context[key]
+        idx = [t[0] for t in items]
+        c, i, o = (np.array([t[k] for t in items]) for k in (1, 2, 3))
+        cap = kv_capacity(model, gpu, layout)
+        if not cap.fits:
+            for j in idx:
+                results[j].status = "skipped"
+                results[j].reason = (f"does not fit: weights {cap.weights_bytes / 2**30:.1f} GiB + workspace "
+                                     f"{cap.workspace_bytes / 2**30:.1f} GiB per GPU exceed "
+                                     f"{cap.usable_bytes / 2**30:.1f} GiB usable")
+            continue
+        arr = serve_closed_loop_arrays(model, gpu, layout, c, i, o, coefficients=resolve_coefficients(coeffs, gpu.key),
+                                       capacity=cap, staggered=staggered)
+        for j, k in enumerate(idx):
+            r = results[k]
+            if not bool(arr.fits[j]):
+                r.status = "skipped"
+                r.reason = (f"a request of {i[j] + o[j]:.0f} tokens does not fit the KV cache "
+                            f"({cap.kv_tokens:.0f} tokens per replica)")
+                continue
+            r.predicted = {"ttft_s": float(arr.ttft_s[j]), "tpot_s": float(arr.tpot_s[j])}
+            r.running_batch = float(arr.running_batch[j])
+        if progress:
+            progress(len(idx))
+    return SiliconValidation(results, source, coeffs)
+
+
+def validate_silicon_csv(path: str | Path, *, coefficients=None, progress=None,
+                         staggered: bool = False) -> SiliconValidation:
+    """Predict every row of an AIConfigurator silicon CSV (closed loop) and compare TTFT and TPOT."""
+    return validate_silicon_rows(read_silicon_rows(path), coefficients=coefficients, source=str(path),
+                                 progress=progress, staggered=staggered)

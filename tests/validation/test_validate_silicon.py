@@ -1,0 +1,67 @@
+"""validate --data reads the AIConfigurator silicon column format (closed-loop TTFT/TPOT)."""
+
+import csv
+import json
+
+import pytest
+
+from energylens.cli import main
+from energylens.hardware import load_gpu
+from energylens.models import load_model
+from energylens.parallel.layout import Layout
+from energylens.serving_load import serve_closed_loop_arrays
+from energylens.validate_silicon import is_silicon_csv, validate_silicon_csv
+
+HEADER = ["id", "model_path", "system", "precision", "mode", "isl", "osl", "gemm_quant_mode", "batch_size", "tp_size",
+          "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms"]
+ROWS = [  # synthetic measurements (the format, not real data)
+    ["a", "openai/gpt-oss-120b", "h200_sxm", "fp4", "agg", 1024, 1024, "nvfp4", 16, 2, 1, 1, 2, 1, 100.0, 10.0],
+    ["b", "openai/gpt-oss-120b", "h200_sxm", "fp4", "agg", 8192, 1024, "nvfp4", 4, 2, 1, 1, 2, 1, 300.0, 8.0],
+    ["c", "Qwen/Qwen3-32B", "h100_sxm", "", "agg", 1024, 128, "", 8, 2, 1, "", 1, 1, 150.0, 18.0],
+    ["d", "Qwen/Qwen3-32B", "h100_sxm", "fp8", "disagg", 4000, 1000, "fp8", "", "", "", "", "", "", 500.0, 20.0],
+    ["e", "openai/gpt-oss-120b", "b300_sxm", "fp4", "agg", 1024, 1024, "nvfp4", 4, 1, 1, 1, 1, 1, 50.0, 5.0],
+    ["f", "example/unknown-model", "h100_sxm", "fp8", "agg", 1024, 1024, "fp8", 4, 1, 1, 1, 1, 1, 50.0, 5.0],
+    ["g", "openai/gpt-oss-120b", "h100_sxm", "fp4", "agg", 1024, -5, "nvfp4", 4, 1, 1, 1, 1, 1, 50.0, 5.0],
+    ["h", "Qwen/Qwen3-32B", "h100_sxm", "int4", "agg", 1024, 1024, "int4_wo", 4, 1, 1, 1, 1, 1, 50.0, 5.0],
+]
+
+
+@pytest.fixture()
+def silicon_csv(tmp_path):
+    p = tmp_path / "silicon.csv"
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerows(ROWS)
+    return p
+
+
+def test_rows_predicted_or_skipped_with_a_reason(silicon_csv):
+    assert is_silicon_csv(silicon_csv)
+    v = validate_silicon_csv(silicon_csv)
+    status = {r.row["id"]: r for r in v.rows}
+    assert [k for k, r in status.items() if r.status == "ok"] == ["a", "b", "c"]
+    assert "disaggregated" in status["d"].reason
+    assert "b300_sxm" in status["e"].reason
+    assert "unknown model" in status["f"].reason
+    assert "osl" in status["g"].reason
+    assert "int4" in status["h"].reason
+    # the prediction is the closed-loop model of the row's deployment (16 synchronised clients)
+    ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0)
+    assert status["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
+    assert status["a"].predicted["tpot_s"] == pytest.approx(float(ref.tpot_s))
+    assert status["a"].error("tpot_s") == pytest.approx(float(ref.tpot_s) / 0.010 - 1)
+
+
+def test_cli_json_rows(silicon_csv, capsys):
+    assert main(["validate", "--data", str(silicon_csv), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["format"] == "aiconfigurator-silicon" and d["rows_total"] == len(ROWS)
+    rows = {r["row"]: r for r in d["rows"]}
+    assert sorted(rows) == list(range(len(ROWS)))
+    assert rows[0]["predicted_ttft_s"] > 0 and rows[0]["predicted_tpot_s"] > 0
+    assert rows[0]["measured_tpot_s"] == pytest.approx(0.010)
+    assert rows[3]["status"] == "skipped" and rows[3]["reason"]
+    assert d["tables"]["overall"]["all"]["n"] == 3
+    assert main(["validate", "--data", str(silicon_csv), "--no-rows"]) == 0
+    assert "TPOT" in capsys.readouterr().out
