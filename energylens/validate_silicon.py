@@ -46,22 +46,36 @@ def is_silicon_csv(path: str | Path) -> bool:
     p = Path(path)
     if not p.is_file():
         return False
-    with p.open(newline="") as fh:
-        header = next(csv.reader(fh), [])
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return False  # the ML.ENERGY reader reports what is wrong with the file
     return "silicon_ttft_ms" in header and "isl" in header
 
 
 def read_silicon_rows(path: str | Path) -> list[dict]:
+    import io
+
+    from energylens.checks import MAX_TABLE_BYTES, is_file, read_text
+
+    if not is_file(path):
+        raise SpecError("data", str(path), "an existing CSV file in the AIConfigurator silicon format")
     p = Path(path)
-    if not p.is_file():
-        raise SpecError("data", str(path), "an existing CSV file")
-    with p.open(newline="") as fh:
-        reader = csv.DictReader(fh)
+    source = read_text(p, "data", max_bytes=MAX_TABLE_BYTES, what="a CSV file in the AIConfigurator silicon format")
+    try:
+        reader = csv.DictReader(io.StringIO(source, newline=""))
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise SpecError(f"{p.name} columns", ", ".join(missing), "the AIConfigurator silicon columns: "
                             + ", ".join(COLUMNS))
-        return [dict(r) for r in reader]
+        rows = [dict(r) for r in reader]
+    except csv.Error as exc:
+        raise SpecError("data", str(path), f"a readable CSV file ({exc})") from None
+    for i, r in enumerate(rows):
+        if None in r or any(v is None for v in r.values()):
+            raise SpecError("data", str(path), f"a CSV whose rows have one cell per column (data row {i})")
+    return rows
 
 
 @dataclass
