@@ -330,7 +330,9 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
     # work and active static power while kernels run
     host_a = coeffs.iteration_overhead_s
     seq_a = coeffs.per_sequence_overhead_s * bpr_a
-    active_w = coeffs.active_power_fraction * (ga.power_limit_w - ga.idle_power_w)
+    from energylens.cost.dvfs import reference_idle_power_w, reference_power_limit_w
+
+    active_w = coeffs.active_power_fraction * (reference_power_limit_w(ga) - reference_idle_power_w(ga))
     t_pre = pre.latency_s + seq_a + host_a
     e_pre = pre.energy_j + gpus_a * (ga.idle_power_w * host_a + (ga.idle_power_w + active_w) * seq_a
                                      + active_w * pre.kernel_time_s)

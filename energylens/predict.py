@@ -35,9 +35,13 @@ from energylens.workload import Workload, decode_sizes, prefill_sizes
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8")
 
 
-def prepare(model: str | Model, gpu: str | GPU, dtype: str | None) -> tuple[Model, GPU]:
+def prepare(model: str | Model, gpu: str | GPU, dtype: str | None, *, power_limit_w: float | None = None,
+            sm_clock_mhz: float | None = None) -> tuple[Model, GPU]:
+    """The model (with ``dtype``) and the GPU (at a per-GPU power limit / locked SM clock, ``cost.dvfs``)."""
+    from energylens.cost.dvfs import with_operating_point
+
     m = load_model(model)
-    g = load_gpu(gpu)
+    g = with_operating_point(load_gpu(gpu), power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
     if dtype is not None:
         if dtype not in WEIGHT_DTYPES:
             raise WorkloadError("dtype", dtype, "one of " + ", ".join(WEIGHT_DTYPES))
@@ -70,6 +74,14 @@ def provenance(gpu: GPU, model: Model) -> dict:
     return out
 
 
+def operating_point(gpu: GPU) -> dict:
+    """The GPU's power limit (W per GPU), its default, and the locked SM clock (MHz; ``None``: free)."""
+    from energylens.cost.dvfs import reference_power_limit_w
+
+    return {"power_limit_w": gpu.power_limit_w, "default_power_limit_w": reference_power_limit_w(gpu),
+            "sm_clock_mhz": gpu.operating.sm_clock_mhz if gpu.operating else None}
+
+
 def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_len, output_len, layout: Layout):
     """Checked inputs of one prediction: (model, gpu, workload, batch per replica, per-rank program)."""
     m, g = prepare(model, gpu, dtype)
@@ -82,7 +94,8 @@ def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_l
 
 
 _KEYWORD_DEFAULTS = dict(gpu=None, batch=1, prompt_len=2048, output_len=256, dtype=None, tp=1, pp=1, dp=1, ep=1,
-                         sp=False, gpus_per_node=8, layout=None, routing=None)
+                         sp=False, gpus_per_node=8, layout=None, routing=None, power_limit_w=None,
+                         sm_clock_mhz=None)
 
 
 def predict(
@@ -103,6 +116,8 @@ def predict(
     gpus_per_node: int = 8,
     layout: Layout | None = None,
     routing=None,
+    power_limit_w: float | None = None,
+    sm_clock_mhz: float | None = None,
 ) -> Prediction:
     """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens.
 
@@ -114,10 +129,13 @@ def predict(
     the degree keywords, and the system is the smallest one of ``gpus_per_node``-GPU nodes that holds the
     layout. ``routing`` (mixture-of-experts models): ``"uniform"`` (default), ``"zipf:S"``,
     ``"dirichlet:A"``, a recorded per-layer expert-count histogram file, or an ``energylens.moe.Routing``.
+    ``power_limit_w`` (per GPU) and ``sm_clock_mhz`` (locked SM clock) set the GPU's operating point
+    (:mod:`energylens.cost.dvfs`); default: the profile's limit, clocks free.
     """
     if isinstance(execution, Execution):
         kw = dict(gpu=gpu, batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp,
-                  dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node, layout=layout, routing=routing)
+                  dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node, layout=layout, routing=routing,
+                  power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
         given = {k: v for k, v in kw.items() if not (v is _KEYWORD_DEFAULTS[k] or (
             type(v) is type(_KEYWORD_DEFAULTS[k]) and v == _KEYWORD_DEFAULTS[k]))}
         if given:
@@ -133,7 +151,7 @@ def predict(
             raise WorkloadError(name, value, "a positive integer")
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
     ex = Execution.from_layout(lay, batch=int(batch), prompt_len=int(prompt_len), output_len=_int(output_len),
-                               routing=routing)
+                               routing=routing, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
     m, _ = prepare(model, gpu if gpu is not None else execution, dtype)
     return predict_specs(m, ex, System.for_execution(gpu if gpu is not None else execution, ex,
                                                      int(lay.gpus_per_node)))
@@ -210,7 +228,7 @@ def predict_specs(model: str | Model, execution: Execution, system: System) -> P
         memory=memory,
         warnings=tuple(warnings),
         extra={"interval": runtime_interval(prefill.energy_j + decode.energy_j, prefill.latency_s + decode.latency_s),
-               "provenance": provenance(g, m), **extra},
+               "provenance": provenance(g, m), "operating_point": operating_point(g), **extra},
         moe=moe_report,
     )
 

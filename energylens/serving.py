@@ -175,6 +175,7 @@ class ServingArrays:
     host_time_s: np.ndarray  # host part of an iteration (GPUs idle)
     energy_per_iteration_j: np.ndarray  # all GPUs, mean iteration
     num_gpus: int
+    sm_clock_mhz: np.ndarray | None = None  # the clock held under a power limit / lock (None: free, default)
 
 
 @dataclass
@@ -190,6 +191,7 @@ class IterationCost:
     collective_s: np.ndarray
     collective_j: np.ndarray
     active_s: np.ndarray
+    active_scaled_s: np.ndarray | None = None  # active_s weighted by v^2 f / f_max of each kernel (cost.dvfs)
 
     @property
     def time_s(self) -> np.ndarray:
@@ -213,16 +215,23 @@ def poisson_median(lam) -> np.ndarray:
     return np.where(lam > 0, poisson.ppf(0.5, np.maximum(lam, 1e-12)), 0.0)
 
 
-def _kernels(pa, attention: set[str], want_attention: bool, records=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kernels(pa, attention: set[str], want_attention: bool, records=None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Time, energy, launches and clock-scaled time (sum of latency x v^2 f / f_max, ``cost.dvfs``)."""
     t = np.asarray(0.0)
     e = np.asarray(0.0)
+    ts = np.asarray(0.0)
     launches = np.asarray(0.0)
     for _, r in (pa.kernels if records is None else records):
         if any(name in attention for name in r.ops) == want_attention:
-            t = t + pa.reduce(r.cost.latency_s) * r.count
+            lat = pa.reduce(r.cost.latency_s)
+            t = t + lat * r.count
             e = e + pa.reduce(r.cost.energy_j) * r.count
+            scale = r.cost.dynamic_scale
+            ts = ts + (lat if isinstance(scale, float) and scale == 1.0 else pa.reduce(r.cost.latency_s * scale)) \
+                * r.count
             launches = launches + r.count
-    return t, e, launches
+    return t, e, launches, ts
 
 
 def _collectives(pa, pp: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,29 +261,33 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each
     mixed = evaluate_phase(model, gpu, layout, program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False, microbatches=1,
                            routing=routing)
-    t_rest, e_rest, _ = _kernels(mixed, attention, want_attention=False)
+    t_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False)
     a_rest = t_rest
     if mixed.kernels_energy is not None and mixed.moe is not None:
         # MoE: the busiest expert-parallel rank sets the pace (kernels); energy is the mean rank's
         # kernels (kernels_energy) plus idle power while it waits for the busiest rank
-        a_rest, e_rest, _ = _kernels(mixed, attention, want_attention=False, records=mixed.kernels_energy)
+        a_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False, records=mixed.kernels_energy)
         e_rest = e_rest + np.maximum(t_rest - a_rest, 0.0) * gpu.idle_power_w
+        s_rest = s_rest * np.minimum(1.0, t_rest / np.maximum(a_rest, 1e-300))
         a_rest = np.minimum(a_rest, t_rest)
     t_coll, e_coll = _collectives(mixed, pp)
     # decode attention: b sequences, one query token each, mean context
     dec = evaluate_phase(model, gpu, layout, program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False, microbatches=1,
                          routing=routing)
-    t_dec, e_dec, _ = _kernels(dec, attention, want_attention=True)
+    t_dec, e_dec, _, s_dec = _kernels(dec, attention, want_attention=True)
     # prefill attention: x / p whole prompts of p tokens, in the same kernel launches as decode
     has_prefill = x > 0
     n_prompts = np.where(has_prefill, x / p, 1.0)
     pre = evaluate_phase(model, gpu, layout, program, {"b": n_prompts, "t": p, "s": p}, one, decode=False, microbatches=1,
                          routing=routing)
-    t_pre, e_pre, launches = _kernels(pre, attention, want_attention=True)
+    t_pre, e_pre, launches, s_pre = _kernels(pre, attention, want_attention=True)
     shared = launches * gpu.kernel_overhead_s
+    s_pre = np.where(has_prefill, s_pre * np.maximum(t_pre - shared, 0.0) / np.maximum(t_pre, 1e-300), 0.0)
     t_pre = np.where(has_prefill, np.maximum(t_pre - shared, 0.0), 0.0)
     e_pre = np.where(has_prefill, np.maximum(e_pre - shared * gpu.idle_power_w, 0.0), 0.0)
-    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, a_rest + t_dec + t_pre)
+    active = a_rest + t_dec + t_pre
+    scaled = None if gpu.operating is None else s_rest + s_dec + s_pre  # default clocks: scale 1
+    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled)
 
 
 def _check_positive(name: str, v: np.ndarray) -> None:
@@ -293,13 +306,18 @@ class ServingParts:
     prefill_tokens: np.ndarray  # per replica per iteration, mean
     pp: int
     num_gpus: int
-    idle_power_w: float
+    idle_power_w: float  # of a waiting GPU (at the locked clock, if any)
     power_limit_w: float
+    reference_power_limit_w: float = 0.0  # the profile's own limit and idle power (0: same as above)
+    reference_idle_power_w: float = 0.0
+    lock_scale: float = 1.0  # v^2 f / f_max at the locked SM clock (1 with free clocks)
 
 
 def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, output_len, *,
                   max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingParts:
     """The coefficient-free part of :func:`serve_arrays` (costed once, combined with any coefficients)."""
+    from energylens.cost.dvfs import dynamic_scale_at_lock, reference_idle_power_w, reference_power_limit_w
+
     tp, pp, dp = int(layout.tp), int(layout.pp), int(layout.dp)
     batch, input_len, output_len = np.broadcast_arrays(*(np.asarray(v, dtype=float)
                                                          for v in (batch, input_len, output_len)))
@@ -315,7 +333,8 @@ def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, outp
     # pp micro-batches of br / pp in flight; each crosses all stages (pp = 1: one forward pass)
     mean = iteration_cost(model, gpu, layout, br / pp, x_mean / pp, input_len, ctx, program, routing)
     median = iteration_cost(model, gpu, layout, br / pp, x_median / pp, input_len, ctx, program, routing)
-    return ServingParts(batch, br, mean, median, x_mean, pp, tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w)
+    return ServingParts(batch, br, mean, median, x_mean, pp, tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w,
+                        reference_power_limit_w(gpu), reference_idle_power_w(gpu), dynamic_scale_at_lock(gpu))
 
 
 def iteration_time_s(cost: IterationCost, c: ServingCoefficients, batch_per_replica, pp: int) -> np.ndarray:
@@ -334,10 +353,13 @@ def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
     iter_mean = iteration_time_s(mean, c, br, pp)
     iter_median = iteration_time_s(median, c, br, pp)
     idle = parts.idle_power_w
-    active_w = c.active_power_fraction * (parts.power_limit_w - idle)
+    ref_limit = parts.reference_power_limit_w or parts.power_limit_w
+    ref_idle = parts.reference_idle_power_w or idle
+    active_w = c.active_power_fraction * (ref_limit - ref_idle)
+    active_s = mean.active_s if mean.active_scaled_s is None else mean.active_scaled_s  # x v^2 f / f_max
     # per GPU (one rank of each stage runs pp micro-batches per iteration): kernels + active static
     # power + per-sequence work at busy static power, capped at the power limit; collectives as costed
-    kernel_j = mean.kernel_j + active_w * mean.active_s + (idle + active_w) * seq_s
+    kernel_j = mean.kernel_j + active_w * active_s + (idle + active_w * parts.lock_scale) * seq_s
     kernel_j = np.minimum(kernel_j, parts.power_limit_w * (mean.kernel_s + seq_s))
     per_gpu_j = kernel_j + mean.collective_j + idle * host_s
     e_iter = per_gpu_j * parts.num_gpus
@@ -360,10 +382,32 @@ def serve_arrays(model: Model, gpu: GPU, layout: Layout, batch, input_len, outpu
                  max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingArrays:
     """Vectorised steady state over arrays of ``batch`` (mean running requests, whole deployment),
     ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be a valid scalar layout
-    (see :func:`resolve_layout`). Coefficients default to the shipped fitted ones (for ``gpu``'s platform)."""
-    parts = serving_parts(model, gpu, layout, batch, input_len, output_len, max_batched_tokens=max_batched_tokens,
-                          routing=routing)
-    return combine(parts, resolve_coefficients(coefficients, gpu.key))
+    (see :func:`resolve_layout`). Coefficients default to the shipped fitted ones (for ``gpu``'s platform).
+    A GPU with a user power limit or locked clock (``gpu.operating``) holds one SM clock per iteration,
+    the highest whose mean power fits the limit (:func:`energylens.cost.clock_hold.hold_clock`)."""
+    coeffs = resolve_coefficients(coefficients, gpu.key)
+    kw = dict(max_batched_tokens=max_batched_tokens, routing=routing)
+
+    def at(g: GPU) -> ServingArrays:
+        return combine(serving_parts(model, g, layout, batch, input_len, output_len, **kw), coeffs)
+
+    if gpu.operating is None:
+        return at(gpu)
+    from energylens.cost.clock_hold import hold_clock
+
+    return hold_clock(gpu, at, lambda r: r.avg_power_w / r.num_gpus, BLEND_UNDER_LIMIT, _derive_under_limit)
+
+
+BLEND_UNDER_LIMIT = ("decode_step_latency_s", "mean_iteration_s", "gpu_time_s", "host_time_s",
+                     "energy_per_iteration_j", "prefill_tokens_per_iteration")
+
+
+def _derive_under_limit(r: ServingArrays, v: dict, clock_mhz) -> ServingArrays:
+    """Power, energy per token and throughput from the interpolated iteration time and energy."""
+    b = np.asarray(r.output_tokens_per_s * r.mean_iteration_s)  # the batch (broadcast shape)
+    return replace(r, **v, avg_power_w=v["energy_per_iteration_j"] / v["mean_iteration_s"],
+                   energy_per_output_token_j=v["energy_per_iteration_j"] / b,
+                   output_tokens_per_s=b / v["mean_iteration_s"], sm_clock_mhz=clock_mhz)
 
 
 @dataclass(frozen=True)
@@ -392,6 +436,8 @@ class ServingResult:
     kv_cache: dict = field(default_factory=dict)
     interval: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    operating_point: dict = field(default_factory=dict)  # power_limit_w, default_power_limit_w, sm_clock_mhz
+    footprint: dict = field(default_factory=dict)  # energylens.carbon.Footprint.per_token_floats
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -445,15 +491,20 @@ def serve(
     interval_level: float = DEFAULT_INTERVAL_LEVEL,
     routing: str | None = None,
     gpu_memory_utilization: float | None = None,
+    power_limit_w: float | None = None,
+    sm_clock_mhz: float | None = None,
+    footprint=None,
 ) -> ServingResult:
     """Steady-state vLLM serving of ``model`` on ``num_gpus`` GPUs (default ``tp x pp x dp``) at a
     mean running ``batch`` (whole deployment), mean prompt ``input_len`` and output ``output_len``.
     Refuses (naming the numbers) a deployment whose weights do not fit, whose KV cache cannot hold
     ``batch / dp`` running requests per replica (:mod:`energylens.kv_capacity`), or whose running
-    batch chunked prefill cannot sustain (the prompts of the finishing requests exceed the budget)."""
+    batch chunked prefill cannot sustain (the prompts of the finishing requests exceed the budget).
+    ``power_limit_w`` (per GPU) and ``sm_clock_mhz`` set the operating point (:mod:`energylens.cost.dvfs`);
+    ``footprint`` (:class:`energylens.carbon.Footprint`) adds carbon and cost per output token."""
     from energylens.checks import MAX_BATCH, MAX_TOKENS, integer, number
     from energylens.intervals import INTERVAL_LEVELS
-    from energylens.predict import prepare
+    from energylens.predict import operating_point, prepare
 
     batch = number("batch", batch, high=MAX_BATCH, error=WorkloadError,
                    what=f"a positive number of running requests up to {MAX_BATCH:,} (mean over the steady state)")
@@ -464,7 +515,7 @@ def serve(
     integer("max_batched_tokens", max_batched_tokens, high=MAX_TOKENS, error=WorkloadError)
     if interval_level not in INTERVAL_LEVELS:
         raise SpecError("interval_level", interval_level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
-    m, g = prepare(model, gpu, dtype)
+    m, g = prepare(model, gpu, dtype, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
     dp, pp = int(lay.dp), int(lay.pp)
     if batch < dp * pp:
@@ -508,8 +559,13 @@ def serve(
         prefill_tokens_per_iteration=f(arr.prefill_tokens_per_iteration),
         gpu_time_s=f(arr.gpu_time_s), host_time_s=f(arr.host_time_s), coefficients=coeffs.to_dict(),
         output_tokens_per_s_per_gpu=f(arr.output_tokens_per_s) / arr.num_gpus, kv_cache=cap.to_dict(),
-        notes=tuple(notes),
+        notes=tuple(notes), operating_point=operating_point(g),
     )
+    from energylens.carbon import Footprint
+
+    fp = footprint or Footprint()
+    res = replace(res, footprint=fp.per_token_floats(res.energy_per_output_token_j,
+                                                     res.output_tokens_per_s / res.num_gpus))
     from energylens.intervals import interval_for
 
     iv = interval_for(m, g.key, {"decode_step_latency_s": res.decode_step_latency_s,

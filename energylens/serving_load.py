@@ -65,7 +65,7 @@ are unstable, naming the numbers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -210,7 +210,40 @@ def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.n
     return ttft, tpot
 
 
-def serve_closed_loop_arrays(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len, *,
+def _under_limit(fn, model, gpu, layout, load, input_len, output_len, **kw) -> LoadArrays:
+    """A load mode on a GPU with a power limit / locked clock: one SM clock held per iteration, the
+    highest whose mean power per GPU fits (:func:`energylens.cost.clock_hold.hold_clock`); every figure
+    is interpolated between the two clock levels around the limit."""
+    from energylens.cost.clock_hold import hold_clock
+
+    names = [f.name for f in fields(LoadArrays) if f.name not in ("capacity", "num_gpus", "fits", "stable",
+                                                                  "max_running_per_replica")]
+
+    def derive(r: LoadArrays, v: dict, clock_mhz) -> LoadArrays:
+        return replace(r, **{k: np.where(np.isfinite(x), x, np.inf) for k, x in v.items()})
+
+    with np.errstate(invalid="ignore"):
+        return hold_clock(gpu, lambda g: fn(model, g, layout, load, input_len, output_len, **kw),
+                          lambda r: r.avg_power_w / r.num_gpus, names, derive)
+
+
+def serve_closed_loop_arrays(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len,
+                             **kw) -> LoadArrays:
+    """Closed loop (see :func:`_closed_loop`); a GPU with a power limit or locked clock holds one clock."""
+    if gpu.operating is not None:
+        return _under_limit(_closed_loop, model, gpu, layout, concurrency, input_len, output_len, **kw)
+    return _closed_loop(model, gpu, layout, concurrency, input_len, output_len, **kw)
+
+
+def serve_open_loop_arrays(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, output_len,
+                           **kw) -> LoadArrays:
+    """Open loop (see :func:`_open_loop`); a GPU with a power limit or locked clock holds one clock."""
+    if gpu.operating is not None:
+        return _under_limit(_open_loop, model, gpu, layout, request_rate, input_len, output_len, **kw)
+    return _open_loop(model, gpu, layout, request_rate, input_len, output_len, **kw)
+
+
+def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len, *,
                              coefficients: ServingCoefficients | CoefficientTable | None = None,
                              max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
                              gpu_memory_utilization: float = VLLM.gpu_memory_utilization, routing=None,
@@ -361,7 +394,7 @@ def open_loop_queue(rate, m_grid, tau_grid, span_grid, slots) -> dict[str, np.nd
             "tpot_p90_s": tpot_p90}
 
 
-def serve_open_loop_arrays(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, output_len, *,
+def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, output_len, *,
                            coefficients: ServingCoefficients | CoefficientTable | None = None,
                            max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
                            gpu_memory_utilization: float = VLLM.gpu_memory_utilization, routing=None,
@@ -452,6 +485,8 @@ class LoadResult:
     staggered: bool = False
     interval: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    operating_point: dict = field(default_factory=dict)  # power_limit_w, default_power_limit_w, sm_clock_mhz
+    footprint: dict = field(default_factory=dict)  # energylens.carbon.Footprint.per_token_floats
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -465,11 +500,12 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
                max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
                gpu_memory_utilization: float = VLLM.gpu_memory_utilization, staggered: bool = False,
                coefficients: ServingCoefficients | CoefficientTable | None = None, interval_level: float = 0.8,
-               routing: str | None = None) -> LoadResult:
+               routing: str | None = None, power_limit_w: float | None = None, sm_clock_mhz: float | None = None,
+               footprint=None) -> LoadResult:
     """Serving under ``concurrency`` closed-loop clients or Poisson arrivals at ``request_rate`` req/s
     (exactly one of them). Refuses (``LayoutError``/``WorkloadError`` naming the numbers) a deployment
     whose weights or single request do not fit in memory, and an open-loop rate at or above saturation."""
-    from energylens.predict import prepare
+    from energylens.predict import operating_point, prepare
     from energylens.serving import resolve_layout, serve_arrays
 
     if (concurrency is None) == (request_rate is None):
@@ -480,7 +516,7 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
                 or v <= 0:
             raise WorkloadError(name, v, "a positive number")
-    m, g = prepare(model, gpu, dtype)
+    m, g = prepare(model, gpu, dtype, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
     if concurrency is not None and concurrency < dp * pp:
         raise WorkloadError("concurrency", concurrency, f"at least dp x pp = {dp * pp} (one request per replica "
@@ -527,7 +563,11 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
         decode_step_latency_s=f(arr.decode_step_latency_s), mean_iteration_s=f(steady.mean_iteration_s),
         prefill_tokens_per_iteration=f(steady.prefill_tokens_per_iteration), gpu_time_s=f(steady.gpu_time_s),
         host_time_s=f(steady.host_time_s), kv_cache=cap.to_dict(), coefficients=coeffs.to_dict(),
-        staggered=bool(staggered) and concurrency is not None, notes=tuple(notes))
+        staggered=bool(staggered) and concurrency is not None, notes=tuple(notes), operating_point=operating_point(g))
+    from energylens.carbon import Footprint
+
+    res = replace(res, footprint=(footprint or Footprint()).per_token_floats(res.energy_per_output_token_j,
+                                                                              res.output_tokens_per_s_per_gpu))
     from energylens.intervals import interval_for
 
     iv = interval_for(m, g.key, {"decode_step_latency_s": res.decode_step_latency_s, "avg_power_w": res.avg_power_w,

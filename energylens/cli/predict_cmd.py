@@ -37,6 +37,8 @@ def predict_command(
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (collectives beyond it cross nodes)."),
     routing: str = typer.Option("uniform", "--routing",
                                 help="MoE routing: uniform, zipf:S, dirichlet:A or a histogram FILE."),
+    power_limit: float = typer.Option(None, "--power-limit", help="Per-GPU power limit, W (default: the profile's)."),
+    sm_clock: float = typer.Option(None, "--sm-clock", help="Locked SM clock, MHz (default: free, up to the max)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     top: int = typer.Option(8, "--top", help="Ops to list per phase in the summary."),
 ) -> None:
@@ -47,7 +49,8 @@ def predict_command(
 
     integer("top", top, low=0, high=10_000, error=WorkloadError, what="a number of ops to list, 0 or more")
     kwargs = dict(batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp,
-                  ep=ep, sp=sp, gpus_per_node=gpus_per_node, routing=routing)
+                  ep=ep, sp=sp, gpus_per_node=gpus_per_node, routing=routing,
+                  power_limit_w=power_limit, sm_clock_mhz=sm_clock)
     pred = energylens.predict(model, gpu, **kwargs)
     if as_json:
         emit_json(pred.to_dict())

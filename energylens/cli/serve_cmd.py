@@ -39,10 +39,16 @@ def serve_command(
                                      "(default: KV memory only)."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vLLM fraction of GPU "
                                                  "memory for weights, activations and KV cache."),
+    power_limit: float = typer.Option(None, "--power-limit", help="Per-GPU power limit, W (default: the profile's)."),
+    sm_clock: float = typer.Option(None, "--sm-clock", help="Locked SM clock, MHz (default: free, up to the max)."),
+    carbon_intensity: float = typer.Option(None, "--carbon-intensity", help="Grid carbon intensity, gCO2e/kWh."),
+    pue: float = typer.Option(1.0, "--pue", help="Data-centre power usage effectiveness (>= 1; facility / IT energy)."),
+    usd_per_gpu_hour: float = typer.Option(None, "--usd-per-gpu-hour", help="GPU rental/amortised cost, USD/GPU-hour."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Predict serving: steady state at a running --batch, or under a load (--concurrency C closed loop,
     --request-rate R open loop) with TTFT/TPOT, throughput per GPU, power and energy per output token."""
+    from energylens.carbon import Footprint
     from energylens.errors import WorkloadError
     from energylens.serving import serve
 
@@ -56,6 +62,7 @@ def serve_command(
             if task not in table:
                 raise WorkloadError("task", task, "one of " + ", ".join(sorted(table)))
             input_len = float(table[task]["input_len"])
+    footprint = Footprint(carbon_intensity, pue, usd_per_gpu_hour)
     if concurrency is not None or request_rate is not None:
         from energylens.serving_load import serve_load
 
@@ -63,7 +70,7 @@ def serve_command(
                          output_len=output_len, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, dtype=dtype,
                          max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
                          gpu_memory_utilization=gpu_memory_utilization, staggered=staggered, interval_level=level,
-                         routing=routing)
+                         routing=routing, power_limit_w=power_limit, sm_clock_mhz=sm_clock, footprint=footprint)
         if as_json:
             emit_json(res.to_dict())
             return
@@ -71,7 +78,8 @@ def serve_command(
         return
     res = serve(model, gpu, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, batch=batch, input_len=input_len,
                 output_len=output_len, dtype=dtype, max_batched_tokens=max_batched_tokens, interval_level=level,
-                routing=routing, gpu_memory_utilization=gpu_memory_utilization)
+                routing=routing, gpu_memory_utilization=gpu_memory_utilization, power_limit_w=power_limit,
+                sm_clock_mhz=sm_clock, footprint=footprint)
     if as_json:
         emit_json(res.to_dict())
         return
@@ -135,7 +143,17 @@ def render(res) -> None:
     t.add_row("output throughput", f"{res.output_tokens_per_s:,.0f} tok/s", "")
     t.add_row("prefill tokens per iteration (mean, per replica)", f"{res.prefill_tokens_per_iteration:.1f}", "")
     t.add_row("GPU-busy / host time per iteration", f"{res.gpu_time_s * 1e3:.2f} / {res.host_time_s * 1e3:.2f} ms", "")
+    fp = res.footprint
+    if fp.get("gco2e_per_million_tokens") is not None:
+        t.add_row("carbon per million output tokens", f"{fp['gco2e_per_million_tokens']:.4g} gCO2e", "")
+    if fp.get("usd_per_million_tokens") is not None:
+        t.add_row("cost per million output tokens", f"{fp['usd_per_million_tokens']:.4g} USD", "")
     con.print(t)
+    op = res.operating_point
+    if op.get("sm_clock_mhz") or op.get("power_limit_w") != op.get("default_power_limit_w"):
+        clock = f"SM clock locked at {op['sm_clock_mhz']:g} MHz" if op.get("sm_clock_mhz") else "SM clock free"
+        con.print(f"operating point: power limit {op['power_limit_w']:g} W per GPU (default "
+                  f"{op['default_power_limit_w']:g} W), {clock} (DVFS model: energylens/cost/dvfs.py)")
     c = res.coefficients
     con.print(f"serving coefficients: iteration overhead {c['iteration_overhead_s'] * 1e3:.3g} ms, "
               f"per-sequence {c['per_sequence_overhead_s'] * 1e6:.3g} us, active power fraction "

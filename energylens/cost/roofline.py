@@ -28,8 +28,11 @@ Energy of a kernel::
     e_dynamic = flops * energy_per_flop[dtype] + bytes * energy_per_byte_hbm
     energy    = e_dynamic + idle_power * latency
 
-Power cap: when ``energy / latency`` exceeds ``power_limit`` the clocks drop; the kernel stretches to
-``latency' = e_dynamic / (power_limit - idle_power)`` and ``energy' = power_limit * latency'``.
+Power cap and clocks (:mod:`energylens.cost.dvfs`): when the kernel's power ``energy / latency``
+exceeds ``power_limit`` (or the SM clock is locked) the driver lowers the SM clock: compute time
+grows as ``f_max / f``, HBM time much less, dynamic energy falls with ``V^2``, static power follows the
+idle-power-vs-clock curve; the kernel runs at the highest clock whose power fits. GPUs without clock
+data stretch to ``latency' = e_dynamic / (power_limit - idle_power)``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from energylens.cost import power
+from energylens.cost.dvfs import clocked_cost
 from energylens.hardware.profile import GPU
 
 ArrayLike = float | int | np.ndarray
@@ -57,11 +60,18 @@ class KernelCost:
     memory_energy_j: np.ndarray
     static_energy_j: np.ndarray
     power_capped: np.ndarray
+    clock_fraction: np.ndarray | float = 1.0  # SM clock / max SM clock the kernel ran at (cost.dvfs)
+    dynamic_scale: np.ndarray | float = 1.0  # v^2 f / f_max there: busy power relative to the max clock
 
     @property
     def bound(self) -> np.ndarray:
         """'compute' or 'memory' per element, whichever roofline term dominates."""
         return np.where(self.compute_s >= self.memory_s, "compute", "memory")
+
+
+def _same(a, full):
+    """A float stays a float (the common case: every kernel at one clock); arrays take the full shape."""
+    return a if isinstance(a, float) else full(a)
 
 
 def gemm_efficiency(gpu: GPU, dtype: str, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
@@ -121,11 +131,12 @@ def kernel_cost_from_terms(
     bytes_ = np.asarray(bytes_, dtype=float)
     e_compute = np.asarray(compute_energy_j, dtype=float)
     memory_s = bytes_ / (gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency)
-    latency = np.maximum(compute_s, memory_s) + gpu.kernel_overhead_s * np.asarray(launches, dtype=float)
     e_memory = bytes_ * gpu.energy_per_byte_j
-    e_dynamic = e_compute + e_memory
-    after = power.cap(gpu, latency, e_dynamic)  # the power cap stretches the kernel (cost/power.py)
-    latency, static, energy, capped = after.latency_s, after.static_energy_j, after.energy_j, after.capped
+    clocked = clocked_cost(gpu, compute_s, memory_s, e_compute, e_memory,
+                           gpu.kernel_overhead_s * np.asarray(launches, dtype=float))
+    latency = clocked.latency_s
+    static = clocked.static_energy_j
+    energy = clocked.compute_energy_j + clocked.memory_energy_j + static
     shape = np.broadcast(compute_s, bytes_, e_compute, latency).shape
 
     def full(a) -> np.ndarray:
@@ -136,8 +147,10 @@ def kernel_cost_from_terms(
         energy_j=full(energy),
         compute_s=full(compute_s),
         memory_s=full(memory_s),
-        compute_energy_j=full(e_compute),
-        memory_energy_j=full(e_memory),
+        compute_energy_j=full(clocked.compute_energy_j),
+        memory_energy_j=full(clocked.memory_energy_j),
         static_energy_j=full(static),
-        power_capped=np.broadcast_to(capped, shape).copy(),
+        power_capped=np.broadcast_to(clocked.power_capped, shape).copy(),
+        clock_fraction=_same(clocked.clock_fraction, full),
+        dynamic_scale=_same(clocked.dynamic_scale, full),
     )

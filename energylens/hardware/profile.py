@@ -28,7 +28,7 @@ from energylens.errors import SpecError, UnknownNameError
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5,
                "mxfp4": 4.25 / 8}  # mxfp4: 4-bit values + one 8-bit scale per 32 (OCP MX spec)
-KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate")
+KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate", "user")
 
 # field -> (unit, required). Per-dtype fields are listed once with the suffix "{dtype}".
 FIELDS: dict[str, tuple[str, bool]] = {
@@ -127,6 +127,17 @@ class Sourced:
 
 
 @dataclass(frozen=True)
+class OperatingPoint:
+    """A user-set power limit and/or locked SM clock (``energylens.cost.dvfs.with_operating_point``).
+
+    ``reference_*`` keep the profile's own values (the GPU at its maximum SM clock and default limit)."""
+
+    reference_power_limit_w: float
+    reference_idle_power_w: float
+    sm_clock_mhz: float | None = None
+
+
+@dataclass(frozen=True)
 class GPU(Sourced):
     """A GPU profile. Accessors return SI floats; ``quantities`` keeps the provenance."""
 
@@ -136,6 +147,7 @@ class GPU(Sourced):
     quantities: dict[str, Quantity] = field(repr=False)
     aliases: tuple[str, ...] = ()
     path: str = ""
+    operating: OperatingPoint | None = None  # None: default limit, clocks free (energylens.cost.dvfs)
 
     _what = "gpu"
 
@@ -203,7 +215,7 @@ class GPU(Sourced):
     def with_quantities(self, updates: dict[str, Quantity]) -> GPU:
         q = dict(self.quantities)
         q.update(updates)
-        return GPU(self.key, self.name, self.link, q, self.aliases, self.path)
+        return GPU(self.key, self.name, self.link, q, self.aliases, self.path, self.operating)
 
 
 def parse_gpu(data: object, origin: str) -> GPU:

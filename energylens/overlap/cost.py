@@ -210,9 +210,10 @@ def chunk_sizes(sizes: dict[str, np.ndarray], chunks) -> tuple[dict[str, np.ndar
 
 
 def _kernel_terms(rec: KernelRecord, gpu: GPU) -> tuple[np.ndarray, np.ndarray]:
-    """(uncapped latency, dynamic energy) of one kernel call."""
+    """(latency, energy above idle power) of one kernel call, at the clock the power limit allows
+    (``cost.dvfs``; at free clocks and within the limit: the plain roofline latency and dynamic energy)."""
     c = rec.cost
-    return np.maximum(c.compute_s, c.memory_s) + gpu.kernel_overhead_s, c.compute_energy_j + c.memory_energy_j
+    return c.latency_s, c.energy_j - gpu.idle_power_w * c.latency_s
 
 
 @dataclass

@@ -35,7 +35,8 @@ class Execution:
     Engine: ``max_batched_tokens`` the chunked-prefill token budget that bounds live activations (None:
     the engine default). ``routing`` (MoE): ``uniform``, ``zipf:S``, ``dirichlet:A``, a histogram file or
     a ``Routing``. ``overlap``: overlap plans (None: the model's own, if any). ``power_limit_w``: the
-    enforced GPU power limit (None: the profile's)."""
+    enforced GPU power limit (None: the profile's); ``sm_clock_mhz``: a locked SM clock (None: free;
+    both through :mod:`energylens.cost.dvfs`)."""
 
     tp: int = 1
     pp: int = 1
@@ -51,6 +52,7 @@ class Execution:
     routing: str | Routing | None = None
     overlap: tuple[OverlapPlan, ...] | None = None
     power_limit_w: float | None = None
+    sm_clock_mhz: float | None = None
     _routing: Routing | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +86,10 @@ class Execution:
             p = self.power_limit_w
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1e5:
                 raise SpecError("power_limit_w", p, "a power limit in watts, above 0")
+        if self.sm_clock_mhz is not None:
+            f = self.sm_clock_mhz
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1e5:
+                raise SpecError("sm_clock_mhz", f, "an SM clock in MHz, above 0")
 
     @property
     def num_gpus(self) -> int:
@@ -117,7 +123,7 @@ class Execution:
                "output_len": self.output_len, "max_batched_tokens": self.max_batched_tokens,
                "routing": None if self._routing is None else self._routing.name,
                "overlap": None if self.overlap is None else [p.to_dict() for p in self.overlap],
-               "power_limit_w": self.power_limit_w}
+               "power_limit_w": self.power_limit_w, "sm_clock_mhz": self.sm_clock_mhz}
         if self.axes is not None:
             out["axes"] = dict(self.axes)
         return out

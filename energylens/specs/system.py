@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from energylens.errors import LayoutError, SpecError
 from energylens.hardware.links import get_link
-from energylens.hardware.profile import GPU, Quantity, load_gpu
+from energylens.hardware.profile import GPU, load_gpu
 from energylens.specs.execution import Execution
 
 MAX_NODES = 1 << 16
@@ -66,11 +66,12 @@ class System:
                                                 f"{self.gpu.name} limit ({self.gpu.power_limit_w:g} W)")
 
     def gpu_for(self, execution: Execution) -> GPU:
-        """The GPU profile as this execution runs it (its power limit applied)."""
-        if execution.power_limit_w is None or execution.power_limit_w == self.gpu.power_limit_w:
-            return self.gpu
-        return self.gpu.with_quantities({"power_limit": Quantity(
-            float(execution.power_limit_w), "W", "assumed", "Execution.power_limit_w (set by the user)")})
+        """The GPU profile as this execution runs it: its power limit and locked SM clock applied
+        (:func:`energylens.cost.dvfs.with_operating_point`)."""
+        from energylens.cost.dvfs import with_operating_point
+
+        return with_operating_point(self.gpu, power_limit_w=execution.power_limit_w,
+                                    sm_clock_mhz=execution.sm_clock_mhz)
 
     def to_dict(self) -> dict:
         return {"gpu": self.gpu.key, "link": self.gpu.link, "gpus_per_node": self.gpus_per_node,

@@ -1,0 +1,267 @@
+"""SM clock, voltage and power limit (DVFS): the clock a kernel runs at and what it costs there.
+
+The GPU profile describes the board at its maximum SM clock ``f_max`` (its throughputs, J/FLOP, J/B
+and context-held idle power). At clock ``f`` (``s = f / f_max``), for a kernel whose roofline terms
+at ``f_max`` are ``t_c`` (compute), ``t_m`` (HBM) and dynamic energies ``e_c``, ``e_m``::
+
+    t(s)      = max(t_c / s, t_m * max(1, knee / s)) + launch overhead
+    e_c(s)    = e_c * v(s)^2                                   (CV^2 per switching event)
+    e_m(s)    = e_m * (phi + (1 - phi) * v(s)^2)               (phi: DRAM-side share, memory clock fixed)
+    static(s) = idle_power * idle_shape(s) * t(s)              (idle power with the clock locked at f)
+    P(s)      = idle_power * idle_shape(s) + (e_c(s) + e_m(s)) / t(s)
+
+compute-bound work slows as ``1 / s``; HBM-bound work keeps its time while ``s >= knee``; dynamic
+power of a fixed activity falls as ``v^2 s`` (V^2 f). The driver runs a kernel at the highest clock
+``<= min(f_max, locked clock)`` whose power fits the power limit (``P`` rises with ``s``, so a
+vectorised bisection finds it); if even ``f_min`` does not fit, the kernel also stretches at
+``f_min`` until its power equals the limit (clock slowdown). Serving holds one clock over a whole
+engine iteration instead (the power controller averages over far longer than one kernel):
+:mod:`energylens.cost.clock_hold`.
+
+Coefficients (``energylens/data/hardware/dvfs.yaml``, each with kind and source): ``f_max``,
+``f_min`` (datasheet / locked-clock tables), ``idle_shape`` (EnergAIzer's measured idle power vs
+locked SM clock, H100 and A100), ``v(s)`` (EnergAIzer's A100 supply-voltage table; assumed for
+other GPUs, labelled), ``phi`` (HBM device pJ/bit over the whole-GPU HBM path pJ/bit, derived)
+and ``knee`` (assumed, labelled). A GPU without an entry keeps the clock-free power cap (the kernel
+stretches to ``e_dyn / (limit - idle)``).
+
+At the profile's default limit and free clocks nothing changes for kernels whose power fits: the
+formulas reduce to the plain roofline of :mod:`energylens.cost.roofline`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from energylens.errors import SpecError, WorkloadError
+from energylens.hardware.profile import GPU, OperatingPoint, Quantity, safe_load
+
+BISECTION_STEPS = 24  # clock resolution (1 - s_min) / 2^24: far below the 15 MHz driver steps
+
+
+@dataclass(frozen=True)
+class ClockModel:
+    """DVFS coefficients of one GPU (curves as functions of ``s = f / f_max``)."""
+
+    key: str
+    f_max_mhz: float
+    f_min_mhz: float
+    idle_s: np.ndarray
+    idle_ratio: np.ndarray
+    volt_s: np.ndarray
+    volt_ratio: np.ndarray
+    dram_energy_fraction: float
+    memory_knee_fraction: float
+    provenance: dict
+
+    @property
+    def s_min(self) -> float:
+        return self.f_min_mhz / self.f_max_mhz
+
+    def idle_shape(self, s) -> np.ndarray:
+        return np.interp(s, self.idle_s, self.idle_ratio)
+
+    def voltage(self, s) -> np.ndarray:
+        return np.interp(s, self.volt_s, self.volt_ratio)
+
+    def dynamic_scale(self, s) -> np.ndarray:
+        """Power of a fixed activity at clock ``s`` relative to ``f_max``: ``v(s)^2 s``."""
+        return self.voltage(s) ** 2 * np.asarray(s, dtype=float)
+
+    def to_dict(self) -> dict:
+        return {"f_max_mhz": self.f_max_mhz, "f_min_mhz": self.f_min_mhz,
+                "dram_energy_fraction": self.dram_energy_fraction,
+                "memory_knee_fraction": self.memory_knee_fraction, "provenance": self.provenance}
+
+
+def _data_path():
+    return resources.files("energylens") / "data" / "hardware" / "dvfs.yaml"
+
+
+def _shape(shapes: dict, ref, what: str, column: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    name = ref["shape"] if isinstance(ref, dict) else ref
+    if name not in shapes:
+        raise SpecError(f"dvfs.yaml: {what}", name, "one of " + ", ".join(sorted(shapes)))
+    sh = shapes[name]
+    pts = np.asarray(sh[column], dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 2 or np.any(np.diff(pts[:, 0]) <= 0) or np.any(pts[:, 1] <= 0):
+        raise SpecError(f"dvfs.yaml: shapes.{name}.{column}", pts.tolist(), "[[MHz, value], ...], MHz increasing")
+    top = float(sh["clock_mhz_of_max"])
+    ref_value = float(np.interp(top, pts[:, 0], pts[:, 1]))
+    prov = {"kind": (ref.get("kind") if isinstance(ref, dict) else None) or sh["kind"], "source": sh["source"],
+            "shape": name}
+    if isinstance(ref, dict) and ref.get("note"):
+        prov["note"] = ref["note"]
+    return pts[:, 0] / top, pts[:, 1] / ref_value, prov
+
+
+@cache
+def _table() -> dict:
+    path = _data_path()
+    return safe_load(path.read_text()) if path.is_file() else {}
+
+
+@cache
+def _clock_model(key: str) -> ClockModel | None:
+    data = _table()
+    entry = (data.get("gpus") or {}).get(key)
+    if entry is None:
+        return None
+    common = data.get("common") or {}
+    shapes = data.get("shapes") or {}
+    idle_s, idle_r, idle_p = _shape(shapes, entry["idle_power_shape"], f"gpus.{key}.idle_power_shape", "points_mhz_w")
+    volt_s, volt_r, volt_p = _shape(shapes, entry["voltage_shape"], f"gpus.{key}.voltage_shape", "points_mhz_v")
+    f_max = float(entry["sm_clock_max"]["value"])
+    f_min = float(entry["sm_clock_min"]["value"])
+    if not 0 < f_min < f_max:
+        raise SpecError(f"dvfs.yaml: gpus.{key}.sm_clock_min", f_min, f"between 0 and sm_clock_max {f_max:g} MHz")
+    prov = {"sm_clock_max": entry["sm_clock_max"], "sm_clock_min": entry["sm_clock_min"],
+            "idle_power_shape": idle_p, "voltage_shape": volt_p,
+            "dram_energy_fraction": common["dram_energy_fraction"],
+            "memory_knee_fraction": common["memory_knee_fraction"]}
+    return ClockModel(key, f_max, f_min, idle_s, idle_r, volt_s, volt_r,
+                      float(common["dram_energy_fraction"]["value"]),
+                      float(common["memory_knee_fraction"]["value"]), prov)
+
+
+def clock_model(gpu: GPU) -> ClockModel | None:
+    """The DVFS coefficients of ``gpu`` (by its key), or ``None`` when none are shipped."""
+    return _clock_model(gpu.key)
+
+
+def reference_idle_power_w(gpu: GPU) -> float:
+    return gpu.operating.reference_idle_power_w if gpu.operating else gpu.idle_power_w
+
+
+def reference_power_limit_w(gpu: GPU) -> float:
+    return gpu.operating.reference_power_limit_w if gpu.operating else gpu.power_limit_w
+
+
+def _positive(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or v <= 0:
+        raise WorkloadError(name, v, "a positive number")
+    return float(v)
+
+
+def with_operating_point(gpu: GPU, *, power_limit_w: float | None = None, sm_clock_mhz: float | None = None) -> GPU:
+    """``gpu`` with a per-GPU power limit (W) and/or a locked SM clock (MHz). Waiting GPUs idle at the
+    locked clock's idle power. ``None`` for both returns ``gpu`` unchanged."""
+    if power_limit_w is None and sm_clock_mhz is None:
+        return gpu
+    ref_limit = reference_power_limit_w(gpu)
+    ref_idle = reference_idle_power_w(gpu)
+    cm = clock_model(gpu)
+    upd: dict[str, Quantity] = {}
+    clock = None
+    if sm_clock_mhz is not None:
+        clock = _positive("sm_clock_mhz", sm_clock_mhz)
+        if cm is None:
+            raise WorkloadError("sm_clock_mhz", sm_clock_mhz, f"no clock data for GPU {gpu.key} (energylens/data/"
+                                "hardware/dvfs.yaml lists " + ", ".join(sorted(_table().get("gpus") or {})) + ")")
+        if not cm.f_min_mhz <= clock <= cm.f_max_mhz:
+            raise WorkloadError("sm_clock_mhz", sm_clock_mhz,
+                                f"between {cm.f_min_mhz:g} and {cm.f_max_mhz:g} MHz for {gpu.key}")
+        idle = ref_idle * float(cm.idle_shape(clock / cm.f_max_mhz))
+        upd["idle_power"] = Quantity(idle, "W", "derived", "energylens/data/hardware/dvfs.yaml idle_power_shape",
+                                     f"idle power with the SM clock locked at {clock:g} MHz")
+    if power_limit_w is not None:
+        limit = _positive("power_limit_w", power_limit_w)
+        floor = ref_idle * (float(cm.idle_shape(cm.s_min)) if cm else 1.0)
+        if not floor < limit <= ref_limit:
+            raise WorkloadError("power_limit_w", power_limit_w,
+                                f"above the idle power at the lowest clock ({floor:.0f} W) and at most the "
+                                f"board's maximum {ref_limit:g} W for {gpu.key}")
+        upd["power_limit"] = Quantity(limit, "W", "user", "--power-limit", "per-GPU power limit set by the user")
+    if clock is None and power_limit_w is not None and float(power_limit_w) == ref_limit:
+        return gpu
+    op = OperatingPoint(ref_limit, ref_idle, clock)
+    return replace(gpu.with_quantities(upd), operating=op)
+
+
+def base_gpu(gpu: GPU) -> GPU:
+    """``gpu`` at its profile's default limit and idle power with free clocks (no operating point)."""
+    op = gpu.operating
+    if op is None:
+        return gpu
+    q = gpu.quantities
+    upd = {"power_limit": replace(q["power_limit"], value=op.reference_power_limit_w),
+           "idle_power": replace(q["idle_power"], value=op.reference_idle_power_w)}
+    return replace(gpu.with_quantities(upd), operating=None)
+
+
+def dynamic_scale_at_lock(gpu: GPU) -> float:
+    """``v^2 s`` at the locked clock (1 when clocks are free or the GPU has no clock data)."""
+    cm = clock_model(gpu)
+    if cm is None or gpu.operating is None or gpu.operating.sm_clock_mhz is None:
+        return 1.0
+    return float(cm.dynamic_scale(gpu.operating.sm_clock_mhz / cm.f_max_mhz))
+
+
+@dataclass(frozen=True)
+class ClockedCost:
+    """A kernel at the clock the driver picks (arrays, one shape)."""
+
+    latency_s: np.ndarray
+    compute_energy_j: np.ndarray
+    memory_energy_j: np.ndarray
+    static_energy_j: np.ndarray
+    clock_fraction: np.ndarray | float  # f / f_max (a float when the same for all)
+    dynamic_scale: np.ndarray | float  # v^2 s at that clock (busy power relative to f_max)
+    power_capped: np.ndarray  # the limit lowered the clock (or stretched the kernel)
+
+
+def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle):
+    v2 = cm.voltage(s) ** 2
+    lat = np.maximum(tc / s, tm * np.maximum(1.0, cm.memory_knee_fraction / s)) + ovh
+    e_c = ec * v2
+    e_m = em * (cm.dram_energy_fraction + (1.0 - cm.dram_energy_fraction) * v2)
+    idle = ref_idle * cm.idle_shape(s)
+    power = idle + (e_c + e_m) / lat
+    return lat, e_c, e_m, idle, power
+
+
+def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
+    """Latency and energy of kernels with roofline terms (at ``f_max``) ``compute_s``, ``memory_s``,
+    dynamic energies and launch overhead, at the highest clock whose power fits the limit."""
+    tc, tm, ec, em, ovh = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
+                                                (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)))
+    limit = gpu.power_limit_w
+    cm = clock_model(gpu)
+    op = gpu.operating
+    if cm is None:  # no clock data: the clock-free cap (stretch until the power equals the limit, cost/power.py)
+        from energylens.cost import power
+
+        after = power.cap(gpu, np.maximum(tc, tm) + ovh, ec + em)
+        return ClockedCost(after.latency_s, ec, em, after.static_energy_j, 1.0, 1.0, after.capped)
+    ref_idle = reference_idle_power_w(gpu)
+    s_cap = (op.sm_clock_mhz / cm.f_max_mhz) if (op and op.sm_clock_mhz) else 1.0
+    if s_cap == 1.0:  # the profile's own numbers at f_max (bit for bit the plain roofline)
+        lat = np.maximum(tc, tm) + ovh
+        e_c, e_m, idle = ec, em, ref_idle
+        power = idle + (ec + em) / lat
+    else:
+        lat, e_c, e_m, idle, power = _at(cm, s_cap, tc, tm, ec, em, ovh, ref_idle)
+    over = power > limit
+    if not np.any(over):
+        scale = 1.0 if s_cap == 1.0 else float(cm.dynamic_scale(s_cap))
+        return ClockedCost(lat, e_c, e_m, idle * lat, s_cap, scale, over)
+    s = np.full(tc.shape, s_cap)
+    lat, e_c, e_m, idle = (np.array(np.broadcast_to(a, tc.shape), dtype=float) for a in (lat, e_c, e_m, idle))
+    args = [a[over] for a in (tc, tm, ec, em, ovh)]
+    lo = np.full(len(args[0]), cm.s_min)
+    hi = np.full(len(args[0]), s_cap)
+    for _ in range(BISECTION_STEPS):  # invariant: P(hi) > limit; P(lo) <= limit unless lo = s_min fails
+        mid = 0.5 * (lo + hi)
+        fits = _at(cm, mid, *args, ref_idle)[4] <= limit
+        lo = np.where(fits, mid, lo)
+        hi = np.where(fits, hi, mid)
+    l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle)
+    # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit
+    headroom = np.maximum(limit - i2, 1e-9)
+    l2 = np.where(p2 > limit, np.maximum(l2, (c2 + m2) / headroom), l2)
+    lat[over], e_c[over], e_m[over], idle[over], s[over] = l2, c2, m2, i2, lo
+    return ClockedCost(lat, e_c, e_m, idle * lat, s, cm.dynamic_scale(s), over)
