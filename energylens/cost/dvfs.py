@@ -175,7 +175,8 @@ def with_operating_point(gpu: GPU, *, power_limit_w: float | None = None, sm_clo
             raise WorkloadError("power_limit_w", power_limit_w,
                                 f"above the idle power at the lowest clock ({floor:.0f} W) and at most the "
                                 f"board's maximum {ref_limit:g} W for {gpu.key}")
-        upd["power_limit"] = Quantity(limit, "W", "user", "--power-limit", "per-GPU power limit set by the user")
+        upd["power_limit"] = Quantity(limit, "W", "user", "Execution.power_limit_w (--power-limit)",
+                                      "per-GPU power limit set by the user")
     if clock is None and power_limit_w is not None and float(power_limit_w) == ref_limit:
         return gpu
     op = OperatingPoint(ref_limit, ref_idle, clock)
