@@ -72,7 +72,7 @@ def check_size(spec, max_bytes: int | None = None) -> None:
 def explain_invalid(spec, limit: int = 5) -> list[str]:
     """Why configurations of ``spec`` are invalid: the layout checks' messages (tp not dividing the
     heads, ep not dividing the experts, ...) and batches that ``dp`` does not divide, at most ``limit``."""
-    from energylens.parallel.layout import Layout, validate
+    from energylens.parallel.layout import Layout, check_layout
     from energylens.predict import prepare
 
     reasons: list[str] = []
@@ -91,7 +91,7 @@ def explain_invalid(spec, limit: int = 5) -> list[str]:
         combos = itertools.islice(itertools.product(spec.tp, spec.pp, spec.dp, eps, spec.sp), MAX_EXPLAIN_COMBINATIONS)
         for tp, pp, dp, ep, sp in combos:
             try:
-                validate(m, Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=spec.gpus_per_node), strict=True)
+                check_layout(m, Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=spec.gpus_per_node), strict=True)
             except EnergyLensError as exc:
                 add(f"{m.name}: {exc}")
     for dp in spec.dp:
