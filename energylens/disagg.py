@@ -229,7 +229,7 @@ def _check_budget(max_gpus) -> int:
 
 
 def _prepare_pool(model, pool: Pool, gpus_per_node: int):
-    from energylens.predict import prepare
+    from energylens.pipeline import prepare
 
     m, g = prepare(model, pool.gpu, pool.dtype)
     lay = pool.layout(gpus_per_node)

@@ -504,7 +504,8 @@ def serve(
     ``footprint`` (:class:`energylens.carbon.Footprint`) adds carbon and cost per output token."""
     from energylens.checks import MAX_BATCH, MAX_TOKENS, integer, number
     from energylens.intervals import INTERVAL_LEVELS
-    from energylens.predict import operating_point, prepare
+    from energylens.pipeline import prepare
+    from energylens.predict import operating_point
 
     batch = number("batch", batch, high=MAX_BATCH, error=WorkloadError,
                    what=f"a positive number of running requests up to {MAX_BATCH:,} (mean over the steady state)")

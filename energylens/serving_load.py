@@ -505,7 +505,8 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
     """Serving under ``concurrency`` closed-loop clients or Poisson arrivals at ``request_rate`` req/s
     (exactly one of them). Refuses (``LayoutError``/``WorkloadError`` naming the numbers) a deployment
     whose weights or single request do not fit in memory, and an open-loop rate at or above saturation."""
-    from energylens.predict import operating_point, prepare
+    from energylens.pipeline import prepare
+    from energylens.predict import operating_point
     from energylens.serving import resolve_layout, serve_arrays
 
     if (concurrency is None) == (request_rate is None):

@@ -19,7 +19,7 @@ kernel timings (``python tools/fit_gemm_vidur.py``): GEMM-latency MAPE of the bu
 14.7 % -> 11.3 % (H100, 1376 GEMMs) and 22.5 % -> 13.2 % (A100, 2256 GEMMs) against no split-K
 (256: 14.4 / 13.4 %; 2048: 11.5 / 14.6 %; without the reduction cost 13.2 / 14.0 %).
 Horizontally fused projections (QKV, gate+up) are tiled as one GEMM over their summed N
-(``cost.engine``).
+(``cost.kernels``).
     t_memory  = bytes / (hbm_bandwidth * max_memory_efficiency)
     latency   = max(t_compute, t_memory) + kernel_overhead
 

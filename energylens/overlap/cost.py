@@ -1,8 +1,8 @@
 """Compute-communication overlap on one GPU: an SM split, a chunked two-stage pipeline, a shared power cap.
 
 Built on top of the core without changing it: the sequential phase comes from
-``evaluate.evaluate_phase``; the overlapped pairs are re-costed with the core's own engine
-(``cost.engine.cost_steps`` on a GPU *partition* and on chunk-sized token counts) and the comm
+``cost.phase.evaluate_phase``; the overlapped pairs are re-costed with the core's own engine
+(``cost.kernels.cost_steps`` on a GPU *partition* and on chunk-sized token counts) and the comm
 model (``comm.collective_cost(..., comm_sms=k)``); only the difference is added back.
 
 SM split

@@ -87,7 +87,7 @@ class Pair:
 
 
 def step_sequence(steps: Sequence[Step], prefix: str = "") -> list[SequenceItem]:
-    """Kernels and collectives in execution order, grouped exactly as ``cost.engine.cost_steps`` groups
+    """Kernels and collectives in execution order, grouped exactly as ``cost.kernels.cost_steps`` groups
     fusion groups into kernels (a collective or a change of group ends a kernel)."""
     items: list[SequenceItem] = []
     n_kernels = 0

@@ -21,7 +21,8 @@ from energylens.overlap.cost import OverlapAssumptions, OverlapPhase, PairCost, 
 from energylens.overlap.rules import OverlapPlan
 from energylens.parallel.layout import Layout
 from energylens.pareto import pareto_mask
-from energylens.predict import predict, setup
+from energylens.pipeline import setup
+from energylens.predict import predict
 from energylens.results import Prediction
 from energylens.specs.execution import Execution
 from energylens.specs.system import System

@@ -240,6 +240,8 @@ def parse_yaml(text: str, origin: str = "") -> object:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise SpecError(f"{origin or 'model spec'}{at}", getattr(exc, "problem", str(exc)), "valid YAML") from None
+    except EnergyLensError:
+        raise  # our own refusal (an alias) already names the field
     except (RecursionError, ValueError, OverflowError, TypeError) as exc:  # nesting bombs, bad timestamps
         raise SpecError(origin or "model spec", exc.__class__.__name__, "YAML a parser can read") from None
 

@@ -73,7 +73,7 @@ def explain_invalid(spec, limit: int = 5) -> list[str]:
     """Why configurations of ``spec`` are invalid: the layout checks' messages (tp not dividing the
     heads, ep not dividing the experts, ...) and batches that ``dp`` does not divide, at most ``limit``."""
     from energylens.parallel.layout import Layout, check_layout
-    from energylens.predict import prepare
+    from energylens.pipeline import prepare
 
     reasons: list[str] = []
 

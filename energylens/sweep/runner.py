@@ -2,7 +2,7 @@
 
 Within a group the configurations form a 7-axis grid ``(tp, pp, dp, ep, batch, prompt_len,
 output_len)``. Each axis is a NumPy array shaped to broadcast along its own dimension, so every
-per-op cost in ``cost.engine`` / ``evaluate.evaluate_phase`` is computed only over the axes it
+per-op cost in ``cost.kernels`` / ``cost.phase.evaluate_phase`` is computed only over the axes it
 depends on (a weight GEMM in decode does not vary with the prompt length; attention does), and the
 phase totals come out over the whole grid in one call. There is no Python loop over
 configurations: the loops are over groups (few), over output lengths <= ``DECODE_POINTS`` (at most
@@ -187,7 +187,7 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     even at group size 1. When the program with an axis active has other kernels than without
     it, the grid is evaluated in blocks (degree 1 / degree > 1 per such axis), each with the
     program ``predict`` would build, and the rows are merged back into grid order."""
-    from energylens.predict import prepare
+    from energylens.pipeline import prepare
 
     if len(spec.models) * len(spec.gpus) * len(spec.dtypes) * len(spec.sp) != 1:
         raise ValueError("evaluate_chunk takes a single-group spec; use run_sweep or plan_chunks")

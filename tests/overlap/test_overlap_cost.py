@@ -17,7 +17,7 @@ from energylens.overlap.cost import chunk_sizes, evaluate_overlap, gpu_partition
 from energylens.overlap.rules import OverlapPlan
 from energylens.overlap.search import predict_with_overlap
 from energylens.parallel.layout import Layout
-from energylens.predict import prepare
+from energylens.pipeline import prepare
 from energylens.program import build_program
 from energylens.workload import Workload, decode_sizes, prefill_sizes
 

@@ -22,7 +22,7 @@ from energylens.overlap.rules import (
 from energylens.overlap.search import sweep_overlap
 from energylens.parallel.layout import Layout, degrees
 from energylens.pareto import dominates
-from energylens.predict import prepare
+from energylens.pipeline import prepare
 from energylens.program import build_program
 
 

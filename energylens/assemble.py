@@ -1,0 +1,160 @@
+"""Costed phase arrays -> typed results of one prediction: per-op, per-collective and per-GPU rows.
+
+The per-GPU timeline (stages hold contiguous layers; a GPU that is not busy waits at idle power) and
+the MoE routing report live here; the phase totals they refine come from ``energylens.cost.phase``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from energylens.cost.phase import PhaseArrays
+from energylens.cost.power import idle_energy_j
+from energylens.graph.model import Model
+from energylens.hardware.profile import GPU
+from energylens.parallel.layout import Layout
+from energylens.program import Program
+from energylens.results import (
+    CollectiveResult,
+    EnergyBreakdown,
+    GPUResult,
+    MoEPhaseStats,
+    MoEReport,
+    OpResult,
+    PhaseResult,
+)
+
+
+def overlap_summary(phase: PhaseResult, ov) -> dict:
+    return {"sequential_energy_j": phase.energy_j, "sequential_latency_s": phase.latency_s,
+            "energy_j": _f(ov.energy_j), "latency_s": _f(ov.latency_s),
+            "pairs": [f"{pc.collective} -> {pc.compute} ({pc.direction})" for pc in ov.pairs]}
+
+
+def with_overlap(phase: PhaseResult, ov) -> PhaseResult:
+    """Phase totals with the overlap applied; ops, collectives, breakdown and per-GPU rows stay the
+    sequential execution's (the difference is in ``Prediction.extra['overlap']``)."""
+    energy, latency = _f(ov.energy_j), _f(ov.latency_s)
+    return replace(phase, energy_j=energy, latency_s=latency,
+                   avg_power_w=energy / latency if latency > 0 else 0.0,
+                   energy_per_token_j=energy / phase.tokens if phase.tokens > 0 else 0.0,
+                   tokens_per_s=phase.tokens / latency if latency > 0 else 0.0)
+
+
+def moe_report(model: Model, layout: Layout, route, pre: PhaseArrays, dec: PhaseArrays) -> MoEReport:
+    """Routing statistics of both phases (first configuration; decode: one step, all steps alike)."""
+    info = model.info["moe"]
+    ep = int(np.asarray(layout.ep).reshape(-1)[0])
+
+    def phase(pa: PhaseArrays) -> MoEPhaseStats:
+        b = pa.moe
+        per_rank = () if b.tokens_per_rank is None else tuple(
+            float(v) for v in np.asarray(b.tokens_per_rank).reshape(-1, b.tokens_per_rank.shape[-1])[0])
+        return MoEPhaseStats(
+            group_tokens=_f(b.group_tokens), tokens_per_rank=per_rank, mean_rank_tokens=_f(b.mean_rank_tokens),
+            max_rank_tokens=_f(b.max_rank_tokens), imbalance=_f(b.imbalance), experts_hit=_f(b.experts_hit),
+            experts_hit_per_rank_mean=_f(b.experts_hit_per_rank_mean),
+            experts_hit_per_rank_max=_f(b.experts_hit_per_rank_max), idle_wait_j=_f(pa.moe_idle_wait_j),
+            method=b.method,
+        )
+
+    return MoEReport(routing=route.name, n_experts=int(info["n_experts"]), top_k=int(info["top_k"]), ep=ep,
+                     moe_layers=int(info["moe_layers"]),
+                     expert_sharding="expert-parallel" if ep > 1 else "tensor-parallel",
+                     prefill=phase(pre), decode=phase(dec))
+
+
+def _f(x) -> float:
+    return float(np.asarray(x).reshape(-1)[0]) if np.size(x) else 0.0
+
+
+def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, program: Program,
+                  tokens: float) -> PhaseResult:
+    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    mb = _f(pa.microbatches)  # pipeline micro-batches: every record below runs once per micro-batch
+    reduce = pa.reduce
+    ops = []
+    # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank
+    energy_records = pa.kernels_energy if pa.kernels_energy is not None else pa.kernels
+    for (_, r), (_, re) in zip(pa.kernels, energy_records, strict=True):
+        lat = _f(reduce(r.cost.latency_s)) * r.count * mb
+        comp = _f(reduce(r.cost.compute_s))
+        mem = _f(reduce(r.cost.memory_s))
+        n = r.count * tp * dp * mb
+        ops.append(OpResult(
+            name=r.name, kind=r.kind, ops=r.ops, count=int(round(n)),
+            flops=_f(reduce(re.flops)) * n, bytes=_f(reduce(re.bytes)) * n, latency_s=lat,
+            energy_j=_f(reduce(re.cost.energy_j)) * n, compute_energy_j=_f(reduce(re.cost.compute_energy_j)) * n,
+            memory_energy_j=_f(reduce(re.cost.memory_energy_j)) * n,
+            static_energy_j=_f(reduce(re.cost.static_energy_j)) * n,
+            bound="compute" if comp >= mem else "memory", power_capped=bool(np.any(r.cost.power_capped)),
+        ))
+    colls = []
+    for _, c in pa.collectives:
+        n = c.count * tp * dp * mb
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, int(_f(c.group_size)), _f(reduce(c.message_bytes)) if
+                                      np.ndim(c.message_bytes) else float(c.message_bytes), int(round(c.count * mb)),
+                                      _f(reduce(c.latency_s)) * c.count * mb, _f(reduce(c.energy_j_per_gpu)) * n,
+                                      c.reason))
+    if pa.p2p is not None and pp > 1:
+        c = pa.p2p
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, 2, _f(reduce(c.message_bytes)), int(round((pp - 1) * mb)),
+                                      _f(pa.p2p_time_s) * mb,
+                                      _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp * mb, c.reason))
+    latency = _f(pa.latency_s)
+    per_gpu = _per_gpu(pa, model, gpu, layout, latency)
+    energy = _f(pa.energy_j)
+    return PhaseResult(
+        phase=phase,
+        energy_j=energy,
+        latency_s=latency,
+        avg_power_w=energy / latency if latency > 0 else 0.0,
+        tokens=tokens,
+        energy_per_token_j=energy / tokens if tokens > 0 else 0.0,
+        tokens_per_s=tokens / latency if latency > 0 else 0.0,
+        breakdown=EnergyBreakdown(_f(pa.compute_j), _f(pa.memory_j), _f(pa.static_j), _f(pa.communication_j),
+                                  _f(pa.idle_wait_j)),
+        ops=tuple(sorted(ops, key=lambda o: -o.energy_j)),
+        collectives=tuple(colls),
+        per_gpu=per_gpu,
+    )
+
+
+def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: float) -> tuple[GPUResult, ...]:
+    """Each GPU's busy time, idle (waiting) time and energy; stages hold contiguous layers."""
+    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    mb = _f(pa.microbatches)
+    n_layers = model.n_layers
+    per_stage = n_layers // pp
+    p2p_t = _f(pa.p2p_time_s) / (pp - 1) if pp > 1 else 0.0
+    p2p_e = _f(pa.reduce(pa.p2p.energy_j_per_gpu)) if (pa.p2p is not None and pp > 1) else 0.0
+    out = []
+    for stage in range(pp):
+        lo, hi = stage * per_stage, (stage + 1) * per_stage
+        busy = 0.0
+        energy = 0.0
+        start = 0
+        for block in model.blocks:
+            n = max(0, min(hi, start + block.count) - max(lo, start))
+            start += block.count
+            busy += n * _f(pa.layer_time_s[block.name])
+            energy += n * _f(pa.layer_energy_j[block.name])
+        if stage == 0:
+            busy += _f(pa.layer_time_s["pre"])
+            energy += _f(pa.layer_energy_j["pre"])
+        if stage == pp - 1:
+            busy += _f(pa.layer_time_s["post"])
+            energy += _f(pa.layer_energy_j["post"])
+        links = (stage > 0) + (stage < pp - 1)
+        busy += links * p2p_t
+        energy += links * p2p_e
+        busy *= mb  # each micro-batch crosses every stage once
+        energy *= mb
+        idle = max(latency - busy, 0.0)
+        energy += float(idle_energy_j(gpu, idle))
+        for replica in range(dp):
+            for r in range(tp):
+                out.append(GPUResult(replica * tp * pp + stage * tp + r, stage, replica, energy, busy, idle))
+    return tuple(out)

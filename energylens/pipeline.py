@@ -1,0 +1,150 @@
+"""The one pipeline: (model, execution, system) -> checked, sharded, costed phases and memory.
+
+Every front end enters here::
+
+    prepare(model, gpu, dtype)         load the einsum graph and the GPU profile, apply a dtype override,
+                                       check the GPU supports it
+    bind(model, execution, system)     + check the layout against the model and the system, shard it
+                                       (derived collectives) into the per-rank program -> Bound
+    evaluate(bound)                    cost prefill and decode (kernels, collectives, pipeline bubbles,
+                                       MoE stragglers, idle waits: energylens.cost.phase), overlap plans,
+                                       memory per GPU -> Evaluated (arrays, already reduced per phase)
+    phase(bound, sizes, weights, ...)  one phase at other sizes (serving iterations, sweeps)
+
+``predict`` turns an ``Evaluated`` into a typed ``Prediction`` (``energylens.assemble``); ``serve``,
+``sweep``, ``overlap`` and ``disagg`` use ``prepare``/``bind``/``phase`` with their own sizes. The summing
+rules live once, in ``energylens.cost.phase`` (phases), ``energylens.cost.power`` (watts and joules) and
+``energylens.assemble`` (per-GPU timelines of a single prediction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from energylens.cost.phase import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
+from energylens.errors import LayoutError, WorkloadError
+from energylens.graph.model import Model
+from energylens.hardware.profile import GPU, load_gpu
+from energylens.models.registry import load_model
+from energylens.moe.binding import is_moe, resolve_routing
+from energylens.overlap.cost import evaluate_overlap
+from energylens.parallel.layout import Layout, check_layout
+from energylens.program import Program, build_program
+from energylens.results import MemoryReport
+from energylens.specs.execution import Execution
+from energylens.specs.system import System
+from energylens.workload import Workload, decode_sizes, prefill_sizes
+
+WEIGHT_DTYPES = ("bf16", "fp16", "fp8")
+
+
+def prepare(model: str | Model, gpu: str | GPU, dtype: str | None, *, power_limit_w: float | None = None,
+            sm_clock_mhz: float | None = None) -> tuple[Model, GPU]:
+    """The model (with ``dtype``) and the GPU (at a per-GPU power limit / locked SM clock, ``cost.dvfs``)."""
+    from energylens.cost.dvfs import with_operating_point
+
+    m = load_model(model)
+    g = with_operating_point(load_gpu(gpu), power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
+    if dtype is not None:
+        if dtype not in WEIGHT_DTYPES:
+            raise WorkloadError("dtype", dtype, "one of " + ", ".join(WEIGHT_DTYPES))
+        m = m.with_dtypes(weight_dtype=dtype)
+    g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
+    return m, g
+
+
+def batch_per_replica(workload: Workload, layout: Layout):
+    b = np.asarray(workload.batch)
+    dp = np.asarray(layout.dp)
+    if np.any(b % dp != 0):
+        raise LayoutError("dp", layout.dp, f"a divisor of the batch ({workload.batch}): each replica serves batch/dp")
+    return b // dp
+
+
+def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_len, output_len, layout: Layout):
+    """Checked inputs of one prediction: (model, gpu, workload, batch per replica, per-rank program)."""
+    m, g = prepare(model, gpu, dtype)
+    for name, value in (("batch", batch), ("prompt_len", prompt_len)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise WorkloadError(name, value, "a positive integer")
+    w = Workload(batch, prompt_len, output_len)
+    check_layout(m, layout, strict=True)
+    return m, g, w, batch_per_replica(w, layout), build_program(m, layout)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A checked (model, execution, system): everything needed to cost it."""
+
+    model: Model
+    gpu: GPU
+    layout: Layout
+    workload: Workload
+    batch_per_replica: np.ndarray
+    program: Program
+    execution: Execution
+    route: object  # energylens.moe.Routing (None for dense models without a routing)
+
+    def phase(self, sizes, weights, *, decode: bool, microbatches=None) -> PhaseArrays:
+        return phase(self, sizes, weights, decode=decode, microbatches=microbatches)
+
+
+def bind(model: str | Model, execution: Execution, system: System) -> Bound:
+    """Prepare, check and shard one execution of ``model`` on ``system``."""
+    m = load_model(model)
+    system.check(execution)
+    g = system.gpu_for(execution)
+    g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
+    lay = execution.layout(system.gpus_per_node)
+    check_layout(m, lay, strict=True)
+    w = Workload(execution.batch, execution.prompt_len, execution.output_len)
+    bpr = batch_per_replica(w, lay)
+    route = None
+    if execution.routing is not None or is_moe(m):
+        route = execution.resolved_routing or resolve_routing(None)  # checked for every model; used by MoE only
+    return Bound(m, g, lay, w, bpr, build_program(m, lay), execution, route)
+
+
+def phase(bound: Bound, sizes, weights, *, decode: bool, microbatches=None) -> PhaseArrays:
+    """One phase of ``bound`` at the given sizes (the one call of the phase cost for a bound execution)."""
+    moe_kw = {"routing": bound.route} if is_moe(bound.model) else {}
+    return evaluate_phase(bound.model, bound.gpu, bound.layout, bound.program, sizes, weights, decode=decode,
+                          microbatches=microbatches, **moe_kw)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Costed phases of a bound execution (arrays), overlap results and memory per GPU."""
+
+    bound: Bound
+    prefill: PhaseArrays
+    decode: PhaseArrays
+    prefill_overlap: object  # energylens.overlap.cost.OverlapPhase or None
+    decode_overlap: object
+    plans: tuple
+    memory: MemoryReport
+
+
+def evaluate(bound: Bound) -> Evaluated:
+    """Prefill and decode of the static batch, the execution's overlap plans, memory per GPU."""
+    m, ex, w = bound.model, bound.execution, bound.workload
+    moe_kw = {"routing": bound.route} if is_moe(m) else {}
+    plans = tuple(p for p in (ex.overlap if ex.overlap is not None else m.overlap) if p.active)
+    out = []
+    for sizer, decode in ((prefill_sizes, False), (decode_sizes, True)):
+        sizes, weights = sizer(w, bound.batch_per_replica)
+        pa = phase(bound, sizes, weights, decode=decode)
+        ov = None
+        if plans:
+            ov = evaluate_overlap(m, bound.gpu, bound.layout, bound.program, sizes, weights, decode=decode,
+                                  plans=plans, baseline=pa, **moe_kw)
+        out.append((pa, ov))
+    (pre, pre_ov), (dec, dec_ov) = out
+    chunk = {} if ex.max_batched_tokens is None else {"max_batched_tokens": ex.max_batched_tokens}
+    mem = memory_per_gpu(m, bound.layout, bound.program, bound.gpu, bound.batch_per_replica,
+                         ex.prompt_len + ex.output_len, ex.prompt_len, **chunk)
+    memory = MemoryReport(*(float(mem[k]) for k in ("weights_bytes", "kv_cache_bytes", "workspace_bytes",
+                                                   "capacity_bytes")), USABLE_MEMORY_FRACTION)
+    return Evaluated(bound, pre, dec, pre_ov, dec_ov, plans, memory)
