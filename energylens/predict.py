@@ -73,6 +73,7 @@ def predict(
     routing=None,
     power_limit_w: float | None = None,
     sm_clock_mhz: float | None = None,
+    input_len: int | None = None,
 ) -> Prediction:
     """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens.
 
@@ -85,8 +86,14 @@ def predict(
     layout. ``routing`` (mixture-of-experts models): ``"uniform"`` (default), ``"zipf:S"``,
     ``"dirichlet:A"``, a recorded per-layer expert-count histogram file, or an ``energylens.moe.Routing``.
     ``power_limit_w`` (per GPU) and ``sm_clock_mhz`` (locked SM clock) set the GPU's operating point
-    (:mod:`energylens.cost.dvfs`); default: the profile's limit, clocks free.
+    (:mod:`energylens.cost.dvfs`); default: the profile's limit, clocks free. ``input_len`` is an alias
+    of ``prompt_len`` (prompt tokens per sequence; ``serve`` and ``plan`` call it ``input_len``).
     """
+    if input_len is not None:
+        if prompt_len != _KEYWORD_DEFAULTS["prompt_len"] and prompt_len != input_len:
+            raise WorkloadError("input_len", input_len, f"the same as prompt_len ({prompt_len}) or prompt_len unset: "
+                                                        "they are one quantity")
+        prompt_len = input_len
     if isinstance(execution, Execution):
         kw = dict(gpu=gpu, batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp,
                   dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node, layout=layout, routing=routing,

@@ -160,3 +160,11 @@ def test_prediction_carries_the_provenance_of_its_coefficients():
     for name in ("peak_flops_fp8", "energy_per_flop_fp8", "energy_per_byte_hbm", "idle_power"):
         assert d[name]["kind"] in ("spec", "measured", "derived", "fitted", "assumed") and d[name]["source"]
     assert d["peak_flops_fp8"]["kind"] == "spec"
+
+
+def test_input_len_is_an_alias_of_prompt_len():
+    a = energylens.predict("llama3-8b", "h100-sxm", prompt_len=300, output_len=8)
+    b = energylens.predict("llama3-8b", "h100-sxm", input_len=300, output_len=8)
+    assert a.prefill.energy_j == b.prefill.energy_j and a.workload == b.workload
+    with pytest.raises(WorkloadError):
+        energylens.predict("llama3-8b", "h100-sxm", prompt_len=300, input_len=400)

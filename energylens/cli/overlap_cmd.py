@@ -17,7 +17,7 @@ def overlap_command(
     gpu: str = typer.Option("h100-sxm", "--gpu", "-g", help="GPU key/alias or a profile .yaml path."),
     phase: str = typer.Option("prefill", "--phase", help="prefill or decode."),
     batch: int = typer.Option(1, "--batch", "-b", help="Sequences in the batch."),
-    prompt_len: int = typer.Option(2048, "--prompt-len", help="Prompt tokens per sequence."),
+    prompt_len: int = typer.Option(2048, "--input-len", "--prompt-len", help="Prompt (input) tokens per sequence; --prompt-len is an alias."),
     output_len: int = typer.Option(128, "--output-len", help="Generated tokens per sequence (decode phase)."),
     dtype: str = typer.Option(None, "--dtype", help="Weight dtype: bf16, fp16 or fp8 (default: the model's)."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),

@@ -20,7 +20,7 @@ def serve_command(
     dp: int = typer.Option(1, "--dp", help="Data-parallel replicas (the running batch is split over them)."),
     pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree (not validated against measurements)."),
     batch: float = typer.Option(64.0, "--batch", "-b", help="Mean running batch of the whole deployment (requests)."),
-    input_len: float = typer.Option(None, "--input-len", help="Mean prompt tokens per request."),
+    input_len: float = typer.Option(None, "--input-len", "--prompt-len", help="Mean prompt (input) tokens per request; --prompt-len is an alias."),
     output_len: float = typer.Option(512.0, "--output-len", help="Mean output tokens per request."),
     task: str = typer.Option(None, "--task", help="Take --input-len from the assumption table (lm-arena-chat, gpqa, "
                              "sourcegraph-fim)."),

@@ -172,7 +172,9 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
             m, n, k, batch = op.spec.gemm_mnk(sz)
             eff = gemm_efficiency(gpu, dtype, m, merged_n.get(op.name, n), k, batch)
         else:
-            eff = gpu.max_compute_efficiency(dtype) if gpu.has(f"max_compute_efficiency_{dtype}") else 0.5
+            # element-wise math runs on the vector units at the dtype's efficiency; a user profile without
+            # one for this dtype uses its best-known dtype's (the same SMs issue both)
+            eff = gpu.max_compute_efficiency(dtype if gpu.has(f"max_compute_efficiency_{dtype}") else "bf16")
         compute_s = compute_s + flops / (gpu.peak_flops(dtype) * eff)
         e_compute = e_compute + flops * gpu.energy_per_flop_j(dtype)
         flops_total = flops_total + flops
