@@ -96,6 +96,42 @@ def pareto_mask(objectives, minimize: bool | Sequence[bool] = True) -> np.ndarra
     return _mask_nd(obj)
 
 
+def pareto_mask_grouped(groups, objectives, minimize: bool | Sequence[bool] = True) -> np.ndarray:
+    """``pareto_mask`` of two objectives within each group (``groups``: integer ids, one per row), for
+    all groups in one pass: sort by (group, x, y), then a running minimum of y that restarts at each
+    group (earlier groups get larger keys, so the running minimum of integer keys never crosses into
+    the next group)."""
+    obj = _oriented(objectives, minimize)
+    n, m = obj.shape
+    if m != 2:
+        raise DimensionError("objectives", f"array of shape {obj.shape}", "two objective columns")
+    g = np.asarray(groups, dtype=np.int64).reshape(-1)
+    if g.shape[0] != n:
+        raise DimensionError("groups", f"array of shape {g.shape}", f"one group id per row ({n})")
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((obj[:, 1], obj[:, 0], g))
+    gs, xs, ys = g[order], obj[order, 0], obj[order, 1]
+    pos = np.arange(n)
+    new_grp = np.ones(n, dtype=bool)
+    new_grp[1:] = gs[1:] != gs[:-1]
+    new_run = new_grp.copy()
+    new_run[1:] |= xs[1:] != xs[:-1]
+    run_start = np.maximum.accumulate(np.where(new_run, pos, 0))
+    grp_start = np.maximum.accumulate(np.where(new_grp, pos, 0))
+    by_y = np.argsort(ys, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_y] = pos
+    grp_no = np.cumsum(new_grp)  # 1, 2, ... in sorted order
+    key = (grp_no[-1] - grp_no) * n + rank
+    best = ys[by_y[np.minimum.accumulate(key) % n]]  # min y so far within the group
+    before = best[np.maximum(run_start - 1, 0)]
+    dominated = ((run_start > grp_start) & (before <= ys)) | (ys[run_start] < ys)
+    mask = np.empty(n, dtype=bool)
+    mask[order] = ~dominated
+    return mask
+
+
 def pareto_front(objectives, minimize: bool | Sequence[bool] = True) -> np.ndarray:
     """Indices of the non-dominated rows, sorted by the first objective (then the others)."""
     obj = _oriented(objectives, minimize)

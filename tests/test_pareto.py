@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from energylens.errors import DimensionError
-from energylens.pareto import dominates, pareto_front, pareto_mask
+from energylens.pareto import dominates, pareto_front, pareto_mask, pareto_mask_grouped
 
 
 def brute_mask(obj: np.ndarray) -> np.ndarray:
@@ -93,3 +93,21 @@ def test_two_objectives_scale_n_log_n():
     # along the front sorted by the first objective, the second strictly decreases
     front = front[np.argsort(front[:, 0])]
     assert np.all(np.diff(front[:, 1]) < 0)
+
+
+@settings(max_examples=120, deadline=None)
+@given(small_ints(2), st.lists(st.booleans(), min_size=2, max_size=2), st.data())
+def test_grouped_mask_is_the_mask_of_each_group(obj, minimize, data):
+    groups = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=len(obj), max_size=len(obj))), dtype=int)
+    got = pareto_mask_grouped(groups, obj, minimize)
+    for g in np.unique(groups):
+        sel = groups == g
+        assert np.array_equal(got[sel], pareto_mask(obj[sel], minimize))
+
+
+def test_grouped_mask_errors():
+    with pytest.raises(DimensionError, match="groups"):
+        pareto_mask_grouped([0, 1], np.zeros((3, 2)))
+    with pytest.raises(DimensionError, match="two objective"):
+        pareto_mask_grouped([0], np.zeros((1, 3)))
+    assert pareto_mask_grouped([], np.zeros((0, 2))).shape == (0,)

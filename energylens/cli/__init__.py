@@ -2,6 +2,11 @@
 
 Each command lives in its own module of this package and registers itself on ``app``; add new
 modules to ``COMMAND_MODULES``. Any ``EnergyLensError`` becomes one line on stderr and exit code 2.
+
+Typer and Rich take a tenth of a second to import, so ``app`` is built on first use, and
+``energylens predict`` (the command people script) goes through a plain ``argparse`` path
+(``energylens.cli.fast``) whenever its arguments parse there; anything else (``--help``, a typo)
+takes the Typer path and gets Typer's messages.
 """
 
 from __future__ import annotations
@@ -9,40 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-import typer
-from rich.console import Console
-from typer.core import TyperGroup
-
 from energylens.errors import EnergyLensError
-
-err_console = Console(stderr=True, emoji=False)
-
-
-def report(exc: EnergyLensError) -> None:
-    """One line on stderr (never wrapped, never markup): ``error: field=value is not valid: allowed``."""
-    err_console.print("error:", str(exc), style="bold red", markup=False, highlight=False, soft_wrap=True)
-
-
-class _Commands(TyperGroup):
-    """The command group: an ``EnergyLensError`` from any command becomes one line and exit code 2, also
-    when the app runs without :func:`main` (``typer.testing.CliRunner().invoke(app, ...)``)."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except EnergyLensError as exc:
-            report(exc)
-            ctx.exit(2)
-
-
-app = typer.Typer(
-    cls=_Commands,
-    name="energylens",
-    help="Predict the energy (J) and latency (s) of LLM inference on one or many GPUs.",
-    no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 COMMAND_MODULES = [
     "energylens.cli.predict_cmd",
@@ -55,18 +27,92 @@ COMMAND_MODULES = [
     "energylens.cli.spec_cmd",
 ]
 
+_APP = None
+_ERR = None
 
-def emit_json(obj: object) -> None:
-    """Print one JSON document: NumPy values as Python ones, and never a bare NaN/Infinity
+
+def __getattr__(name: str):
+    """``app`` and ``err_console`` are made on first use (Typer and Rich are imported then)."""
+    if name == "app":
+        return _app()
+    if name == "err_console":
+        return _err_console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _err_console():
+    global _ERR
+    if _ERR is None:
+        from rich.console import Console
+
+        _ERR = Console(stderr=True, emoji=False)
+    return _ERR
+
+
+def report(exc: EnergyLensError) -> None:
+    """One line on stderr (never wrapped, never markup): ``error: field=value is not valid: allowed``."""
+    _err_console().print("error:", str(exc), style="bold red", markup=False, highlight=False, soft_wrap=True)
+
+
+def json_text(obj: object) -> str:
+    """One JSON document: NumPy values as Python ones, and never a bare NaN/Infinity
     (a figure that has no value, such as the error of zero rows, is ``null``)."""
     import json
 
     from energylens.checks import json_safe
 
-    typer.echo(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False))
+    return json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
+
+
+def emit_json(obj: object) -> None:
+    """Print ``json_text(obj)``."""
+    import typer
+
+    typer.echo(json_text(obj))
+
+
+def _app():
+    global _APP
+    if _APP is None:
+        import typer
+        from typer.core import TyperGroup
+
+        class _Commands(TyperGroup):
+            """The command group: an ``EnergyLensError`` from any command becomes one line and exit code 2,
+            also when the app runs without :func:`main` (``typer.testing.CliRunner().invoke(app, ...)``)."""
+
+            def invoke(self, ctx):
+                try:
+                    return super().invoke(ctx)
+                except EnergyLensError as exc:
+                    report(exc)
+                    ctx.exit(2)
+
+        app = typer.Typer(
+            cls=_Commands,
+            name="energylens",
+            help="Predict the energy (J) and latency (s) of LLM inference on one or many GPUs.",
+            no_args_is_help=False,
+            add_completion=False,
+            pretty_exceptions_enable=False,
+        )
+
+        def _root(ctx) -> None:
+            """Without a command, runs ``predict`` on built-in defaults (Llama-3-8B, H100 SXM)."""
+            if ctx.invoked_subcommand is None:
+                # parse an empty command line for the registered command, so that its option defaults apply
+                cmd = ctx.command.get_command(ctx, "predict")
+                with cmd.make_context("predict", [], parent=ctx) as sub:
+                    cmd.invoke(sub)
+
+        _root.__annotations__ = {"ctx": typer.Context, "return": None}
+        app.callback(invoke_without_command=True)(_root)
+        _APP = app
+    return _APP
 
 
 def _load_commands() -> None:
+    _app()
     for name in COMMAND_MODULES:
         try:
             importlib.import_module(name)
@@ -75,34 +121,30 @@ def _load_commands() -> None:
                 raise
 
 
-@app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context) -> None:
-    """Without a command, runs ``predict`` on built-in defaults (Llama-3-8B, H100 SXM)."""
-    if ctx.invoked_subcommand is None:
-        # parse an empty command line for the registered command, so that its option defaults apply
-        cmd = ctx.command.get_command(ctx, "predict")
-        with cmd.make_context("predict", [], parent=ctx) as sub:
-            cmd.invoke(sub)
-
-
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    from energylens.cli.fast import run_fast
+
+    rc = run_fast(args)
+    if rc is not None:
+        return rc
     _load_commands()
     try:
-        rc = app(args=argv, standalone_mode=False)  # click returns the code of ctx.exit(code) here
+        rc = _app()(args=args, standalone_mode=False)  # click returns the code of ctx.exit(code) here
         if isinstance(rc, int) and not isinstance(rc, bool):
             return rc
     except EnergyLensError as exc:
         report(exc)
         return 2
     except KeyboardInterrupt:
-        err_console.print("aborted")
+        _err_console().print("aborted")
         return 130
     except Exception as exc:  # Typer bundles click: its usage errors and Exit carry exit_code
         name = type(exc).__name__
         if name == "Exit":
             return int(getattr(exc, "exit_code", 0) or 0)
         if name == "Abort":
-            err_console.print("aborted")
+            _err_console().print("aborted")
             return 130
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()

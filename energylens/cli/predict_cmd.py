@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from energylens.cli import app, emit_json
+from energylens.cli import app
 
 
 def _fmt_j(x: float) -> str:
@@ -43,19 +43,11 @@ def predict_command(
     top: int = typer.Option(8, "--top", help="Ops to list per phase in the summary."),
 ) -> None:
     """Predict prefill and decode energy (J) and latency (s) for one configuration."""
-    import energylens
-    from energylens.checks import integer
-    from energylens.errors import WorkloadError
+    from energylens.cli.fast import run_predict
 
-    integer("top", top, low=0, high=10_000, error=WorkloadError, what="a number of ops to list, 0 or more")
-    kwargs = dict(batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp,
-                  ep=ep, sp=sp, gpus_per_node=gpus_per_node, routing=routing,
-                  power_limit_w=power_limit, sm_clock_mhz=sm_clock)
-    pred = energylens.predict(model, gpu, **kwargs)
-    if as_json:
-        emit_json(pred.to_dict())
-        return
-    render(pred, top)
+    run_predict(model, gpu, as_json=as_json, top=top, render=render, batch=batch, prompt_len=prompt_len,
+                output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node,
+                routing=routing, power_limit=power_limit, sm_clock=sm_clock)
 
 
 def render(pred, top: int = 8) -> None:

@@ -68,7 +68,10 @@ def sweep_command(
                                        help="Chunks of each overlapped GEMM + collective, e.g. '1,2,4' (default 1)."),
     overlap_collective: str = typer.Option(None, "--overlap-collective",
                                            help="Collectives to overlap: a glob over their names (default '*')."),
-    out: str = typer.Option(None, "--out", "-o", help="Write the table: .csv, or .parquet (needs pyarrow)."),
+    out: str = typer.Option(None, "--out", "-o", help="Write the table, streamed chunk by chunk: .csv, or .parquet "
+                                                      "(needs pyarrow; with --dask a directory of part files)."),
+    pareto_only: bool = typer.Option(False, "--pareto-only",
+                                     help="Keep only the running Pareto front (any grid size); --out writes it."),
     write_all: bool = typer.Option(False, "--all", help="Write every valid configuration, not only feasible ones."),
     plot: str = typer.Option(None, "--plot", help="Save the Pareto/breakdown/batch figure (.png, .pdf, .svg)."),
     front: str = typer.Option("decode-latency", "--front", help="Pareto front to list (see energylens.sweep.FRONTS)."),
@@ -81,7 +84,7 @@ def sweep_command(
     """Evaluate a grid of configurations at once; list a Pareto front, the spread, and plot."""
     from energylens.checks import integer, output_path
     from energylens.errors import SpecError
-    from energylens.sweep import FRONTS, SweepSpec, run_sweep
+    from energylens.sweep import FRONTS, SweepSpec
     from energylens.sweep.guard import check_size, explain_invalid
     from energylens.sweep.spec import Constraints
 
@@ -126,11 +129,20 @@ def sweep_command(
     if isinstance(spec.constraints, dict):  # pragma: no cover - from_dict builds Constraints
         spec = spec.with_overrides(constraints=Constraints(**spec.constraints))
 
-    check_size(spec)
     if dask and dask != "local":
         from energylens.checks import text
 
         text("dask", dask, error=SpecError, what="'local' or a scheduler address")
+    if front_by not in ("workload", "none"):
+        raise SpecError("front-by", front_by, "workload or none")
+    by = ("model", "gpu", "prompt_len", "output_len") if front_by == "workload" else None
+    keep_table = plot is not None or not (out or pareto_only)
+    if keep_table:  # refused up front: a grid too large for memory must stream (--out) or keep only fronts
+        check_size(spec)
+    stream_out = None if (pareto_only or keep_table) else out
+    phases = ("prefill", "decode")
+    spreads = [(f"{ph}_energy_per_token_j", "model") for ph in phases] + [
+        (f"{ph}_energy_per_token_j", ("model", "prompt_len", "output_len")) for ph in phases]
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]sweep[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
@@ -139,55 +151,75 @@ def sweep_command(
         def tick(done: int, total: int, *_):
             bar.update(task, completed=done, total=total)
 
+        kw = dict(out=stream_out, write_all=write_all, fronts=[(front, by)], spreads=spreads, top_k=top,
+                  progress=tick)
         if dask:
-            from energylens.distributed import run_sweep_dask
+            from energylens.distributed import run_sweep_dask, stream_sweep_dask
 
-            table = run_sweep_dask(spec, address=None if dask == "local" else dask, progress=tick)
+            addr = None if dask == "local" else dask
+            res = None if keep_table else stream_sweep_dask(spec, address=addr, **kw)
+            table = run_sweep_dask(spec, address=addr, progress=tick) if keep_table else None
         else:
-            table = run_sweep(spec, progress=tick)
+            from energylens.sweep.stream import stream_sweep
 
-    feasible = table.feasible() if len(table) else table
-    by = ("model", "gpu", "prompt_len", "output_len") if front_by == "workload" else None
-    fr = table.pareto(front, by=by) if len(table) else table
-    spreads = {ph: table.spread(f"{ph}_energy_per_token_j") if len(table) else {} for ph in ("prefill", "decode")}
-    per_workload = {ph: table.spread(f"{ph}_energy_per_token_j", by=("model", "prompt_len", "output_len"))
-                    if len(table) else {} for ph in ("prefill", "decode")}
+            res = stream_sweep(spec, keep_table=keep_table, **kw)
+            table = res.table
+    if res is None:  # Dask, in memory: the same summary from the whole table
+        from energylens.sweep.stream import Summary
+
+        summary = Summary([(front, by)], spreads, top)
+        summary.add_table(table)
+        meta = table.meta
+    else:
+        summary, meta = res.summary, res.meta
+    fr = summary.front(front, by)
+    spreads_out = {ph: summary.spread(f"{ph}_energy_per_token_j", "model") for ph in phases}
+    per_workload = {ph: summary.spread(f"{ph}_energy_per_token_j", ("model", "prompt_len", "output_len"))
+                    for ph in phases}
     written = None
-    if out:
-        written = str((table if write_all else feasible).write(out))
-    if plot and len(table):
+    if out and pareto_only:
+        written = str(fr.write(out))
+    elif out and table is not None:
+        written = str((table if write_all else table.feasible()).write(out))
+    elif out:
+        written = meta.get("out") or out
+    if plot and table is not None and len(table):
         from energylens.sweep.plots import sweep_figure
 
         sweep_figure(table, plot, title=", ".join(spec.models) + " on " + ", ".join(spec.gpus))
-    elapsed = table.meta.get("elapsed_s", 0.0)
-    invalid_reasons = [] if len(table) else explain_invalid(spec)
-    summary = {
-        "grid_configs": spec.size, "valid_configs": len(table), "feasible_configs": len(feasible),
+    elapsed = meta.get("elapsed_s", 0.0)
+    n_valid, n_feasible = summary.valid_configs, summary.feasible_configs
+    invalid_reasons = [] if n_valid else explain_invalid(spec)
+    best = summary.top
+    result = {
+        "grid_configs": spec.size, "valid_configs": n_valid, "feasible_configs": n_feasible,
         "elapsed_s": elapsed, "configs_per_s": spec.size / elapsed if elapsed else None,
-        "skipped": table.meta.get("skipped", []), "invalid_reasons": invalid_reasons,
+        "skipped": meta.get("skipped", []), "invalid_reasons": invalid_reasons,
         "spread": {ph: {k: {kk: vv for kk, vv in v.items() if kk in ("min", "max", "spread", "rows")}
-                        for k, v in s.items()} for ph, s in spreads.items()},
+                        for k, v in s.items()} for ph, s in spreads_out.items()},
         "spread_per_workload": {ph: [{"model": k[0], "prompt_len": k[1], "output_len": k[2], "spread": v["spread"],
                                       "min": v["min"], "max": v["max"]} for k, v in s.items()]
                                 for ph, s in per_workload.items()},
-        "front": {"name": front, "rows": fr.rows(top) if len(fr) else []}, "out": written, "plot": plot,
+        "front": {"name": front, "rows": fr.rows(top) if len(fr) else [], "size": len(fr)},
+        "lowest_energy_per_output_token": best.rows(top) if best is not None and len(best) else [],
+        "out": written, "plot": plot,
     }
     if as_json:
-        emit_json(summary)
+        emit_json(result)
         return
     con = _console()
-    con.print(f"[bold]{spec.size:,}[/] configurations ({len(table):,} valid, {len(feasible):,} feasible) in "
+    con.print(f"[bold]{spec.size:,}[/] configurations ({n_valid:,} valid, {n_feasible:,} feasible) in "
               f"{elapsed:.2f} s ({spec.size / max(elapsed, 1e-9):,.0f} configs/s)")
-    for s in table.meta.get("skipped", []):
+    for s in meta.get("skipped", []):
         con.print(f"[yellow]skipped:[/] {s}", markup=False)
-    if not len(table):
+    if not n_valid:
         for reason in invalid_reasons:
             con.print(f"invalid: {reason}", markup=False, highlight=False)
     sp_t = Table(title="Energy-efficiency spread over feasible configurations (max/min J per token)")
     for col in ("model", "phase", "min J/tok", "max J/tok", "spread", "median per workload", "range per workload",
                 "configs"):
         sp_t.add_column(col, justify="right" if col != "model" else "left", no_wrap=True)
-    for ph, s in spreads.items():
+    for ph, s in spreads_out.items():
         per = per_workload[ph]
         for k, v in s.items():
             w = [x["spread"] for key, x in per.items() if key[0] == k]
@@ -216,7 +248,7 @@ def sweep_command(
         con.print("[yellow]no feasible configuration: relax the constraints or add GPUs[/]")
     if written:
         con.print(f"table: {written}")
-    if plot and len(table):
+    if plot and table is not None and len(table):
         con.print(f"figure: {plot}")
 
 

@@ -23,10 +23,9 @@ import numpy as np
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
-from energylens.graph.model import Model
+from energylens.graph.model import Model, is_moe
 from energylens.graph.ops import Role
 from energylens.hardware.profile import DTYPE_BYTES, GPU
-from energylens.moe.binding import is_moe
 from energylens.parallel.layout import Layout, degrees
 from energylens.parallel.sharding import OpStep
 from energylens.program import Program

@@ -129,3 +129,8 @@ class Model:
             weight_dtype=weight_dtype or self.weight_dtype,
             kv_dtype=kv_dtype or self.kv_dtype,
         )
+
+
+def is_moe(model: Model) -> bool:
+    """A mixture-of-experts model: routed experts (``e``) and tokens per expert (``c``)."""
+    return isinstance(model.info.get("moe"), dict) and "e" in model.dims and "c" in model.dims

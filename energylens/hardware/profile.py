@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache
 
 from energylens.datafiles import data_path, safe_load
 from energylens.errors import SpecError, UnknownNameError
@@ -296,21 +295,47 @@ def _data_dir():
     return data_path("hardware", "gpus")
 
 
-@cache
-def _builtin() -> dict[str, GPU]:
-    gpus: dict[str, GPU] = {}
-    from energylens.hardware.fitted import fitted_profile_path
+class _BuiltinCatalog:
+    """The shipped profiles, each parsed the first time it is asked for (``load_gpu("h100-sxm")``
+    reads one file; an alias or ``known_gpus()`` reads them all). ``cache_clear()`` forgets them."""
 
-    for entry in sorted(_data_dir().iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml"):
-            gpu = parse_gpu(safe_load(entry.read_text()), f"energylens/data/hardware/gpus/{entry.name}")
-            fitted = fitted_profile_path(gpu.key)
-            if fitted is not None:  # a profile calibrated from real records in the repo is the default
-                measured = parse_gpu(safe_load(fitted.read_text()), str(fitted))
-                gpu = GPU(gpu.key, measured.name, measured.link, measured.quantities,
-                          tuple(dict.fromkeys(gpu.aliases + measured.aliases)), str(fitted))
-            gpus[gpu.key] = gpu
-    return gpus
+    def __init__(self) -> None:
+        self.files: dict[str, GPU | None] = {}
+        self.everything: dict[str, GPU] | None = None
+
+    def cache_clear(self) -> None:
+        self.files.clear()
+        self.everything = None
+
+    def file(self, stem: str) -> GPU | None:
+        """The profile in ``<stem>.yaml`` (a fitted profile in the repo replaces it), or None."""
+        if stem not in self.files:
+            entry = _data_dir() / f"{stem}.yaml"
+            gpu = None
+            if "/" not in stem and entry.is_file():
+                gpu = parse_gpu(safe_load(entry.read_text()), f"energylens/data/hardware/gpus/{entry.name}")
+                from energylens.hardware.fitted import fitted_profile_path
+
+                fitted = fitted_profile_path(gpu.key)
+                if fitted is not None:  # a profile calibrated from real records in the repo is the default
+                    measured = parse_gpu(safe_load(fitted.read_text()), str(fitted))
+                    gpu = GPU(gpu.key, measured.name, measured.link, measured.quantities,
+                              tuple(dict.fromkeys(gpu.aliases + measured.aliases)), str(fitted))
+            self.files[stem] = gpu
+        return self.files[stem]
+
+    def __call__(self) -> dict[str, GPU]:
+        if self.everything is None:
+            gpus: dict[str, GPU] = {}
+            for entry in sorted(_data_dir().iterdir(), key=lambda p: p.name):
+                if entry.name.endswith(".yaml"):
+                    gpu = self.file(entry.name[: -len(".yaml")])
+                    gpus[gpu.key] = gpu
+            self.everything = gpus
+        return self.everything
+
+
+_builtin = _BuiltinCatalog()
 
 
 def _norm(name: str) -> str:
@@ -333,8 +358,11 @@ def load_gpu(name_or_path: str | GPU) -> GPU:
             raise SpecError("gpu", name, "a built-in GPU name or an existing profile .yaml file")
         source = read_text(name, "gpu", max_bytes=MAX_CONFIG_BYTES, what="a GPU profile .yaml file")
         return parse_gpu(parse_yaml(source, "gpu", name), name)
-    builtin = _builtin()
     wanted = _norm(name)
+    one = _builtin.file(wanted) if wanted else None
+    if one is not None and _norm(one.key) == wanted:  # a key: only its own file is read
+        return one
+    builtin = _builtin()
     for gpu in builtin.values():
         if wanted == _norm(gpu.key) or wanted in {_norm(a) for a in gpu.aliases}:
             return gpu

@@ -38,14 +38,10 @@ import numpy as np
 
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY
 from energylens.errors import EnergyLensError
-from energylens.graph.model import Model
+from energylens.graph.model import Model, is_moe  # noqa: F401  (re-exported)
 from energylens.moe.routing import ROUTING_FORMS, Routing, parse_routing, routing_stats
 
 __all__ = ["MoEBinding", "bind_moe", "group_tokens", "is_moe", "moe_info", "resolve_routing"]
-
-
-def is_moe(model: Model) -> bool:
-    return isinstance(model.info.get("moe"), dict) and "e" in model.dims and "c" in model.dims
 
 
 def moe_info(model: Model) -> dict:

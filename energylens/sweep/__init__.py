@@ -22,7 +22,8 @@ kernel; ``[0]``, no overlap, by default), ``overlap_chunks`` (``[1]``) and ``ove
 
 from energylens.sweep.runner import evaluate_chunk, plan_chunks, run_sweep
 from energylens.sweep.spec import Constraints, SweepSpec, parse_values
+from energylens.sweep.stream import StreamResult, stream_sweep
 from energylens.sweep.table import FRONTS, SweepTable, read_csv
 
-__all__ = ["FRONTS", "Constraints", "SweepSpec", "SweepTable", "evaluate_chunk", "parse_values", "plan_chunks",
-           "read_csv", "run_sweep"]
+__all__ = ["FRONTS", "Constraints", "StreamResult", "SweepSpec", "SweepTable", "evaluate_chunk", "parse_values",
+           "plan_chunks", "read_csv", "run_sweep", "stream_sweep"]

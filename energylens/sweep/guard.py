@@ -66,7 +66,8 @@ def check_size(spec, max_bytes: int | None = None) -> None:
                         f"({BYTES_PER_ROW * PEAK_FACTOR:.0f} B per configuration) and the budget is "
                         f"{budget / 1e9:,.1f} GB (half the available memory, at most "
                         f"{DEFAULT_MAX_TABLE_BYTES / 2**30:.0f} GiB; ENERGYLENS_SWEEP_MAX_BYTES overrides it); "
-                        "shorten the lists or split the sweep")
+                        "stream it instead: --out FILE.parquet|.csv or --pareto-only (energylens.sweep.stream_sweep), "
+                        "any size in bounded memory; or shorten the lists")
 
 
 def explain_invalid(spec, limit: int = 5) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from energylens.errors import EnergyLensError, SpecError
-from energylens.pareto import pareto_front
+from energylens.pareto import pareto_mask_grouped
 
 # Pareto fronts by name: (x column, y column, minimise x?, minimise y?).
 FRONTS: dict[str, tuple[str, str, bool, bool]] = {
@@ -114,44 +114,35 @@ class SweepTable:
         Fronts are taken over feasible rows by default; rows with zero tokens in the phase
         (``output_len`` 0 for decode) are left out of decode and request fronts. ``by`` (e.g.
         ``("model", "prompt_len", "output_len")``) gives one front per group of those columns,
-        concatenated (energy per token is only comparable between configurations serving the
-        same requests). Among rows tied in both objectives only the one with the fewest GPUs is kept."""
-        if by:
-            t = self
-            keys = np.stack([np.unique(t[c], return_inverse=True)[1].reshape(-1) for c in by], axis=1) \
-                if len(t) else np.zeros((0, len(by)), dtype=int)
-            groups, inverse = np.unique(keys, axis=0, return_inverse=True)
-            inverse = inverse.reshape(-1)
-            parts = [t.filter(inverse == i).pareto(front, x=x, y=y, minimize=minimize, feasible_only=feasible_only)
-                     for i in range(len(groups))]
-            parts = [p for p in parts if len(p)]
-            return SweepTable.concat(parts, self.meta) if parts else self.filter(np.zeros(len(self), dtype=bool))
-        if x is None or y is None:
-            if front not in FRONTS:
-                raise SpecError("front", front, "one of " + ", ".join(FRONTS))
-            x, y, mx, my = FRONTS[front]
-            minimize = (mx, my) if minimize is None else minimize
-        minimize = (True, True) if minimize is None else tuple(minimize)
+        concatenated in the order of the sorted group values (energy per token is only comparable
+        between configurations serving the same requests); all groups are found in one vectorised
+        pass. Among rows tied in both objectives only the one with the fewest GPUs is kept."""
+        x, y, minimize = front_columns(front, x, y, minimize)
         t = self.feasible() if (feasible_only and "feasible" in self.columns) else self
         if len(t) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
             t = t.filter(t["output_len"] > 0)
         if not len(t):
             return t
-        idx = pareto_front(np.column_stack([t[x], t[y]]), list(minimize))
+        gid = group_ids(t, by)[0] if by else np.zeros(len(t), dtype=np.int64)
+        sx, sy = (1.0 if minimize[0] else -1.0), (1.0 if minimize[1] else -1.0)
+        ox, oy = t[x] * sx, t[y] * sy
+        idx = np.flatnonzero(pareto_mask_grouped(gid, np.column_stack([t[x], t[y]]), list(minimize)))
         if "num_gpus" in t.columns and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
             # (then the least overlap: a setting that changes nothing ties with sequential execution)
             ov = [t[c][idx] for c in ("overlap_chunks", "overlap_comm_sms") if c in t.columns]
-            order = np.lexsort((*ov, t["num_gpus"][idx], t[y][idx], t[x][idx]))
-            idx = idx[order]
-            same = (t[x][idx][1:] == t[x][idx][:-1]) & (t[y][idx][1:] == t[y][idx][:-1])
+            idx = idx[np.lexsort((*ov, t["num_gpus"][idx], oy[idx], ox[idx], gid[idx]))]
+            same = (gid[idx][1:] == gid[idx][:-1]) & (ox[idx][1:] == ox[idx][:-1]) & (oy[idx][1:] == oy[idx][:-1])
             idx = idx[np.concatenate([[True], ~same])]
-            idx = idx[np.argsort(t[x][idx] * (1 if minimize[0] else -1), kind="stable")]
+        else:
+            idx = idx[np.lexsort((oy[idx], ox[idx], gid[idx]))]
         return t.filter(idx)
 
-    def spread(self, column: str, *, by: str | Sequence[str] | None = "model", feasible_only: bool = True) -> dict:
+    def spread(self, column: str, *, by: str | Sequence[str] | None = "model", feasible_only: bool = True,
+               rows: bool = True) -> dict:
         """max/min of ``column`` (e.g. ``decode_energy_per_token_j``) over the rows, per value of
-        ``by`` (a column or a tuple of columns; ``None`` = all rows), with the best and worst rows.
-        Keys are the group values (a tuple when ``by`` is a tuple, ``"all"`` for ``None``). Rows whose
+        ``by`` (a column or a tuple of columns; ``None`` = all rows), with the best and worst rows
+        (``rows=False`` leaves them out: cheaper with many groups). Keys are the group values (a tuple
+        when ``by`` is a tuple, ``"all"`` for ``None``), in order of first appearance. Rows whose
         value is 0 (a phase with no tokens) are left out."""
         t = self.feasible() if (feasible_only and "feasible" in self.columns) else self
         if not len(t):
@@ -160,20 +151,23 @@ class SweepTable:
         if not len(t):
             return {}
         cols = [by] if isinstance(by, str) else (list(by) if by else [])
-        if cols:
-            keys = list(zip(*(t[c].tolist() for c in cols), strict=True))
-            groups: dict = {}
-            for i, k in enumerate(keys):
-                groups.setdefault(k if len(cols) > 1 else k[0], []).append(i)
-        else:
-            groups = {"all": list(range(len(t)))}
+        v = t[column]
+        gid, n_groups = group_ids(t, cols) if cols else (np.zeros(len(t), dtype=np.int64), 1)
+        lo_order = np.lexsort((v, gid))  # stable: the first row of a tie wins, as argmin
+        hi_order = np.lexsort((-v, gid))
+        starts = np.flatnonzero(np.concatenate([[True], gid[lo_order][1:] != gid[lo_order][:-1]]))
+        counts = np.diff(np.append(starts, len(t)))
+        lo, hi = lo_order[starts], hi_order[starts]
+        first = np.full(n_groups, len(t), dtype=np.int64)
+        np.minimum.at(first, gid, np.arange(len(t)))
         out = {}
-        for key, rows in groups.items():
-            sub = t.filter(np.asarray(rows))
-            v = sub[column]
-            lo, hi = int(np.argmin(v)), int(np.argmax(v))
-            out[key] = {"min": float(v[lo]), "max": float(v[hi]), "spread": float(v[hi] / v[lo]), "rows": len(sub),
-                        "best": sub.row(lo), "worst": sub.row(hi)}
+        for g in np.argsort(first[gid[lo]], kind="stable"):
+            i, j = int(lo[g]), int(hi[g])
+            key = tuple(t[c][i:i + 1].tolist()[0] for c in cols)
+            entry = {"min": float(v[i]), "max": float(v[j]), "spread": float(v[j] / v[i]), "rows": int(counts[g])}
+            if rows:
+                entry.update(best=t.row(i), worst=t.row(j))
+            out[(key if len(cols) > 1 else key[0]) if cols else "all"] = entry
         return out
 
     # ------------------------------------------------------------------ conversions
@@ -227,6 +221,26 @@ class SweepTable:
         if suffix in (".parquet", ".pq"):
             return self.to_parquet(path)
         raise SpecError("out", str(path), "a path ending in .csv or .parquet")
+
+
+def front_columns(front: str, x: str | None, y: str | None, minimize) -> tuple[str, str, tuple[bool, bool]]:
+    """(x, y, minimise flags) of a named front, or of two columns given directly."""
+    if x is None or y is None:
+        if front not in FRONTS:
+            raise SpecError("front", front, "one of " + ", ".join(FRONTS))
+        x, y, mx, my = FRONTS[front]
+        minimize = (mx, my) if minimize is None else minimize
+    return x, y, ((True, True) if minimize is None else tuple(minimize))
+
+
+def group_ids(t: SweepTable, by: Sequence[str]) -> tuple[np.ndarray, int]:
+    """One integer per row naming its group of ``by`` values, numbered in sorted order of the values."""
+    code = np.zeros(len(t), dtype=np.int64)
+    for c in by:
+        uniq, inv = np.unique(t[c], return_inverse=True)
+        code = code * len(uniq) + inv.reshape(-1)
+    uniq, gid = np.unique(code, return_inverse=True)
+    return gid.reshape(-1), len(uniq)
 
 
 def read_csv(path: str | Path) -> SweepTable:

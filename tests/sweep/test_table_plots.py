@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -41,10 +41,15 @@ def test_records_filter_sort(table):
         SweepTable({"a": np.zeros(2), "b": np.zeros(3)})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow installed")
-def test_parquet_without_pyarrow_is_a_clear_error(table, tmp_path):
+def test_parquet_without_pyarrow_is_a_clear_error(table, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed (importing it raises)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(EnergyLensError, match="pyarrow"):
         table.write(tmp_path / "t.parquet")
+    from energylens.sweep.stream import open_sink
+
+    with pytest.raises(EnergyLensError, match="pyarrow"):
+        open_sink(tmp_path / "s.parquet")
 
 
 def test_unknown_suffix(table, tmp_path):
