@@ -1,5 +1,5 @@
 """``energylens predict`` without Typer: the same options, parsed by ``argparse`` (a few ms to import
-instead of ~0.1 s for Typer, Click and Pydantic's coercion), the same output.
+instead of ~0.1 s for Typer, Click and Pydantic's coercion), the same JSON.
 
 ``PREDICT_OPTIONS`` mirrors ``energylens.cli.predict_cmd.predict_command`` (a test checks that every
 flag, default and type agrees). Anything this parser does not accept as it stands (``--help``, an
@@ -60,8 +60,8 @@ def parse_predict(args: list[str]) -> dict | None:
     return vars(ns)
 
 
-def run_predict(model: str, gpu: str, *, as_json: bool, top: int, **kw) -> None:
-    """The body of ``energylens predict`` (both paths): check, predict, print JSON or the tables."""
+def run_predict(model: str, gpu: str, *, as_json: bool, top: int, render=None, **kw) -> None:
+    """The body of ``energylens predict`` (both paths): check, predict, print JSON or ``render(pred, top)``."""
     from energylens.checks import integer
     from energylens.errors import WorkloadError
     from energylens.predict import predict
@@ -74,8 +74,6 @@ def run_predict(model: str, gpu: str, *, as_json: bool, top: int, **kw) -> None:
         sys.stdout.write(json_text(pred.to_dict()) + "\n")
         sys.stdout.flush()
     else:
-        from energylens.cli.predict_cmd import render
-
         render(pred, top)
 
 
@@ -84,7 +82,7 @@ def run_fast(args: list[str]) -> int | None:
     if not args or args[0] != "predict":
         return None
     kw = parse_predict(args[1:])
-    if kw is None:
+    if kw is None or not kw["as_json"]:  # the tables need Rich anyway: the Typer path prints them
         return None
     from energylens.errors import EnergyLensError
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from energylens.errors import EnergyLensError, SpecError
-from energylens.sweep.runner import DEFAULT_CHUNK_CONFIGS, evaluate_chunk, plan_chunks
 from energylens.sweep.guard import check_size
+from energylens.sweep.runner import DEFAULT_CHUNK_CONFIGS, evaluate_chunk, plan_chunks
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable, front_columns
 

@@ -10,8 +10,8 @@ import pytest
 from energylens.cli import main
 from energylens.errors import SpecError
 from energylens.sweep import SweepSpec, read_csv, run_sweep
-from energylens.sweep.runner import plan_chunks
 from energylens.sweep.guard import DEFAULT_MAX_TABLE_BYTES, estimated_bytes
+from energylens.sweep.runner import plan_chunks
 from energylens.sweep.stream import stream_sweep
 from energylens.sweep.table import SweepTable
 
