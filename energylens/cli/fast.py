@@ -16,7 +16,7 @@ PREDICT_OPTIONS: tuple[tuple[str, tuple[str, ...], type, object], ...] = (
     ("model", ("--model", "-m"), str, "llama3-8b"),
     ("gpu", ("--gpu", "-g"), str, "h100-sxm"),
     ("batch", ("--batch", "-b"), int, 1),
-    ("prompt_len", ("--prompt-len",), int, 2048),
+    ("prompt_len", ("--input-len", "--prompt-len"), int, 2048),
     ("output_len", ("--output-len",), int, 256),
     ("dtype", ("--dtype",), str, None),
     ("tp", ("--tp",), int, 1),
