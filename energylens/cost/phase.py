@@ -141,6 +141,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     ] + [("post", program.post, 1, "")]
     layer_time: dict[str, np.ndarray] = {}
     layer_energy: dict[str, np.ndarray] = {}
+    section_kernel_time: list[tuple[int, np.ndarray, np.ndarray]] = []
     for name, steps, count, prefix in sections:
         k, c = cost_steps(gpu, model, list(steps), all_sizes, degs_pt, axes_pt, count=count, prefix=prefix,
                           nodes=nodes_pt)
@@ -151,21 +152,24 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         kernels += [(name, r) for r in k]
         kernels_e += [(name, r) for r in k_e]
         colls += [(name, r) for r in c]
-        t = sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0)) + sum(
-            (reduce(r.latency_s) for r in c), np.asarray(0.0))
+        t_k = sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0))
+        t_e = t_k if k_e is k else sum((reduce(r.cost.latency_s) for r in k_e), np.asarray(0.0))
+        # the slowest expert-parallel rank sets the pace: the busiest rank's kernels, or the mean rank's where
+        # tile/wave quantisation makes the busier token count run faster
+        t_k = np.maximum(t_k, t_e)
+        t = t_k + sum((reduce(r.latency_s) for r in c), np.asarray(0.0))
         e = sum((reduce(r.cost.energy_j) for r in k_e), np.asarray(0.0)) + sum(
             (reduce(r.energy_j_per_gpu) for r in c), np.asarray(0.0))
-        if k_e is not k:  # the mean rank waits for the busiest one at idle power
-            e = e + idle_energy_j(gpu, sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0))
-                                  - sum((reduce(r.cost.latency_s) for r in k_e), np.asarray(0.0)))
+        if k_e is not k:  # the mean rank waits for the slowest one at idle power
+            e = e + idle_energy_j(gpu, t_k - t_e)
         layer_time[name] = t  # per execution (one layer for blocks)
         layer_energy[name] = e  # per rank per execution
+        section_kernel_time.append((count, t_k, t_e))
     tp = axes["tp"]
     dp = axes["dp"]
     pp = axes["pp"]
-    kernel_time = sum((reduce(r.cost.latency_s) * r.count for _, r in kernels), np.asarray(0.0))
-    kernel_time_e = kernel_time if moe is None else sum(
-        (reduce(r.cost.latency_s) * r.count for _, r in kernels_e), np.asarray(0.0))
+    kernel_time = sum((n * tk for n, tk, _ in section_kernel_time), np.asarray(0.0))
+    kernel_time_e = kernel_time if moe is None else sum((n * te for n, _, te in section_kernel_time), np.asarray(0.0))
     coll_time = sum((reduce(r.latency_s) * r.count for _, r in colls), np.asarray(0.0))
     # pipeline boundaries: the residual stream goes to the next stage
     p2p = None
