@@ -86,5 +86,9 @@ def compute() -> dict:
 
 
 if __name__ == "__main__":
+    # record from this checkout's energylens, not whichever copy is installed
+    sys.path.insert(0, str(HERE.parent.parent))
     FIXTURE.write_text(json.dumps(compute(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {FIXTURE}", file=sys.stderr)
+    import energylens
+
+    print(f"wrote {FIXTURE} from {Path(energylens.__file__).parent}", file=sys.stderr)
