@@ -288,9 +288,12 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     tpot_p90_s = tau + Z90 * sigma / np.sqrt(np.maximum(o - 1.0, 1.0))
     # synchronised waves: pure decode iterations and full prefill iterations of the whole batch
     nb = np.minimum(n, lim)
-    tau_dec = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, np.zeros_like(nb), i, span)
-    x_w = np.minimum(nb * i, budget)
-    tau_w = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, x_w, i, span)
+    if staggered:  # no waves: the wave iterations are never read (waves is all false)
+        tau_dec = tau_w = tau
+    else:
+        tau_dec = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, np.zeros_like(nb), i, span)
+        x_w = np.minimum(nb * i, budget)
+        tau_w = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, x_w, i, span)
     ttft_w, tpot_w = wave_latency(o, k, groups, tau_dec, tau_w)
     ttft = np.where(waves, ttft_w, ttft_s)
     ttft_p90 = np.where(waves, ttft_w, ttft_s + k * (tau_p90 - tau_p))

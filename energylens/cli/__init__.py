@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "energylens.cli.validate_cmd",
     "energylens.cli.sweep_cmd",
     "energylens.cli.overlap_cmd",
+    "energylens.cli.plan_cmd",
     "energylens.cli.spec_cmd",
 ]
 

@@ -228,28 +228,31 @@ def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle):
 def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
     """Latency and energy of kernels with roofline terms (at ``f_max``) ``compute_s``, ``memory_s``,
     dynamic energies and launch overhead, at the highest clock whose power fits the limit."""
-    tc, tm, ec, em, ovh = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
-                                                (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)))
     limit = gpu.power_limit_w
     cm = clock_model(gpu)
     op = gpu.operating
     if cm is None:  # no clock data: the clock-free cap (stretch until the power equals the limit, cost/power.py)
         from energylens.cost import power
 
-        after = power.cap(gpu, np.maximum(tc, tm) + ovh, ec + em)
-        return ClockedCost(after.latency_s, ec, em, after.static_energy_j, 1.0, 1.0, after.capped)
+        after = power.cap(gpu, np.maximum(compute_s, memory_s) + overhead_s, compute_energy_j + memory_energy_j)
+        return ClockedCost(after.latency_s, compute_energy_j, memory_energy_j, after.static_energy_j, 1.0, 1.0,
+                           after.capped)
     ref_idle = reference_idle_power_w(gpu)
     s_cap = (op.sm_clock_mhz / cm.f_max_mhz) if (op and op.sm_clock_mhz) else 1.0
     if s_cap == 1.0:  # the profile's own numbers at f_max (bit for bit the plain roofline)
-        lat = np.maximum(tc, tm) + ovh
-        e_c, e_m, idle = ec, em, ref_idle
-        power = idle + (ec + em) / lat
+        lat = np.maximum(compute_s, memory_s) + overhead_s
+        e_c, e_m, idle = compute_energy_j, memory_energy_j, ref_idle
+        over = e_c + e_m > (limit - idle) * lat  # idle + e_dyn / lat > limit
     else:
-        lat, e_c, e_m, idle, power = _at(cm, s_cap, tc, tm, ec, em, ovh, ref_idle)
-    over = power > limit
+        lat, e_c, e_m, idle, power = _at(cm, s_cap, compute_s, memory_s, compute_energy_j, memory_energy_j,
+                                         overhead_s, ref_idle)
+        over = power > limit
     if not np.any(over):
         scale = 1.0 if s_cap == 1.0 else float(cm.dynamic_scale(s_cap))
         return ClockedCost(lat, e_c, e_m, idle * lat, s_cap, scale, over)
+    tc, tm, ec, em, ovh = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (
+        compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s, lat)))[:5]
+    over = np.broadcast_to(over, tc.shape)
     s = np.full(tc.shape, s_cap)
     lat, e_c, e_m, idle = (np.array(np.broadcast_to(a, tc.shape), dtype=float) for a in (lat, e_c, e_m, idle))
     args = [a[over] for a in (tc, tm, ec, em, ovh)]
