@@ -40,9 +40,8 @@ import numpy as np
 from energylens.carbon import Footprint
 from energylens.errors import EnergyLensError, LayoutError, SpecError, WorkloadError
 from energylens.pareto import pareto_mask
+from energylens.plan_explain import OBJECTIVES, explain
 
-OBJECTIVES = {"energy": ("energy_per_output_token_j", False), "throughput": ("output_tokens_per_s_per_gpu", True),
-              "carbon": ("gco2e_per_output_token", False), "cost": ("usd_per_output_token", False)}
 CONCURRENCY = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TP_CHOICES = (1, 2, 4, 8)
 EP_DP_CHOICES = (2, 4, 8, 16)
@@ -278,8 +277,6 @@ def plan(model, gpus, *, max_gpus: int, input_len: float, output_len: float, max
         front = [int(k) for k in np.flatnonzero(mask)]
         for k, r in enumerate(ok):
             r["pareto"] = bool(mask[k])
-    from energylens.plan_explain import explain
-
     meta = {"candidates": len(rows), "meet_slo": len(ok), "elapsed_s": time.perf_counter() - t0, "notes": notes,
             "max_gpus": max_gpus, "input_len": i, "output_len": o, "max_ttft_s": max_ttft_s, "max_tpot_s": max_tpot_s,
             "gpus": gpus, "disaggregated": bool(disaggregated), "concurrency_grid": list(conc),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+OBJECTIVES = {"energy": ("energy_per_output_token_j", False), "throughput": ("output_tokens_per_s_per_gpu", True),
+              "carbon": ("gco2e_per_output_token", False), "cost": ("usd_per_output_token", False)}  # (key, descending)
 OBJECTIVE_WORDS = {"energy": "the least energy per output token", "throughput": "the most output tokens/s per GPU",
                    "carbon": "the least carbon per output token", "cost": "the least cost per output token"}
 
@@ -40,8 +42,6 @@ def _pct(a: float, b: float) -> str:
 
 
 def explain(result) -> list[str]:
-    from energylens.plan import OBJECTIVES
-
     m = result.meta
     slo = " and ".join(s for s in (f"TTFT <= {m['max_ttft_s']:g} s" if m["max_ttft_s"] is not None else "",
                                    f"TPOT <= {m['max_tpot_s'] * 1e3:g} ms" if m["max_tpot_s"] is not None else "") if s)
