@@ -61,6 +61,8 @@ def sweep_command(
     min_gpus: int = typer.Option(None, "--min-gpus", help="Smallest GPU count considered."),
     ignore_memory: bool = typer.Option(False, "--ignore-memory", help="Keep configurations that do not fit."),
     serving: bool = typer.Option(False, "--serving", help="Add continuous-batching columns (concurrency = batch)."),
+    power_limit: str = typer.Option(None, "--power-limit", help="Per-GPU power limit(s), W, an axis: '400,550,default'."),
+    sm_clock: str = typer.Option(None, "--sm-clock", help="Locked SM clock(s), MHz, an axis: '1410,default'."),
     overlap_comm_sms: str = typer.Option(None, "--overlap-comm-sms",
                                          help="Overlap settings: SMs for the communication kernel, e.g. '0,16,24,32' "
                                               "(0 = no overlap, the default)."),
@@ -116,6 +118,11 @@ def sweep_command(
                        ("prompt_len", prompt_len), ("output_len", output_len),
                        ("overlap_comm_sms", overlap_comm_sms), ("overlap_chunks", overlap_chunks)):
         fields[name] = _values(name, text)
+    if power_limit is not None or sm_clock is not None:
+        from energylens.cli.plan_cmd import _floats
+
+        fields["power_limit_w"] = None if power_limit is None else _floats("power_limit_w", power_limit)
+        fields["sm_clock_mhz"] = None if sm_clock is None else _floats("sm_clock_mhz", sm_clock)
     cons = dict(base.get("constraints") or {})
     for name, v in (("max_ttft_s", max_ttft_s), ("max_tpot_s", max_tpot_s), ("max_gpus", max_gpus),
                     ("min_gpus", min_gpus)):

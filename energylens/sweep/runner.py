@@ -83,7 +83,7 @@ def _axis(values, ax: int, dtype=np.int64) -> np.ndarray:
 def plan_chunks(spec: SweepSpec, max_configs: int = DEFAULT_CHUNK_CONFIGS) -> list[SweepSpec]:
     """Split a spec into single-group sub-specs of at most ``max_configs`` configurations each.
 
-    Groups are (model, GPU, dtype, sp); a group that is too large is halved along its outermost
+    Groups are (model, GPU, dtype, sp, power limit, SM clock); a group that is too large is halved along its outermost
     axis with more than one value (tp, then pp, dp, ep, batch, prompt_len, output_len) until it
     fits. The chunks therefore follow the canonical row order: their tables, concatenated in chunk
     order, are the table of the whole spec (``stream_sweep`` writes them one after another)."""
@@ -92,8 +92,11 @@ def plan_chunks(spec: SweepSpec, max_configs: int = DEFAULT_CHUNK_CONFIGS) -> li
         for gpu in spec.gpus:
             for dtype in spec.dtypes:
                 for sp in spec.sp:
-                    g = replace(spec, models=(model,), gpus=(gpu,), dtypes=(dtype,), sp=(sp,))
-                    out.extend(_split(g, max(int(max_configs), 1)))
+                    for limit in spec.power_limit_w:
+                        for clock in spec.sm_clock_mhz:
+                            g = replace(spec, models=(model,), gpus=(gpu,), dtypes=(dtype,), sp=(sp,),
+                                        power_limit_w=(limit,), sm_clock_mhz=(clock,))
+                            out.extend(_split(g, max(int(max_configs), 1)))
     return out
 
 
@@ -150,7 +153,8 @@ def run_sweep(spec: SweepSpec, *, progress: ProgressFn | None = None,
 
 
 def _group_key(chunk: SweepSpec) -> tuple:
-    return (chunk.models[0], chunk.gpus[0], chunk.dtypes[0], chunk.sp[0])
+    return (chunk.models[0], chunk.gpus[0], chunk.dtypes[0], chunk.sp[0], chunk.power_limit_w[0],
+            chunk.sm_clock_mhz[0])
 
 
 def assemble(spec: SweepSpec, chunks: list[SweepSpec], results: list[SweepTable], meta: dict) -> SweepTable:
@@ -193,9 +197,11 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     program ``predict`` would build, and the rows are merged back into grid order."""
     from energylens.pipeline import prepare
 
-    if len(spec.models) * len(spec.gpus) * len(spec.dtypes) * len(spec.sp) != 1:
+    if len(spec.models) * len(spec.gpus) * len(spec.dtypes) * len(spec.sp) * len(spec.power_limit_w) \
+            * len(spec.sm_clock_mhz) != 1:
         raise ValueError("evaluate_chunk takes a single-group spec; use run_sweep or plan_chunks")
-    m, g = prepare(spec.models[0], spec.gpus[0], spec.dtypes[0])
+    m, g = prepare(spec.models[0], spec.gpus[0], spec.dtypes[0], power_limit_w=spec.power_limit_w[0],
+                   sm_clock_mhz=spec.sm_clock_mhz[0])
     sp = bool(spec.sp[0])
     axes = {
         "tp": np.asarray(spec.tp, dtype=np.int64),
@@ -353,6 +359,8 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
         "tp": tp[ix[AX_TP]], "pp": pp[ix[AX_PP]], "dp": dp[ix[AX_DP]], "ep": ep[ix[AX_EP]],
     }
     cols["num_gpus"] = cols["tp"] * cols["pp"] * cols["dp"]
+    cols["power_limit_w"] = np.full(n, g.power_limit_w)  # per GPU, as run (cost.dvfs)
+    cols["sm_clock_mhz"] = np.full(n, (g.operating.sm_clock_mhz or 0.0) if g.operating else 0.0)  # 0: free
     cols["batch"] = batch[ix[AX_B]]
     cols["prompt_len"] = prompt[ix[AX_P]]
     cols["output_len"] = out_len[ix[AX_O]]
@@ -366,6 +374,7 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     _derive(cols, spec, float(mem["capacity_bytes"]))
     if spec.serving:  # SweepSpec allows serving with the sequential setting only: one row per configuration
         cols.update(_serving_columns(m, g, spec, sp, tp, pp, dp, ep, batch, prompt, out_len, valid, ix))
+    _interval_columns(cols, m, g.key)
     for k, v in cols.items():
         if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
             raise FloatingPointError(f"non-finite values in sweep column {k!r}")  # a bug, never user error
@@ -506,6 +515,27 @@ def _derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float)
     cols["meets_slo"] = slo
     cols["within_budget"] = budget
     cols["feasible"] = slo & budget & (cols["fits"] if c.fits_memory else True)
+
+
+def _interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
+    """``<column>_low`` / ``<column>_high``: the 80 % intervals ``predict`` and ``serve`` report. Static-batch
+    request energy and latency get the measured/predicted ratios of public vLLM static-batch runs
+    (``intervals.runtime_interval``); ``serve_*`` columns the serving validation residuals of the model
+    family on this GPU (``intervals.interval_for``). Multiplicative, so one factor pair per column."""
+    from energylens.intervals import interval_for, runtime_interval
+
+    for col, key in (("request_energy_j", "total_energy_j"), ("request_latency_s", "total_latency_s"),
+                     ("energy_per_output_token_j", "total_energy_j")):
+        iv = runtime_interval(1.0, 1.0).get(key)
+        if iv:
+            cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv["low"], cols[col] * iv["high"]
+    if "serve_itl_s" in cols:
+        iv = interval_for(m, gpu_key, {"decode_step_latency_s": 1.0, "avg_power_w": 1.0,
+                                       "energy_per_output_token_j": 1.0})
+        for col, key in (("serve_itl_s", "decode_step_latency_s"), ("serve_avg_power_w", "avg_power_w"),
+                         ("serve_energy_per_output_token_j", "energy_per_output_token_j")):
+            if key in iv:
+                cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv[key]["low"], cols[col] * iv[key]["high"]
 
 
 SERVE_FIELDS = {"energy_per_output_token_j": "serve_energy_per_output_token_j",

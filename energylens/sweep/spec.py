@@ -18,6 +18,8 @@ field takes a list, one value, or a range mapping ``{from: 1, to: 256, factor: 2
     overlap_comm_sms: [0, 16, 32]   # SMs held by the communication kernel; 0 = no overlap (default [0])
     overlap_chunks: [1, 2, 4]       # pipeline chunks of an overlapped GEMM + collective (default [1])
     overlap_collective: "*"         # fnmatch glob over collective names, e.g. "*:all_reduce"
+    power_limit_w: [null, 400]      # per-GPU power limit, W (null = the profile's); cost.dvfs
+    sm_clock_mhz: [null]            # locked SM clock, MHz (null = free)
     constraints:
       fits_memory: true
       max_ttft_s: 2.0         # prefill latency of the batch
@@ -50,7 +52,8 @@ MAX_RANGE_VALUES = 100_000
 AXIS_MAX = {"tp": MAX_DEGREE, "pp": MAX_DEGREE, "dp": MAX_DEGREE, "ep": MAX_DEGREE, "batch": MAX_BATCH,
             "prompt_len": MAX_TOKENS, "output_len": MAX_TOKENS}
 OVERLAP_AXES = ("overlap_comm_sms", "overlap_chunks")
-TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES, *OVERLAP_AXES)
+OPERATING_AXES = ("power_limit_w", "sm_clock_mhz")  # per-GPU power limit (W), locked SM clock (MHz); null = default
+TUPLE_FIELDS = ("models", "gpus", "dtypes", "sp", *INT_AXES, *OVERLAP_AXES, *OPERATING_AXES)
 MAX_OVERLAP_COMM_SMS = 10_000  # as OverlapPlan; the GPU's own SM count is checked when it is known
 from energylens.overlap.rules import MAX_CHUNKS as MAX_OVERLAP_CHUNKS  # noqa: E402
 
@@ -91,6 +94,8 @@ class SweepSpec:
     overlap_comm_sms: tuple[int, ...] = (0,)  # SMs of the communication kernel; 0 = sequential (no overlap)
     overlap_chunks: tuple[int, ...] = (1,)  # chunks of an overlapped (GEMM, collective) pair
     overlap_collective: str = "*"  # fnmatch pattern over collective names (energylens.overlap.OverlapPlan)
+    power_limit_w: tuple[float | None, ...] = (None,)  # per-GPU power limit, W (None: the profile's; cost.dvfs)
+    sm_clock_mhz: tuple[float | None, ...] = (None,)  # locked SM clock, MHz (None: free)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # accept lists (and one bare value) from Python callers
@@ -116,6 +121,13 @@ class SweepSpec:
                     what = f"non-negative integers up to {high:,} (0 = prefill only)" if low == 0 else \
                         f"positive integers up to {high:,}"
                     raise SpecError(name, v, what)
+            if len(set(values)) != len(values):
+                raise SpecError(name, list(values), "distinct values")
+        for name in OPERATING_AXES:
+            values = getattr(self, name)
+            if not values or any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                    or not math.isfinite(v) or not 0 < v < 1e5) for v in values):
+                raise SpecError(name, list(values), "positive numbers (W / MHz) or null (the GPU's default)")
             if len(set(values)) != len(values):
                 raise SpecError(name, list(values), "distinct values")
         if not self.sp or any(not isinstance(v, bool) for v in self.sp):
@@ -178,6 +190,9 @@ class SweepSpec:
                 kw[name] = tuple(parse_values(name, data[name]))
         if "sp" in data:
             kw["sp"] = tuple(_as_list("sp", data["sp"], bool))
+        for name in OPERATING_AXES:
+            if name in data:
+                kw[name] = tuple(data[name]) if isinstance(data[name], (list, tuple)) else (data[name],)
         for name in OVERLAP_AXES:
             if name in data:
                 kw[name] = tuple(parse_values(name, data[name]))
@@ -219,7 +234,8 @@ class SweepSpec:
     @property
     def size(self) -> int:
         """Configurations in the full product (before dropping those that do not divide)."""
-        n = len(self.models) * len(self.gpus) * len(self.dtypes) * len(self.sp)
+        n = len(self.models) * len(self.gpus) * len(self.dtypes) * len(self.sp) * len(self.power_limit_w) \
+            * len(self.sm_clock_mhz)
         for name in INT_AXES:
             n *= len(getattr(self, name))
         return n * len(self.overlap_settings())
