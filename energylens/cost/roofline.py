@@ -139,8 +139,8 @@ def kernel_cost_from_terms(
     energy = clocked.compute_energy_j + clocked.memory_energy_j + static
     shape = np.broadcast(compute_s, bytes_, e_compute, latency).shape
 
-    def full(a) -> np.ndarray:
-        return np.broadcast_to(np.asarray(a, dtype=float), shape).copy()
+    def full(a) -> np.ndarray:  # a read-only view: terms keep the axes they depend on (no copy)
+        return np.broadcast_to(np.asarray(a, dtype=float), shape)
 
     return KernelCost(
         latency_s=full(latency),
@@ -150,7 +150,7 @@ def kernel_cost_from_terms(
         compute_energy_j=full(clocked.compute_energy_j),
         memory_energy_j=full(clocked.memory_energy_j),
         static_energy_j=full(static),
-        power_capped=np.broadcast_to(clocked.power_capped, shape).copy(),
+        power_capped=np.broadcast_to(clocked.power_capped, shape),
         clock_fraction=_same(clocked.clock_fraction, full),
         dynamic_scale=_same(clocked.dynamic_scale, full),
     )

@@ -61,9 +61,10 @@ from energylens.workload import DECODE_POINTS, Workload, decode_sizes, prefill_s
 
 NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len
 AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)
-# Configurations per vectorised evaluation. Measured on the 95 M grid of issue 19 (one core): 0.5 M
-# configs/s at 100 k, ~1.0 M/s and ~340 MB peak at 1 M, 0.9 M/s and 1.2 GB at 4 M (page zeroing).
-DEFAULT_CHUNK_CONFIGS = 1_000_000
+# Configurations per vectorised evaluation. Measured on the 95 M grid of issue 19 (length-heavy chunks,
+# tp=4 pp=2, one core): 100 k -> 0.10 M configs/s, 313 MB peak; 250 k -> 0.12 M/s, 624 MB; 500 k -> 0.10 M/s,
+# 1.1 GB (benchmarks/bench_speed.py). Memory grows ~2.5 KB per configuration of a chunk.
+DEFAULT_CHUNK_CONFIGS = 250_000
 PHASE_FIELDS = ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
 OVERLAP_FIELDS = ("latency_s", "energy_j")  # what the overlap model re-costs per setting
 BREAKDOWN = ("compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
@@ -405,6 +406,9 @@ class _Gather:
         a = np.asarray(a, dtype=float)
         if a.ndim < NDIM:
             a = a.reshape((1,) * (NDIM - a.ndim) + a.shape)
+        if 0 in a.strides:  # a broadcast view: gather from the data it views, not an expanded copy
+            a = a[tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None) for st, n in zip(a.strides, a.shape,
+                                                                                           strict=True))]
         key = a.shape
         if key not in self.cache:
             parts = [self.index[i] if key[i] > 1 else 0 for i in range(NDIM)]

@@ -118,24 +118,26 @@ class SweepTable:
         between configurations serving the same requests); all groups are found in one vectorised
         pass. Among rows tied in both objectives only the one with the fewest GPUs is kept."""
         x, y, minimize = front_columns(front, x, y, minimize)
-        t = self.feasible() if (feasible_only and "feasible" in self.columns) else self
-        if len(t) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
-            t = t.filter(t["output_len"] > 0)
-        if not len(t):
-            return t
-        gid = group_ids(t, by)[0] if by else np.zeros(len(t), dtype=np.int64)
+        keep = self["feasible"].copy() if (feasible_only and "feasible" in self.columns) else np.ones(len(self), bool)
+        if len(self) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
+            keep &= self["output_len"] > 0
+        rows = np.flatnonzero(keep)  # only the columns the front needs are gathered until the end
+        if not len(rows):
+            return self.filter(rows)
+        gid = group_ids(self, by, rows)[0] if by else np.zeros(len(rows), dtype=np.int64)
         sx, sy = (1.0 if minimize[0] else -1.0), (1.0 if minimize[1] else -1.0)
-        ox, oy = t[x] * sx, t[y] * sy
-        idx = np.flatnonzero(pareto_mask_grouped(gid, np.column_stack([t[x], t[y]]), list(minimize)))
-        if "num_gpus" in t.columns and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
+        xv, yv = self[x][rows], self[y][rows]
+        ox, oy = xv * sx, yv * sy
+        idx = np.flatnonzero(pareto_mask_grouped(gid, np.column_stack([xv, yv]), list(minimize)))
+        if "num_gpus" in self.columns and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
             # (then the least overlap: a setting that changes nothing ties with sequential execution)
-            ov = [t[c][idx] for c in ("overlap_chunks", "overlap_comm_sms") if c in t.columns]
-            idx = idx[np.lexsort((*ov, t["num_gpus"][idx], oy[idx], ox[idx], gid[idx]))]
+            ov = [self[c][rows[idx]] for c in ("overlap_chunks", "overlap_comm_sms") if c in self.columns]
+            idx = idx[np.lexsort((*ov, self["num_gpus"][rows[idx]], oy[idx], ox[idx], gid[idx]))]
             same = (gid[idx][1:] == gid[idx][:-1]) & (ox[idx][1:] == ox[idx][:-1]) & (oy[idx][1:] == oy[idx][:-1])
             idx = idx[np.concatenate([[True], ~same])]
         else:
             idx = idx[np.lexsort((oy[idx], ox[idx], gid[idx]))]
-        return t.filter(idx)
+        return self.filter(rows[idx])
 
     def spread(self, column: str, *, by: str | Sequence[str] | None = "model", feasible_only: bool = True,
                rows: bool = True) -> dict:
@@ -144,29 +146,33 @@ class SweepTable:
         (``rows=False`` leaves them out: cheaper with many groups). Keys are the group values (a tuple
         when ``by`` is a tuple, ``"all"`` for ``None``), in order of first appearance. Rows whose
         value is 0 (a phase with no tokens) are left out."""
-        t = self.feasible() if (feasible_only and "feasible" in self.columns) else self
-        if not len(t):
+        if not len(self):
             return {}
-        t = t.filter(t[column] > 0)
-        if not len(t):
+        keep = self[column] > 0
+        if feasible_only and "feasible" in self.columns:
+            keep &= self["feasible"]
+        sel = np.flatnonzero(keep)
+        if not len(sel):
             return {}
         cols = [by] if isinstance(by, str) else (list(by) if by else [])
-        v = t[column]
-        gid, n_groups = group_ids(t, cols) if cols else (np.zeros(len(t), dtype=np.int64), 1)
+        v = self[column][sel]
+        gid, n_groups = group_ids(self, cols, sel) if cols else (np.zeros(len(sel), dtype=np.int64), 1)
         lo_order = np.lexsort((v, gid))  # stable: the first row of a tie wins, as argmin
         hi_order = np.lexsort((-v, gid))
         starts = np.flatnonzero(np.concatenate([[True], gid[lo_order][1:] != gid[lo_order][:-1]]))
-        counts = np.diff(np.append(starts, len(t)))
+        counts = np.diff(np.append(starts, len(sel)))
         lo, hi = lo_order[starts], hi_order[starts]
-        first = np.full(n_groups, len(t), dtype=np.int64)
-        np.minimum.at(first, gid, np.arange(len(t)))
+        first = np.full(n_groups, len(sel), dtype=np.int64)
+        np.minimum.at(first, gid, np.arange(len(sel)))
+        order = np.argsort(first[gid[lo]], kind="stable")
+        lo, hi, counts = lo[order], hi[order], counts[order]
+        keys = list(zip(*(self[c][sel[lo]].tolist() for c in cols), strict=True)) if cols else [()] * len(lo)
+        vmin, vmax = v[lo].tolist(), v[hi].tolist()
         out = {}
-        for g in np.argsort(first[gid[lo]], kind="stable"):
-            i, j = int(lo[g]), int(hi[g])
-            key = tuple(t[c][i:i + 1].tolist()[0] for c in cols)
-            entry = {"min": float(v[i]), "max": float(v[j]), "spread": float(v[j] / v[i]), "rows": int(counts[g])}
+        for n, key in enumerate(keys):
+            entry = {"min": vmin[n], "max": vmax[n], "spread": vmax[n] / vmin[n], "rows": int(counts[n])}
             if rows:
-                entry.update(best=t.row(i), worst=t.row(j))
+                entry.update(best=self.row(int(sel[lo[n]])), worst=self.row(int(sel[hi[n]])))
             out[(key if len(cols) > 1 else key[0]) if cols else "all"] = entry
         return out
 
@@ -233,11 +239,20 @@ def front_columns(front: str, x: str | None, y: str | None, minimize) -> tuple[s
     return x, y, ((True, True) if minimize is None else tuple(minimize))
 
 
-def group_ids(t: SweepTable, by: Sequence[str]) -> tuple[np.ndarray, int]:
-    """One integer per row naming its group of ``by`` values, numbered in sorted order of the values."""
-    code = np.zeros(len(t), dtype=np.int64)
+def group_ids(t: SweepTable, by: Sequence[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """One integer per row (of ``rows``, default all) naming its group of ``by`` values, numbered in
+    sorted order of the values."""
+    code = np.zeros(len(t) if rows is None else len(rows), dtype=np.int64)
     for c in by:
-        uniq, inv = np.unique(t[c], return_inverse=True)
+        col = t[c] if rows is None else t[c][rows]
+        if col.dtype == object and len(col) and bool(np.all(col == col[0])):  # one text value (one group)
+            uniq, inv = col[:1], np.zeros(len(col), dtype=np.int64)
+        elif col.dtype == object:  # text: a dict pass (np.unique sorts Python objects, ~10x slower)
+            uniq = sorted(set(col.tolist()))
+            pos = {u: i for i, u in enumerate(uniq)}
+            inv = np.fromiter((pos[u] for u in col.tolist()), dtype=np.int64, count=len(col))
+        else:
+            uniq, inv = np.unique(col, return_inverse=True)
         code = code * len(uniq) + inv.reshape(-1)
     uniq, gid = np.unique(code, return_inverse=True)
     return gid.reshape(-1), len(uniq)

@@ -1,0 +1,170 @@
+"""Speed and scale figures of issue 19, one per line as ``name: value unit`` (medians of several runs).
+
+    python benchmarks/bench_speed.py [--repeat 5] [--skip-95m] [--peers-path DIR]
+
+Workloads (Llama-3-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
+
+* ``predict``: the issue's 240 configurations (tp 1, 2, 4, 8 x batch 1..512 x input 512/2048/8192 x
+  output 128/1024), one ``energylens.predict`` call each with full per-op and per-GPU detail, warm
+  (model, GPU and tables loaded): the median over runs of the mean time per call.
+* ``sweep_240``: the same 240 configurations as one ``run_sweep``.
+* ``sweep_layout_heavy``: tp x pp x dp in {1,2,4,8}^3, batch 1..512, 16 prompts, 16 outputs (163,840).
+* ``sweep_length_heavy``: tp 1..8, batch 1..512, prompts 128..8192 step 128, outputs 64..2048 step 64
+  (819,200): the workload axes dominate.
+* ``sweep_serving``: the 240 configurations with ``serving=True`` (continuous-batching columns).
+* ``stream_95m``: the issue's 95 M-configuration grid streamed with ``--pareto-only`` in a
+  subprocess; peak RSS from ``resource.getrusage(RUSAGE_CHILDREN)`` (takes minutes; ``--skip-95m``).
+* ``cold_cli``: wall time of ``python -m energylens.cli predict --json`` in a fresh process (bytecode
+  cached, as after ``pip install``), next to ``python -c "import numpy"``, the floor on this machine.
+* Peers, when importable (``--peers-path`` adds a directory to ``sys.path``; nothing is installed by
+  this script): llm-analysis's ``infer`` on the same 240 configurations (it has no Llama-3-70B config:
+  Llama-2-70B, the same layer shapes but a 32 k vocabulary), as a time ratio.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL, GPU = "llama3-70b", "h100-sxm"
+TP, BATCH, PROMPT, OUTPUT = (1, 2, 4, 8), tuple(2**i for i in range(10)), (512, 2048, 8192), (128, 1024)
+GRID_95M = ["--tp", "1:128:x2", "--pp", "1,2,4,8", "--dp", "1:64:x2", "--batch", "1:4096:x2",
+            "--prompt-len", "128:65536:128", "--output-len", "64:4096:64"]
+
+
+def emit(name: str, value: float, unit: str, fmt: str = ".4g") -> None:
+    print(f"{name}: {value:{fmt}} {unit}", flush=True)
+
+
+def configs():
+    for tp in TP:
+        for b in BATCH:
+            for p in PROMPT:
+                for o in OUTPUT:
+                    yield tp, b, p, o
+
+
+def time_calls(fn, items, repeat: int) -> float:
+    """Median over ``repeat`` runs of the mean seconds per call."""
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for it in items:
+            fn(*it)
+        runs.append((time.perf_counter() - t0) / len(items))
+    return statistics.median(runs)
+
+
+def sweep_rate(spec, repeat: int) -> float:
+    from energylens.sweep import run_sweep
+
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run_sweep(spec)
+        times.append(time.perf_counter() - t0)
+    return spec.size / statistics.median(times)
+
+
+def cold_cli(repeat: int) -> tuple[float, float]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def wall(cmd) -> float:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+    cli = [sys.executable, "-m", "energylens.cli", "predict", "--json"]
+    numpy = [sys.executable, "-c", "import numpy"]
+    wall(cli)  # writes the bytecode cache
+    pairs = [(wall(cli), wall(numpy)) for _ in range(repeat)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
+def stream_95m() -> tuple[float, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "energylens.cli", "sweep", *GRID_95M, "--pareto-only", "--json"],
+                   cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def peers(repeat: int, ours_s: float) -> None:
+    try:
+        import logging
+
+        from llm_analysis.analysis import infer
+    except ImportError:
+        print("peer_llm_analysis: not importable (pip install llm-analysis, or --peers-path DIR)")
+        return
+    logging.getLogger("llm_analysis").setLevel(logging.ERROR)
+
+    def one(tp, b, p, o):
+        infer(model_name="upstage_Llama-2-70b-instruct-v2", gpu_name="h100-sxm-80gb", tp_size=tp,
+              batch_size_per_gpu=b, seq_len=p, num_tokens_to_generate=o, log_level="ERROR")
+
+    items = list(configs())
+    one(*items[0])
+    s = time_calls(one, items, repeat)
+    emit("peer_llm_analysis_predict", s * 1e3, "ms")
+    emit("ratio_predict_energylens_over_llm_analysis", ours_s / s, "x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--skip-95m", action="store_true")
+    ap.add_argument("--peers-path", default=None)
+    args = ap.parse_args()
+    if args.peers_path:
+        sys.path.append(args.peers_path)
+    sys.path.insert(0, str(ROOT))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    import energylens
+    from energylens.sweep import SweepSpec
+
+    items = list(configs())
+
+    def predict(tp, b, p, o):
+        energylens.predict(MODEL, GPU, tp=tp, batch=b, prompt_len=p, output_len=o)
+
+    predict(*items[0])
+    ours = time_calls(predict, items, args.repeat)
+    emit("predict_detail", ours * 1e3, "ms")
+    small = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT)
+    sweep_rate(small, 1)  # warm-up
+    emit("sweep_240", sweep_rate(small, args.repeat), "configs/s", ".4g")
+    layout = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
+                       prompt_len=tuple(range(256, 8193, 512)), output_len=tuple(range(64, 1025, 64)))
+    emit("sweep_layout_heavy", sweep_rate(layout, max(1, args.repeat // 2)), "configs/s", ".4g")
+    length = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=tuple(range(128, 8193, 128)),
+                       output_len=tuple(range(64, 2049, 64)))
+    emit("sweep_length_heavy", sweep_rate(length, max(1, args.repeat // 2)), "configs/s", ".4g")
+    serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
+                        serving=True)
+    emit("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)), "configs/s", ".4g")
+    cli_s, numpy_s = cold_cli(args.repeat)
+    emit("cold_cli_predict_json", cli_s, "s", ".3f")
+    emit("python_import_numpy", numpy_s, "s", ".3f")
+    peers(args.repeat, ours)
+    if not args.skip_95m:
+        wall, rss = stream_95m()
+        emit("stream_95m_wall", wall, "s", ".0f")
+        emit("stream_95m_peak_rss", rss, "MB", ".0f")
+
+
+if __name__ == "__main__":
+    main()
