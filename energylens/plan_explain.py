@@ -105,6 +105,10 @@ def explain(result) -> list[str]:
                        "disaggregated TTFT excludes queueing (pools sized to the request rate).")
         else:
             out.append(f"Only {next(iter(modes))} deployments meet the SLOs.")
+    if len(result.front) == 1:
+        out.append("Pareto front: one deployment is best on both energy per token and tokens/s per GPU (J/token = "
+                   "power per GPU / tokens/s per GPU, and here the fastest deployment also uses its watts best); "
+                   "power caps (--power-limit) or locked clocks (--sm-clock) trade throughput for energy.")
     other_obj = "throughput" if result.objective != "throughput" else "energy"
     okey, odesc = OBJECTIVES[other_obj]
     alt_best = (max if odesc else min)(rows, key=lambda r: r[okey])
