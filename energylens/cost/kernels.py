@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from energylens.cost import families as fam
 from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
 from energylens.graph.model import Model
 from energylens.graph.ops import Op, Role, Tensor
@@ -155,6 +156,25 @@ def _horizontal_n(steps: list[OpStep], binder: Binder, model: Model) -> dict[str
     return out
 
 
+def _attention_latency_s(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep]) -> np.ndarray | None:
+    """Latency of a fused (flash) GQA attention kernel from the decode/prefill formulas of ``cost.families``;
+    None for any other kernel (which keeps the roofline)."""
+    if len(steps) < 2:
+        return None
+    for st in steps:
+        op = st.op
+        kv = [t for t in op.inputs if t.role is Role.KV_CACHE]
+        if op.kind == "einsum" and kv and all(d in op.dims for d in "btsgrk"):
+            sz = binder.rank_sizes(op, st.shard)
+            s_full = np.asarray(binder.sizes["s"], dtype=float)
+            window = float((op.attrs or {}).get("window") or 0.0)
+            c = fam.attention_coeffs(gpu, _op_dtype(op, model))
+            kv_bytes = DTYPE_BYTES.get(model.dtype_of(kv[0]), 2.0)
+            return fam.attention_latency_s(c, sz["b"], sz["t"], s_full, sz["g"] * sz["r"], sz["g"], sz["k"],
+                                           kv_bytes, window)
+    return None
+
+
 def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consumers: Mapping[str, set[str]],
             count: int) -> KernelRecord:
     names = {s.op.name for s in steps}
@@ -164,13 +184,27 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
     flops_total = np.asarray(0.0)
     byte_terms: dict[str, np.ndarray] = {}
     merged_n = _horizontal_n(steps, binder, model)
+    mem_eff = overhead = None
     for st in steps:
         op = st.op
         flops, sz = _op_flops(op, st, binder)
         dtype = _op_dtype(op, model)
-        if op.kind == "einsum":
+        if op.kind == "einsum" and (op.attrs or {}).get("moe") == "expert":
+            # fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows
+            m, n, k, batch = op.spec.gemm_mnk(sz)
+            mc = fam.moe_coeffs(gpu, dtype)
+            m_tiles = np.maximum(batch, 1.0) * np.ceil(np.maximum(m, 1.0) / mc.tile_m)
+            n_eff = merged_n.get(op.name, n)
+            math_s = fam.grouped_gemm_math_s(mc, m_tiles, n_eff, k) * n / n_eff
+            eff = np.where(math_s > 0, flops / np.maximum(gpu.peak_flops(dtype) * math_s, 1e-30), 1.0)
+            mem_eff = mc.bandwidth_bytes_per_s / gpu.hbm_bandwidth_bytes_per_s
+            overhead = 0.5 * mc.overhead_s  # the fitted per-call overhead, split over its two grouped GEMMs
+        elif op.kind == "einsum":
             m, n, k, batch = op.spec.gemm_mnk(sz)
             eff = gemm_efficiency(gpu, dtype, m, merged_n.get(op.name, n), k, batch)
+            if op.weights and mem_eff is None:
+                gc = fam.gemm_coeffs(gpu, dtype)
+                mem_eff, overhead = gc.bandwidth_bytes_per_s / gpu.hbm_bandwidth_bytes_per_s, gc.overhead_s
         else:
             # element-wise math runs on the vector units at the dtype's efficiency; a user profile without
             # one for this dtype uses its best-known dtype's (the same SMs issue both)
@@ -202,7 +236,8 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
     bytes_total = np.asarray(0.0)
     for v in byte_terms.values():
         bytes_total = bytes_total + v
-    cost = kernel_cost_from_terms(gpu, compute_s, bytes_total, e_compute)
+    cost = kernel_cost_from_terms(gpu, compute_s, bytes_total, e_compute, memory_efficiency=mem_eff,
+                                  overhead_s=overhead, latency_s=_attention_latency_s(gpu, model, binder, steps))
     first = steps[0].op
     name = first.group if (first.group and len(steps) > 1) else first.name
     kind = "fused" if len(steps) > 1 else first.kind

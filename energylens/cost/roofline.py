@@ -19,7 +19,9 @@ kernel timings (``python tools/fit_gemm_vidur.py``): GEMM-latency MAPE of the bu
 14.7 % -> 11.3 % (H100, 1376 GEMMs) and 22.5 % -> 13.2 % (A100, 2256 GEMMs) against no split-K
 (256: 14.4 / 13.4 %; 2048: 11.5 / 14.6 %; without the reduction cost 13.2 / 14.0 %).
 Horizontally fused projections (QKV, gate+up) are tiled as one GEMM over their summed N
-(``cost.kernels``).
+(``cost.kernels``). The GEMM formula itself lives in :mod:`energylens.cost.families` (with per-dtype
+tiles, K half-point, memory efficiency, overhead and quantisation pre-pass fitted on NVIDIA's kernel
+tables); decode/prefill attention and fused MoE have their own formulas there.
     t_memory  = bytes / (hbm_bandwidth * max_memory_efficiency)
     latency   = max(t_compute, t_memory) + kernel_overhead
 
@@ -42,10 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost.dvfs import clocked_cost
+from energylens.cost.families import SPLIT_K_MIN_K, gemm_coeffs, gemm_math_s
 from energylens.hardware.profile import GPU
 
 ArrayLike = float | int | np.ndarray
-SPLIT_K_MIN_K = 1024.0  # shortest K per split-K slice (chosen on vidur GEMM timings; see the module docstring)
+__all__ = ["SPLIT_K_MIN_K", "KernelCost", "gemm_efficiency", "kernel_cost", "kernel_cost_from_terms"]
 
 
 @dataclass(frozen=True)
@@ -75,28 +78,11 @@ def _same(a, full):
 
 
 def gemm_efficiency(gpu: GPU, dtype: str, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: ArrayLike = 1) -> np.ndarray:
-    """Achieved fraction of peak FLOP/s for an (batched) M x N x K GEMM, before the memory roofline."""
-    m = np.maximum(np.asarray(m, dtype=float), 1.0)
-    n = np.maximum(np.asarray(n, dtype=float), 1.0)
-    k = np.maximum(np.asarray(k, dtype=float), 1.0)
-    batch = np.maximum(np.asarray(batch, dtype=float), 1.0)
-    tile_m = gpu.q("gemm_tile_m")
-    tile_n = gpu.q("gemm_tile_n")
-    sms = float(gpu.sm_count)
-    tiles = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
-    # split-K: when the output tiles leave SMs idle, the K loop is split (cuBLAS/CUTLASS heuristics)
-    split = np.clip(np.floor(sms / tiles), 1.0, np.maximum(1.0, np.floor(k / SPLIT_K_MIN_K)))
-    units = tiles * split
-    wave_eff = units / (np.ceil(units / sms) * sms)
-    k_split = k / split
-    k_eff = k_split / (k_split + gpu.q("gemm_k_half"))
-    eff = gpu.max_compute_efficiency(dtype) * wave_eff * k_eff
-    # a split-K GEMM writes fp32 partials and reduces them in one more kernel: charge that time
-    flops = 2.0 * m * n * k * batch
-    t_main = flops / (gpu.peak_flops(dtype) * eff)
-    t_reduce = np.where(split > 1.0, gpu.kernel_overhead_s + 2.0 * 4.0 * m * n * batch * split
-                        / (gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency), 0.0)
-    return eff * t_main / (t_main + t_reduce)
+    """Achieved fraction of peak FLOP/s for an (batched) M x N x K GEMM, before the memory roofline: the
+    GEMM formula of :mod:`energylens.cost.families` (per-dtype fitted coefficients where the profile has them)."""
+    m, n, k, batch = (np.maximum(np.asarray(x, dtype=float), 1.0) for x in (m, n, k, batch))
+    c = gemm_coeffs(gpu, dtype)
+    return 2.0 * m * n * k * batch / (c.peak_flops * gemm_math_s(c, m, n, k, batch))
 
 
 def kernel_cost(
@@ -123,17 +109,33 @@ def kernel_cost(
 
 
 def kernel_cost_from_terms(
-    gpu: GPU, compute_s: ArrayLike, bytes_: ArrayLike, compute_energy_j: ArrayLike, *, launches: ArrayLike = 1.0
+    gpu: GPU, compute_s: ArrayLike, bytes_: ArrayLike, compute_energy_j: ArrayLike, *, launches: ArrayLike = 1.0,
+    memory_efficiency: ArrayLike | None = None, overhead_s: ArrayLike | None = None,
+    latency_s: ArrayLike | None = None,
 ) -> KernelCost:
     """The roofline and power cap from a kernel's compute time and compute energy (already summed over
-    the ops of a fusion group, each at its own dtype and efficiency) and its HBM bytes."""
+    the ops of a fusion group, each at its own dtype and efficiency) and its HBM bytes.
+
+    A kernel family with its own fitted formula (:mod:`energylens.cost.families`) passes its
+    ``memory_efficiency`` and ``overhead_s`` (per launch; default ``max_memory_efficiency`` and
+    ``kernel_overhead``), or its whole ``latency_s`` at the maximum clock."""
     compute_s = np.asarray(compute_s, dtype=float)
     bytes_ = np.asarray(bytes_, dtype=float)
     e_compute = np.asarray(compute_energy_j, dtype=float)
-    memory_s = bytes_ / (gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency)
+    mem_eff = gpu.max_memory_efficiency if memory_efficiency is None else np.asarray(memory_efficiency, dtype=float)
+    memory_s = bytes_ / (gpu.hbm_bandwidth_bytes_per_s * mem_eff)
     e_memory = bytes_ * gpu.energy_per_byte_j
-    clocked = clocked_cost(gpu, compute_s, memory_s, e_compute, e_memory,
-                           gpu.kernel_overhead_s * np.asarray(launches, dtype=float))
+    overhead = (gpu.kernel_overhead_s if overhead_s is None else np.asarray(overhead_s, dtype=float)) \
+        * np.asarray(launches, dtype=float)
+    t_c, t_m = compute_s, memory_s
+    if latency_s is not None:
+        # a family formula's latency: past its fixed part it is the dominant roofline term, so a lower
+        # clock scales it as compute- or memory-bound work (cost.dvfs)
+        body = np.maximum(np.asarray(latency_s, dtype=float) - overhead, 0.0)
+        compute_bound = compute_s >= memory_s
+        t_c = np.where(compute_bound, body, np.minimum(compute_s, body))
+        t_m = np.where(compute_bound, np.minimum(memory_s, body), body)
+    clocked = clocked_cost(gpu, t_c, t_m, e_compute, e_memory, overhead)
     latency = clocked.latency_s
     static = clocked.static_energy_j
     energy = clocked.compute_energy_j + clocked.memory_energy_j + static

@@ -48,6 +48,39 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "gemm_k_half": ("1", True),
     "nic_bandwidth": ("B/s", False),
 }
+# Kernel-family coefficients (energylens/cost/families.py), fitted on NVIDIA's kernel tables where a GPU
+# has them (python tools/calibrate_tables.py); a GPU without tables lacks them and gets spec-derived defaults.
+KERNEL_FAMILY_FIELDS: dict[str, tuple[str, bool]] = {
+    "gemm_k_half_{dtype}": ("1", False),
+    "gemm_tile_m_{dtype}": ("1", False),
+    "gemm_tile_n_{dtype}": ("1", False),
+    "gemm_memory_efficiency_{dtype}": ("1", False),
+    "gemm_overhead_{dtype}": ("s", False),
+    "gemm_prepass_bytes_{dtype}": ("B", False),
+    "decode_attn_overhead": ("s", False),
+    "decode_attn_memory_efficiency": ("1", False),
+    "decode_attn_cta_overhead": ("s", False),
+    "decode_attn_compute_efficiency": ("1", False),
+    "decode_attn_fp8_kv_efficiency": ("1", False),
+    "decode_attn_ctas_per_sm": ("1", False),
+    "decode_attn_split_min_tokens": ("1", False),
+    "decode_attn_max_splits": ("1", False),
+    "decode_attn_window_pad": ("1", False),
+    "prefill_attn_overhead": ("s", False),
+    "prefill_attn_compute_efficiency": ("1", False),
+    "prefill_attn_k_half": ("1", False),
+    "prefill_attn_d_half": ("1", False),
+    "prefill_attn_q_tile": ("1", False),
+    "prefill_attn_memory_efficiency": ("1", False),
+    "prefill_attn_kv_traffic_{dtype}": ("B", False),
+    "moe_compute_efficiency_{dtype}": ("1", False),
+    "moe_k_half_{dtype}": ("1", False),
+    "moe_tile_m_{dtype}": ("1", False),
+    "moe_tile_n_{dtype}": ("1", False),
+    "moe_memory_efficiency_{dtype}": ("1", False),
+    "moe_overhead_{dtype}": ("s", False),
+}
+FIELDS.update(KERNEL_FAMILY_FIELDS)
 
 
 @dataclass(frozen=True)

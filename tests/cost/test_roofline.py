@@ -2,6 +2,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from energylens.cost.families import gemm_coeffs
 from energylens.cost.roofline import gemm_efficiency, kernel_cost
 from energylens.hardware import load_gpu
 
@@ -26,8 +27,9 @@ def test_power_cap_stretches_the_kernel():
 
 def test_wave_quantisation():
     # 132 tiles fill one wave on 132 SMs; 133 tiles need two waves
-    full = gemm_efficiency(GPU, "bf16", 128 * 132, 128, 4096)
-    tail = gemm_efficiency(GPU, "bf16", 128 * 133, 128, 4096)
+    c = gemm_coeffs(GPU, "bf16")
+    full = gemm_efficiency(GPU, "bf16", c.tile_m * 132, c.tile_n, 4096)
+    tail = gemm_efficiency(GPU, "bf16", c.tile_m * 133, c.tile_n, 4096)
     assert tail < full
     assert np.isclose(tail / full, 133 / 264)
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import energylens
 from energylens.cost.collectives import collective_cost, default_comm_sms
 from energylens.cost.phase import evaluate_phase
+from energylens.cost.families import gemm_coeffs
 from energylens.cost.roofline import gemm_efficiency
 from energylens.errors import LayoutError
 from energylens.hardware import load_gpu
@@ -155,15 +156,16 @@ def test_more_sms_never_slow_the_overlapped_collective():
 
 
 def test_partition_wave_quantisation_hand_count():
-    # 132 tiles of 128x128: one wave on 132 SMs, two on 131 (each SM 1/132 of the peak)
-    m, n, k = 128 * 12, 128 * 11, 8192
+    # 132 output tiles: one wave on 132 SMs, two on 131 (each SM 1/132 of the peak)
+    tm, tn = gemm_coeffs(H100, "bf16").tile_m, gemm_coeffs(H100, "bf16").tile_n
+    m, n, k = tm * 12, tn * 11, 8192
     part = gpu_partition(H100, 131)
     assert part.sm_count == 131
     full_rate = H100.peak_flops("bf16") * gemm_efficiency(H100, "bf16", m, n, k)
     part_rate = part.peak_flops("bf16") * gemm_efficiency(part, "bf16", m, n, k)
     assert float(full_rate / part_rate) == pytest.approx(2.0)
     # 128 tiles on 128 SMs: one wave, no quantisation loss, time 1 wave either way
-    m2, n2 = 128 * 16, 128 * 8
+    m2, n2 = tm * 16, tn * 8
     p128 = gpu_partition(H100, 128)
     r_full = H100.peak_flops("bf16") * gemm_efficiency(H100, "bf16", m2, n2, k)
     r_128 = p128.peak_flops("bf16") * gemm_efficiency(p128, "bf16", m2, n2, k)

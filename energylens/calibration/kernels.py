@@ -1,0 +1,354 @@
+"""Fit the kernel-family latency formulas of :mod:`energylens.cost.families` to the shipped kernel tables.
+
+Per GPU with tables (H100 SXM, H200, B200) and per family: bounded non-linear least squares on
+``log(predicted / measured)`` (soft-L1 loss, so a few odd rows do not steer the fit), with the integer
+tile sizes chosen by a small grid search. Whole shapes are held out (``HOLDOUT``): the coefficients are
+fitted on the other rows only and the error is reported on the held-out shapes.
+
+Which table rows each family uses:
+
+* GEMM: ``<gpu>_0.24.0_gemm`` rows of the dtype (``bfloat16`` -> bf16, ``fp8`` per-tensor -> fp8;
+  ``fp8_block`` and ``nvfp4`` are fitted and reported only: the profile schema has no dtype for them).
+* decode attention: ``<gpu>_0.24.0_generation_attention`` (``step`` + 1 KV tokens per sequence).
+* prefill attention: ``<gpu>_0.24.0_context_attention`` (no cached prefix: T = S = ``isl``).
+* fused MoE: ``<gpu>_0.24.0_moe`` rows of the dtype; expected tokens per expert from the table's routing
+  distribution (:func:`aic_expert_loads`).
+* all-reduce: ``<gpu>_0.24.0_custom_allreduce`` (reported only, see :func:`fit_allreduce`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from energylens.calibration.tables import Table, load_table
+from energylens.cost import families as K
+from energylens.hardware.profile import GPU
+
+# held-out shapes: every row with one of these values is never fitted, only evaluated
+HOLDOUT = {
+    "gemm": {"n": (1536, 5120, 12288), "k": (1536, 5120, 12288)},
+    "decode_attention": {"num_heads": (5, 12, 40), "num_key_value_heads": (2,), "head_dim": (192,)},
+    "prefill_attention": {"num_heads": (5, 12, 40), "num_key_value_heads": (2,), "head_dim": (192,)},
+    "moe": {"num_experts": (32, 160), "hidden_size": (2880, 5120)},
+}
+GEMM_TABLE_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4"}
+_ELEM_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "nvfp4": 0.5625}  # nvfp4: 4 bit + an fp8 scale per 16
+
+
+@dataclass
+class Coefficient:
+    name: str  # profile field
+    value: float
+    unit: str
+    reading: str  # physical reading, one line
+
+
+@dataclass
+class FamilyFit:
+    """One family's fit on one GPU: coefficients, rows used and held-out errors."""
+
+    gpu: str
+    family: str  # e.g. "gemm bf16", "decode attention"
+    source: str  # table file
+    coefficients: list[Coefficient]
+    rows_fit: int
+    rows_held: int
+    held_ape: np.ndarray = field(repr=False)  # |pred / measured - 1| on held-out rows
+    fit_ape: np.ndarray = field(repr=False)
+    in_profile: bool = True
+
+    @property
+    def held_median_pct(self) -> float:
+        return 100.0 * float(np.median(self.held_ape)) if self.held_ape.size else float("nan")
+
+    @property
+    def held_mean_pct(self) -> float:
+        return 100.0 * float(np.mean(self.held_ape)) if self.held_ape.size else float("nan")
+
+
+def holdout_mask(table: Table, family: str) -> np.ndarray:
+    mask = np.zeros(len(table), dtype=bool)
+    for col, values in HOLDOUT[family].items():
+        mask |= np.isin(table[col], values)
+    return mask
+
+
+def subsample(table: Table, every: int) -> Table:
+    """Every ``every``-th row (deterministic), for quick checks."""
+    return table if every <= 1 else table.select(np.arange(len(table)) % every == 0)
+
+
+def _lsq(resid: Callable[[np.ndarray], np.ndarray], x0: Sequence[float], lo: Sequence[float],
+         hi: Sequence[float], scale: Sequence[float]):
+    return least_squares(resid, np.asarray(x0, float), bounds=(np.asarray(lo, float), np.asarray(hi, float)),
+                         loss="soft_l1", f_scale=0.05, x_scale=np.asarray(scale, float), max_nfev=400)
+
+
+# ---------------------------------------------------------------- GEMM
+def _gemm_model(gpu: GPU, dtype: str, x: np.ndarray, tile_m: float, tile_n: float) -> K.GemmCoeffs:
+    eff, k_half, mem, ovh, prepass = x
+    peak_dtype = "fp8" if dtype in ("fp8", "fp8_block") else "bf16"
+    peak = gpu.peak_flops(peak_dtype) * (2.0 if dtype == "nvfp4" else 1.0)
+    return K.GemmCoeffs(peak, eff, k_half, tile_m, tile_n, float(gpu.sm_count), gpu.hbm_bandwidth_bytes_per_s * mem,
+                        ovh, prepass, gpu.kernel_overhead_s)
+
+
+def fit_gemm(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
+    dtype = GEMM_TABLE_DTYPES[table_dtype]
+    t = table.select(table["gemm_dtype"] == table_dtype)
+    held = holdout_mask(t, "gemm")
+    m, n, k, y = t["m"], t["n"], t["k"], t["latency_ms"] * 1e-3
+    eb = _ELEM_BYTES[dtype]
+    quant = dtype != "bf16"
+    x0 = [0.7, 256.0, 0.8, 5e-6, 3.0 if quant else 0.0]
+    lo = [0.05, 0.0, 0.05, 0.0, 0.0]
+    hi = [1.0, 8192.0, 1.0, 1e-3, 16.0 if quant else 1e-9]
+    best = None
+    for tm, tn in itertools.product((64.0, 128.0), (64.0, 128.0, 256.0)):
+        def resid(x, tm=tm, tn=tn):
+            c = _gemm_model(gpu, dtype, x, tm, tn)
+            return np.log(K.gemm_latency_s(c, m[~held], n[~held], k[~held], elem_bytes=eb) / y[~held])
+        r = _lsq(resid, x0, lo, hi, [1.0, 100.0, 1.0, 1e-6, 1.0])
+        cost = float(np.median(np.abs(r.fun)))
+        if best is None or cost < best[0]:
+            best = (cost, tm, tn, r.x)
+    _, tm, tn, x = best
+    c = _gemm_model(gpu, dtype, x, tm, tn)
+    ape = np.abs(K.gemm_latency_s(c, m, n, k, elem_bytes=eb) / y - 1.0)
+    d = dtype
+    coeffs = [
+        Coefficient(f"max_compute_efficiency_{d}", float(x[0]), "1", "tensor-core fraction of the spec peak a long, many-wave GEMM reaches"),
+        Coefficient(f"gemm_k_half_{d}", float(x[1]), "1", "K at which per-tile prologue/epilogue halves the mainloop efficiency"),
+        Coefficient(f"gemm_tile_m_{d}", tm, "1", "output tile rows per CTA (wave quantisation; grid 64/128)"),
+        Coefficient(f"gemm_tile_n_{d}", tn, "1", "output tile columns per CTA (wave quantisation; grid 64/128/256)"),
+        Coefficient(f"gemm_memory_efficiency_{d}", float(x[2]), "1", "fraction of HBM bandwidth a weight-streaming (small-M) GEMM reaches"),
+        Coefficient(f"gemm_overhead_{d}", float(x[3]), "s", "fixed time per GEMM call (launch, setup, tail)"),
+    ]
+    if quant:
+        coeffs.append(Coefficient(f"gemm_prepass_bytes_{d}", float(x[4]), "B",
+                                  "HBM bytes per activation element moved by the dynamic quantisation pass before the GEMM"))
+    return FamilyFit(gpu.key, f"gemm {dtype}", t.path, coeffs, int((~held).sum()), int(held.sum()), ape[held], ape[~held],
+                     in_profile=dtype in ("bf16", "fp8"))
+
+
+# ---------------------------------------------------------------- attention
+def _attn(gpu: GPU, **over: float) -> K.AttentionCoeffs:
+    return replace(K.attention_coeffs(gpu), **over)
+
+
+_DECODE_X = ("decode_overhead_s", "decode_memory_efficiency", "decode_cta_overhead_s", "decode_compute_efficiency",
+             "decode_fp8_kv_efficiency")
+_DECODE_GRID = {"decode_ctas_per_sm": (1.0,), "decode_split_min_tokens": (32.0, 64.0),
+                "decode_max_splits": (16.0, 32.0, 64.0), "decode_window_pad": (128.0,)}
+
+
+def _decode_inputs(t: Table) -> tuple[np.ndarray, ...]:
+    kvb = np.where(t["kv_cache_dtype"] == "fp8", 1.0, 2.0)
+    return (t["batch_size"], t["step"] + 1.0, t["num_heads"], t["num_key_value_heads"], t["head_dim"], kvb,
+            t["window_size"])
+
+
+def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
+    held = holdout_mask(table, "decode_attention")
+    args = _decode_inputs(table)
+    fit_args = tuple(a[~held] for a in args)
+    y = table["latency_ms"] * 1e-3
+    x0, lo, hi, sc = [1e-5, 0.9, 3e-6, 0.3, 0.8], [0, 0.05, 0, 0.01, 0.1], [1e-4, 1.0, 1e-4, 1.0, 1.0], [1e-5, 1, 1e-6, 1, 1]
+    best = None
+    keys = list(_DECODE_GRID)
+    for combo in itertools.product(*(_DECODE_GRID[k] for k in keys)):
+        fixed = dict(zip(keys, combo, strict=True))
+
+        def resid(x, fixed=fixed):
+            c = _attn(gpu, **fixed, **dict(zip(_DECODE_X, x, strict=True)))
+            return np.log(K.decode_attention_latency_s(c, *fit_args) / y[~held])
+        r = _lsq(resid, x0, lo, hi, sc)
+        cost = float(np.median(np.abs(r.fun)))
+        if best is None or cost < best[0]:
+            best = (cost, fixed, r.x)
+    _, fixed, x = best
+    c = _attn(gpu, **fixed, **dict(zip(_DECODE_X, x, strict=True)))
+    ape = np.abs(K.decode_attention_latency_s(c, *args) / y - 1.0)
+    readings = {
+        "decode_attn_overhead": ("s", "fixed time per decode-attention call (launch, scheduler metadata, split combine)"),
+        "decode_attn_memory_efficiency": ("1", "fraction of HBM bandwidth the KV stream reaches when every CTA slot is busy"),
+        "decode_attn_cta_overhead": ("s", "fixed time per CTA (per 128 head-dim): Q load, softmax state, output write"),
+        "decode_attn_compute_efficiency": ("1", "tensor-core efficiency of the QK/PV products (query heads padded to 16 rows)"),
+        "decode_attn_fp8_kv_efficiency": ("1", "bandwidth factor of an fp8 KV cache (dequantisation in the loop)"),
+        "decode_attn_ctas_per_sm": ("1", "CTAs resident per SM (grid 1/2)"),
+        "decode_attn_split_min_tokens": ("1", "fewest KV tokens per split-KV chunk (grid 32/64/128)"),
+        "decode_attn_max_splits": ("1", "most split-KV chunks per sequence and KV head (grid 16..128)"),
+        "decode_attn_window_pad": ("1", "extra KV tokens a sliding-window kernel reads (the straddled tile; fixed 128)"),
+    }
+    vals = {**fixed, **dict(zip(_DECODE_X, x, strict=True))}
+    coeffs = [Coefficient(f, float(vals[K.ATTENTION_FIELDS[f][0]]), u, rd) for f, (u, rd) in readings.items()]
+    return FamilyFit(gpu.key, "decode attention", table.path, coeffs, int((~held).sum()), int(held.sum()), ape[held], ape[~held])
+
+
+_PREFILL_X = ("prefill_overhead_s", "prefill_compute_efficiency", "prefill_k_half", "prefill_d_half",
+              "prefill_kv_traffic_bf16", "prefill_kv_traffic_fp8")
+
+
+def _prefill_inputs(t: Table) -> tuple[np.ndarray, ...]:
+    kvb = np.where(t["kv_cache_dtype"] == "fp8", 1.0, 2.0)
+    return (t["batch_size"], t["isl"], t["isl"], t["num_heads"], t["num_key_value_heads"], t["head_dim"], kvb,
+            t["window_size"])
+
+
+def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
+    held = holdout_mask(table, "prefill_attention")
+    args = _prefill_inputs(table)
+    fit_args = tuple(a[~held] for a in args)
+    y = table["latency_ms"] * 1e-3
+    x0, lo, hi = [1e-5, 0.6, 128.0, 32.0, 4.0, 4.0], [0, 0.05, 0, 0, 0, 0], [1e-4, 1.0, 1e5, 1e4, 200.0, 200.0]
+    sc = [1e-5, 1, 100, 10, 1, 1]
+    best = None
+    for q_tile in (64.0, 128.0):
+        def resid(x, q_tile=q_tile):
+            c = _attn(gpu, prefill_q_tile=q_tile, prefill_memory_efficiency=1.0, **dict(zip(_PREFILL_X, x, strict=True)))
+            return np.log(K.prefill_attention_latency_s(c, *fit_args) / y[~held])
+        r = _lsq(resid, x0, lo, hi, sc)
+        cost = float(np.median(np.abs(r.fun)))
+        if best is None or cost < best[0]:
+            best = (cost, q_tile, r.x)
+    _, q_tile, x = best
+    c = _attn(gpu, prefill_q_tile=q_tile, prefill_memory_efficiency=1.0, **dict(zip(_PREFILL_X, x, strict=True)))
+    ape = np.abs(K.prefill_attention_latency_s(c, *args) / y - 1.0)
+    vals = dict(zip(_PREFILL_X, x, strict=True))
+    coeffs = [
+        Coefficient("prefill_attn_overhead", float(vals["prefill_overhead_s"]), "s", "fixed time per prefill-attention call"),
+        Coefficient("prefill_attn_compute_efficiency", float(vals["prefill_compute_efficiency"]), "1",
+                    "tensor-core efficiency of long, wide flash-attention tiles"),
+        Coefficient("prefill_attn_k_half", float(vals["prefill_k_half"]), "1", "keys per query row at which the per-tile softmax/epilogue halves efficiency"),
+        Coefficient("prefill_attn_d_half", float(vals["prefill_d_half"]), "1", "head dim at which per-tile softmax work halves tensor-core efficiency"),
+        Coefficient("prefill_attn_q_tile", q_tile, "1", "query rows per CTA (grid 64/128)"),
+        Coefficient("prefill_attn_memory_efficiency", 1.0, "1",
+                    "fixed at 1: the KV traffic coefficients below are bytes at the spec HBM bandwidth"),
+        Coefficient("prefill_attn_kv_traffic_bf16", float(vals["prefill_kv_traffic_bf16"]), "B",
+                    "HBM bytes per token per KV head per head-dim element (KV-cache write + read; bf16 cache)"),
+        Coefficient("prefill_attn_kv_traffic_fp8", float(vals["prefill_kv_traffic_fp8"]), "B",
+                    "the same with an fp8 KV cache (quantising write and dequantising read)"),
+    ]
+    return FamilyFit(gpu.key, "prefill attention", table.path, coeffs, int((~held).sum()), int(held.sum()), ape[held], ape[~held])
+
+
+# ---------------------------------------------------------------- fused MoE
+MOE_TABLE_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4"}
+# table dtype whose fit becomes the profile's MoE dtype, where it is not the same name: on Hopper vLLM runs fp8
+# MoE checkpoints through the Triton fused-MoE kernel (the table's fp8_block rows); its per-tensor fp8 rows are
+# FlashInfer's CUTLASS kernel, 2-3x slower than bf16 there, and stay reported only
+PROFILE_MOE_DTYPE = {g: {"fp8_block": "fp8", "fp8": ""} for g in ("h100-sxm", "h200")}
+_MOE_TILES_M = (16.0, 32.0, 64.0, 128.0)
+
+
+def aic_expert_loads(tokens, topk, experts, ep, distribution) -> tuple[np.ndarray, np.ndarray]:
+    """Expected tokens and hit probability of each expert on the measured shard (rows x local experts,
+    zero-padded). ``balanced``: every expert gets ``tokens*topk/experts``; ``power_law_A``: expert i (0-based)
+    gets a share proportional to (i + 1)^-A, at most ``tokens``, and the shard holds the first
+    ``experts/ep`` (hottest) experts, as the table's EP rows show (power-law rows run up to 3x slower
+    than balanced ones when EP > 1)."""
+    tokens, topk, experts, ep = (np.asarray(x, float) for x in (tokens, topk, experts, ep))
+    local = np.maximum(experts / ep, 1.0)
+    width = int(local.max())
+    idx = np.arange(width, dtype=float)[None, :]
+    valid = idx < local[:, None]
+    alpha = np.array([float(d.split("_")[-1]) if d.startswith("power_law") else 0.0 for d in distribution])
+    w_all = (idx + 1.0) ** -alpha[:, None]
+    # normaliser over all experts (not just the shard): sum_{i < E} (i + 1)^-A
+    big = int(experts.max())
+    norm = np.empty(len(tokens))
+    for a in np.unique(alpha):
+        csum = np.cumsum((np.arange(big) + 1.0) ** -a)
+        sel = alpha == a
+        norm[sel] = csum[experts[sel].astype(int) - 1]
+    share = np.where(valid, w_all / norm[:, None], 0.0)
+    assigned = tokens[:, None] * topk[:, None]
+    load = np.minimum(assigned * share, tokens[:, None])
+    hit = np.where(valid, 1.0 - np.exp(-load), 0.0)  # Poisson chance of at least one token
+    bal = alpha == 0.0
+    load[bal] = np.where(valid[bal], (assigned / experts[:, None])[bal], 0.0)
+    hit[bal] = np.where(valid[bal], np.minimum(1.0, load[bal]), 0.0)
+    return load, hit
+
+
+def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
+    dtype = MOE_TABLE_DTYPES[table_dtype]
+    t = table.select(table["moe_dtype"] == table_dtype)
+    held = holdout_mask(t, "moe")
+    y = t["latency_ms"] * 1e-3
+    load, hit = aic_expert_loads(t["num_tokens"], t["topk"], t["num_experts"], t["moe_ep_size"], t["distribution"])
+    hidden, inter = t["hidden_size"], t["inter_size"] / t["moe_tp_size"]
+    eb = _ELEM_BYTES[dtype]
+    sums = {tm: K.expert_tiles(load, hit, tm) for tm in _MOE_TILES_M}
+    base = _gemm_model(gpu, dtype, np.array([0.7, 0.0, 0.8, 1e-5, 0.0]), 64.0, 128.0)
+    x0, lo, hi, sc = [0.6, 256.0, 0.7, 2e-5], [0.02, 0.0, 0.05, 0.0], [1.0, 8192.0, 1.0, 1e-3], [1, 100, 1, 1e-5]
+    best = None
+    for tm, tn in itertools.product(_MOE_TILES_M, (64.0, 128.0)):
+        mt, ex, tot = (a[~held] for a in sums[tm])
+
+        def resid(x, tm=tm, tn=tn, mt=mt, ex=ex, tot=tot):
+            c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * x[2],
+                        overhead_s=x[3], tile_m=tm, tile_n=tn)
+            return np.log(K.moe_from_tiles_s(c, mt, ex, tot, hidden[~held], inter[~held], eb) / y[~held])
+        r = _lsq(resid, x0, lo, hi, sc)
+        cost = float(np.median(np.abs(r.fun)))
+        if best is None or cost < best[0]:
+            best = (cost, tm, tn, r.x)
+    _, tm, tn, x = best
+    c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * x[2],
+                overhead_s=x[3], tile_m=tm, tile_n=tn)
+    ape = np.abs(K.moe_from_tiles_s(c, *sums[tm], hidden, inter, eb) / y - 1.0)
+    d = PROFILE_MOE_DTYPE.get(gpu.key, {}).get(table_dtype, dtype if dtype in ("bf16", "fp8") else "")
+    coeffs = [
+        Coefficient(f"moe_compute_efficiency_{d or dtype}", float(x[0]), "1", "tensor-core efficiency of the grouped expert GEMMs"),
+        Coefficient(f"moe_k_half_{d or dtype}", float(x[1]), "1", "K at which per-tile prologue/epilogue halves the expert GEMM efficiency"),
+        Coefficient(f"moe_tile_m_{d or dtype}", tm, "1", "token rows per expert tile (padding of each expert's tokens; grid 16..128)"),
+        Coefficient(f"moe_tile_n_{d or dtype}", tn, "1", "output columns per expert tile (grid 64/128)"),
+        Coefficient(f"moe_memory_efficiency_{d or dtype}", float(x[2]), "1", "fraction of HBM bandwidth reached streaming the hit experts' weights"),
+        Coefficient(f"moe_overhead_{d or dtype}", float(x[3]), "s", "fixed time per fused-MoE call (routing sort/align, activation, combine, launches)"),
+    ]
+    label = f"moe {dtype}" + (f" (profile {d})" if d and d != dtype else "")
+    return FamilyFit(gpu.key, label, t.path, coeffs, int((~held).sum()), int(held.sum()), ape[held], ape[~held],
+                     in_profile=bool(d))
+
+
+# ---------------------------------------------------------------- vLLM custom all-reduce (reported only)
+def fit_allreduce(gpu: GPU, table: Table) -> FamilyFit:
+    """vLLM custom all-reduce under CUDA graphs, ``t = alpha + 2 (n - 1) / n * bytes / bus_bw``, fitted on
+    2 and 8 GPUs and checked on 4. Reported only: collectives are costed by the NCCL tables of the
+    collectives module (being restructured, issue 15); these coefficients are for its owner."""
+    t = table.select(table["backend"] == "vllm_graph")
+    held = t["num_gpus"] == 4
+    n, msg, y = t["num_gpus"], t["message_size"], t["latency_ms"] * 1e-3
+
+    def model(x):
+        return x[0] * 1e-6 + 2.0 * (n - 1.0) / n * msg / (x[1] * 1e9)
+
+    r = _lsq(lambda x: np.log(model(x) / y)[~held], [5.0, 200.0], [0.0, 1.0], [1e3, 1e4], [1.0, 100.0])
+    ape = np.abs(model(r.x) / y - 1.0)
+    coeffs = [Coefficient("allreduce_latency", float(r.x[0]) * 1e-6, "s", "fixed time of one all-reduce (launch, flag handshake)"),
+              Coefficient("allreduce_bus_bandwidth", float(r.x[1]) * 1e9, "B/s", "NVLink bus bandwidth reached (bytes x 2(n-1)/n per second)")]
+    return FamilyFit(gpu.key, "all-reduce (vLLM custom, graph)", t.path, coeffs, int((~held).sum()), int(held.sum()),
+                     ape[held], ape[~held], in_profile=False)
+
+
+def fit_latency_families(gpu: GPU, every: int = 1) -> list[FamilyFit]:
+    """All latency families with a table for this GPU (``every`` > 1 subsamples rows for quick checks)."""
+    out: list[FamilyFit] = []
+    gemm = subsample(load_table(gpu.key, "gemm"), every)
+    for td in GEMM_TABLE_DTYPES:
+        if np.any(gemm["gemm_dtype"] == td):
+            out.append(fit_gemm(gpu, gemm, td))
+    out.append(fit_decode(gpu, subsample(load_table(gpu.key, "generation_attention"), every)))
+    out.append(fit_prefill(gpu, subsample(load_table(gpu.key, "context_attention"), every)))
+    out.append(fit_allreduce(gpu, load_table(gpu.key, "custom_allreduce")))
+    moe = subsample(load_table(gpu.key, "moe"), every)
+    for td in MOE_TABLE_DTYPES:
+        if np.any(moe["moe_dtype"] == td):
+            out.append(fit_moe(gpu, moe, td))
+    return out

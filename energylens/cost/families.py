@@ -1,0 +1,308 @@
+"""Family-specific kernel latency formulas: GEMM, decode attention, prefill attention, fused MoE.
+
+Analytic and vectorised (every size argument may be a NumPy array; they broadcast), with coefficients
+read from the GPU profile (:func:`gemm_coeffs`, :func:`attention_coeffs`, :func:`moe_coeffs`). The
+calibration (``energylens.calibration.kernels``) fits exactly these formulas to NVIDIA's measured vLLM
+kernel tables; a GPU without tables falls back to the spec-derived defaults named in each function.
+
+GEMM (M x N x K, ``batch`` independent GEMMs, dtype d)::
+
+    tiles    = ceil(M / tile_m[d]) * ceil(N / tile_n[d]) * batch
+    split    = clip(floor(SMs / tiles), 1, floor(K / SPLIT_K_MIN_K))       split-K fills idle SMs
+    wave_eff = tiles*split / (ceil(tiles*split / SMs) * SMs)               the tail wave idles SMs
+    k_eff    = K' / (K' + k_half[d]),  K' = K / split                      per-tile prologue/epilogue
+    t_math   = 2 M N K batch / (peak[d] * eff[d] * wave_eff * k_eff)
+             + [split > 1] (overhead + 8 M N batch split / (bw * mem_eff[d]))   split-K reduction
+             + prepass_bytes[d] * M * K * batch / (bw * mem_eff[d])         activation quantisation pass
+    t_memory = (A + B + C bytes) / (bw * mem_eff[d])
+    latency  = max(t_math, t_memory) + overhead[d]
+
+Decode attention (one new query token per sequence; FlashAttention/FlashInfer split-KV kernels pack the
+``r = h / g`` query heads of one KV head into one CTA)::
+
+    S'     = min(S, window + window_pad)                   KV tokens read (sliding window reads whole tiles)
+    slots  = SMs * ctas_per_sm
+    split  = clip(floor(slots / (B g)), 1, min(max_splits, ceil(S' / split_min_tokens)))
+    waves  = ceil(B g split / slots)
+    cta    = cta_overhead * D / 128 + max(ceil(S' / split) D 2 kv_bytes / (bw * mem_eff * fp8_eff / slots),
+                                          4 ceil(S' / split) D max(r, 16) / (peak * compute_eff / slots))
+    latency = overhead + waves * cta
+
+Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q tiles of ``q_tile``)::
+
+    keys   = min(S - T + (T + q_tile) / 2, window + q_tile, S)     mean keys per query row
+    units  = B h ceil(T / q_tile);  wave_eff as for GEMM over SMs
+    t_math = 4 B h ceil(T / q_tile) q_tile keys D / (peak * eff * wave_eff * keys/(keys + k_half) * D/(D + d_half))
+    t_kv   = B T (h D 4 + g D kv_traffic[kv dtype]) / (bw * mem_eff)       Q/O and KV-cache traffic
+    latency = overhead + t_math + t_kv
+
+Fused MoE (two grouped GEMMs per expert shard: gate+up N = 2I, K = H; down N = H, K = I; c_e tokens on
+expert e): the GEMM formula with ``batch`` = experts hit and M = tokens per expert, the MoE family's own
+tile, efficiency and overhead (:func:`moe_coeffs`), and only the hit experts' weights read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from energylens.hardware.profile import GPU
+
+ArrayLike = float | int | np.ndarray
+SPLIT_K_MIN_K = 1024.0  # shortest K per split-K slice (chosen on vidur GEMM timings; see cost.roofline)
+GEMM_DTYPES = ("bf16", "fp16", "fp8")
+# Spec-derived defaults for a GPU whose profile has no fitted value (no kernel table): pure roofline.
+DEFAULT_SOURCE = "default (no kernel table for this GPU): energylens/cost/families.py"
+
+
+def _a(x: ArrayLike) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+def _get(gpu: GPU, name: str, default: float) -> float:
+    return gpu.q(name) if gpu.has(name) else float(default)
+
+
+@dataclass(frozen=True)
+class GemmCoeffs:
+    """Coefficients of the GEMM formula for one GPU and dtype (SI units)."""
+
+    peak_flops: float
+    efficiency: float
+    k_half: float
+    tile_m: float
+    tile_n: float
+    sms: float
+    bandwidth_bytes_per_s: float  # hbm_bandwidth x memory efficiency
+    overhead_s: float
+    prepass_bytes: float  # bytes moved per activation element by a quantisation pass (0 for bf16)
+    split_overhead_s: float
+
+
+def gemm_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
+    """The profile's GEMM coefficients for ``dtype``: ``*_<dtype>`` fields when fitted, else the
+    dtype-independent ones (``gemm_k_half``, ``gemm_tile_*``, ``max_memory_efficiency``, ``kernel_overhead``)."""
+    mem = _get(gpu, f"gemm_memory_efficiency_{dtype}", gpu.max_memory_efficiency)
+    return GemmCoeffs(
+        peak_flops=gpu.peak_flops(dtype),
+        efficiency=gpu.max_compute_efficiency(dtype),
+        k_half=_get(gpu, f"gemm_k_half_{dtype}", gpu.q("gemm_k_half")),
+        tile_m=_get(gpu, f"gemm_tile_m_{dtype}", gpu.q("gemm_tile_m")),
+        tile_n=_get(gpu, f"gemm_tile_n_{dtype}", gpu.q("gemm_tile_n")),
+        sms=float(gpu.sm_count),
+        bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * mem,
+        overhead_s=_get(gpu, f"gemm_overhead_{dtype}", gpu.kernel_overhead_s),
+        prepass_bytes=_get(gpu, f"gemm_prepass_bytes_{dtype}", 0.0),
+        split_overhead_s=gpu.kernel_overhead_s,
+    )
+
+
+def gemm_math_s(c: GemmCoeffs, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: ArrayLike = 1.0) -> np.ndarray:
+    """Time of the tensor-core part of a GEMM (``t_math`` in the module docstring), without overhead."""
+    m = np.maximum(_a(m), 1.0)
+    n = np.maximum(_a(n), 1.0)
+    k = np.maximum(_a(k), 1.0)
+    batch = np.maximum(_a(batch), 1.0)
+    tiles = np.ceil(m / c.tile_m) * np.ceil(n / c.tile_n) * batch
+    split = np.clip(np.floor(c.sms / tiles), 1.0, np.maximum(1.0, np.floor(k / SPLIT_K_MIN_K)))
+    units = tiles * split
+    wave_eff = units / (np.ceil(units / c.sms) * c.sms)
+    k_split = k / split
+    k_eff = k_split / (k_split + c.k_half)
+    t = 2.0 * m * n * k * batch / (c.peak_flops * c.efficiency * wave_eff * k_eff)
+    t = t + np.where(split > 1.0, c.split_overhead_s + 8.0 * m * n * batch * split / c.bandwidth_bytes_per_s, 0.0)
+    return t + c.prepass_bytes * m * k * batch / c.bandwidth_bytes_per_s
+
+
+def gemm_latency_s(c: GemmCoeffs, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: ArrayLike = 1.0,
+                   bytes_: ArrayLike | None = None, elem_bytes: float = 2.0) -> np.ndarray:
+    """Latency of one GEMM kernel. ``bytes_`` defaults to A + B read at ``elem_bytes`` and C written in 16 bit."""
+    if bytes_ is None:
+        mm, nn, kk, bb = (np.maximum(_a(x), 1.0) for x in (m, n, k, batch))
+        bytes_ = bb * ((mm * kk + nn * kk) * elem_bytes + 2.0 * mm * nn)
+    return np.maximum(gemm_math_s(c, m, n, k, batch), _a(bytes_) / c.bandwidth_bytes_per_s) + c.overhead_s
+
+
+@dataclass(frozen=True)
+class AttentionCoeffs:
+    """Coefficients of the decode and prefill attention formulas for one GPU (SI units)."""
+
+    peak_flops: float
+    sms: float
+    hbm_bandwidth: float
+    decode_overhead_s: float
+    decode_memory_efficiency: float
+    decode_cta_overhead_s: float
+    decode_compute_efficiency: float
+    decode_fp8_kv_efficiency: float
+    decode_ctas_per_sm: float
+    decode_split_min_tokens: float
+    decode_max_splits: float
+    decode_window_pad: float
+    prefill_overhead_s: float
+    prefill_compute_efficiency: float
+    prefill_k_half: float
+    prefill_d_half: float
+    prefill_q_tile: float
+    prefill_memory_efficiency: float
+    prefill_kv_traffic_bf16: float
+    prefill_kv_traffic_fp8: float
+
+
+# field name in the profile -> (AttentionCoeffs attribute, default when the profile has none)
+ATTENTION_FIELDS = {
+    "decode_attn_overhead": ("decode_overhead_s", None),  # None: kernel_overhead
+    "decode_attn_memory_efficiency": ("decode_memory_efficiency", None),  # None: max_memory_efficiency
+    "decode_attn_cta_overhead": ("decode_cta_overhead_s", 0.0),
+    "decode_attn_compute_efficiency": ("decode_compute_efficiency", 0.5),
+    "decode_attn_fp8_kv_efficiency": ("decode_fp8_kv_efficiency", 1.0),
+    "decode_attn_ctas_per_sm": ("decode_ctas_per_sm", 1.0),
+    "decode_attn_split_min_tokens": ("decode_split_min_tokens", 64.0),
+    "decode_attn_max_splits": ("decode_max_splits", 32.0),
+    "decode_attn_window_pad": ("decode_window_pad", 0.0),
+    "prefill_attn_overhead": ("prefill_overhead_s", None),
+    "prefill_attn_compute_efficiency": ("prefill_compute_efficiency", 0.5),
+    "prefill_attn_k_half": ("prefill_k_half", 0.0),
+    "prefill_attn_d_half": ("prefill_d_half", 0.0),
+    "prefill_attn_q_tile": ("prefill_q_tile", 128.0),
+    "prefill_attn_memory_efficiency": ("prefill_memory_efficiency", None),
+    "prefill_attn_kv_traffic_bf16": ("prefill_kv_traffic_bf16", 4.0),
+    "prefill_attn_kv_traffic_fp8": ("prefill_kv_traffic_fp8", 2.0),
+}
+
+
+def attention_coeffs(gpu: GPU, dtype: str = "bf16") -> AttentionCoeffs:
+    """The profile's attention coefficients (defaults: a plain roofline at the GEMM efficiency of ``dtype``)."""
+    vals = {}
+    for field, (attr, default) in ATTENTION_FIELDS.items():
+        if default is None:
+            default = gpu.kernel_overhead_s if field.endswith("overhead") else gpu.max_memory_efficiency
+        if field == "prefill_attn_compute_efficiency" and not gpu.has(field):
+            default = gpu.max_compute_efficiency(dtype)
+        vals[attr] = _get(gpu, field, default)
+    return AttentionCoeffs(peak_flops=gpu.peak_flops(dtype), sms=float(gpu.sm_count),
+                           hbm_bandwidth=gpu.hbm_bandwidth_bytes_per_s, **vals)
+
+
+def decode_kv_tokens(c: AttentionCoeffs, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:
+    """KV tokens a decode kernel reads per sequence: all ``s``, or the window plus the tile it straddles."""
+    s = np.maximum(_a(s), 1.0)
+    w = _a(window)
+    return np.where(w > 0, np.minimum(s, w + c.decode_window_pad), s)
+
+
+def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,
+                               d: ArrayLike, kv_bytes: ArrayLike = 2.0, window: ArrayLike = 0.0) -> np.ndarray:
+    """Latency of one decode-attention call: ``b`` sequences, ``s`` KV tokens each (the new one included),
+    ``h`` query heads, ``g`` KV heads, head dim ``d``, ``kv_bytes`` per KV element (2 bf16, 1 fp8)."""
+    b, h, g, d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (b, h, g, d, kv_bytes))
+    se = decode_kv_tokens(c, s, window)
+    slots = c.sms * c.decode_ctas_per_sm
+    units = b * g
+    split = np.clip(np.floor(slots / units), 1.0, np.minimum(c.decode_max_splits, np.ceil(se / c.decode_split_min_tokens)))
+    waves = np.ceil(units * split / slots)
+    tok = np.ceil(se / split)
+    eff = c.decode_memory_efficiency * np.where(kv_bytes < 2.0, c.decode_fp8_kv_efficiency, 1.0)
+    t_mem = tok * d * 2.0 * kv_bytes * slots / (c.hbm_bandwidth * eff)
+    t_math = 4.0 * tok * d * np.maximum(h / g, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
+    cta = c.decode_cta_overhead_s * d / 128.0 + np.maximum(t_mem, t_math)
+    return c.decode_overhead_s + waves * cta
+
+
+def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:
+    """Mean keys per query row of a causal prefill of ``t`` new tokens over ``s`` keys (q tiles included)."""
+    t = np.maximum(_a(t), 1.0)
+    s = np.maximum(_a(s), t)
+    w = _a(window)
+    keys = s - t + (t + c.prefill_q_tile) / 2.0
+    keys = np.where(w > 0, np.minimum(keys, w + c.prefill_q_tile), keys)
+    return np.minimum(keys, s)
+
+
+def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike,
+                                g: ArrayLike, d: ArrayLike, kv_bytes: ArrayLike = 2.0,
+                                window: ArrayLike = 0.0) -> np.ndarray:
+    """Latency of one prefill-attention call: ``b`` sequences of ``t`` new tokens over ``s`` keys each."""
+    b, h, g, d = (np.maximum(_a(x), 1e-9) for x in (b, h, g, d))
+    t = np.maximum(_a(t), 1.0)
+    keys = prefill_keys(c, t, s, window)
+    q_tiles = np.ceil(t / c.prefill_q_tile)
+    units = b * h * q_tiles
+    wave_eff = units / (np.ceil(units / c.sms) * c.sms)
+    eff = (c.prefill_compute_efficiency * wave_eff * keys / (keys + c.prefill_k_half) * d / (d + c.prefill_d_half))
+    t_math = 4.0 * units * c.prefill_q_tile * keys * d / (c.peak_flops * eff)
+    traffic = np.where(_a(kv_bytes) < 2.0, c.prefill_kv_traffic_fp8, c.prefill_kv_traffic_bf16)
+    t_kv = b * t * (h * d * 4.0 + g * d * traffic) / (c.hbm_bandwidth * c.prefill_memory_efficiency)
+    return c.prefill_overhead_s + t_math + t_kv
+
+
+def attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,
+                        d: ArrayLike, kv_bytes: ArrayLike = 2.0, window: ArrayLike = 0.0) -> np.ndarray:
+    """Decode formula where ``t == 1`` (one new token per sequence), prefill formula elsewhere."""
+    dec = decode_attention_latency_s(c, b, s, h, g, d, kv_bytes, window)
+    pre = prefill_attention_latency_s(c, b, t, s, h, g, d, kv_bytes, window)
+    return np.where(_a(t) <= 1.0, dec, pre)
+
+
+MOE_FIELDS = {  # profile field prefix -> (GemmCoeffs attribute); suffix _<dtype>
+    "moe_compute_efficiency": "efficiency", "moe_k_half": "k_half", "moe_tile_m": "tile_m", "moe_tile_n": "tile_n",
+    "moe_memory_efficiency": "bandwidth_bytes_per_s", "moe_overhead": "overhead_s",
+}
+
+
+def moe_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
+    """Coefficients of the fused-MoE grouped GEMMs: ``moe_*_<dtype>`` fields when fitted, else the GEMM ones."""
+    g = gemm_coeffs(gpu, dtype)
+    mem = _get(gpu, f"moe_memory_efficiency_{dtype}", g.bandwidth_bytes_per_s / gpu.hbm_bandwidth_bytes_per_s)
+    return replace(g, efficiency=_get(gpu, f"moe_compute_efficiency_{dtype}", g.efficiency),
+                   k_half=_get(gpu, f"moe_k_half_{dtype}", g.k_half),
+                   tile_m=_get(gpu, f"moe_tile_m_{dtype}", g.tile_m), tile_n=_get(gpu, f"moe_tile_n_{dtype}", g.tile_n),
+                   bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * mem,
+                   overhead_s=_get(gpu, f"moe_overhead_{dtype}", g.overhead_s), prepass_bytes=0.0)
+
+
+def expert_tiles(tokens: ArrayLike, hit: ArrayLike, tile_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums over the expert axis (last) of ``tokens`` (expected tokens of expert e) and ``hit`` (probability
+    that expert e gets any): (M-tiles, experts hit, tokens). A hit expert holds ``tokens / hit`` rows,
+    padded to ``tile_m`` rows per tile."""
+    tokens = _a(tokens)
+    hit = np.clip(_a(hit), 0.0, 1.0)
+    rows = np.where(hit > 0, tokens / np.maximum(hit, 1e-30), 0.0)
+    return np.sum(hit * np.ceil(rows / tile_m), axis=-1), np.sum(hit, axis=-1), np.sum(tokens, axis=-1)
+
+
+def grouped_gemm_math_s(c: GemmCoeffs, m_tiles: ArrayLike, n: ArrayLike, k: ArrayLike) -> np.ndarray:
+    """Tensor-core time of a grouped GEMM with ``m_tiles`` expert row tiles (summed over experts), each
+    ``tile_m`` rows, over N columns and a K-deep reduction: padded tile FLOPs over the wave-quantised rate."""
+    n, k = _a(n), np.maximum(_a(k), 1.0)
+    tiles = _a(m_tiles) * np.ceil(n / c.tile_n)
+    wave_eff = np.where(tiles > 0, tiles / (np.maximum(np.ceil(tiles / c.sms), 1.0) * c.sms), 1.0)
+    k_eff = k / (k + c.k_half)
+    return 2.0 * tiles * c.tile_m * c.tile_n * k / (c.peak_flops * c.efficiency * wave_eff * k_eff)
+
+
+def grouped_gemm_s(c: GemmCoeffs, m_tiles: ArrayLike, experts_hit: ArrayLike, tokens: ArrayLike, n: ArrayLike,
+                   k: ArrayLike, elem_bytes: float = 2.0) -> np.ndarray:
+    """One grouped GEMM over experts, from :func:`expert_tiles`: ``max(t_math, t_memory)`` (no overhead);
+    only hit experts' weights are read."""
+    n, k = _a(n), _a(k)
+    t_math = grouped_gemm_math_s(c, m_tiles, n, k)
+    moved = _a(experts_hit) * n * k * elem_bytes + _a(tokens) * (k * elem_bytes + 2.0 * n)
+    return np.maximum(t_math, moved / c.bandwidth_bytes_per_s)
+
+
+def fused_moe_latency_s(c: GemmCoeffs, tokens: ArrayLike, hit: ArrayLike, hidden: ArrayLike, inter: ArrayLike,
+                        elem_bytes: float = 2.0) -> np.ndarray:
+    """Latency of one fused-MoE call on one GPU: gate+up grouped GEMM (N = 2 ``inter``, K = ``hidden``) then
+    down (N = ``hidden``, K = ``inter``), ``inter`` being this GPU's shard; ``tokens``/``hit`` per local
+    expert on the last axis (see :func:`expert_tiles`)."""
+    m_tiles, experts, total = expert_tiles(tokens, hit, c.tile_m)
+    return moe_from_tiles_s(c, m_tiles, experts, total, hidden, inter, elem_bytes)
+
+
+def moe_from_tiles_s(c: GemmCoeffs, m_tiles, experts, total, hidden, inter, elem_bytes: float = 2.0) -> np.ndarray:
+    """:func:`fused_moe_latency_s` from the expert sums of :func:`expert_tiles`."""
+    up = grouped_gemm_s(c, m_tiles, experts, total, 2.0 * _a(inter), hidden, elem_bytes)
+    down = grouped_gemm_s(c, m_tiles, experts, total, hidden, inter, elem_bytes)
+    return c.overhead_s + up + down

@@ -1,0 +1,154 @@
+"""Kernel-family formulas (energylens/cost/families.py): hand counts, wave quantisation, monotonicity."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from energylens.cost import families as K
+from energylens.hardware import load_gpu
+
+H100 = load_gpu("h100-sxm")
+A100 = load_gpu("a100-sxm-80gb")
+
+
+def _gemm(**over) -> K.GemmCoeffs:
+    base = K.GemmCoeffs(peak_flops=1e15, efficiency=0.5, k_half=0.0, tile_m=128.0, tile_n=128.0, sms=100.0,
+                        bandwidth_bytes_per_s=1e12, overhead_s=2e-6, prepass_bytes=0.0, split_overhead_s=3e-6)
+    return replace(base, **over)
+
+
+def test_gemm_one_full_wave_hand_count():
+    c = _gemm()
+    # 10 x 10 tiles of 128 x 128 = 100 tiles on 100 SMs, K = 512 < 1024: no split-K, one full wave
+    m, n, k = 1280, 1280, 512
+    flops = 2 * m * n * k
+    assert K.gemm_math_s(c, m, n, k) == pytest.approx(flops / (1e15 * 0.5))
+    byts = (m * k + n * k) * 2 + 2 * m * n
+    assert K.gemm_latency_s(c, m, n, k) == pytest.approx(max(flops / 5e14, byts / 1e12) + 2e-6)
+
+
+def test_gemm_wave_quantisation_and_k_half():
+    c = _gemm()
+    full = K.gemm_math_s(c, 1280, 1280, 512)
+    tail = K.gemm_math_s(c, 1280 + 128, 1280, 512)  # 110 tiles: a second wave for 10 of them
+    assert tail / full == pytest.approx(2.0)
+    half = _gemm(k_half=512.0)
+    assert K.gemm_math_s(half, 1280, 1280, 512) == pytest.approx(2 * full)
+
+
+def test_gemm_split_k_and_prepass():
+    c = _gemm()
+    # 1 tile on 100 SMs, K = 4096: split 4 ways (K / 1024), one wave of 4 units, plus the fp32 reduction
+    m, n, k = 128, 128, 4096
+    expected = 2 * m * n * k / (1e15 * 0.5 * (4 / 100)) + 3e-6 + 8 * m * n * 4 / 1e12
+    assert K.gemm_math_s(c, m, n, k) == pytest.approx(expected)
+    q = _gemm(prepass_bytes=3.0)
+    assert K.gemm_math_s(q, m, n, k) - K.gemm_math_s(c, m, n, k) == pytest.approx(3.0 * m * k / 1e12)
+
+
+def test_gemm_more_work_never_faster():
+    c = K.gemm_coeffs(H100, "bf16")
+    m = np.array([1, 16, 64, 256, 1024, 4096, 16384])
+    for n, k in ((4096, 4096), (14336, 4096), (4096, 14336)):
+        t = K.gemm_latency_s(c, m, n, k)
+        assert np.all(np.diff(t) >= -1e-12)
+    k = np.array([256, 1024, 4096, 8192, 16384])
+    assert np.all(np.diff(K.gemm_latency_s(c, 512, 4096, k)) > 0)
+
+
+def test_gpu_without_tables_uses_spec_defaults():
+    c = K.gemm_coeffs(A100, "bf16")
+    assert c.tile_m == A100.q("gemm_tile_m") and c.overhead_s == A100.kernel_overhead_s
+    assert c.bandwidth_bytes_per_s == pytest.approx(A100.hbm_bandwidth_bytes_per_s * A100.max_memory_efficiency)
+    a = K.attention_coeffs(A100)
+    assert a.decode_memory_efficiency == A100.max_memory_efficiency and a.decode_cta_overhead_s == 0.0
+
+
+def _attn(**over) -> K.AttentionCoeffs:
+    base = K.attention_coeffs(A100)
+    return replace(base, sms=100.0, hbm_bandwidth=1e12, peak_flops=1e15, decode_overhead_s=5e-6,
+                   decode_memory_efficiency=0.5, decode_cta_overhead_s=1e-6, decode_compute_efficiency=0.5,
+                   decode_fp8_kv_efficiency=0.8, decode_ctas_per_sm=1.0, decode_split_min_tokens=64.0,
+                   decode_max_splits=16.0, decode_window_pad=128.0, **over)
+
+
+def test_decode_attention_hand_count():
+    c = _attn()
+    # b=1, g=1: 100 slots, split = min(16, ceil(4096/64)) = 16, one wave, 256 tokens per CTA
+    d = 128
+    per_cta = 256 * d * 2 * 2 * 100 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta)
+    # b=200, g=1: 200 CTAs (no split) on 100 slots = two waves of 4096 tokens each
+    per_cta = 4096 * d * 2 * 2 * 100 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c, 200, 4096, 8, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta))
+
+
+def test_decode_attention_fp8_window_and_monotonic():
+    c = _attn()
+    bf = K.decode_attention_latency_s(c, 64, 8192, 32, 8, 128, 2.0)
+    f8 = K.decode_attention_latency_s(c, 64, 8192, 32, 8, 128, 1.0)
+    assert f8 < bf  # half the bytes at 0.8 of the bandwidth
+    win = K.decode_attention_latency_s(c, 64, 8192, 32, 8, 128, 2.0, window=1024)
+    ref = K.decode_attention_latency_s(c, 64, 1024 + 128, 32, 8, 128, 2.0)
+    assert win == pytest.approx(ref)
+    s = np.array([128, 1024, 8192, 65536])
+    assert np.all(np.diff(K.decode_attention_latency_s(c, 8, s, 32, 8, 128)) > 0)
+    b = np.array([1, 8, 64, 512])
+    assert np.all(np.diff(K.decode_attention_latency_s(c, b, 4096, 32, 8, 128)) >= 0)
+
+
+def test_prefill_keys_causal_and_window():
+    c = replace(_attn(), prefill_q_tile=128.0)
+    # no cache: mean keys per row (T + tile) / 2; with a 1000-token cached prefix add it
+    assert K.prefill_keys(c, 1024, 1024) == pytest.approx((1024 + 128) / 2)
+    assert K.prefill_keys(c, 1024, 2024) == pytest.approx(1000 + (1024 + 128) / 2)
+    assert K.prefill_keys(c, 8192, 8192, window=512) == pytest.approx(512 + 128)
+
+
+def test_prefill_attention_hand_count_and_monotonic():
+    c = replace(_attn(), prefill_overhead_s=1e-5, prefill_compute_efficiency=0.5, prefill_k_half=0.0,
+                prefill_d_half=0.0, prefill_q_tile=128.0, prefill_memory_efficiency=1.0,
+                prefill_kv_traffic_bf16=4.0, prefill_kv_traffic_fp8=2.0)
+    b, t, h, g, d = 1, 1280, 10, 2, 128  # 10 q tiles x 10 heads = 100 units: one full wave
+    keys = (t + 128) / 2
+    math = 4 * 100 * 128 * keys * d / (1e15 * 0.5)
+    kv = b * t * (h * d * 4 + g * d * 4.0) / 1e12
+    assert K.prefill_attention_latency_s(c, b, t, t, h, g, d) == pytest.approx(1e-5 + math + kv)
+    n = np.array([256, 1024, 4096, 16384])
+    assert np.all(np.diff(K.prefill_attention_latency_s(c, 2, n, n, 32, 8, 128)) > 0)
+    # t == 1 picks the decode formula
+    both = K.attention_latency_s(c, 4, np.array([1, 512]), 512, 32, 8, 128)
+    assert both[0] == pytest.approx(K.decode_attention_latency_s(c, 4, 512, 32, 8, 128))
+
+
+def test_expert_tiles_and_fused_moe():
+    # 4 experts: two hit for sure with 10 and 300 tokens, one hit half the time with 1 token, one never
+    tokens = np.array([10.0, 300.0, 0.5, 0.0])
+    hit = np.array([1.0, 1.0, 0.5, 0.0])
+    m_tiles, experts, total = K.expert_tiles(tokens, hit, 128.0)
+    assert m_tiles == pytest.approx(1 + 3 + 0.5)
+    assert experts == pytest.approx(2.5) and total == pytest.approx(310.5)
+    c = _gemm(tile_m=128.0, tile_n=128.0)
+    t = K.fused_moe_latency_s(c, tokens, hit, 1024, 512)
+    up = K.grouped_gemm_s(c, m_tiles, experts, total, 1024, 1024)
+    down = K.grouped_gemm_s(c, m_tiles, experts, total, 1024, 512)
+    assert t == pytest.approx(2e-6 + up + down)
+    # weights of hit experts only: with few tokens the call streams 2.5 experts' weights
+    slow = _gemm(bandwidth_bytes_per_s=1e11)
+    few = K.grouped_gemm_s(slow, 2.5, 2.5, 2.5, 1024, 1024)
+    assert few == pytest.approx((2.5 * 1024 * 1024 * 2 + 2.5 * (1024 * 2 + 2 * 1024)) / 1e11)
+    more = K.fused_moe_latency_s(c, tokens * 4, np.ones(4), 1024, 512)
+    assert more > t
+
+
+def test_engine_costs_flash_attention_with_the_family_formulas():
+    from energylens.predict import predict
+
+    c = K.attention_coeffs(H100)
+    dec = predict("llama3-8b", "h100-sxm", batch=8, prompt_len=1024, output_len=1)
+    op = next(o for o in dec.decode.ops if o.name == "decoder.attn.flash")
+    # one decode step reads the prompt plus the new token: s = 1025 KV tokens, 32 heads, 8 KV heads, D 128
+    assert op.latency_s / 32 == pytest.approx(float(K.decode_attention_latency_s(c, 8, 1025, 32, 8, 128)))
+    op = next(o for o in dec.prefill.ops if o.name == "decoder.attn.flash")
+    assert op.latency_s / 32 == pytest.approx(float(K.prefill_attention_latency_s(c, 8, 1024, 1024, 32, 8, 128)))

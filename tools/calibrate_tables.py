@@ -1,0 +1,40 @@
+"""Fit the kernel-family latency and power coefficients of the H100 SXM, H200 and B200 profiles to the
+shipped NVIDIA AIConfigurator kernel tables and print the held-out error tables (markdown).
+
+    python tools/calibrate_tables.py              # fit, write the profiles, print the tables
+    python tools/calibrate_tables.py --no-write   # fit and print only
+    python tools/calibrate_tables.py --every 4    # every 4th row (quick look; do not write)
+
+Data: energylens/data/calibration/aiconfigurator/ (see its SOURCE.md). Formulas: energylens/cost/families.py
+(latency) and energylens/cost/roofline.py (energy); fitting: energylens/calibration/{kernels,power,report}.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from energylens.calibration.profiles import write_profile
+from energylens.calibration.report import calibrate, markdown_table, profile_updates
+from energylens.calibration.tables import GPU_TAGS
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-write", action="store_true", help="do not write the GPU profiles")
+    ap.add_argument("--every", type=int, default=1, help="use every N-th table row (quick look; implies --no-write)")
+    ap.add_argument("--gpu", action="append", choices=sorted(GPU_TAGS), help="only this GPU (repeatable)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    gpus = tuple(args.gpu or GPU_TAGS)
+    fits, powers = calibrate(gpus, max(1, args.every))
+    if not args.no_write and args.every <= 1:
+        for key in gpus:
+            path = write_profile(key, profile_updates(fits, key))
+            print(f"wrote {path}")
+    print(markdown_table(fits, powers))
+    print(f"\n({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
