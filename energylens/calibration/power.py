@@ -17,8 +17,8 @@ weights). Held-out shapes as for latency (``HOLDOUT``; GEMM N or K = 7168).
 The fit is reported, not written into the profiles (kernels keep idle power as their static power and
 J/FLOP derived from the power limit and the fitted GEMM efficiency): the reliable rows are almost all large kernels running at or near the power limit, so the
 split between busy static power and J/FLOP is not identified by them (H200: 444 W static), and with those
-values the serving model's energy per token on the ML.ENERGY development rows goes from 13.9 % to 22.4 %
-MAPE (per-model refit floor 11.0 % -> 20.7 %): too much static power for the short kernels of decode
+values the serving model's energy per token on the ML.ENERGY development rows goes from 14 % to 22 %
+MAPE (per-model refit floor 11 % -> 21 %): too much static power for the short kernels of decode
 steps. :func:`profile_power` scores the profile's own coefficients on the same held-out rows.
 """
 

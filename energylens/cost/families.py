@@ -195,8 +195,11 @@ def decode_kv_tokens(c: AttentionCoeffs, s: ArrayLike, window: ArrayLike = 0.0) 
 def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,
                                d: ArrayLike, kv_bytes: ArrayLike = 2.0, window: ArrayLike = 0.0) -> np.ndarray:
     """Latency of one decode-attention call: ``b`` sequences, ``s`` KV tokens each (the new one included),
-    ``h`` query heads, ``g`` KV heads, head dim ``d``, ``kv_bytes`` per KV element (2 bf16, 1 fp8)."""
-    b, h, g, d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (b, h, g, d, kv_bytes))
+    ``h`` query heads, ``g`` KV heads, head dim ``d``, ``kv_bytes`` per KV element (2 bf16, 1 fp8).
+    ``b < 1`` is an expected count (a call made in that share of iterations): ``b`` times one sequence's."""
+    share = np.clip(_a(b), 0.0, 1.0)
+    b = np.maximum(_a(b), 1.0)
+    h, g, d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (h, g, d, kv_bytes))
     se = decode_kv_tokens(c, s, window)
     slots = c.sms * c.decode_ctas_per_sm
     units = b * g
@@ -207,7 +210,7 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
     t_mem = tok * d * 2.0 * kv_bytes * slots / (c.hbm_bandwidth * eff)
     t_math = 4.0 * tok * d * np.maximum(h / g, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
     cta = c.decode_cta_overhead_s * d / 128.0 + np.maximum(t_mem, t_math)
-    return c.decode_overhead_s + waves * cta
+    return share * (c.decode_overhead_s + waves * cta)
 
 
 def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:
@@ -223,8 +226,11 @@ def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLi
 def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike,
                                 g: ArrayLike, d: ArrayLike, kv_bytes: ArrayLike = 2.0,
                                 window: ArrayLike = 0.0) -> np.ndarray:
-    """Latency of one prefill-attention call: ``b`` sequences of ``t`` new tokens over ``s`` keys each."""
-    b, h, g, d = (np.maximum(_a(x), 1e-9) for x in (b, h, g, d))
+    """Latency of one prefill-attention call: ``b`` sequences of ``t`` new tokens over ``s`` keys each
+    (``b < 1``: an expected count, ``b`` times one sequence's call)."""
+    share = np.clip(_a(b), 0.0, 1.0)
+    b = np.maximum(_a(b), 1.0)
+    h, g, d = (np.maximum(_a(x), 1e-9) for x in (h, g, d))
     t = np.maximum(_a(t), 1.0)
     keys = prefill_keys(c, t, s, window)
     q_tiles = np.ceil(t / c.prefill_q_tile)
@@ -234,7 +240,7 @@ def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, 
     t_math = 4.0 * units * c.prefill_q_tile * keys * d / (c.peak_flops * eff)
     traffic = np.where(_a(kv_bytes) < 2.0, c.prefill_kv_traffic_fp8, c.prefill_kv_traffic_bf16)
     t_kv = b * t * (h * d * 4.0 + g * d * traffic) / (c.hbm_bandwidth * c.prefill_memory_efficiency)
-    return c.prefill_overhead_s + t_math + t_kv
+    return share * (c.prefill_overhead_s + t_math + t_kv)
 
 
 def attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,

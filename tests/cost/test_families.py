@@ -152,3 +152,11 @@ def test_engine_costs_flash_attention_with_the_family_formulas():
     assert op.latency_s / 32 == pytest.approx(float(K.decode_attention_latency_s(c, 8, 1025, 32, 8, 128)))
     op = next(o for o in dec.prefill.ops if o.name == "decoder.attn.flash")
     assert op.latency_s / 32 == pytest.approx(float(K.prefill_attention_latency_s(c, 8, 1024, 1024, 32, 8, 128)))
+
+
+def test_fractional_batch_is_an_expected_call():
+    c = _attn()
+    one = K.decode_attention_latency_s(c, 1, 4096, 8, 1, 128)
+    assert K.decode_attention_latency_s(c, 0.25, 4096, 8, 1, 128) == pytest.approx(0.25 * one)
+    pre = K.prefill_attention_latency_s(c, 1, 512, 512, 8, 1, 128)
+    assert K.prefill_attention_latency_s(c, 0.1, 512, 512, 8, 1, 128) == pytest.approx(0.1 * pre)

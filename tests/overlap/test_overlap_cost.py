@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import energylens
 from energylens.cost.collectives import collective_cost, default_comm_sms
-from energylens.cost.phase import evaluate_phase
 from energylens.cost.families import gemm_coeffs
+from energylens.cost.phase import evaluate_phase
 from energylens.cost.roofline import gemm_efficiency
 from energylens.errors import LayoutError
 from energylens.hardware import load_gpu
