@@ -15,10 +15,14 @@ Workloads (Llama-3-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
 * ``stream_95m``: the issue's 95 M-configuration grid streamed with ``--pareto-only`` in a
   subprocess; peak RSS from ``resource.getrusage(RUSAGE_CHILDREN)`` (takes minutes; ``--skip-95m``).
 * ``cold_cli``: wall time of ``python -m energylens.cli predict --json`` in a fresh process (bytecode
-  cached, as after ``pip install``), next to ``python -c "import numpy"``, the floor on this machine.
+  cached, as after ``pip install``), next to ``python -c "import numpy"``, the floor on this machine,
+  and ``cold_cli_beyond_numpy``: the CLI's own import and run time measured inside a fresh process
+  after ``import numpy`` (less sensitive to the load of a shared machine).
 * Peers, when importable (``--peers-path`` adds a directory to ``sys.path``; nothing is installed by
-  this script): llm-analysis's ``infer`` on the same 240 configurations (it has no Llama-3-70B config:
-  Llama-2-70B, the same layer shapes but a 32 k vocabulary), as a time ratio.
+  this script): llm-analysis's ``infer`` on those of the 240 configurations it accepts (it refuses
+  layouts whose memory does not fit; it has no Llama-3-70B config: Llama-2-70B, the same layer shapes
+  but a 32 k vocabulary), and ``energylens.predict`` on the same configurations, as a time ratio.
+  AIConfigurator needs a per-system performance database and is not wired here.
 """
 
 from __future__ import annotations
@@ -77,7 +81,15 @@ def sweep_rate(spec, repeat: int) -> float:
     return spec.size / statistics.median(times)
 
 
-def cold_cli(repeat: int) -> tuple[float, float]:
+IN_PROCESS = ("import io, sys, time, contextlib, numpy\n"
+              "t0 = time.perf_counter()\n"
+              "from energylens.cli import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()):\n"
+              "    main(['predict', '--json'])\n"
+              "sys.stderr.write(repr(time.perf_counter() - t0))\n")
+
+
+def cold_cli(repeat: int) -> tuple[float, float, float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(ROOT)
 
@@ -86,11 +98,16 @@ def cold_cli(repeat: int) -> tuple[float, float]:
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
 
+    def beyond_numpy() -> float:  # the CLI's own import and run time, after the interpreter and NumPy
+        r = subprocess.run([sys.executable, "-c", IN_PROCESS], cwd=ROOT, env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return float(r.stderr.strip().splitlines()[-1])
+
     cli = [sys.executable, "-m", "energylens.cli", "predict", "--json"]
     numpy = [sys.executable, "-c", "import numpy"]
     wall(cli)  # writes the bytecode cache
-    pairs = [(wall(cli), wall(numpy)) for _ in range(repeat)]
-    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+    runs = [(wall(cli), wall(numpy), beyond_numpy()) for _ in range(repeat)]
+    return tuple(statistics.median(r[i] for r in runs) for i in range(3))
 
 
 def stream_95m() -> tuple[float, float]:
@@ -101,7 +118,7 @@ def stream_95m() -> tuple[float, float]:
     return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
-def peers(repeat: int, ours_s: float) -> None:
+def peers(repeat: int, predict) -> None:
     try:
         import logging
 
@@ -115,11 +132,22 @@ def peers(repeat: int, ours_s: float) -> None:
         infer(model_name="upstage_Llama-2-70b-instruct-v2", gpu_name="h100-sxm-80gb", tp_size=tp,
               batch_size_per_gpu=b, seq_len=p, num_tokens_to_generate=o, log_level="ERROR")
 
-    items = list(configs())
-    one(*items[0])
-    s = time_calls(one, items, repeat)
-    emit("peer_llm_analysis_predict", s * 1e3, "ms")
-    emit("ratio_predict_energylens_over_llm_analysis", ours_s / s, "x")
+    items = []
+    for it in configs():  # llm-analysis refuses configurations whose memory does not fit
+        try:
+            one(*it)
+        except AssertionError:
+            continue
+        items.append(it)
+    if not items:
+        print("peer_llm_analysis: no configuration accepted")
+        return
+    theirs = time_calls(one, items, repeat)
+    ours = time_calls(predict, items, repeat)
+    emit("peer_configs", len(items), "configs", "d")
+    emit("peer_llm_analysis_predict", theirs * 1e3, "ms")
+    emit("peer_energylens_predict_same_configs", ours * 1e3, "ms")
+    emit("ratio_predict_energylens_over_llm_analysis", ours / theirs, "x")
 
 
 def main() -> None:
@@ -156,10 +184,11 @@ def main() -> None:
     serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
                         serving=True)
     emit("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)), "configs/s", ".4g")
-    cli_s, numpy_s = cold_cli(args.repeat)
+    cli_s, numpy_s, own_s = cold_cli(args.repeat)
     emit("cold_cli_predict_json", cli_s, "s", ".3f")
     emit("python_import_numpy", numpy_s, "s", ".3f")
-    peers(args.repeat, ours)
+    emit("cold_cli_beyond_numpy", own_s, "s", ".3f")
+    peers(args.repeat, predict)
     if not args.skip_95m:
         wall, rss = stream_95m()
         emit("stream_95m_wall", wall, "s", ".0f")
