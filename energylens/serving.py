@@ -192,6 +192,7 @@ class IterationCost:
     collective_j: np.ndarray
     active_s: np.ndarray
     active_scaled_s: np.ndarray | None = None  # active_s weighted by v^2 f / f_max of each kernel (cost.dvfs)
+    decode_attention_s: np.ndarray | None = None  # the decode-attention kernels' share of kernel_s
 
     @property
     def time_s(self) -> np.ndarray:
@@ -287,7 +288,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     e_pre = np.where(has_prefill, np.maximum(e_pre - shared * gpu.idle_power_w, 0.0), 0.0)
     active = a_rest + t_dec + t_pre
     scaled = None if gpu.operating is None else s_rest + s_dec + s_pre  # default clocks: scale 1
-    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled)
+    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec)
 
 
 def _check_positive(name: str, v: np.ndarray) -> None:

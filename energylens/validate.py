@@ -345,11 +345,15 @@ def not_gpu_limited(rows: list[dict]) -> dict[int, str]:
     return out
 
 
-def prepare_rows(rows: list[dict]) -> tuple[list[RowResult], dict[tuple, list[int]], dict]:
-    """Resolve each row (model, GPU, layout, prompt length) or mark it skipped; group the rest."""
+def prepare_rows(rows: list[dict], input_lens: dict[str, float] | None = None
+                 ) -> tuple[list[RowResult], dict[tuple, list[int]], dict]:
+    """Resolve each row (model, GPU, layout, prompt length) or mark it skipped; group the rest.
+    ``input_lens`` (task -> tokens) overrides the assumption table (sensitivity checks)."""
     from energylens.hardware.profile import load_gpu
 
-    assumptions = load_assumptions()
+    assumptions = {k: dict(v) for k, v in load_assumptions().items()}
+    for task, n in (input_lens or {}).items():
+        assumptions.setdefault(task, {})["input_len"] = float(n)
     results: list[RowResult] = []
     groups: dict[tuple, list[int]] = {}
     context: dict[tuple, tuple] = {}

@@ -3,9 +3,6 @@ scored but never fitted on."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -96,30 +93,24 @@ def test_shipped_fit_leaves_screened_rows_out_and_records_them():
 
 
 def test_fit_tool_problem_excludes_screened_rows():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-    try:
-        import fit_serving
-    finally:
-        sys.path.pop(0)
-    prob = fit_serving.Problem([run("H100", 12.0), run("B200", 37.0), run("B200", 8.0, max_num_seqs="8")])
+    from energylens.calibration.serving_fit import ServingFit
+
+    prob = ServingFit([run("H100", 12.0), run("B200", 37.0), run("B200", 8.0, max_num_seqs="8")])
     assert len(prob.ok) == 3
     assert [r.index for r in prob.fittable] == [0, 2]
 
 
 def test_fit_tool_fits_one_overhead_pair_per_platform_and_a_shared_fraction():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-    try:
-        import fit_serving
-    finally:
-        sys.path.pop(0)
+    from energylens.calibration import serving_fit
+
     rows = [run("H100", 12.0), run("H100", 20.0, max_num_seqs="8"), run("B200", 8.0, max_num_seqs="8"),
             run("B200", 9.0)]
-    prob = fit_serving.Problem(rows)
+    prob = serving_fit.ServingFit(rows)
     table = prob.fit(prob.fittable)
     assert set(table.platforms) == {r.gpu for r in prob.fittable}
     fractions = {c.active_power_fraction for c in table.platforms.values()} | {table.pooled.active_power_fraction}
     assert len(fractions) == 1 and 0.0 <= fractions.pop() <= 1.0
     for c in (table.pooled, *table.platforms.values()):
         assert c.iteration_overhead_s >= 0 and c.per_sequence_overhead_s >= 0
-    flat = fit_serving.flat(table)
+    flat = serving_fit.flat(table)
     assert set(flat) == {"pooled", *table.platforms}
