@@ -219,7 +219,8 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     energy = compute + memory + static + comm + wait
 
     def full(x) -> np.ndarray:  # a read-only view of the phase shape (sweeps gather rows without expanding)
-        return np.broadcast_to(np.asarray(x, dtype=float), out_shape)
+        x = np.asarray(x, dtype=float)
+        return x if x.shape == out_shape else np.broadcast_to(x, out_shape)
 
     layer_time = {k: np.broadcast_to(v, out_shape) for k, v in layer_time.items()}
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}

@@ -142,7 +142,8 @@ def kernel_cost_from_terms(
     shape = np.broadcast(compute_s, bytes_, e_compute, latency).shape
 
     def full(a) -> np.ndarray:  # a read-only view: terms keep the axes they depend on (no copy)
-        return np.broadcast_to(np.asarray(a, dtype=float), shape)
+        a = np.asarray(a, dtype=float)
+        return a if a.shape == shape else np.broadcast_to(a, shape)
 
     return KernelCost(
         latency_s=full(latency),
@@ -152,7 +153,8 @@ def kernel_cost_from_terms(
         compute_energy_j=full(clocked.compute_energy_j),
         memory_energy_j=full(clocked.memory_energy_j),
         static_energy_j=full(static),
-        power_capped=np.broadcast_to(clocked.power_capped, shape),
+        power_capped=(clocked.power_capped if np.shape(clocked.power_capped) == shape
+                      else np.broadcast_to(clocked.power_capped, shape)),
         clock_fraction=_same(clocked.clock_fraction, full),
         dynamic_scale=_same(clocked.dynamic_scale, full),
     )
