@@ -69,3 +69,7 @@ class SpecError(EnergyLensError):
 
 class MeasurementError(EnergyLensError):
     """A measurement record with missing units or inconsistent metadata."""
+
+
+class UnsupportedModelError(SpecError):
+    """A model whose architecture energylens has no builder for (linear attention, Mamba layers, ...)."""

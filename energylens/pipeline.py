@@ -26,6 +26,7 @@ import numpy as np
 from energylens.cost.phase import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
 from energylens.errors import LayoutError, WorkloadError
 from energylens.graph.model import Model
+from energylens.graph.precision import WEIGHT_DTYPE_NAMES
 from energylens.hardware.profile import GPU, load_gpu
 from energylens.models.registry import load_model
 from energylens.moe.binding import is_moe, resolve_routing
@@ -37,22 +38,58 @@ from energylens.specs.execution import Execution
 from energylens.specs.system import System
 from energylens.workload import Workload, decode_sizes, prefill_sizes
 
-WEIGHT_DTYPES = ("bf16", "fp16", "fp8")
+WEIGHT_DTYPES = WEIGHT_DTYPE_NAMES
 
 
 def prepare(model: str | Model, gpu: str | GPU, dtype: str | None, *, power_limit_w: float | None = None,
-            sm_clock_mhz: float | None = None) -> tuple[Model, GPU]:
-    """The model (with ``dtype``) and the GPU (at a per-GPU power limit / locked SM clock, ``cost.dvfs``)."""
+            sm_clock_mhz: float | None = None, kv_cache_dtype: str | None = None,
+            activation_dtype: str | None = None) -> tuple[Model, GPU]:
+    """The model (``dtype`` = ``--weight-dtype``, ``kv_cache_dtype`` and ``activation_dtype`` applied over the
+    checkpoint's own formats) and the GPU (at a per-GPU power limit / locked SM clock, ``cost.dvfs``)."""
     from energylens.cost.dvfs import with_operating_point
 
     m = load_model(model)
     g = with_operating_point(load_gpu(gpu), power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
-    if dtype is not None:
-        if dtype not in WEIGHT_DTYPES:
-            raise WorkloadError("dtype", dtype, "one of " + ", ".join(WEIGHT_DTYPES))
-        m = m.with_dtypes(weight_dtype=dtype)
-    g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
+    if dtype is not None and (not isinstance(dtype, str) or dtype.strip().lower() not in WEIGHT_DTYPES):
+        raise WorkloadError("dtype", dtype, "one of " + ", ".join(WEIGHT_DTYPES))
+    m = m.with_dtypes(weight_dtype=dtype, kv_dtype=kv_cache_dtype, act_dtype=activation_dtype)
+    g.peak_flops(m.act_dtype)  # raises if the GPU lacks the activation dtype (weight formats fall back)
+    if activation_dtype is not None and activation_dtype.strip().lower() in ("fp8", "fp4"):
+        a = activation_dtype.strip().lower()
+        if not g.has(f"peak_flops_{a}"):
+            raise WorkloadError("activation dtype", a, f"{g.name} has no {a} tensor-core rate in its profile "
+                                                       "(leave --activation-dtype out: weights are then dequantised)")
     return m, g
+
+
+def merge_dtype(dtype: str | None, weight_dtype: str | None) -> str | None:
+    """``dtype`` is shorthand for ``weight_dtype``; naming both with different values is an error."""
+    if dtype is not None and weight_dtype is not None and dtype != weight_dtype:
+        raise WorkloadError("weight_dtype", weight_dtype, f"the same as dtype ({dtype!r}) or left out")
+    return weight_dtype if weight_dtype is not None else dtype
+
+
+def context_limit(model: Model) -> int | None:
+    """Longest context (prompt + output tokens) the checkpoint supports, or None when it does not say."""
+    value = model.info.get("max_context") if model.info else None
+    return int(value) if value else None
+
+
+def check_context(model: Model, total_tokens, what: str = "prompt_len + output_len") -> None:
+    """Exit-2 error when prompt + output tokens exceed the model's context length."""
+    limit = context_limit(model)
+    worst = float(np.max(np.asarray(total_tokens, dtype=float)))
+    if limit is not None and worst > limit:
+        raise WorkloadError(what, int(worst) if worst == int(worst) else worst,
+                            f"at most the context length of {model.hf_id or model.name}: {limit} tokens "
+                            f"({model.info.get('max_context_source', 'max_position_embeddings')})")
+
+
+def precision_report(model: Model, gpu: GPU) -> dict:
+    """Per tensor class: stored format and the GEMM path it is costed on; plus where it was read and notes."""
+    notes = list(model.info.get("resolution_notes", ()) if model.info else ()) + list(model.precision.notes)
+    return {"classes": model.precision.describe(model.weight_names(), gpu), "source": model.precision.source,
+            "notes": notes}
 
 
 def batch_per_replica(workload: Workload, layout: Layout):
@@ -63,13 +100,16 @@ def batch_per_replica(workload: Workload, layout: Layout):
     return b // dp
 
 
-def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_len, output_len, layout: Layout):
-    """Checked inputs of one prediction: (model, gpu, workload, batch per replica, per-rank program)."""
-    m, g = prepare(model, gpu, dtype)
+def setup(model: str | Model, gpu: str | GPU, dtype: str | None, batch, prompt_len, output_len, layout: Layout,
+          **precision):
+    """Checked inputs of one prediction: (model, gpu, workload, batch per replica, per-rank program).
+    ``precision``: ``kv_cache_dtype`` and ``activation_dtype`` (see ``prepare``)."""
+    m, g = prepare(model, gpu, dtype, **precision)
     for name, value in (("batch", batch), ("prompt_len", prompt_len)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise WorkloadError(name, value, "a positive integer")
     w = Workload(batch, prompt_len, output_len)
+    check_context(m, prompt_len + output_len)
     check_layout(m, layout, strict=True)
     return m, g, w, batch_per_replica(w, layout), build_program(m, layout)
 
@@ -96,7 +136,8 @@ def bind(model: str | Model, execution: Execution, system: System) -> Bound:
     m = load_model(model)
     system.check(execution)
     g = system.gpu_for(execution)
-    g.peak_flops(m.weight_dtype if m.weight_dtype != "fp8" else "fp8")  # raises if unsupported on this GPU
+    g.peak_flops(m.act_dtype)  # raises if the GPU lacks the activation dtype (weight formats fall back)
+    check_context(m, np.asarray(execution.prompt_len) + np.asarray(execution.output_len))
     lay = execution.layout(system.gpus_per_node)
     check_layout(m, lay, strict=True)
     w = Workload(execution.batch, execution.prompt_len, execution.output_len)

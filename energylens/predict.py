@@ -15,7 +15,10 @@ from energylens.pipeline import (  # noqa: F401 - prepare, setup, batch_per_repl
     USABLE_MEMORY_FRACTION,
     batch_per_replica,
     bind,
+    check_context,
     evaluate,
+    merge_dtype,
+    precision_report,
     prepare,
     setup,
 )
@@ -27,7 +30,10 @@ from energylens.specs.system import System
 def provenance(gpu: GPU, model: Model) -> dict:
     """Kind (spec, measured, derived, fitted, assumed) and source of every GPU coefficient this prediction
     used, so a reader sees which numbers came from measurement and which from estimates."""
-    dtypes = {model.act_dtype, "fp8" if model.weight_dtype == "fp8" else model.act_dtype, "fp32"}
+    from energylens.graph.precision import gemm_dtype
+
+    dtypes = {model.act_dtype, "fp32"} | {gemm_dtype(model.weight_format(n), model.act_dtype, gpu)
+                                          for n in model.weight_names()}
     names = ["hbm_bandwidth", "max_memory_efficiency", "energy_per_byte_hbm", "idle_power", "power_limit",
              "kernel_overhead", "gemm_tile_m", "gemm_tile_n", "gemm_k_half", "sm_count", "hbm_capacity"]
     for dt in sorted(dtypes):
@@ -50,7 +56,7 @@ def operating_point(gpu: GPU) -> dict:
 
 _KEYWORD_DEFAULTS = dict(gpu=None, batch=1, prompt_len=2048, output_len=256, dtype=None, tp=1, pp=1, dp=1, ep=1,
                          sp=False, gpus_per_node=8, layout=None, routing=None, power_limit_w=None,
-                         sm_clock_mhz=None)
+                         sm_clock_mhz=None, weight_dtype=None, kv_cache_dtype=None, activation_dtype=None)
 
 
 def predict(
@@ -74,6 +80,9 @@ def predict(
     power_limit_w: float | None = None,
     sm_clock_mhz: float | None = None,
     input_len: int | None = None,
+    weight_dtype: str | None = None,
+    kv_cache_dtype: str | None = None,
+    activation_dtype: str | None = None,
 ) -> Prediction:
     """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens.
 
@@ -88,6 +97,9 @@ def predict(
     ``power_limit_w`` (per GPU) and ``sm_clock_mhz`` (locked SM clock) set the GPU's operating point
     (:mod:`energylens.cost.dvfs`); default: the profile's limit, clocks free. ``input_len`` is an alias
     of ``prompt_len`` (prompt tokens per sequence; ``serve`` and ``plan`` call it ``input_len``).
+    (:mod:`energylens.cost.dvfs`); default: the profile's limit, clocks free.
+    Precision: the checkpoint's own formats unless ``weight_dtype`` (``dtype`` is its shorthand),
+    ``kv_cache_dtype`` or ``activation_dtype`` say otherwise (:mod:`energylens.graph.precision`).
     """
     if input_len is not None:
         if prompt_len != _KEYWORD_DEFAULTS["prompt_len"] and prompt_len != input_len:
@@ -97,7 +109,8 @@ def predict(
     if isinstance(execution, Execution):
         kw = dict(gpu=gpu, batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype, tp=tp, pp=pp,
                   dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node, layout=layout, routing=routing,
-                  power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
+                  power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz, weight_dtype=weight_dtype,
+                  kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
         given = {k: v for k, v in kw.items() if not (v is _KEYWORD_DEFAULTS[k] or (
             type(v) is type(_KEYWORD_DEFAULTS[k]) and v == _KEYWORD_DEFAULTS[k]))}
         if given:
@@ -114,7 +127,8 @@ def predict(
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
     ex = Execution.from_layout(lay, batch=int(batch), prompt_len=int(prompt_len), output_len=_int(output_len),
                                routing=routing, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
-    m, _ = prepare(model, gpu if gpu is not None else execution, dtype)
+    m, _ = prepare(model, gpu if gpu is not None else execution, merge_dtype(dtype, weight_dtype),
+                   kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
     return predict_specs(m, ex, System.for_execution(gpu if gpu is not None else execution, ex,
                                                      int(lay.gpus_per_node)))
 
@@ -135,7 +149,7 @@ def predict_specs(model: str | Model, execution: Execution, system: System) -> P
             f"does not fit: {memory.required_bytes / 1e9:.1f} GB needed per GPU (weights "
             f"{memory.weights_bytes / 1e9:.1f} + KV cache {memory.kv_cache_bytes / 1e9:.1f} + workspace "
             f"{memory.workspace_bytes / 1e9:.1f}) > {USABLE_MEMORY_FRACTION:.0%} of {memory.capacity_bytes / 1e9:.0f} GB "
-            f"on {g.name}; use more GPUs (tp/pp), a smaller batch or fp8"
+            f"on {g.name}; use more GPUs (tp/pp), a smaller batch or narrower weights (--weight-dtype fp8 or int4)"
         )
     prefill = phase_result("prefill", ev.prefill, m, g, lay, b.program, tokens=float(w.batch * w.prompt_len))
     decode = phase_result("decode", ev.decode, m, g, lay, b.program, tokens=float(w.batch * w.output_len))
@@ -165,7 +179,8 @@ def predict_specs(model: str | Model, execution: Execution, system: System) -> P
         memory=memory,
         warnings=tuple(warnings),
         extra={"interval": runtime_interval(prefill.energy_j + decode.energy_j, prefill.latency_s + decode.latency_s),
-               "provenance": provenance(g, m), "operating_point": operating_point(g), **extra},
+               "provenance": provenance(g, m), "operating_point": operating_point(g),
+               "precision": precision_report(m, g), **extra},
         moe=report,
     )
 

@@ -439,6 +439,7 @@ class ServingResult:
     notes: tuple[str, ...] = ()
     operating_point: dict = field(default_factory=dict)  # power_limit_w, default_power_limit_w, sm_clock_mhz
     footprint: dict = field(default_factory=dict)  # energylens.carbon.Footprint.per_token_floats
+    precision: dict = field(default_factory=dict)  # per tensor class: format and GEMM path (predict.precision_report)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -495,17 +496,22 @@ def serve(
     power_limit_w: float | None = None,
     sm_clock_mhz: float | None = None,
     footprint=None,
+    weight_dtype: str | None = None,
+    kv_cache_dtype: str | None = None,
+    activation_dtype: str | None = None,
 ) -> ServingResult:
     """Steady-state vLLM serving of ``model`` on ``num_gpus`` GPUs (default ``tp x pp x dp``) at a
     mean running ``batch`` (whole deployment), mean prompt ``input_len`` and output ``output_len``.
     Refuses (naming the numbers) a deployment whose weights do not fit, whose KV cache cannot hold
     ``batch / dp`` running requests per replica (:mod:`energylens.kv_capacity`), or whose running
-    batch chunked prefill cannot sustain (the prompts of the finishing requests exceed the budget).
+    batch chunked prefill cannot sustain (the prompts of the finishing requests exceed the budget), or
+    whose prompt + output exceeds the model's context length. Precision as in ``energylens.predict``
+    (``dtype`` is shorthand for ``weight_dtype``).
     ``power_limit_w`` (per GPU) and ``sm_clock_mhz`` set the operating point (:mod:`energylens.cost.dvfs`);
     ``footprint`` (:class:`energylens.carbon.Footprint`) adds carbon and cost per output token."""
     from energylens.checks import MAX_BATCH, MAX_TOKENS, integer, number
     from energylens.intervals import INTERVAL_LEVELS
-    from energylens.pipeline import prepare
+    from energylens.pipeline import check_context, merge_dtype, precision_report, prepare
     from energylens.predict import operating_point
 
     batch = number("batch", batch, high=MAX_BATCH, error=WorkloadError,
@@ -517,7 +523,9 @@ def serve(
     integer("max_batched_tokens", max_batched_tokens, high=MAX_TOKENS, error=WorkloadError)
     if interval_level not in INTERVAL_LEVELS:
         raise SpecError("interval_level", interval_level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
-    m, g = prepare(model, gpu, dtype, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
+    m, g = prepare(model, gpu, merge_dtype(dtype, weight_dtype), power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz,
+                   kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
+    check_context(m, input_len + output_len, "input_len + output_len")
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
     dp, pp = int(lay.dp), int(lay.pp)
     if batch < dp * pp:
@@ -562,6 +570,7 @@ def serve(
         gpu_time_s=f(arr.gpu_time_s), host_time_s=f(arr.host_time_s), coefficients=coeffs.to_dict(),
         output_tokens_per_s_per_gpu=f(arr.output_tokens_per_s) / arr.num_gpus, kv_cache=cap.to_dict(),
         notes=tuple(notes), operating_point=operating_point(g),
+        precision=precision_report(m, g),
     )
     from energylens.carbon import Footprint
 

@@ -504,11 +504,13 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
                gpu_memory_utilization: float = VLLM.gpu_memory_utilization, staggered: bool = False,
                coefficients: ServingCoefficients | CoefficientTable | None = None, interval_level: float = 0.8,
                routing: str | None = None, power_limit_w: float | None = None, sm_clock_mhz: float | None = None,
-               footprint=None) -> LoadResult:
+               footprint=None, kv_cache_dtype: str | None = None,
+               activation_dtype: str | None = None) -> LoadResult:
     """Serving under ``concurrency`` closed-loop clients or Poisson arrivals at ``request_rate`` req/s
     (exactly one of them). Refuses (``LayoutError``/``WorkloadError`` naming the numbers) a deployment
-    whose weights or single request do not fit in memory, and an open-loop rate at or above saturation."""
-    from energylens.pipeline import prepare
+    whose weights or single request do not fit in memory, a request longer than the model's context, and
+    an open-loop rate at or above saturation. Precision flags as in ``energylens.predict``."""
+    from energylens.pipeline import check_context, prepare
     from energylens.predict import operating_point
     from energylens.serving import resolve_layout, serve_arrays
 
@@ -520,7 +522,9 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
                 or v <= 0:
             raise WorkloadError(name, v, "a positive number")
-    m, g = prepare(model, gpu, dtype, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
+    m, g = prepare(model, gpu, dtype, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz,
+                   kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
+    check_context(m, float(input_len) + float(output_len), "input_len + output_len")
     lay, notes = resolve_layout(m, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, gpus_per_node=gpus_per_node)
     if concurrency is not None and concurrency < dp * pp:
         raise WorkloadError("concurrency", concurrency, f"at least dp x pp = {dp * pp} (one request per replica "

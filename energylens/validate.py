@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energylens.errors import EnergyLensError, SpecError, UnknownNameError
+from energylens.errors import EnergyLensError, SpecError, UnknownNameError, UnsupportedModelError
 from energylens.intervals import (
     interval_for,
     load_intervals,
@@ -68,17 +68,10 @@ SHORT = {"decode_step_latency_s": "ITL", "avg_power_w": "power", "energy_per_out
 ID_COLUMNS = ("model_id", "task", "gpu_model", "num_gpus", "tensor_parallel", "expert_parallel", "data_parallel",
               "weight_precision", "max_num_seqs", "avg_batch_size", "avg_output_len")
 REQUIRED_COLUMNS = ID_COLUMNS + tuple(col for col, _ in METRICS.values())
-PRECISIONS = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "fp8": "fp8"}
-NATIVE_PRECISIONS = {"mxfp4": ("fp4", "mxfp4")}  # checkpoint formats the builder carries itself (gpt-oss experts)
-# Models of the benchmark that energylens cannot build faithfully offline, with the reason.
-UNSUPPORTED_MODELS = {
-    "nvidia/nvidia-nemotron-nano-9b-v2": "hybrid Mamba-2/Transformer (Nemotron-H) architecture: no builder, and its "
-                                         "config.json is not shipped (not reconstructable from verified public facts "
-                                         "offline)",
-    "nvidia/nvidia-nemotron-nano-12b-v2": "hybrid Mamba-2/Transformer (Nemotron-H) architecture: no builder, and its "
-                                          "config.json is not shipped (not reconstructable from verified public facts "
-                                          "offline)",
-}
+# weight_precision column -> the weight format a row's deployment ran (checkpoint formats are read by the
+# model registry; a row whose precision differs from the checkpoint's converts its weights, --weight-dtype style)
+PRECISIONS = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "fp8": "fp8", "mxfp4": "mxfp4",
+              "nvfp4": "nvfp4", "int4": "int4", "int8": "int8"}
 
 
 def shipped_dev_csv() -> Path:
@@ -271,29 +264,26 @@ def _number(row: dict, col: str, *, integer: bool = False) -> float:
 
 
 def _load_row_model(model_id: str, precision: str):
-    """(model with the row's weight precision, None) or (None, skip reason)."""
+    """(model with the row's weight precision, None) or (None, skip reason). Offline: the Hugging Face Hub is
+    not asked, so validation does not depend on the network."""
     from energylens.models.registry import load_model
 
-    if model_id.strip().lower() in UNSUPPORTED_MODELS:
-        return None, UNSUPPORTED_MODELS[model_id.strip().lower()]
+    p = precision.strip().lower()
+    if p not in PRECISIONS:
+        return None, f"unknown weight_precision {precision!r} (known: {', '.join(PRECISIONS)})"
     try:
-        model = load_model(model_id)
+        model = load_model(model_id, hub=False)
+    except UnsupportedModelError as exc:
+        return None, f"architecture not supported ({exc.value}): {exc.allowed.removeprefix('not supported: ')}"
     except UnknownNameError:
         return None, f"unknown model {model_id!r}: no shipped config.json (and none can be fetched offline)"
     except SpecError as exc:
         if exc.field.endswith("model_type"):
             return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
         return None, f"model config not usable: {exc}"
-    p = precision.strip().lower()
-    if p in PRECISIONS:
-        return model.with_dtypes(weight_dtype=PRECISIONS[p]), None
-    if p in NATIVE_PRECISIONS:
-        expert = str((model.info.get("moe") or {}).get("expert_dtype", "")) if model.info else ""
-        if model.weight_dtype in NATIVE_PRECISIONS[p] or expert in NATIVE_PRECISIONS[p]:
-            return model, None
-        return None, f"weight precision {precision!r} not modelled by the {model.family or 'model'} builder " \
-                     f"(it builds {model.weight_dtype} weights)"
-    return None, f"unknown weight_precision {precision!r} (known: {', '.join(list(PRECISIONS) + list(NATIVE_PRECISIONS))})"
+    if model.weight_dtype == PRECISIONS[p]:
+        return model, None
+    return model.with_dtypes(weight_dtype=PRECISIONS[p]), None
 
 
 SCREEN_KEY = ("model_id", "task", "weight_precision", "num_gpus", "tensor_parallel", "expert_parallel",
@@ -385,7 +375,7 @@ def prepare_rows(rows: list[dict], input_lens: dict[str, float] | None = None
             res.reason = why
             continue
         try:
-            gpu.peak_flops(model.weight_dtype)
+            gpu.peak_flops(model.act_dtype)
             layout, notes = resolve_layout(model, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=1)
         except EnergyLensError as exc:
             res.reason = f"invalid layout or precision: {exc}"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energylens.errors import EnergyLensError, SpecError, UnknownNameError
+from energylens.errors import EnergyLensError, SpecError, UnknownNameError, UnsupportedModelError
 
 COLUMNS = ("model_path", "system", "precision", "mode", "isl", "osl", "batch_size", "tp_size", "pp_size",
            "attention_dp_size", "moe_tp_size", "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms")
@@ -37,8 +37,12 @@ SHORT = {"ttft_s": "TTFT", "tpot_s": "TPOT"}
 SYSTEMS = {"h100_sxm": "h100-sxm", "h200_sxm": "h200", "b200_sxm": "b200", "a100_sxm": "a100-sxm-80gb",
            "l40s": "l40s"}
 # silicon precision -> weight dtype energylens builds; "native" keeps the builder's own checkpoint format
-PRECISIONS = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "fp8": "fp8"}
-NATIVE_FP4 = ("mxfp4", "fp4")  # gpt-oss ships MXFP4 experts: its "fp4" runs are its native checkpoint
+PRECISIONS = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16"}  # served unquantised: weights converted
+# quantised precisions: the checkpoint formats that satisfy them, and the published variant tag naming the
+# quantised checkpoint of a model that is not natively so (resolved offline: a shipped sibling such as
+# nvidia/MiniMax-M2.5-NVFP4, or the publisher's recipe; the model carries a note)
+QUANTISED = {"fp8": (("fp8",), "-FP8"), "fp4": (("nvfp4", "mxfp4"), "-NVFP4"), "nvfp4": (("nvfp4",), "-NVFP4"),
+             "mxfp4": (("mxfp4",), "-MXFP4"), "int4": (("int4",), "-AWQ")}
 
 
 def is_silicon_csv(path: str | Path) -> bool:
@@ -179,27 +183,33 @@ def _positive(row: dict, col: str) -> float:
 
 
 def _model(model_path: str, precision: str):
-    """(model with the row's precision, None) or (None, reason)."""
+    """(model with the row's precision, None) or (None, reason). Offline: the Hugging Face Hub is not asked."""
     from energylens.models.registry import load_model
 
-    try:
-        model = load_model(model_path)
-    except UnknownNameError:
-        return None, f"unknown model {model_path!r}: no shipped config.json"
-    except SpecError as exc:
-        if exc.field.endswith("model_type"):
-            return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
-        return None, f"model config not usable: {exc}"
+    def load(name: str):
+        try:
+            return load_model(name, hub=False), None
+        except UnsupportedModelError as exc:
+            return None, f"architecture not supported ({exc.value}): {exc.allowed.removeprefix('not supported: ')}"
+        except UnknownNameError:
+            return None, f"unknown model {name!r}: no shipped config.json"
+        except SpecError as exc:
+            if exc.field.endswith("model_type"):
+                return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
+            return None, f"model config not usable: {exc}"
+
+    model, why = load(model_path)
     p = precision.strip().lower()
-    if p in ("", "nan"):  # not recorded: the checkpoint's own dtype
-        return model, None
+    if model is None or p in ("", "nan"):  # not recorded: the checkpoint's own formats
+        return model, why
     if p in PRECISIONS:
         return model.with_dtypes(weight_dtype=PRECISIONS[p]), None
-    expert = str((model.info.get("moe") or {}).get("expert_dtype", "")) if model.info else ""
-    if p in NATIVE_FP4 and (expert in NATIVE_FP4 or model.weight_dtype in NATIVE_FP4):
+    if p not in QUANTISED:
+        return None, f"precision {precision!r} not modelled (known: {', '.join(list(PRECISIONS) + list(QUANTISED))})"
+    formats, tag = QUANTISED[p]
+    if model.weight_dtype in formats:
         return model, None
-    return None, f"precision {precision!r} not modelled for {model_path} (NVFP4 / INT4 weight-only GEMMs have no " \
-                 "builder or GPU rate yet)"
+    return load(model_path + tag)
 
 
 def prepare(rows: list[dict]):
@@ -236,7 +246,7 @@ def prepare(rows: list[dict]):
             res.reason = why
             continue
         try:
-            gpu.peak_flops(model.weight_dtype)
+            gpu.peak_flops(model.act_dtype)
             layout, _ = resolve_layout(model, num_gpus=None, tp=tp, ep=ep, dp=adp, pp=pp)
         except EnergyLensError as exc:
             res.reason = f"invalid layout or precision: {exc}"

@@ -65,8 +65,8 @@ def test_energy_conservation(kw):
 @given(batch=st.integers(1, 64), prompt=st.integers(1, 8192), out=st.integers(1, 600),
        db=st.integers(0, 64), dp_=st.integers(0, 4096), do=st.integers(0, 300))
 def test_more_tokens_never_cost_less(batch, prompt, out, db, dp_, do):
-    a = energylens.predict("llama3-8b", "h100-sxm", batch=batch, prompt_len=prompt, output_len=out)
-    b = energylens.predict("llama3-8b", "h100-sxm", batch=batch + db, prompt_len=prompt + dp_, output_len=out + do)
+    a = energylens.predict("llama3.1-8b", "h100-sxm", batch=batch, prompt_len=prompt, output_len=out)
+    b = energylens.predict("llama3.1-8b", "h100-sxm", batch=batch + db, prompt_len=prompt + dp_, output_len=out + do)
     tol = 1 + 1e-9
     assert b.prefill.energy_j * tol >= a.prefill.energy_j
     assert b.prefill.latency_s * tol >= a.prefill.latency_s
@@ -116,7 +116,8 @@ def test_memory_capacity_is_reported():
     (dict(model="llama3-70b", tp=3), LayoutError, "tp"),
     (dict(model="llama3-8b", pp=5), LayoutError, "pp"),
     (dict(batch=3, dp=2), LayoutError, "dp"),
-    (dict(gpu="a100-sxm-80gb", dtype="fp8"), EnergyLensError, "dtype"),
+    (dict(gpu="a100-sxm-80gb", activation_dtype="fp8"), EnergyLensError, "activation dtype"),
+    (dict(prompt_len=8000, output_len=500), WorkloadError, "prompt_len + output_len"),
 ])
 def test_bad_input_errors_name_the_field(kw, exc, field):
     with pytest.raises(exc) as e:

@@ -28,7 +28,14 @@ def predict_command(
     batch: int = typer.Option(1, "--batch", "-b", help="Sequences in the batch."),
     prompt_len: int = typer.Option(2048, "--input-len", "--prompt-len", help="Prompt (input) tokens per sequence; --prompt-len is an alias."),
     output_len: int = typer.Option(256, "--output-len", help="Generated tokens per sequence (decode steps)."),
-    dtype: str = typer.Option(None, "--dtype", help="Weight dtype: bf16, fp16 or fp8 (default: the model's)."),
+    dtype: str = typer.Option(None, "--dtype", "--weight-dtype",
+                              help="Weights of attention, MLP and experts: bf16, fp16, fp8, int8, int4 (w4a16), nvfp4, "
+                                   "mxfp4 (default: the checkpoint's own formats)."),
+    kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="KV cache: auto, bf16, fp16 or fp8 "
+                                                                       "(default auto: the activation dtype)."),
+    activation_dtype: str = typer.Option(None, "--activation-dtype",
+                                         help="GEMM activations: bf16/fp16 (weight-only GEMMs), fp8 or fp4 "
+                                              "(default: as the checkpoint quantises them)."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
     pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree."),
     dp: int = typer.Option(1, "--dp", help="Data-parallel replicas (the batch is split over them)."),
@@ -47,7 +54,8 @@ def predict_command(
 
     run_predict(model, gpu, as_json=as_json, top=top, render=render, batch=batch, prompt_len=prompt_len,
                 output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node,
-                routing=routing, power_limit=power_limit, sm_clock=sm_clock)
+                routing=routing, power_limit=power_limit, sm_clock=sm_clock,
+                kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
 
 
 def render(pred, top: int = 8) -> None:
@@ -66,6 +74,7 @@ def render(pred, top: int = 8) -> None:
     t.add_row("total", _fmt_j(pred.total_energy_j), _fmt_s(total_t),
               f"{pred.total_energy_j / total_t:.0f} W" if total_t else "-", "", "")
     con.print(t)
+    render_precision(con, pred.extra.get("precision"))
     b = Table(title="Energy breakdown (J)")
     for col in ("phase", "compute", "memory", "static", "communication", "idle wait"):
         b.add_column(col, justify="right")
@@ -105,6 +114,20 @@ def render(pred, top: int = 8) -> None:
               f"workspace {mem.workspace_bytes / 1e9:.1f}): {'fits' if mem.fits else 'DOES NOT FIT'}[/]")
     for w in pred.warnings:
         con.print(f"[yellow]warning:[/] {w}")
+
+
+def render_precision(con: Console, report: dict | None) -> None:
+    """Stored format and kernel path of each tensor class, where they were read, and what was assumed."""
+    if not report:
+        return
+    t = Table(title=f"Precision ({report.get('source') or 'checkpoint'})")
+    for col in ("tensors", "stored as", "costed as"):
+        t.add_column(col)
+    for cls, entry in report["classes"].items():
+        t.add_row(cls.replace("_", " "), entry["format"], entry.get("gemm", "-"))
+    con.print(t)
+    for note in report.get("notes", ()):
+        con.print(f"[cyan]note:[/] {note}", highlight=False)
 
 
 def render_moe(con: Console, moe) -> None:

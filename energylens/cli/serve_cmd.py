@@ -24,7 +24,12 @@ def serve_command(
     output_len: float = typer.Option(512.0, "--output-len", help="Mean output tokens per request."),
     task: str = typer.Option(None, "--task", help="Take --input-len from the assumption table (lm-arena-chat, gpqa, "
                              "sourcegraph-fim)."),
-    dtype: str = typer.Option(None, "--dtype", help="Weight dtype: bf16, fp16 or fp8 (default: the model's)."),
+    dtype: str = typer.Option(None, "--dtype", "--weight-dtype",
+                              help="Weights of attention, MLP and experts: bf16, fp16, fp8, int8, int4 (w4a16), nvfp4, "
+                                   "mxfp4 (default: the checkpoint's own formats)."),
+    kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="KV cache: auto, bf16, fp16 or fp8."),
+    activation_dtype: str = typer.Option(None, "--activation-dtype",
+                                         help="GEMM activations: bf16/fp16 (weight-only GEMMs), fp8 or fp4."),
     max_batched_tokens: int = typer.Option(VLLM.max_batched_tokens, "--max-batched-tokens", help="vLLM chunked-prefill token budget."),
     level: float = typer.Option(0.8, "--interval-level", help="Prediction interval level: 0.5, 0.8 or 0.9."),
     routing: str = typer.Option(None, "--routing", help="MoE routing: uniform (default), zipf:S, dirichlet:A or a "
@@ -70,7 +75,8 @@ def serve_command(
                          output_len=output_len, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, dtype=dtype,
                          max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
                          gpu_memory_utilization=gpu_memory_utilization, staggered=staggered, interval_level=level,
-                         routing=routing, power_limit_w=power_limit, sm_clock_mhz=sm_clock, footprint=footprint)
+                         routing=routing, power_limit_w=power_limit, sm_clock_mhz=sm_clock, footprint=footprint,
+                         kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
         if as_json:
             emit_json(res.to_dict())
             return
@@ -79,7 +85,8 @@ def serve_command(
     res = serve(model, gpu, num_gpus=num_gpus, tp=tp, ep=ep, dp=dp, pp=pp, batch=batch, input_len=input_len,
                 output_len=output_len, dtype=dtype, max_batched_tokens=max_batched_tokens, interval_level=level,
                 routing=routing, gpu_memory_utilization=gpu_memory_utilization, power_limit_w=power_limit,
-                sm_clock_mhz=sm_clock, footprint=footprint)
+                sm_clock_mhz=sm_clock, footprint=footprint, kv_cache_dtype=kv_cache_dtype,
+                activation_dtype=activation_dtype)
     if as_json:
         emit_json(res.to_dict())
         return
@@ -154,6 +161,9 @@ def render(res) -> None:
         clock = f"SM clock locked at {op['sm_clock_mhz']:g} MHz" if op.get("sm_clock_mhz") else "SM clock free"
         con.print(f"operating point: power limit {op['power_limit_w']:g} W per GPU (default "
                   f"{op['default_power_limit_w']:g} W), {clock} (DVFS model: energylens/cost/dvfs.py)")
+    from energylens.cli.predict_cmd import render_precision
+
+    render_precision(con, res.precision)
     c = res.coefficients
     con.print(f"serving coefficients: iteration overhead {c['iteration_overhead_s'] * 1e3:.3g} ms, "
               f"per-sequence {c['per_sequence_overhead_s'] * 1e6:.3g} us, active power fraction "

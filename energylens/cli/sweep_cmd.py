@@ -45,7 +45,9 @@ def sweep_command(
     spec_file: str = typer.Option(None, "--spec", help="Sweep spec YAML (flags below override its fields)."),
     model: list[str] = typer.Option(None, "--model", "-m", help="Model(s); repeat the flag for several."),
     gpu: list[str] = typer.Option(None, "--gpu", "-g", help="GPU(s); repeat the flag for several."),
-    dtype: list[str] = typer.Option(None, "--dtype", help="Weight dtype(s): bf16, fp16, fp8 (default: the model's)."),
+    dtype: list[str] = typer.Option(None, "--dtype", "--weight-dtype",
+                                         help="Weight dtype(s): bf16, fp16, fp8, int8, int4 (w4a16), nvfp4, mxfp4 "
+                                              "(default: the checkpoint's own formats)."),
     tp: str = typer.Option(None, "--tp", help=f"Tensor-parallel degrees: {LIST_HELP}."),
     pp: str = typer.Option(None, "--pp", help="Pipeline-parallel degrees."),
     dp: str = typer.Option(None, "--dp", help="Data-parallel replicas."),

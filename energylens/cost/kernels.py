@@ -22,7 +22,8 @@ from energylens.cost import families as fam
 from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
 from energylens.graph.model import Model
 from energylens.graph.ops import Op, Role, Tensor
-from energylens.hardware.profile import DTYPE_BYTES, GPU
+from energylens.graph.precision import gemm_dtype
+from energylens.hardware.profile import GPU
 from energylens.parallel.sharding import CollectiveStep, OpStep, Step
 
 
@@ -103,7 +104,7 @@ class Binder:
         n = np.asarray(1.0)
         for d in t.dims:
             n = n * sz[d]
-        return n * DTYPE_BYTES.get(self.model.dtype_of(t), 4.0)
+        return n * self.model.element_bytes(t)
 
 
 def _op_flops(op: Op, step: OpStep, binder: Binder) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -124,27 +125,30 @@ def _op_flops(op: Op, step: OpStep, binder: Binder) -> tuple[np.ndarray, dict[st
     return flops, sz
 
 
-def _op_dtype(op: Op, model: Model) -> str:
+def _op_dtype(op: Op, model: Model, gpu: GPU) -> str:
+    """Math dtype of an op: element-wise kernels in fp32; a GEMM with a weight on its weight format's
+    kernel path (``energylens.graph.precision.gemm_dtype``: fp8 x fp8 at the fp8 rate, w4a16 dequantised
+    to the activation dtype, ...); other einsums (attention) at the activation dtype."""
     if op.kind != "einsum":
         return "fp32"
-    if op.weights and model.weight_dtype == "fp8":
-        return "fp8"
+    if op.weights:
+        return gemm_dtype(model.weight_format(op.weights[0].name), model.act_dtype, gpu)
     return model.act_dtype
 
 
-def _horizontal_key(op: Op, model: Model) -> tuple | None:
+def _horizontal_key(op: Op, model: Model, gpu: GPU) -> tuple | None:
     if op.kind != "einsum" or not op.weights or len(op.inputs) != 2:
         return None
     act = op.inputs[0] if op.inputs[1].role is Role.WEIGHT else op.inputs[1]
-    return (act.name, op.spec.contracted, _op_dtype(op, model))
+    return (act.name, op.spec.contracted, _op_dtype(op, model, gpu))
 
 
-def _horizontal_n(steps: list[OpStep], binder: Binder, model: Model) -> dict[str, np.ndarray]:
+def _horizontal_n(steps: list[OpStep], binder: Binder, model: Model, gpu: GPU) -> dict[str, np.ndarray]:
     """Horizontally fused GEMMs (QKV, gate+up) of one kernel are one GEMM: the projections that read
     the same activation over the same contraction share M and K and tile their summed N together."""
     groups: dict[tuple, list[tuple[str, np.ndarray]]] = {}
     for st in steps:
-        key = _horizontal_key(st.op, model)
+        key = _horizontal_key(st.op, model, gpu)
         if key is not None:
             _, n, _, _ = st.op.spec.gemm_mnk(binder.rank_sizes(st.op, st.shard))
             groups.setdefault(key, []).append((st.op.name, np.asarray(n, dtype=float)))
@@ -168,8 +172,8 @@ def _attention_latency_s(gpu: GPU, model: Model, binder: Binder, steps: list[OpS
             sz = binder.rank_sizes(op, st.shard)
             s_full = np.asarray(binder.sizes["s"], dtype=float)
             window = float((op.attrs or {}).get("window") or 0.0)
-            c = fam.attention_coeffs(gpu, _op_dtype(op, model))
-            kv_bytes = DTYPE_BYTES.get(model.dtype_of(kv[0]), 2.0)
+            c = fam.attention_coeffs(gpu, _op_dtype(op, model, gpu))
+            kv_bytes = model.element_bytes(kv[0])
             return fam.attention_latency_s(c, sz["b"], sz["t"], s_full, sz["g"] * sz["r"], sz["g"], sz["k"],
                                            kv_bytes, window)
     return None
@@ -183,12 +187,12 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
     e_compute = np.asarray(0.0)
     flops_total = np.asarray(0.0)
     byte_terms: dict[str, np.ndarray] = {}
-    merged_n = _horizontal_n(steps, binder, model)
+    merged_n = _horizontal_n(steps, binder, model, gpu)
     mem_eff = overhead = None
     for st in steps:
         op = st.op
         flops, sz = _op_flops(op, st, binder)
-        dtype = _op_dtype(op, model)
+        dtype = _op_dtype(op, model, gpu)
         if op.kind == "einsum" and (op.attrs or {}).get("moe") == "expert":
             # fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows
             m, n, k, batch = op.spec.gemm_mnk(sz)
@@ -224,7 +228,7 @@ def _kernel(gpu: GPU, model: Model, binder: Binder, steps: list[OpStep], consume
                     for d in t.dims:
                         if d != op.gather_dim:
                             width = width * rs[d]
-                    byte_terms[t.name] = n_rows * width * DTYPE_BYTES.get(model.dtype_of(t), 2.0)
+                    byte_terms[t.name] = n_rows * width * model.element_bytes(t)
                 else:
                     byte_terms[t.name] = binder.tensor_bytes(op, t, st.tensor_shards.get(t.name, frozenset()))
         produced[op.output.name] = st

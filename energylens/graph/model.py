@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from energylens.errors import DimensionError, SpecError
 from energylens.graph.einsum import LEGEND
 from energylens.graph.ops import Op, Role, Tensor
+from energylens.graph.precision import DTYPE_BYTES, Precision, WeightFormat, plain_precision
 
 WORKLOAD_DIMS = ("b", "t", "s")
 MESH_AXES = ("tp", "ep")  # axes a model dimension may be sharded over (pp splits layers, dp the batch)
@@ -33,6 +34,7 @@ class Block:
     count: int
     input: str = "x"
     output: str = "x_next"
+    layers: tuple[int, ...] = ()  # indices of the model's layers this block stands for; () = the first ``count``
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Model:
     # default overlap rules of this model (``energylens.overlap.rules.OverlapPlan``); an execution's
     # own plans replace them
     overlap: tuple = ()
+    precision: Precision | None = None  # per-tensor weight formats; None = ``weight_dtype`` for every weight
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -79,6 +82,9 @@ class Model:
                     )
         if not self.blocks or any(b.count <= 0 for b in self.blocks):
             raise SpecError("model blocks", [b.count for b in self.blocks], "at least one block with a positive count")
+        if self.precision is None:
+            object.__setattr__(self, "precision", plain_precision(self.weight_dtype, self.act_dtype, self.kv_dtype,
+                                                                  self.weight_names()))
 
     @property
     def n_layers(self) -> int:
@@ -91,16 +97,29 @@ class Model:
         ops.extend(self.post)
         return tuple(ops)
 
+    def weight_names(self) -> list[str]:
+        """Names of every weight tensor, in graph order (a name shared by ops, e.g. tied embeddings, once)."""
+        return list(dict.fromkeys(t.name for op in self.all_ops() for t in op.inputs if t.role is Role.WEIGHT))
+
+    def weight_format(self, name: str) -> WeightFormat:
+        return self.precision.format_of(name)
+
     def dtype_of(self, tensor: Tensor) -> str:
         if tensor.dtype:
             return tensor.dtype
         if tensor.role is Role.WEIGHT:
-            return self.weight_dtype
+            return self.weight_format(tensor.name).storage
         if tensor.role is Role.KV_CACHE:
             return self.kv_dtype
         if tensor.role is Role.TOKENS:
             return "int32"
         return self.act_dtype
+
+    def element_bytes(self, tensor: Tensor) -> float:
+        """Bytes per element in HBM; quantised weights include their scales and zero points."""
+        if tensor.role is Role.WEIGHT and not tensor.dtype:
+            return self.weight_format(tensor.name).bytes_per_element
+        return DTYPE_BYTES.get(self.dtype_of(tensor), 4.0)
 
     def weight_elements(self, ops: tuple[Op, ...]) -> int:
         seen: dict[str, int] = {}
@@ -121,14 +140,22 @@ class Model:
             total += b.count * self.weight_elements(b.ops)
         return total
 
-    def with_dtypes(self, weight_dtype: str | None = None, kv_dtype: str | None = None) -> Model:
+    def with_precision(self, precision: Precision) -> Model:
+        """This model with other tensor formats; ``weight_dtype`` becomes the format of the bulk of the weights."""
         from dataclasses import replace
 
-        return replace(
-            self,
-            weight_dtype=weight_dtype or self.weight_dtype,
-            kv_dtype=kv_dtype or self.kv_dtype,
-        )
+        return replace(self, precision=precision, weight_dtype=precision.headline(self.weight_names()),
+                       act_dtype=precision.activation, kv_dtype=precision.kv_cache)
+
+    def with_dtypes(self, weight_dtype: str | None = None, kv_dtype: str | None = None,
+                    act_dtype: str | None = None) -> Model:
+        """``--weight-dtype`` (attention, MLP and expert weights; bf16/fp16 convert all weights),
+        ``--kv-cache-dtype`` and ``--activation-dtype`` applied to this model's precision."""
+        if weight_dtype is None and kv_dtype is None and act_dtype is None:
+            return self
+        return self.with_precision(self.precision.override(self.weight_names(), weight=weight_dtype,
+                                                           kv_cache=kv_dtype, activation=act_dtype,
+                                                           k=int(self.dims.get("d", 0))))
 
 
 def is_moe(model: Model) -> bool:

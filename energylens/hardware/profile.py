@@ -12,7 +12,7 @@ gives). Schema::
                 source: <URL, paper, repo path or measurement file>, note: <optional text>}
 
 Units are SI and are checked against ``FIELDS``. Fields named ``*_<dtype>`` exist per dtype
-(bf16, fp16, fp8, fp32); a ``null`` value means the GPU does not support it, which is an error
+(bf16, fp16, fp8, fp32; optionally fp4, int8); a ``null`` value means the GPU does not support it, which is an error
 only when a prediction asks for that dtype.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 from energylens.datafiles import data_path, safe_load
 from energylens.errors import SpecError, UnknownNameError
+from energylens.graph.precision import DTYPE_BYTES  # noqa: F401 - re-exported: bytes per element of each dtype
 
-DTYPES = ("bf16", "fp16", "fp8", "fp32")
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5,
-               "mxfp4": 4.25 / 8}  # mxfp4: 4-bit values + one 8-bit scale per 32 (OCP MX spec)
+DTYPES = ("bf16", "fp16", "fp8", "fp32")  # every profile lists these (null = unsupported)
+OPTIONAL_DTYPES = ("fp4", "int8")  # listed where a profile has them (B200: fp4)
 KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate", "user")
 
 # field -> (unit, required). Per-dtype fields are listed once with the suffix "{dtype}".
@@ -103,7 +103,7 @@ class Quantity:
 def _expected_unit(name: str) -> tuple[str, bool] | None:
     if name in FIELDS:
         return FIELDS[name]
-    for dt in DTYPES:
+    for dt in DTYPES + OPTIONAL_DTYPES:
         suffix = "_" + dt
         if name.endswith(suffix):
             key = name[: -len(suffix)] + "_{dtype}"
@@ -186,7 +186,7 @@ class GPU(Sourced):
     def _dtype_q(self, prefix: str, dtype: str) -> float:
         name = f"{prefix}_{dtype}"
         if not self.has(name):
-            supported = [d for d in DTYPES if self.has(f"peak_flops_{d}")]
+            supported = [d for d in DTYPES + OPTIONAL_DTYPES if self.has(f"peak_flops_{d}")]
             raise SpecError("dtype", dtype, f"{self.name} supports {', '.join(supported)}")
         return self.q(name)
 

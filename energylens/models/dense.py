@@ -70,4 +70,5 @@ def build_dense(cfg: HFConfig, name: str, hf_id: str = "", opts: BuildOptions = 
 
 
 # model_type -> builder (collected by energylens.models.builders)
-ARCHITECTURES = {"llama": build_dense, "qwen3": build_dense, "qwen2": build_dense, "mistral": build_dense}
+ARCHITECTURES = {"llama": build_dense, "qwen3": build_dense, "qwen2": build_dense, "mistral": build_dense,
+                 "mimo": build_dense, "qwen3_vl_text": build_dense}

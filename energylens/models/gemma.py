@@ -27,7 +27,8 @@ from energylens.models.layers import AttentionOptions, add, attention, embedding
 GELU_TANH_MUL_FLOPS = 9.0  # x^3, 2 mul-adds, tanh, add, 2 muls (0.5*x*(1+tanh(.))), multiply by up
 EMBED_SCALE_FLOPS = 1.0
 
-DEFAULTS = {"vocab_size": 262208, "head_dim": 256, "sliding_window": 1024, "sliding_window_pattern": 6}
+DEFAULTS = {"vocab_size": 262208, "head_dim": 256, "sliding_window": 1024, "sliding_window_pattern": 6,
+            "max_position_embeddings": 131072}
 
 
 def geglu_mlp(x: Tensor, *, prefix: str = "mlp") -> tuple[list[Op], Tensor]:
@@ -77,9 +78,11 @@ def build_gemma3(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     n_global = n_layers - n_local
     blocks = []
     if n_local:
-        blocks.append(Block("local", tuple(gemma3_layer(window)), n_local))
+        blocks.append(Block("local", tuple(gemma3_layer(window)), n_local,
+                            layers=tuple(i for i, k in enumerate(kinds) if k == "sliding_attention")))
     if n_global:
-        blocks.append(Block("global", tuple(gemma3_layer(None)), n_global))
+        blocks.append(Block("global", tuple(gemma3_layer(None)), n_global,
+                            layers=tuple(i for i, k in enumerate(kinds) if k != "sliding_attention")))
     tied = bool(cfg.get("tie_word_embeddings", True))
     pre = embedding() + [elementwise("embed_scale", (Tensor("x_emb", "btd"),), Tensor("x", "btd"),
                                      flops_per_element=EMBED_SCALE_FLOPS)]
@@ -100,6 +103,7 @@ def build_gemma3(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
         family="gemma3",
         info={"tied_embeddings": tied, "architecture": "dense", "config": cfg.origin,
               "sliding_window": window, "local_layers": n_local, "global_layers": n_global,
+              "default_max_position_embeddings": DEFAULTS["max_position_embeddings"],
               "note": "vision tower not modelled (text serving)"},
     )
 

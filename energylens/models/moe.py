@@ -37,8 +37,9 @@ Approximations (also in ``Model.info["notes"]``):
   up-projection. Prefill engines expand K/V instead, which needs ~3x fewer attention FLOPs; the
   absorbed form overestimates prefill attention FLOPs (not the projections);
 * gpt-oss: attention sinks, biases and the clamped SwiGLU are left out (each < 0.1 % of FLOPs);
-  experts are MXFP4 (4.25 bits per weight incl. the shared 8-bit scales), attention, router,
-  embedding and head stay bf16, and expert GEMMs compute in bf16 (dequantise-on-load on H100);
+  its checkpoint stores the experts in MXFP4 (4.25 bits per weight incl. the shared 8-bit scales) and
+  keeps attention, router, embedding and head in bf16 (read by ``energylens.models.quant``; expert GEMMs
+  dequantise to bf16);
 * Llama 4: chunked local attention (``attention_chunk_size`` 8192) is modelled as a sliding window
   of the chunk size (exact while the context fits one chunk, an upper bound beyond); every 4th
   layer is a global NoPE layer (full attention; its RoPE kernel is kept, < 0.1 % of the work);
@@ -88,7 +89,6 @@ C_PLACEHOLDER = 1  # tokens per expert: bound from routing statistics at evaluat
 class MoESpec:
     n_experts: int
     top_k: int
-    expert_dtype: str | None = None  # None = the model's weight dtype
     shared_letter: str = ""  # "" none, "f" (shared width = expert width) or "j"
     n_shared: int = 0
 
@@ -126,7 +126,7 @@ def moe_mlp(x: Tensor, spec: MoESpec, *, prefix: str = "moe") -> tuple[list[Op],
     grp = f"{p}.experts.gate_up"
 
     def w(name: str) -> Tensor:
-        return Tensor(f"{p}.experts.{name}", "edf" if name != "w_down" else "efd", Role.WEIGHT, dtype=spec.expert_dtype)
+        return Tensor(f"{p}.experts.{name}", "edf" if name != "w_down" else "efd", Role.WEIGHT)
 
     ops: list[Op] = [
         einsum(f"{p}.router", "btd,de->bte", (x, router_w), logits),
@@ -236,7 +236,8 @@ def _layer_blocks(kinds: list[tuple], make: Callable[[tuple], list[Op]], name: C
     for kind in kinds:
         if kind not in order:
             order.append(kind)
-    return tuple(Block(name(kind), tuple(make(kind)), kinds.count(kind)) for kind in order)
+    return tuple(Block(name(kind), tuple(make(kind)), kinds.count(kind),
+                       layers=tuple(i for i, k in enumerate(kinds) if k == kind)) for kind in order)
 
 
 def _dtypes(cfg: HFConfig) -> tuple[str, str]:
@@ -268,7 +269,7 @@ def _model(cfg: HFConfig, name: str, hf_id: str, dims: dict[str, int], blocks: t
             "architecture": "moe",
             "config": cfg.origin,
             "moe": {"n_experts": spec.n_experts, "top_k": spec.top_k, "moe_layers": moe_layers,
-                    "shared_experts": spec.n_shared, "expert_dtype": spec.expert_dtype or weight_dtype},
+                    "shared_experts": spec.n_shared},
             "notes": tuple(notes),
         },
     )
@@ -299,7 +300,7 @@ def build_qwen_moe(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     if not all(is_moe):
         dims["u"] = cfg.int("intermediate_size")
     spec = MoESpec(E, k, shared_letter=shared, n_shared=1 if shared else 0)
-    qk_norm = cfg.model_type == "qwen3_moe"
+    qk_norm = cfg.model_type in ("qwen3_moe", "qwen3_vl_moe_text")
     window = cfg.get("sliding_window") if cfg.get("use_sliding_window") else None
     opts = BuildOptions()
 
@@ -344,9 +345,7 @@ def build_gpt_oss(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
     dims["f"] = cfg.int("intermediate_size")
     E = cfg.int("num_local_experts")
     k = cfg.int("num_experts_per_tok", cfg.get("experts_per_token"))
-    quant = cfg.get("quantization_config") or {}
-    expert_dtype = "mxfp4" if isinstance(quant, dict) and quant.get("quant_method") == "mxfp4" else None
-    spec = MoESpec(E, k, expert_dtype=expert_dtype)
+    spec = MoESpec(E, k)
     n = cfg.int("num_hidden_layers")
     window = cfg.int("sliding_window", 128)
     types = _positive_list(cfg, "layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention"
@@ -362,8 +361,7 @@ def build_gpt_oss(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
 
     blocks = _layer_blocks([(t,) for t in types], make,
                            lambda kind: "moe_sliding" if kind[0] == "sliding_attention" else "moe_full")
-    notes = ["attention sinks, biases and the clamped SwiGLU left out",
-             "experts MXFP4 (4.25 bits/weight), computed in bf16"]
+    notes = ["attention sinks, biases and the clamped SwiGLU left out"]
     return _model(cfg, name, hf_id, dims, blocks, spec, n, notes)
 
 
@@ -445,4 +443,5 @@ def build_deepseek(cfg: HFConfig, name: str, hf_id: str = "") -> Model:
 # model_type -> builder (collected by energylens.models.builders)
 ARCHITECTURES = {"qwen3_moe": build_qwen_moe, "qwen2_moe": build_qwen_moe, "mixtral": build_mixtral,
                  "gpt_oss": build_gpt_oss, "llama4": build_llama4, "llama4_text": build_llama4,
-                 "deepseek_v3": build_deepseek, "deepseek_v2": build_deepseek, "minimax_m2": build_minimax_m2}
+                 "deepseek_v3": build_deepseek, "deepseek_v2": build_deepseek, "minimax_m2": build_minimax_m2,
+                 "kimi_k2": build_deepseek, "qwen3_vl_moe_text": build_qwen_moe}

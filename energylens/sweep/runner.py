@@ -196,13 +196,14 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     even at group size 1. When the program with an axis active has other kernels than without
     it, the grid is evaluated in blocks (degree 1 / degree > 1 per such axis), each with the
     program ``predict`` would build, and the rows are merged back into grid order."""
-    from energylens.pipeline import prepare
+    from energylens.pipeline import check_context, prepare
 
     if len(spec.models) * len(spec.gpus) * len(spec.dtypes) * len(spec.sp) * len(spec.power_limit_w) \
             * len(spec.sm_clock_mhz) != 1:
         raise ValueError("evaluate_chunk takes a single-group spec; use run_sweep or plan_chunks")
     m, g = prepare(spec.models[0], spec.gpus[0], spec.dtypes[0], power_limit_w=spec.power_limit_w[0],
                    sm_clock_mhz=spec.sm_clock_mhz[0])
+    check_context(m, max(spec.prompt_len) + max(spec.output_len), "prompt_len + output_len (largest of the grid)")
     sp = bool(spec.sp[0])
     axes = {
         "tp": np.asarray(spec.tp, dtype=np.int64),

@@ -107,9 +107,11 @@ class SweepSpec:
                     object.__setattr__(self, f.name, (v,))
         _check_names("models", self.models)
         _check_names("gpus", self.gpus)
+        from energylens.graph.precision import WEIGHT_DTYPE_NAMES
+
         for d in self.dtypes:
-            if d is not None and d not in ("bf16", "fp16", "fp8"):
-                raise SpecError("dtypes", d, "bf16, fp16, fp8 or null (the model's own dtype)")
+            if d is not None and d not in WEIGHT_DTYPE_NAMES:
+                raise SpecError("dtypes", d, ", ".join(WEIGHT_DTYPE_NAMES) + " or null (the checkpoint's own formats)")
         for name in INT_AXES:
             values = getattr(self, name)
             if len(values) == 0:

@@ -36,7 +36,7 @@ def test_rich_summary(capsys):
 
 @pytest.mark.parametrize("args,needle", [
     (["predict", "--gpu", "h9000"], "known values are"),
-    (["predict", "--model", "nope"], "llama3-8b"),
+    (["predict", "--model", "nope"], "closest:"),
     (["predict", "--batch", "0"], "batch"),
     (["predict", "--model", "llama3-70b", "--tp", "3"], "tp"),
     (["predict", "--dtype", "int2"], "dtype"),

@@ -65,8 +65,7 @@ def test_qwen3_moe_graph_shape():
     assert ops["moe.combine"].attrs["route"] == "combine" and ops["moe.combine"].output.dims == "btd"
     assert "attn.q_norm" in ops  # Qwen3 QK-norm
     assert not any(name.startswith("moe.shared") for name in ops)
-    assert m.info["moe"] == {"n_experts": 128, "top_k": 8, "moe_layers": 48, "shared_experts": 0,
-                             "expert_dtype": "bf16"}
+    assert m.info["moe"] == {"n_experts": 128, "top_k": 8, "moe_layers": 48, "shared_experts": 0}
 
 
 def test_deepseek_v3_mla_dense_then_moe_with_shared_expert():
@@ -94,8 +93,9 @@ def test_gpt_oss_alternating_windows_and_mxfp4_experts():
     windows = {b.name: {op.attrs.get("window") for op in b.ops if op.name == "attn.qk"} for b in m.blocks}
     assert windows == {"moe_sliding": {128}, "moe_full": {None}}
     expert_w = [w for op in m.blocks[0].ops for w in op.weights if "e" in w.dims and w.shardable]
-    assert expert_w and all(w.dtype == "mxfp4" for w in expert_w)
-    assert DTYPE_BYTES["mxfp4"] == pytest.approx(4.25 / 8)
+    assert expert_w and all(m.weight_format(w.name).name == "mxfp4" for w in expert_w)
+    assert all(m.element_bytes(w) == pytest.approx(4.25 / 8) == DTYPE_BYTES["mxfp4"] for w in expert_w)
+    assert m.weight_format("attn.wq").name == "bf16" and m.weight_format("moe.router.weight").name == "bf16"
     # 114.7 B expert weights at 4.25 bits + ~2.1 B bf16 weights: fits one 80 GB GPU, as published
     import energylens
 

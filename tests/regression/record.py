@@ -39,7 +39,7 @@ SERVE_CASES = [
 ]
 
 OVERLAP_CASES = [
-    dict(model="llama3-70b", gpu="h100-sxm", tp=8, batch=1, prompt_len=16384, output_len=16, comm_sms=24,
+    dict(model="llama3.1-70b", gpu="h100-sxm", tp=8, batch=1, prompt_len=16384, output_len=16, comm_sms=24,
          chunks=4),
 ]
 

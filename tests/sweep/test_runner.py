@@ -113,7 +113,7 @@ def test_chunking_does_not_change_the_table(dense):
 
 
 def test_constraints_flags():
-    spec = SweepSpec(models=("llama3-8b",), gpus=("h100-sxm",), tp=(1, 2, 4), batch=(1, 256), prompt_len=(8192,),
+    spec = SweepSpec(models=("llama3.1-8b",), gpus=("h100-sxm",), tp=(1, 2, 4), batch=(1, 256), prompt_len=(8192,),
                      output_len=(512,))
     from energylens.sweep.spec import Constraints
 
@@ -147,13 +147,13 @@ def test_spread_is_max_over_min(dense):
 
 
 def test_dense_model_ignores_ep_and_groups_that_cannot_run_are_skipped():
-    spec = SweepSpec(models=("llama3-8b",), gpus=("h100-sxm", "a100-sxm-80gb"), dtypes=("fp8",), ep=(1, 4),
-                     output_len=(32,))
-    t = run_sweep(spec)
-    assert set(t["gpu"].tolist()) == {"h100-sxm"} and set(t["ep"].tolist()) == {1}
-    assert len(t.meta["skipped"]) == 1 and "a100" in t.meta["skipped"][0]
+    spec = SweepSpec(models=("llama3-8b", "Qwen/Qwen3.5-27B"), gpus=("h100-sxm", "a100-sxm-80gb"), dtypes=("fp8",),
+                     ep=(1, 4), output_len=(32,))
+    t = run_sweep(spec)  # fp8 weights on A100: dequantised (weight-only) GEMMs, so both GPUs run
+    assert set(t["gpu"].tolist()) == {"h100-sxm", "a100-sxm-80gb"} and set(t["ep"].tolist()) == {1}
+    assert len(t.meta["skipped"]) == 2 and all("linear attention" in s for s in t.meta["skipped"])
     with pytest.raises(EnergyLensError):
-        run_sweep(spec.with_overrides(gpus=("a100-sxm-80gb",)))
+        run_sweep(spec.with_overrides(models=("Qwen/Qwen3.5-27B",)))
 
 
 def test_serving_columns_match_serving_module():

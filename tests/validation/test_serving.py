@@ -176,8 +176,9 @@ def test_fp8_weights_halve_weight_traffic():
     f8 = serve("qwen3-8b", "h100-sxm", batch=1, input_len=16, output_len=4000, dtype="fp8", coefficients=ZERO)
     assert f8.dtype == "fp8"
     # weight streaming dominates; vLLM's per-tensor fp8 GEMM reaches 73 % of HBM bandwidth at small M against
-    # 82 % for bf16 and quantises activations first (fitted on NVIDIA's H100 kernel table), so not quite half
-    assert 0.45 < f8.decode_step_latency_s / bf.decode_step_latency_s < 0.75
+    # 82 % for bf16 and quantises activations first (fitted on NVIDIA's H100 kernel table), and the embedding
+    # and the untied LM head (1.2 B of 8.2 B weights) stay bf16, so not quite half
+    assert 0.45 < f8.decode_step_latency_s / bf.decode_step_latency_s < 0.8
 
 
 def test_bad_inputs_raise_named_errors():
