@@ -11,19 +11,28 @@ from energylens.cli import app
 
 @app.command("gpus")
 def gpus_command() -> None:
-    """List the built-in GPU profiles with their key figures and the kind of each number."""
+    """List the built-in GPU profiles: key figures, then every name each answers to (all accepted by --gpu)."""
     from energylens.hardware import known_gpus, load_gpu
+    from energylens.hardware.profile import gpu_names
+
+    def tf(g, dt: str) -> str:
+        return f"{g.peak_flops(dt) / 1e12:.0f}" if g.has(f"peak_flops_{dt}") else "-"
 
     table = Table(title="GPU profiles (energylens/data/hardware/gpus)")
-    for col in ("key", "name", "bf16 TFLOP/s", "HBM TB/s", "HBM GB", "power limit W", "idle W", "pJ/byte HBM"):
-        table.add_column(col)
-    for key in known_gpus():
-        g = load_gpu(key)
-        table.add_row(key, g.name, f"{g.peak_flops('bf16') / 1e12:.0f}", f"{g.hbm_bandwidth_bytes_per_s / 1e12:.2f}",
-                      f"{g.hbm_capacity_bytes / 1e9:.0f}", f"{g.power_limit_w:.0f}",
-                      f"{g.idle_power_w:.0f} ({g.quantities['idle_power'].kind})",
-                      f"{g.energy_per_byte_j * 1e12:.0f} ({g.quantities['energy_per_byte_hbm'].kind})")
-    Console().print(table)
+    for col, just in (("key", "left"), ("TFLOP/s bf16/fp8/fp4", "right"), ("HBM GB", "right"), ("TB/s", "right"),
+                      ("W max/idle", "right"), ("pJ/B", "right")):
+        table.add_column(col, justify=just)
+    gpus = [load_gpu(k) for k in known_gpus()]
+    for g in gpus:
+        table.add_row(g.key, f"{tf(g, 'bf16')}/{tf(g, 'fp8')}/{tf(g, 'fp4')}", f"{g.hbm_capacity_bytes / 1e9:.0f}",
+                      f"{g.hbm_bandwidth_bytes_per_s / 1e12:.2f}", f"{g.power_limit_w:.0f}/{g.idle_power_w:.0f}",
+                      f"{g.energy_per_byte_j * 1e12:.0f}")
+    con = Console()
+    con.print(table)
+    con.print("Names accepted by --gpu (case, spaces, dashes and underscores ignored):")
+    for g in gpus:
+        con.print(f"  {g.key}: " + "; ".join(n for n in gpu_names(g) if n != g.key), highlight=False)
+    con.print("'A100' alone is ambiguous (a100-sxm-40gb or a100-sxm-80gb): name the part.", highlight=False)
 
 
 @app.command("models")

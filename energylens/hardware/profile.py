@@ -372,15 +372,27 @@ _builtin = _BuiltinCatalog()
 
 
 def _norm(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(" ", "-")
+    """Compact form for matching: lower case, letters and digits only ("H100 SXM" = "h100-sxm" = "H100_SXM")."""
+    return "".join(c for c in name.strip().lower() if c.isalnum())
+
+
+# Names that stand for more than one profile: an error naming the candidates, never a silent pick.
+AMBIGUOUS = {"a100": ("a100-sxm-40gb", "a100-sxm-80gb"), "a100sxm": ("a100-sxm-40gb", "a100-sxm-80gb"),
+             "a100sxm4": ("a100-sxm-40gb", "a100-sxm-80gb"), "nvidiaa100": ("a100-sxm-40gb", "a100-sxm-80gb")}
 
 
 def known_gpus() -> list[str]:
     return sorted(_builtin())
 
 
+def gpu_names(gpu: GPU) -> tuple[str, ...]:
+    """Every name a built-in GPU answers to: key, full name and aliases."""
+    return tuple(dict.fromkeys((gpu.key, gpu.name, *gpu.aliases)))
+
+
 def load_gpu(name_or_path: str | GPU) -> GPU:
-    """A built-in GPU by key or alias (case-insensitive), or a profile YAML path."""
+    """A built-in GPU by key, name or alias (case, spaces, dashes and underscores ignored), or a profile
+    YAML path. A name that fits several profiles (``A100``: 40 or 80 GB) is an error naming them."""
     if isinstance(name_or_path, GPU):
         return name_or_path
     from energylens.checks import MAX_CONFIG_BYTES, is_file, parse_yaml, read_text, text
@@ -392,11 +404,16 @@ def load_gpu(name_or_path: str | GPU) -> GPU:
         source = read_text(name, "gpu", max_bytes=MAX_CONFIG_BYTES, what="a GPU profile .yaml file")
         return parse_gpu(parse_yaml(source, "gpu", name), name)
     wanted = _norm(name)
-    one = _builtin.file(wanted) if wanted else None
-    if one is not None and _norm(one.key) == wanted:  # a key: only its own file is read
+    stem = name.strip().lower().replace("_", "-").replace(" ", "-")
+    one = _builtin.file(stem) if stem and stem.replace("-", "").isalnum() else None
+    if one is not None and one.key == stem:  # a key: only its own file is read
         return one
     builtin = _builtin()
-    for gpu in builtin.values():
-        if wanted == _norm(gpu.key) or wanted in {_norm(a) for a in gpu.aliases}:
-            return gpu
+    hits = [g for g in builtin.values() if wanted in {_norm(n) for n in gpu_names(g)}]
+    if len(hits) == 1:
+        return hits[0]
+    candidates = tuple(g.key for g in hits) or AMBIGUOUS.get(wanted, ())
+    if len(candidates) > 1:
+        raise SpecError("gpu", name, "ambiguous: it names " + " or ".join(
+            f"{k} ({builtin[k].name})" for k in candidates if k in builtin) + "; name one of them")
     raise UnknownNameError("gpu", name, builtin.keys())

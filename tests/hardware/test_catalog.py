@@ -96,7 +96,12 @@ def test_derived_energy_per_flop_matches_formula(key, dtype):
         ("h100", "h100-sxm"),
         ("H100", "h100-sxm"),
         ("NVIDIA H100 80GB HBM3", "h100-sxm"),
-        ("a100", "a100-sxm-80gb"),
+        ("A100 80GB", "a100-sxm-80gb"),
+        ("NVIDIA H100 SXM5 80GB", "h100-sxm"),
+        ("NVIDIA B200 (HGX, 1000 W)", "b200"),
+        ("NVIDIA L40S 48GB", "l40s"),
+        ("NVIDIA H100 PCIe 80GB", "h100-pcie"),
+        ("NVIDIA H200 SXM 141GB", "h200"),
         ("A100-SXM4-80GB", "a100-sxm-80gb"),
         ("NVIDIA A100-SXM4-40GB", "a100-sxm-40gb"),
         ("b200", "b200"),
@@ -218,3 +223,26 @@ def test_unknown_link_and_bad_link_file():
     raw["pcie5"]["bandwidth_unidir"]["unit"] = "GB/s"
     with pytest.raises(SpecError, match="pcie5.bandwidth_unidir.unit"):
         parse_links(raw, "links.yaml")
+
+
+def test_every_printed_name_is_accepted_and_a100_is_ambiguous():
+    from energylens.hardware.profile import gpu_names
+
+    for key in GPU_KEYS:
+        for name in gpu_names(load_gpu(key)):
+            assert load_gpu(name).key == key, name
+    for name in ("A100", "a100", "a100-sxm", "NVIDIA A100"):
+        with pytest.raises(SpecError) as err:
+            load_gpu(name)
+        assert "ambiguous" in str(err.value) and "a100-sxm-40gb" in str(err.value) and "a100-sxm-80gb" in str(err.value)
+
+
+def test_gpus_listing_fits_80_columns(monkeypatch, capsys):
+    from energylens.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["gpus"]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 80
+    assert "NVIDIA H100 SXM5 80GB" in out and "2250/4500/9000" in out
