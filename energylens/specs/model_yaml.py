@@ -25,6 +25,7 @@ from energylens.errors import EnergyLensError, SpecError
 from energylens.graph.einsum import LEGEND, parse_einsum
 from energylens.graph.model import MESH_AXES, OP_ATTRS, WORKLOAD_DIMS, Block, Model
 from energylens.graph.ops import Op, Role, Tensor
+from energylens.graph.precision import BITS, Precision, WeightFormat
 from energylens.hardware.profile import DTYPE_BYTES
 from energylens.hardware.profile import DTYPES as COMPUTE_DTYPES
 from energylens.overlap.rules import OverlapPlan
@@ -33,7 +34,8 @@ from energylens.specs.expr import evaluate
 MAX_SPEC_BYTES = 1 << 20  # a spec file is a few kB; refuse anything over 1 MiB
 MAX_OPS = 5000  # per section
 SPEC_SUFFIXES = (".yaml", ".yml")
-TOP_FIELDS = ("name", "family", "hf_id", "legend", "config", "dims", "dtypes", "sharding", "tensors", "pre",
+TOP_FIELDS = ("name", "family", "hf_id", "legend", "config", "dims", "dtypes", "weight_formats", "sharding",
+              "tensors", "pre",
               "blocks", "post", "overlap", "info")
 BLOCK_FIELDS = ("name", "count", "input", "output", "tensors", "ops")
 OP_FIELDS = ("name", "einsum", "flops_per_element", "gather_dim", "inputs", "output", "weight", "roles", "group",
@@ -327,12 +329,43 @@ def model_from_dict(data: object, origin: str = "") -> Model:
     if any((op.attrs or {}).get("route") == "dispatch" for b in blocks for op in b.ops) and "moe" not in info:
         info["moe"] = _moe_info(blocks, dims, dtypes.get("weight", "bf16"), w)
     kw = {DTYPE_FIELDS[k]: v for k, v in dtypes.items()}
+    formats = _weight_formats(top.get("weight_formats"), w)
     try:
-        return Model(name=name, dims=dims, pre=pre, blocks=tuple(blocks), post=post, legend=legend,
-                     hf_id=str(top.get("hf_id") or ""), family=str(top.get("family") or ""), info=info,
-                     sharding=sharding, overlap=tuple(overlap), **kw)
+        model = Model(name=name, dims=dims, pre=pre, blocks=tuple(blocks), post=post, legend=legend,
+                      hf_id=str(top.get("hf_id") or ""), family=str(top.get("family") or ""), info=info,
+                      sharding=sharding, overlap=tuple(overlap), **kw)
     except EnergyLensError as exc:
         raise type(exc)(w(exc.field), exc.value, exc.allowed) from None
+    if not formats:
+        return model
+    unknown = sorted(set(formats) - set(model.weight_names()))
+    if unknown:
+        raise _err(w("weight_formats"), unknown[0], "the name of a weight tensor of the model")
+    p = model.precision
+    return model.with_precision(Precision(p.default, p.activation, p.kv_cache, {**p.weights, **formats},
+                                          "spec file weight_formats"))
+
+
+FORMAT_FIELDS = ("name", "storage", "bytes_per_element", "activation", "scheme", "method")
+
+
+def _weight_formats(raw, w) -> dict[str, WeightFormat]:
+    """``weight_formats: {tensor: {name, storage, bytes_per_element, activation, scheme, method}}``: stored
+    format of quantised weights (``energylens.graph.precision``; scales included in bytes_per_element)."""
+    out: dict[str, WeightFormat] = {}
+    for tensor, entry in _mapping(raw, w("weight_formats")).items():
+        e = _mapping(entry, w(f"weight_formats.{tensor}"), FORMAT_FIELDS)
+        storage, act = e.get("storage"), e.get("activation")
+        if storage not in BITS:
+            raise _err(w(f"weight_formats.{tensor}.storage"), storage, "one of " + ", ".join(BITS))
+        if act not in (None, "fp8", "fp4", "int8"):
+            raise _err(w(f"weight_formats.{tensor}.activation"), act, "fp8, fp4, int8 or null (weight-only)")
+        size = e.get("bytes_per_element")
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 8:
+            raise _err(w(f"weight_formats.{tensor}.bytes_per_element"), size, "a number of bytes in (0, 8]")
+        out[str(tensor)] = WeightFormat(str(e.get("name") or storage), storage, float(size), act,
+                                        str(e.get("scheme") or ""), str(e.get("method") or ""))
+    return out
 
 
 def _tables(raw: object, where: str, legend: Mapping[str, str]) -> dict[str, dict]:
@@ -465,7 +498,11 @@ def model_to_dict(model: Model) -> dict:
     if legend:
         out["legend"] = legend
     out["dims"] = {k: int(v) for k, v in model.dims.items()}
-    out["dtypes"] = {"weight": model.weight_dtype, "activation": model.act_dtype, "kv_cache": model.kv_dtype}
+    quantised = {n: model.weight_format(n) for n in model.weight_names() if model.weight_format(n).quantised}
+    weight = model.precision.default.name if quantised else model.weight_dtype
+    out["dtypes"] = {"weight": weight, "activation": model.act_dtype, "kv_cache": model.kv_dtype}
+    if quantised:
+        out["weight_formats"] = {n: {k: getattr(f, k) for k in FORMAT_FIELDS} for n, f in quantised.items()}
     if model.sharding:
         out["sharding"] = {k: (v if v is not None else "none") for k, v in model.sharding.items()}
     if table:

@@ -97,10 +97,10 @@ def test_power_limit_slows_compute_bound_prefill():
 
 
 def test_max_batched_tokens_bounds_live_activations():
-    kw = dict(batch=4, prompt_len=8192, output_len=1)
-    base = energylens.predict("llama3-8b", Execution(**kw), System("h100-sxm"))
-    small = energylens.predict("llama3-8b", Execution(**kw, max_batched_tokens=2048), System("h100-sxm"))
-    default = energylens.predict("llama3-8b", Execution(**kw, max_batched_tokens=8192), System("h100-sxm"))
+    kw = dict(batch=4, prompt_len=8192, output_len=1)  # 8193 tokens: beyond Llama-3's 8192, within Llama-3.1's
+    base = energylens.predict("llama3.1-8b", Execution(**kw), System("h100-sxm"))
+    small = energylens.predict("llama3.1-8b", Execution(**kw, max_batched_tokens=2048), System("h100-sxm"))
+    default = energylens.predict("llama3.1-8b", Execution(**kw, max_batched_tokens=8192), System("h100-sxm"))
     assert default.memory.workspace_bytes == base.memory.workspace_bytes
     act = base.memory.workspace_bytes - 2 * 2**30  # runtime overhead aside, workspace = 2 x live activations
     assert math.isclose(small.memory.workspace_bytes - 2 * 2**30, act / 4, rel_tol=1e-12)

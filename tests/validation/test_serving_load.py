@@ -143,7 +143,9 @@ def test_open_loop_saturation_matches_closed_loop_with_full_slots():
 def test_serve_load_refuses_what_does_not_fit():
     with pytest.raises(LayoutError, match="GiB"):
         serve_load("llama3.1-70b", "h100-sxm", concurrency=8, input_len=512, output_len=512)
-    with pytest.raises(WorkloadError, match="KV cache"):
+    with pytest.raises(WorkloadError, match="KV cache"):  # 250k tokens fit the context (262144), not the memory
+        serve_load("Qwen/Qwen3-30B-A3B-Instruct-2507", "h100-sxm", concurrency=1, input_len=250_000, output_len=512)
+    with pytest.raises(WorkloadError, match="context length"):
         serve_load("qwen3-32b", "h100-sxm", tp=2, concurrency=1, input_len=400_000, output_len=512)
     with pytest.raises(WorkloadError, match="saturation"):
         serve_load("qwen3-32b", "h100-sxm", tp=2, request_rate=100.0, input_len=1024, output_len=1024)
