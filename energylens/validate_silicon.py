@@ -47,8 +47,10 @@ QUANTISED = {"fp8": (("fp8",), "-FP8"), "fp4": (("nvfp4", "mxfp4"), "-NVFP4"), "
 
 def is_silicon_csv(path: str | Path) -> bool:
     """Whether the CSV header carries the AIConfigurator silicon columns."""
-    p = Path(path)
-    if not p.is_file():
+    from energylens.checks import is_file
+
+    p = Path(str(path))
+    if not is_file(p):  # never raises (over-long names, NUL bytes); FIFOs and devices are not files
         return False
     try:
         with p.open(newline="", encoding="utf-8") as fh:

@@ -26,13 +26,21 @@ class Workload:
     output_len: int | np.ndarray = 256
 
     def __post_init__(self) -> None:
-        for name in ("batch", "prompt_len"):
-            v = np.asarray(getattr(self, name))
-            if v.size == 0 or np.any(~np.isfinite(v.astype(float))) or np.any(v < 1) or np.any(np.mod(v, 1) != 0):
-                raise WorkloadError(name, getattr(self, name), "a positive integer")
-        v = np.asarray(self.output_len)
-        if np.any(~np.isfinite(v.astype(float))) or np.any(v < 0) or np.any(np.mod(v, 1) != 0):
-            raise WorkloadError("output_len", self.output_len, "a non-negative integer (0 = prefill only)")
+        from energylens.checks import MAX_BATCH, MAX_TOKENS
+
+        for name, low, high, what in (("batch", 1, MAX_BATCH, "a positive integer"),
+                                      ("prompt_len", 1, MAX_TOKENS, "a positive integer"),
+                                      ("output_len", 0, MAX_TOKENS, "a non-negative integer (0 = prefill only)")):
+            raw = getattr(self, name)
+            try:
+                v = np.asarray(raw)
+                ok = v.dtype.kind in "iuf" and v.size > 0
+                f = v.astype(float) if ok else None
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok or isinstance(raw, (bool, np.bool_)) or np.any(~np.isfinite(f)) or np.any(f < low) \
+                    or np.any(f > high) or np.any(np.mod(f, 1) != 0):
+                raise WorkloadError(name, raw, f"{what} up to {high:,}")
 
     def to_dict(self) -> dict:
         def conv(v):

@@ -72,6 +72,22 @@ def emit_json(obj: object) -> None:
     typer.echo(json_text(obj))
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's ``UsageError`` family (Typer bundles its own click, so match by class name)."""
+    return any(c.__name__ == "UsageError" for c in type(exc).__mro__) and hasattr(exc, "format_message")
+
+
+def _usage(ctx, exc: Exception) -> None:
+    """click's usage errors (unknown option, '--batch x', a missing value): one line and exit code 2 too,
+    not a multi-line panel; anything else propagates."""
+    if not _is_usage_error(exc):
+        raise exc
+    sub = getattr(getattr(exc, "ctx", None), "command_path", None) or ctx.command_path
+    _err_console().print(f"error: {exc.format_message()} (see '{sub} --help')", style="bold red", markup=False,
+                         highlight=False, soft_wrap=True)
+    ctx.exit(2)
+
+
 def _app():
     global _APP
     if _APP is None:
@@ -82,12 +98,20 @@ def _app():
             """The command group: an ``EnergyLensError`` from any command becomes one line and exit code 2,
             also when the app runs without :func:`main` (``typer.testing.CliRunner().invoke(app, ...)``)."""
 
+            def parse_args(self, ctx, args):
+                try:
+                    return super().parse_args(ctx, args)
+                except Exception as exc:
+                    _usage(ctx, exc)
+
             def invoke(self, ctx):
                 try:
                     return super().invoke(ctx)
                 except EnergyLensError as exc:
                     report(exc)
                     ctx.exit(2)
+                except Exception as exc:
+                    _usage(ctx, exc)
 
         app = typer.Typer(
             cls=_Commands,

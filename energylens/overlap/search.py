@@ -261,8 +261,17 @@ def sweep_overlap(
     matching ``collective``; report phase latency and energy and the Pareto-optimal allocations.
 
     ``progress``: optional callable ``progress(done, total)`` (the CLI passes a Rich progress bar)."""
-    if phase not in PHASES:
-        raise WorkloadError("phase", phase, "prefill or decode")
+    from energylens.checks import choice, integer, text
+
+    choice("phase", phase, PHASES, error=WorkloadError)
+    text("collective", collective, error=WorkloadError, what="a glob over collective names, e.g. '*'")
+    if compute is not None:
+        text("compute", compute, error=WorkloadError, what="a glob over kernel names or None")
+    for name, values in (("comm_sms", comm_sms), ("chunks", chunks)):
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or len(list(values)) > 1024:
+            raise WorkloadError(name, values, "a sequence of at most 1024 integers")
+        for v in values:
+            integer(name, v, low=0, high=100_000, error=WorkloadError)
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
     m, g, w, bpr, program = setup(model, gpu, dtype, batch, prompt_len, output_len, lay)
     decode = phase == "decode"
