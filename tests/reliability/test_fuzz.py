@@ -620,6 +620,32 @@ def test_fuzz_cli(runner, args):
         assert not fuzz_tally.is_failure(outcome), (args, outcome)
 
 
+@fuzz_settings(150)
+@given(args=cli_args().filter(lambda a: a[:1] == ["predict"]))
+def test_fuzz_cli_main_predict(runner, args):
+    """``energylens predict`` as the console script runs it (``main``: its fast argparse path first)."""
+    from energylens.cli import main
+
+    cli_runner, _ = runner
+    with cli_runner.isolation() as (out, err, *_):
+        outcome, rc = _run(lambda: main(args))
+        stderr = err.getvalue().decode(errors="replace") if hasattr(err, "getvalue") else ""
+        stdout = out.getvalue().decode(errors="replace")
+    if outcome == "ok":
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        if rc == 2 and len(lines) != 1:
+            outcome = "multi-line error"
+        elif rc == 2:
+            outcome = "refused"
+        elif rc not in (0, None):
+            outcome = f"exit {rc}"
+        elif NUMBER_TOKEN.search(stdout):
+            outcome = f"non-finite output ({NUMBER_TOKEN.search(stdout).group(0)})"
+    fuzz_tally.record("cli main predict", outcome if fuzz_tally.is_failure(outcome) else outcome.split(" (")[0])
+    if not COUNT_ONLY:
+        assert not fuzz_tally.is_failure(outcome), (args, outcome)
+
+
 def test_fuzz_count_meets_the_issue_target():
     """Runs last in this module: the suite generated at least 10,000 inputs (issue 18) when it ran whole."""
     expected = {"api predict", "api serve", "api disagg", "api sweep", "api layout", "api overlap", "api routing",
