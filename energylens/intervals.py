@@ -55,8 +55,9 @@ def interval_for(model, gpu_key: str, values: Mapping[str, float], level: float 
                  intervals: Mapping | None = None) -> dict:
     """``{metric: {low, high, level, basis}}`` around each predicted value; empty when no residual
     table is shipped. ``level`` is one of 0.5, 0.8, 0.9."""
-    if level not in INTERVAL_LEVELS:
-        raise SpecError("interval_level", level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
+    from energylens.checks import choice
+
+    choice("interval_level", level, INTERVAL_LEVELS, error=SpecError)  # never hashes an array
     table = load_intervals() if intervals is None else intervals
     if not table:
         return {}

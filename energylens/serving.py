@@ -521,8 +521,9 @@ def serve(
                what=f"a positive number of tokens up to {MAX_TOKENS:,} (mean over the steady state)")
     input_len, output_len = float(input_len), float(output_len)
     integer("max_batched_tokens", max_batched_tokens, high=MAX_TOKENS, error=WorkloadError)
-    if interval_level not in INTERVAL_LEVELS:
-        raise SpecError("interval_level", interval_level, "one of " + ", ".join(str(k) for k in INTERVAL_LEVELS))
+    from energylens.checks import choice
+
+    choice("interval_level", interval_level, INTERVAL_LEVELS, error=SpecError)  # never hashes an array
     m, g = prepare(model, gpu, merge_dtype(dtype, weight_dtype), power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz,
                    kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
     check_context(m, input_len + output_len, "input_len + output_len")
