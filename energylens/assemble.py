@@ -75,6 +75,9 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
     tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
     mb = _f(pa.microbatches)  # pipeline micro-batches: every record below runs once per micro-batch
     reduce = pa.reduce
+    # decode: records are per step and ``reduce`` sums over the steps; counts are calls over the whole phase
+    # (per step x steps) and a message's bytes are per call, so bytes x count = bytes moved in the phase
+    steps = _f(reduce(np.asarray(1.0)))
     ops = []
     # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank
     energy_records = pa.kernels_energy if pa.kernels_energy is not None else pa.kernels
@@ -84,7 +87,7 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
         mem = _f(reduce(r.cost.memory_s))
         n = r.count * tp * dp * mb
         ops.append(OpResult(
-            name=r.name, kind=r.kind, ops=r.ops, count=int(round(n)),
+            name=r.name, kind=r.kind, ops=r.ops, count=int(round(n * steps)),
             flops=_f(reduce(re.flops)) * n, bytes=_f(reduce(re.bytes)) * n, latency_s=lat,
             energy_j=_f(reduce(re.cost.energy_j)) * n, compute_energy_j=_f(reduce(re.cost.compute_energy_j)) * n,
             memory_energy_j=_f(reduce(re.cost.memory_energy_j)) * n,
@@ -92,15 +95,19 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
             bound="compute" if comp >= mem else "memory", power_capped=bool(np.any(r.cost.power_capped)),
         ))
     colls = []
+    def per_call(message_bytes) -> float:
+        return _f(reduce(message_bytes)) / steps if steps > 0 else _f(message_bytes)
+
     for _, c in pa.collectives:
         n = c.count * tp * dp * mb
-        colls.append(CollectiveResult(c.name, c.kind, c.axis, int(_f(c.group_size)), _f(reduce(c.message_bytes)) if
-                                      np.ndim(c.message_bytes) else float(c.message_bytes), int(round(c.count * mb)),
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, int(_f(c.group_size)), per_call(c.message_bytes),
+                                      int(round(c.count * mb * steps)),
                                       _f(reduce(c.latency_s)) * c.count * mb, _f(reduce(c.energy_j_per_gpu)) * n,
                                       c.reason))
     if pa.p2p is not None and pp > 1:
         c = pa.p2p
-        colls.append(CollectiveResult(c.name, c.kind, c.axis, 2, _f(reduce(c.message_bytes)), int(round((pp - 1) * mb)),
+        colls.append(CollectiveResult(c.name, c.kind, c.axis, 2, per_call(c.message_bytes),
+                                      int(round((pp - 1) * mb * steps)),
                                       _f(pa.p2p_time_s) * mb,
                                       _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp * mb, c.reason))
     latency = _f(pa.latency_s)

@@ -34,7 +34,7 @@ class CollectiveResult:
     axis: str
     group_size: int
     bytes: float  # message size per rank per call (nccl-tests convention)
-    count: int
+    count: int  # calls per rank over the whole phase (decode: per step x steps), so bytes x count = bytes moved
     latency_s: float  # total over the phase on the critical path
     energy_j: float  # total over all participating GPUs
     reason: str
@@ -162,6 +162,13 @@ class Prediction:
     def total_latency_s(self) -> float:
         return self.prefill.latency_s + self.decode.latency_s
 
+    @property
+    def energy_per_output_token_j(self) -> float:
+        """Whole request: (prefill + decode energy of the static batch) / output tokens; 0 without output.
+        ``decode.energy_per_token_j`` is the decode phase alone; ``energylens serve`` gives the serving steady
+        state (continuous batching, runtime overheads). README: "Which J per token?"."""
+        return self.total_energy_j / self.decode.tokens if self.decode.tokens > 0 else 0.0
+
     def to_dict(self, *, ops: bool = True) -> dict:
         prefill = self.prefill.to_dict()
         decode = self.decode.to_dict()
@@ -186,6 +193,7 @@ class Prediction:
                 "energy_j": self.total_energy_j,
                 "latency_s": self.total_latency_s,
                 "avg_power_w": self.total_energy_j / self.total_latency_s if self.total_latency_s > 0 else 0.0,
+                "energy_per_output_token_j": self.energy_per_output_token_j,
             },
             "memory": self.memory.to_dict(),
             "per_gpu": {"prefill": prefill.pop("per_gpu"), "decode": decode.pop("per_gpu")},

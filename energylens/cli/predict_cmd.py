@@ -49,13 +49,24 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     top: int = typer.Option(8, "--top", help="Ops to list per phase in the summary."),
 ) -> None:
-    """Predict prefill and decode energy (J) and latency (s) for one configuration."""
+    """Predict prefill and decode energy (J) and latency (s) of one static batch, per op, per GPU.
+
+    Three "J per token" figures answer different questions: decode J/token (decode steps only: the
+    marginal cost of generating), total J/token (whole request, prefill + decode, per output token: a
+    batch job), and `energylens serve`'s energy per output token (continuous-batching steady state with
+    the serving runtime: a deployment). The per-op figures count kernels only; the "how sure" line gives
+    what a vLLM run of the same static batch would measure."""
     from energylens.cli.fast import run_predict
 
     run_predict(model, gpu, as_json=as_json, top=top, render=render, batch=batch, prompt_len=prompt_len,
                 output_len=output_len, dtype=dtype, tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node,
                 routing=routing, power_limit=power_limit, sm_clock=sm_clock,
                 kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
+
+
+J_PER_TOKEN_NOTE = ("J/token: prefill per prompt token; decode per output token of the decode steps alone; "
+                    "total per output token of the whole request (prefill + decode), static batch, kernels only. "
+                    "For a serving deployment use `energylens serve` (steady state with continuous batching).")
 
 
 def render(pred, top: int = 8) -> None:
@@ -72,7 +83,9 @@ def render(pred, top: int = 8) -> None:
                   f"{ph.tokens_per_s:,.0f}", f"{ph.energy_per_token_j:.4g}")
     total_t = pred.total_latency_s
     t.add_row("total", _fmt_j(pred.total_energy_j), _fmt_s(total_t),
-              f"{pred.total_energy_j / total_t:.0f} W" if total_t else "-", "", "")
+              f"{pred.total_energy_j / total_t:.0f} W" if total_t else "-", "",
+              f"{pred.energy_per_output_token_j:.4g}" if pred.decode.tokens else "-")
+    t.caption = J_PER_TOKEN_NOTE
     con.print(t)
     render_precision(con, pred.extra.get("precision"))
     b = Table(title="Energy breakdown (J)")
@@ -104,9 +117,11 @@ def render(pred, top: int = 8) -> None:
     iv = pred.extra.get("interval", {})
     if "total_energy_j" in iv:
         e, t = iv["total_energy_j"], iv.get("total_latency_s", {})
-        con.print(f"how sure: a vLLM run of this batch would measure {_fmt_j(e['low'])}–{_fmt_j(e['high'])}"
-                  + (f" and {_fmt_s(t['low'])}–{_fmt_s(t['high'])}" if t else "")
-                  + f" ({e['level']:.0%} interval; {e['basis']})", highlight=False)
+        con.print(f"how sure: a vLLM run of this static batch would measure about {_fmt_j(e['estimate'])} "
+                  f"({e['level']:.0%} interval {_fmt_j(e['low'])}–{_fmt_j(e['high'])})"
+                  + (f" in about {_fmt_s(t['estimate'])} ({_fmt_s(t['low'])}–{_fmt_s(t['high'])})" if t else "")
+                  + "; the per-op figures above count kernels only (no serving runtime), so they sit below "
+                    f"the interval ({e['basis']})", highlight=False)
     mem = pred.memory
     colour = "green" if mem.fits else "red"
     con.print(f"[{colour}]memory per GPU: {mem.required_bytes / 1e9:.1f} GB of {mem.capacity_bytes / 1e9:.0f} GB "

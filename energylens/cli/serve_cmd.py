@@ -52,7 +52,12 @@ def serve_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Predict serving: steady state at a running --batch, or under a load (--concurrency C closed loop,
-    --request-rate R open loop) with TTFT/TPOT, throughput per GPU, power and energy per output token."""
+    --request-rate R open loop) with TTFT/TPOT, throughput per GPU, power and energy per output token.
+
+    Its energy per output token is the serving figure (continuous batching: each iteration decodes the
+    running requests and prefills the arriving prompts; host and sampling overheads included): use it for
+    a deployment. `energylens predict` gives the static-batch figures (decode steps only, or the whole
+    request) of the kernels alone."""
     from energylens.carbon import Footprint
     from energylens.errors import WorkloadError
     from energylens.serving import serve

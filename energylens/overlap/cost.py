@@ -253,6 +253,12 @@ def evaluate_overlap(model: Model, gpu: GPU, layout: Layout, program: Program, s
         return v[..., None] if decode and v.ndim else v
 
     all_sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()}, **sizes}
+    # pipeline micro-batches: the baseline's records are per micro-batch (evaluate_phase divides b by m), so the
+    # overlapped GEMMs are re-costed at the micro-batch too (not at the whole batch of the replica)
+    m_sizes = np.asarray(base.microbatches, dtype=float)
+    if np.any(m_sizes != 1.0):
+        all_sizes["b"] = np.asarray(all_sizes["b"], dtype=float) / (m_sizes[..., None] if decode and m_sizes.ndim
+                                                                     else m_sizes)
     moe = getattr(base, "moe", None)
     size_sets = {"busiest": all_sizes, "mean": all_sizes}
     if moe is not None:
