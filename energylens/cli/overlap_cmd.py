@@ -6,9 +6,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from energylens.cli import app, emit_json
+from energylens.cli.tables import fitted_table
 
 
 @app.command("overlap")
@@ -89,21 +89,23 @@ def render(sweep, pareto_only: bool = False) -> None:
         con.print(f"[yellow]no collective matches '{sweep.collective}' next to a GEMM: nothing to overlap[/]")
     for p in sweep.pairs:
         con.print(f"  overlapped: {p}")
-    t = Table(title="SM allocation (k = SMs for communication, C = chunks; * = Pareto-optimal)")
-    for col in ("", "k", "C", "layer us", "layer J", f"{sweep.phase} ms", f"{sweep.phase} J", "dt", "dE",
-                "hidden", "GEMM slow", "P ovl"):
-        t.add_column(col, justify="right", no_wrap=True)
+    headers = ["", "k", "C", "layer us", "layer J", f"{sweep.phase} ms", f"{sweep.phase} J", "dt", "dE",
+               "hidden", "GEMM slow", "P ovl"]
     front = set(sweep.pareto_indices().tolist())
+    rows, styles = [], []
     for i, r in enumerate(sweep.rows()):
         if pareto_only and i not in front and i != 0:
             continue
         mark = ("*" if i in front else "") + ("B" if i == 0 else "")
-        style = "bold" if i == 0 else ("green" if i in front else None)
-        t.add_row(mark, "-" if i == 0 else str(r["comm_sms"]), "-" if i == 0 else str(r["chunks"]),
-                  f"{r['layer_latency_s'] * 1e6:.1f}", f"{r['layer_energy_j']:.4g}",
-                  f"{r['latency_s'] * 1e3:.4g}", f"{r['energy_j']:.5g}", f"{r['latency_change']:+.2%}",
-                  f"{r['energy_change']:+.2%}", f"{r['hidden_fraction']:.0%}", f"{r['compute_slowdown']:+.1%}",
-                  f"{r['overlap_power_w']:.0f} W" if r["overlap_power_w"] else "-", style=style)
+        styles.append("bold" if i == 0 else ("green" if i in front else None))
+        rows.append([mark, "-" if i == 0 else str(r["comm_sms"]), "-" if i == 0 else str(r["chunks"]),
+                     f"{r['layer_latency_s'] * 1e6:.1f}", f"{r['layer_energy_j']:.4g}",
+                     f"{r['latency_s'] * 1e3:.4g}", f"{r['energy_j']:.5g}", f"{r['latency_change']:+.2%}",
+                     f"{r['energy_change']:+.2%}", f"{r['hidden_fraction']:.0%}", f"{r['compute_slowdown']:+.1%}",
+                     f"{r['overlap_power_w']:.0f} W" if r["overlap_power_w"] else "-"])
+    # at 80 columns the per-layer figures and the overlap power go first; k, C and the phase totals stay
+    t = fitted_table(con, "SM allocation (k = SMs for communication, C = chunks; * = Pareto-optimal)", headers,
+                     rows, priority=[0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 3, 4], styles=styles)
     con.print(t)
     con.print("B = sequential baseline (no overlap, NCCL default SMs); C = 1: no overlap, the collective alone on k "
               "SMs. layer: one layer (us; J on every GPU running it; decode: summed over the steps); phase J: all GPUs; "

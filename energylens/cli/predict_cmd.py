@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from energylens.cli import app
+from energylens.cli.tables import fitted_table
 
 
 def _fmt_j(x: float) -> str:
@@ -99,7 +100,10 @@ def render(pred, top: int = 8) -> None:
     for ph in (pred.prefill, pred.decode):
         o = Table(title=f"Top ops by energy, {ph.phase}")
         for col in ("op", "calls", "TFLOP", "GB", "time", "energy", "bound"):
-            o.add_column(col, justify="right" if col != "op" else "left")
+            if col == "op":  # long op names wrap whole instead of being cut at 80 columns
+                o.add_column(col, justify="left", overflow="fold", min_width=12)
+            else:
+                o.add_column(col, justify="right", no_wrap=True)
         for op in ph.ops[:top]:
             o.add_row(op.name, str(op.count), f"{op.flops / 1e12:.3g}", f"{op.bytes / 1e9:.3g}", _fmt_s(op.latency_s),
                       _fmt_j(op.energy_j), op.bound + (" (power cap)" if op.power_capped else ""))
@@ -107,7 +111,10 @@ def render(pred, top: int = 8) -> None:
     if pred.prefill.collectives:
         c = Table(title="Collectives (prefill)")
         for col in ("collective", "kind", "group", "MB/call", "calls", "time", "energy"):
-            c.add_column(col)
+            if col == "collective":
+                c.add_column(col, overflow="fold", min_width=12)
+            else:
+                c.add_column(col, no_wrap=True)
         for cl in pred.prefill.collectives:
             c.add_row(cl.name, cl.kind, str(cl.group_size), f"{cl.bytes / 1e6:.3g}", str(cl.count),
                       _fmt_s(cl.latency_s), _fmt_j(cl.energy_j))
@@ -120,8 +127,7 @@ def render(pred, top: int = 8) -> None:
         con.print(f"how sure: a vLLM run of this static batch would measure about {_fmt_j(e['estimate'])} "
                   f"({e['level']:.0%} interval {_fmt_j(e['low'])}–{_fmt_j(e['high'])})"
                   + (f" in about {_fmt_s(t['estimate'])} ({_fmt_s(t['low'])}–{_fmt_s(t['high'])})" if t else "")
-                  + "; the per-op figures above count kernels only (no serving runtime), so they sit below "
-                    f"the interval ({e['basis']})", highlight=False)
+                  + f" ({e['basis']})", highlight=False)
     mem = pred.memory
     colour = "green" if mem.fits else "red"
     con.print(f"[{colour}]memory per GPU: {mem.required_bytes / 1e9:.1f} GB of {mem.capacity_bytes / 1e9:.0f} GB "
@@ -147,13 +153,15 @@ def render_precision(con: Console, report: dict | None) -> None:
 
 def render_moe(con: Console, moe) -> None:
     """Routing statistics of a mixture-of-experts prediction (per MoE layer; decode: per step)."""
-    t = Table(title=f"Experts: {moe.n_experts} routed, top-{moe.top_k}, {moe.expert_sharding} (ep={moe.ep}), "
-                    f"routing {moe.routing}")
-    for col in ("phase", "tokens/group", "assignments/rank (mean)", "busiest rank", "imbalance", "experts hit",
-                "hit on busiest rank", "idle wait"):
-        t.add_column(col, justify="right")
+    rows = []
     for name, ph in (("prefill", moe.prefill), ("decode step", moe.decode)):
-        t.add_row(name, f"{ph.group_tokens:,.0f}", f"{ph.mean_rank_tokens:,.1f}", f"{ph.max_rank_tokens:,.1f}",
-                  f"{ph.imbalance:.3f}", f"{ph.experts_hit:.1f}", f"{ph.experts_hit_per_rank_max:.1f}",
-                  _fmt_j(ph.idle_wait_j))
-    con.print(t)
+        rows.append([name, f"{ph.group_tokens:,.0f}", f"{ph.mean_rank_tokens:,.1f}", f"{ph.max_rank_tokens:,.1f}",
+                     f"{ph.imbalance:.3f}", f"{ph.experts_hit:.1f}", f"{ph.experts_hit_per_rank_max:.1f}",
+                     _fmt_j(ph.idle_wait_j)])
+    headers = ["phase", "tokens/group", "assign/rank", "busiest rank", "imbalance", "experts hit", "hit busiest",
+               "idle wait"]
+    con.print(fitted_table(con, f"Experts: {moe.n_experts} routed, top-{moe.top_k}, {moe.expert_sharding} "
+                                f"(ep={moe.ep}), routing {moe.routing}", headers, rows,
+                           priority=[0, 2, 3, 4, 7, 5, 6, 1], left=(0,)))
+    con.print("assign/rank: expert assignments per rank (mean); hit busiest: experts hit on the busiest rank",
+              highlight=False)

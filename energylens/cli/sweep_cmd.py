@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from energylens.cli import app, emit_json
+from energylens.cli.tables import fitted_table
 
 LIST_HELP = "comma list or range: '1,2,4,8', '1:256:x2' (doubling), '512:4096:512' (step)"
 
@@ -31,9 +32,10 @@ SHORT = {"ttft_s": "TTFT s", "tpot_s": "TPOT s", "request_latency_s": "latency s
 
 def _console() -> Console:
     """Rich console; 140 columns when not a terminal (pipes, files, tests) so tables do not squash."""
+    import os
     import sys
 
-    return Console() if sys.stdout.isatty() else Console(width=140)
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=140)
 
 
 def _fmt(x: float) -> str:
@@ -224,25 +226,24 @@ def sweep_command(
     if not n_valid:
         for reason in invalid_reasons:
             con.print(f"invalid: {reason}", markup=False, highlight=False)
-    sp_t = Table(title="Energy-efficiency spread over feasible configurations (max/min J per token)")
-    for col in ("model", "phase", "min J/tok", "max J/tok", "spread", "median per workload", "range per workload",
-                "configs"):
-        sp_t.add_column(col, justify="right" if col != "model" else "left", no_wrap=True)
+    sp_rows = []
     for ph, s in spreads_out.items():
         per = per_workload[ph]
         for k, v in s.items():
             w = [x["spread"] for key, x in per.items() if key[0] == k]
-            sp_t.add_row(str(k), ph, _fmt(v["min"]), _fmt(v["max"]), f"{v['spread']:.3g}x",
-                         f"{np.median(w):.3g}x" if w else "-", f"{min(w):.3g}-{max(w):.3g}x" if w else "-",
-                         f"{v['rows']:,}")
-    con.print(sp_t)
+            sp_rows.append([str(k), ph, _fmt(v["min"]), _fmt(v["max"]), f"{v['spread']:.3g}x",
+                            f"{np.median(w):.3g}x" if w else "-", f"{min(w):.3g}-{max(w):.3g}x" if w else "-",
+                            f"{v['rows']:,}"])
+    con.print(fitted_table(con, "Energy-efficiency spread over feasible configurations (max/min J per token)",
+                           ["model", "phase", "min J/tok", "max J/tok", "spread", "median/workload",
+                            "range/workload", "configs"], sp_rows, priority=[0, 1, 2, 3, 4, 7, 5, 6], left=(0,),
+                           fold=(0,)))
     if len(fr):
         x, y, _, _ = FRONTS[front]
         multi = [c for c in ("model", "gpu", "dtype") if len(set(fr[c].tolist())) > 1]
         ov = ["overlap"] if any(k > 0 for k in spec.overlap_comm_sms) else []
-        ft = Table(title=f"Pareto front {front}: {len(fr)} configurations (first {min(top, len(fr))})")
-        for col in (*multi, "layout", *ov, "batch", "prompt", "output", SHORT.get(x, x), SHORT.get(y, y), "GPUs"):
-            ft.add_column(col, justify="left" if col in (*multi, "layout", *ov) else "right", no_wrap=True)
+        cols = (*multi, "layout", *ov, "batch", "prompt", "output", SHORT.get(x, x), SHORT.get(y, y), "GPUs")
+        ft_rows = []
         for r in fr.rows(top):
             lay = f"tp{r['tp']} pp{r['pp']} dp{r['dp']}" + (f" ep{r['ep']}" if r["ep"] > 1 else "")
             if ov:  # comm SMs x chunks, or "-" for sequential execution
@@ -250,9 +251,11 @@ def sweep_command(
                 ov_cell = [f"{k} SMs x{r['overlap_chunks']}" if k > 0 else "-"]
             else:
                 ov_cell = []
-            ft.add_row(*(str(r[c]) for c in multi), lay, *ov_cell, str(r["batch"]), str(r["prompt_len"]),
-                       str(r["output_len"]), _fmt(r[x]), _fmt(r[y]), str(r["num_gpus"]))
-        con.print(ft)
+            ft_rows.append([*(str(r[c]) for c in multi), lay, *ov_cell, str(r["batch"]), str(r["prompt_len"]),
+                            str(r["output_len"]), _fmt(r[x]), _fmt(r[y]), str(r["num_gpus"])])
+        n_left = len(multi) + 1 + len(ov)
+        con.print(fitted_table(con, f"Pareto front {front}: {len(fr)} configurations (first {min(top, len(fr))})",
+                               list(cols), ft_rows, left=tuple(range(n_left)), fold=tuple(range(len(multi)))))
     else:
         con.print("[yellow]no feasible configuration: relax the constraints or add GPUs[/]")
     if written:
