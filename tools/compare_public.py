@@ -3,9 +3,10 @@
     python tools/compare_public.py [--write]
 
 1. LLM-Inference-Bench (Argonne, vLLM, static batch, input = output = 1024, one H100 / A100):
-   batch latency, GPU-0 power and energy of Llama-3-8B (shared/reference/llm-inference-bench).
+   batch latency, GPU-0 power and energy of Llama-3-8B (energylens/data/validation/public, a subset of
+   shared/reference/llm-inference-bench).
 2. Splitwise (ISCA'24) DGX-H100 Llama-2-70B TP 2/4/8: prefill time and time per decode iteration
-   (shared/reference/splitwise-perf). Llama-2-70B has Llama-3-70B's layer shapes with a 32000 vocabulary.
+   (energylens/data/validation/public, a subset of shared/reference/splitwise-perf). Llama-2-70B has Llama-3-70B's layer shapes with a 32000 vocabulary.
 Each row is predicted twice: by the per-op cost model alone ("kernels"), and with the vLLM serving
 coefficients of `energylens/data/validation/serving_coefficients.yaml` (the GPU's platform) applied per engine
 iteration ("+runtime": host overhead per iteration at idle power, per-sequence GPU work, busy static
@@ -28,7 +29,10 @@ from energylens.models.dense import build_dense
 from energylens.models.hf_config import HFConfig
 from energylens.serving import MAX_BATCHED_TOKENS, load_coefficients
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+# row-for-row subsets of the workspace reference data, shipped so the tool runs from any checkout
+PUBLIC = Path(__file__).resolve().parents[1] / "energylens" / "data" / "validation" / "public"
+LIB_CSV = PUBLIC / "llm_inference_bench_power_vllm_llama3_8b.csv"
+SPLITWISE_CSV = PUBLIC / "splitwise_perf_h100_llama2_70b.csv"
 LLAMA2_70B = {  # public architecture facts (Llama 2 paper, Table 1 / HF config): same layer as Llama-3-70B
     "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672, "num_attention_heads": 64,
     "num_key_value_heads": 8, "num_hidden_layers": 80, "vocab_size": 32000, "torch_dtype": "float16",
@@ -57,8 +61,9 @@ def with_runtime(pred, batch: int, prompt_len: int, output_len: int) -> tuple[fl
 RATIOS_FILE = Path(__file__).resolve().parents[1] / "energylens" / "data" / "validation" / "static_batch_ratios.yaml"
 
 
-def llm_inference_bench(ratios: dict | None = None) -> list[float]:
-    path = REF / "llm-inference-bench" / "power_static_batch.csv"
+def llm_inference_bench(ratios: dict | None = None) -> dict:
+    """MAPE (%) of latency and energy, per-op model alone ("kernels") and with the serving runtime."""
+    path = LIB_CSV
     errs, errs_rt, lat_errs, lat_errs_rt = [], [], [], []
     gpus = {"Nvidia H100 GPU": "h100-sxm", "Nvidia A100 GPU": "a100-sxm-80gb"}
     print("LLM-Inference-Bench, vLLM static batch, Llama-3-8B, input=output=1024 (GPU-0 NVML power)")
@@ -84,11 +89,12 @@ def llm_inference_bench(ratios: dict | None = None) -> list[float]:
     print(f"MAPE over {len(errs)} rows: latency kernels {np.mean(lat_errs) * 100:.1f}% / +runtime "
           f"{np.mean(lat_errs_rt) * 100:.1f}%; energy kernels {np.mean(errs) * 100:.1f}% / +runtime "
           f"{np.mean(errs_rt) * 100:.1f}%\n")
-    return errs
+    return {"latency_kernels": 100 * float(np.mean(lat_errs)), "latency_runtime": 100 * float(np.mean(lat_errs_rt)),
+            "energy_kernels": 100 * float(np.mean(errs)), "energy_runtime": 100 * float(np.mean(errs_rt))}
 
 
-def splitwise() -> None:
-    path = REF / "splitwise-perf" / "perf_model.csv"
+def splitwise() -> dict:
+    path = SPLITWISE_CSV
     model = build_dense(HFConfig(LLAMA2_70B, "Llama-2-70B (public architecture)"), "llama2-70b")
     groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
     for r in csv.DictReader(path.open()):
@@ -112,6 +118,8 @@ def splitwise() -> None:
         print(f"  TP{tp}: prefill-time MAPE kernels {np.mean(pe[tp]) * 100:.1f}% / +runtime {np.mean(pe_rt[tp]) * 100:.1f}%;"
               f"  decode-iteration MAPE kernels {np.mean(te[tp]) * 100:.1f}% / +runtime {np.mean(te_rt[tp]) * 100:.1f}%"
               f"  ({len(pe[tp])} configurations)")
+    return {tp: {"prefill_kernels": 100 * float(np.mean(pe[tp])), "decode_kernels": 100 * float(np.mean(te[tp]))}
+            for tp in sorted(pe)}
 
 
 def write_ratios(ratios: dict) -> None:
@@ -138,9 +146,11 @@ def write_ratios(ratios: dict) -> None:
 
 
 def main() -> int:
-    if not REF.exists():
-        print(f"reference data not found at {REF}", file=sys.stderr)
-        return 1
+    for path in (LIB_CSV, SPLITWISE_CSV):
+        if not path.is_file():
+            print(f"error: data={str(path)!r} is not valid: the shipped public subset (see {PUBLIC}/SOURCE.md)",
+                  file=sys.stderr)
+            return 2
     ratios: dict = {}
     llm_inference_bench(ratios)
     splitwise()
