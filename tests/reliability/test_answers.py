@@ -67,3 +67,19 @@ def test_help_texts_say_which_j_per_token():
     assert "decode J/token" in out and "whole request" in out and "energylens serve" in out
     out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).stdout
     assert "deployment" in out and "static-batch" in out
+
+
+def test_sweep_overlap_rows_with_one_chunk_match_sequential_rows_under_pipeline_parallelism():
+    """The sweep's overlap axis goes through the same re-costing: with pp = 2 and two micro-batches its
+    C = 1 rows at NCCL's SM count equal the sequential rows (they inflated the spread table before)."""
+    import numpy as np
+
+    from energylens.sweep import SweepSpec, run_sweep
+
+    k = int(default_comm_sms(load_gpu("h100-sxm")))
+    t = run_sweep(SweepSpec(models=["llama3-70b"], gpus=["h100-sxm"], tp=[4], pp=[2], batch=[4, 8], prompt_len=[512],
+                            output_len=[16], overlap_comm_sms=[0, k], overlap_chunks=[1]))
+    seq = t.filter(t["overlap_comm_sms"] == 0)
+    one = t.filter(t["overlap_comm_sms"] == k)
+    for col in ("prefill_latency_s", "prefill_energy_j", "decode_latency_s", "decode_energy_j"):
+        np.testing.assert_allclose(one[col], seq[col], rtol=1e-12)
