@@ -231,9 +231,12 @@ def _check_budget(max_gpus) -> int:
 def _prepare_pool(model, pool: Pool, gpus_per_node: int):
     from energylens.pipeline import prepare
 
+    from energylens.kv_capacity import kv_capacity, require_fit
+
     m, g = prepare(model, pool.gpu, pool.dtype)
     lay = pool.layout(gpus_per_node)
     check_layout(m, lay, strict=True)
+    require_fit(kv_capacity(m, g, lay), gpu=g.key, layout=lay)  # as serve: weights must leave room for a KV cache
     return m, g, lay
 
 

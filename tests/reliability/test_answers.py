@@ -83,3 +83,12 @@ def test_sweep_overlap_rows_with_one_chunk_match_sequential_rows_under_pipeline_
     one = t.filter(t["overlap_comm_sms"] == k)
     for col in ("prefill_latency_s", "prefill_energy_j", "decode_latency_s", "decode_energy_j"):
         np.testing.assert_allclose(one[col], seq[col], rtol=1e-12)
+
+
+def test_disagg_refuses_a_pool_whose_weights_do_not_fit():
+    from energylens.disagg import Pool, compare
+    from energylens.errors import LayoutError
+
+    with pytest.raises(LayoutError, match="GiB"):
+        compare("llama3.1-405b", colocated_pool=Pool(tp=1), prefill_pool=Pool(tp=8), decode_pool=Pool(tp=8),
+                concurrency=8, prompt_len=1024, output_len=128, max_gpus=32)
