@@ -229,9 +229,8 @@ def _check_budget(max_gpus) -> int:
 
 
 def _prepare_pool(model, pool: Pool, gpus_per_node: int):
-    from energylens.pipeline import prepare
-
     from energylens.kv_capacity import kv_capacity, require_fit
+    from energylens.pipeline import prepare
 
     m, g = prepare(model, pool.gpu, pool.dtype)
     lay = pool.layout(gpus_per_node)
