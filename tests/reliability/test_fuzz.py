@@ -43,6 +43,7 @@ SCALE = float(os.environ.get("ENERGYLENS_FUZZ_SCALE", "1"))
 COUNT_ONLY = os.environ.get("ENERGYLENS_FUZZ_COUNT_ONLY") == "1"
 CASE_TIMEOUT_S = 20.0  # one input (one call or one CLI command)
 MAX_RSS_BYTES = 4 * 2**30  # peak resident memory of the test process
+MAX_CASE_GROWTH_BYTES = 2**30  # one input may raise that peak by at most this much
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "energylens" / "data"
 
@@ -112,29 +113,48 @@ def bad_numbers(obj, key: str = "", depth: int = 0) -> str | None:
 
 
 def _run(fn):
-    """(outcome, value) of one call under the timer."""
+    """(outcome, value) of one call under the timer (and the memory it took, see ``_memory``)."""
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, CASE_TIMEOUT_S)
+    before = _peak_rss()
+    outcome, value = "ok", None
     try:
-        return "ok", fn()
-    except CaseTimeout:
-        return f"hang (> {CASE_TIMEOUT_S:g} s)", None
-    except MemoryError:
-        return "memory", None
-    except EnergyLensError:
-        return "refused", None
-    except RecursionError:
-        return "uncaught RecursionError", None
-    except Exception as exc:  # noqa: BLE001 - classifying is the point
-        return f"uncaught {type(exc).__name__}", None
+        try:
+            _start_timer()
+            value = fn()
+        except CaseTimeout:
+            outcome = f"hang (> {CASE_TIMEOUT_S:g} s)"
+        except MemoryError:
+            outcome = "memory (MemoryError)"
+        except EnergyLensError:
+            outcome = "refused"
+        except RecursionError:
+            outcome = "uncaught RecursionError"
+        except Exception as exc:  # noqa: BLE001 - classifying is the point
+            outcome = f"uncaught {type(exc).__name__}"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except CaseTimeout:  # the timer fired while the case was ending (freeing a huge allocation, say)
+        outcome, value = f"hang (> {CASE_TIMEOUT_S:g} s)", None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+    return (_memory(before) or outcome), value
 
 
-def _memory() -> str | None:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return f"memory (peak RSS {rss / 2**30:.1f} GiB)" if rss > MAX_RSS_BYTES else None
+def _start_timer() -> None:
+    signal.setitimer(signal.ITIMER_REAL, CASE_TIMEOUT_S)
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _memory(before: int) -> str | None:
+    """A case that took the process's peak memory above ``MAX_RSS_BYTES``, or raised it by more than
+    ``MAX_CASE_GROWTH_BYTES`` (the peak only grows, so later cases are judged by their own growth)."""
+    after = _peak_rss()
+    if (after > MAX_RSS_BYTES >= before) or after - before > MAX_CASE_GROWTH_BYTES:
+        return f"memory (peak RSS {before / 2**30:.1f} -> {after / 2**30:.1f} GiB)"
+    return None
 
 
 def check(category: str, fn, inspect=bad_numbers) -> None:
@@ -142,8 +162,7 @@ def check(category: str, fn, inspect=bad_numbers) -> None:
     if outcome == "ok":
         bad = inspect(value) if inspect else None
         outcome = f"non-finite/negative output ({bad})" if bad else "ok"
-    outcome = _memory() or outcome
-    fuzz_tally.record(category, outcome.split(" (")[0] if not fuzz_tally.is_failure(outcome) else outcome)
+    fuzz_tally.record(category, outcome.split(" (")[0])
     if not COUNT_ONLY:
         assert not fuzz_tally.is_failure(outcome), outcome
 
@@ -577,14 +596,24 @@ def runner():
 
 def _cli_outcome(runner, app, args) -> str:
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, CASE_TIMEOUT_S)
+    before = _peak_rss()
     try:
-        res = runner.invoke(app, args)
+        try:
+            _start_timer()
+            res = runner.invoke(app, args)
+        except CaseTimeout:
+            return f"hang (> {CASE_TIMEOUT_S:g} s)"
+        except MemoryError:
+            return "memory (MemoryError)"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except CaseTimeout:
         return f"hang (> {CASE_TIMEOUT_S:g} s)"
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+    mem = _memory(before)
+    if mem:
+        return mem
     exc = res.exception
     if exc is not None and not isinstance(exc, SystemExit):
         if isinstance(exc, EnergyLensError):  # escaped the app; the console script's main() prints one line
@@ -613,9 +642,9 @@ def _cli_outcome(runner, app, args) -> str:
 @fuzz_settings(1500)
 @given(args=cli_args())
 def test_fuzz_cli(runner, args):
-    outcome = _memory() or _cli_outcome(*runner, args)
+    outcome = _cli_outcome(*runner, args)
     fuzz_tally.record(f"cli {args[0] if args and not args[0].startswith('-') else '(root)'}",
-                      outcome if fuzz_tally.is_failure(outcome) else outcome.split(" (")[0])
+                      outcome.split(" (")[0])
     if not COUNT_ONLY:
         assert not fuzz_tally.is_failure(outcome), (args, outcome)
 
@@ -641,7 +670,7 @@ def test_fuzz_cli_main_predict(runner, args):
             outcome = f"exit {rc}"
         elif NUMBER_TOKEN.search(stdout):
             outcome = f"non-finite output ({NUMBER_TOKEN.search(stdout).group(0)})"
-    fuzz_tally.record("cli main predict", outcome if fuzz_tally.is_failure(outcome) else outcome.split(" (")[0])
+    fuzz_tally.record("cli main predict", outcome.split(" (")[0])
     if not COUNT_ONLY:
         assert not fuzz_tally.is_failure(outcome), (args, outcome)
 
