@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from energylens.cost.phase import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
+from energylens.cost.power import above_idle_energy_j, idle_energy_j, serving_active_power_w
 from energylens.errors import LayoutError, WorkloadError
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
@@ -291,7 +292,7 @@ def kv_transfer(model, prefill_pool: Pool, prompt_len, *, gpus_per_node: int = 8
     kv_heads = int(m.dims.get("g", prefill_pool.tp))
     senders = min(prefill_pool.tp, kv_heads) * prefill_pool.pp
     cc = collective_cost("send_recv", total / senders, 2, g, nodes=2)
-    dyn = np.maximum(cc.energy_j_per_gpu - g.idle_power_w * cc.latency_s, 0.0)
+    dyn = above_idle_energy_j(g, cc.energy_j_per_gpu, cc.latency_s)
     return total, np.asarray(cc.latency_s), 2.0 * senders * dyn
 
 
@@ -332,12 +333,9 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
     # work and active static power while kernels run
     host_a = coeffs.iteration_overhead_s
     seq_a = coeffs.per_sequence_overhead_s * bpr_a
-    from energylens.cost.dvfs import reference_idle_power_w, reference_power_limit_w
-
-    active_w = coeffs.active_power_fraction * (reference_power_limit_w(ga) - reference_idle_power_w(ga))
+    active_w = serving_active_power_w(ga, coeffs.active_power_fraction)
     t_pre = pre.latency_s + seq_a + host_a
-    e_pre = pre.energy_j + gpus_a * (ga.idle_power_w * host_a + (ga.idle_power_w + active_w) * seq_a
-                                     + active_w * pre.kernel_time_s)
+    e_pre = pre.energy_j + gpus_a * (idle_energy_j(ga, host_a + seq_a) + active_w * (seq_a + pre.kernel_time_s))
     r_a = prefill_batch / t_pre
     e_a = e_pre / prefill_batch
 
@@ -359,8 +357,9 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
     nb_g = nb.reshape((1, -1) + extra)
     within = (na_g * gpus_a + nb_g * gpus_b) <= max_gpus
     rate = np.minimum(na_g * r_a, nb_g * r_b)
-    idle_w = na_g * gpus_a * (1.0 - rate / (na_g * r_a)) * ga.idle_power_w + \
-        nb_g * gpus_b * (1.0 - rate / (nb_g * r_b)) * gb.idle_power_w
+    # pools wait at idle power for the slower one: idle seconds per second of each pool
+    idle_w = idle_energy_j(ga, na_g * gpus_a * (1.0 - rate / (na_g * r_a))) + \
+        idle_energy_j(gb, nb_g * gpus_b * (1.0 - rate / (nb_g * r_b)))
     energy = busy_j + idle_w / rate
     score = np.where(within, energy, np.inf)
     flat = score.reshape((-1,) + score.shape[2:])

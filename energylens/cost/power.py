@@ -77,3 +77,17 @@ def stretch(gpu_headroom_w: float, duration_s, power_w) -> np.ndarray:
 def comm_sm_power_w(gpu: GPU, sms, activity_factor: float) -> np.ndarray:
     """Power (above idle) of ``sms`` SMs running communication channels."""
     return np.asarray(sms, dtype=float) * headroom_w(gpu) / gpu.sm_count * activity_factor
+
+
+def above_idle_energy_j(gpu: GPU, energy_j, seconds) -> np.ndarray:
+    """The part of ``energy_j`` spent over ``seconds`` above idle power (never negative)."""
+    return np.maximum(np.asarray(energy_j, dtype=float) - idle_energy_j(gpu, seconds), 0.0)
+
+
+def serving_active_power_w(gpu: GPU, active_fraction) -> np.ndarray:
+    """Static power above idle while a serving engine's kernels run: ``active_fraction`` of the headroom
+    of the profile's own operating point (the fraction was fitted there; a lowered limit does not
+    change what the SMs draw when they are busy, it changes the clock, :mod:`energylens.cost.dvfs`)."""
+    from energylens.cost.dvfs import reference_idle_power_w, reference_power_limit_w
+
+    return np.asarray(active_fraction, dtype=float) * (reference_power_limit_w(gpu) - reference_idle_power_w(gpu))

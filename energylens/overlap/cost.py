@@ -58,7 +58,7 @@ import numpy as np
 from energylens.cost.collectives import collective_cost
 from energylens.cost.kernels import KernelRecord, cost_steps
 from energylens.cost.phase import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase
-from energylens.cost.power import stretch
+from energylens.cost.power import idle_energy_j, stretch
 from energylens.errors import LayoutError
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPES, GPU, Quantity
@@ -213,7 +213,7 @@ def _kernel_terms(rec: KernelRecord, gpu: GPU) -> tuple[np.ndarray, np.ndarray]:
     """(latency, energy above idle power) of one kernel call, at the clock the power limit allows
     (``cost.dvfs``; at free clocks and within the limit: the plain roofline latency and dynamic energy)."""
     c = rec.cost
-    return c.latency_s, c.energy_j - gpu.idle_power_w * c.latency_s
+    return c.latency_s, c.energy_j - idle_energy_j(gpu, c.latency_s)
 
 
 @dataclass
