@@ -48,4 +48,14 @@ def models_command(all_ids: bool = typer.Option(False, "--all", help="Also list 
     if all_ids:
         for hf in sorted(shipped_configs()):
             table.add_row("", hf)
-    Console().print(table)
+    con = Console()
+    con.print(table)
+    con.print(f"{len(shipped_configs())} shipped configs ('--all' lists them); published variants of them "
+              "(-Instruct, -2507, -FP8, -AWQ, -NVFP4, ...) resolve offline, any Hugging Face id online.",
+              highlight=False)
+    if all_ids:
+        from energylens.models.names import unsupported
+
+        con.print("Not supported (no builder for the architecture):", highlight=False)
+        for mt, why in unsupported()["architectures"].items():
+            con.print(f"  {mt}: {why}", highlight=False)
