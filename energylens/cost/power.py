@@ -88,6 +88,7 @@ def serving_active_power_w(gpu: GPU, active_fraction) -> np.ndarray:
     """Static power above idle while a serving engine's kernels run: ``active_fraction`` of the headroom
     of the profile's own operating point (the fraction was fitted there; a lowered limit does not
     change what the SMs draw when they are busy, it changes the clock, :mod:`energylens.cost.dvfs`)."""
-    from energylens.cost.dvfs import reference_idle_power_w, reference_power_limit_w
-
-    return np.asarray(active_fraction, dtype=float) * (reference_power_limit_w(gpu) - reference_idle_power_w(gpu))
+    op = gpu.operating  # energylens.cost.dvfs.OperatingPoint, or None at the profile's own point
+    limit = op.reference_power_limit_w if op else gpu.power_limit_w
+    idle = op.reference_idle_power_w if op else gpu.idle_power_w
+    return np.asarray(active_fraction, dtype=float) * (limit - idle)
