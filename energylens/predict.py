@@ -7,7 +7,7 @@ import numpy as np
 from energylens.assemble import moe_report, overlap_summary, phase_result, with_overlap
 from energylens.errors import SpecError, WorkloadError
 from energylens.graph.model import Model
-from energylens.hardware.profile import DTYPE_BYTES, GPU
+from energylens.hardware.profile import DTYPE_BYTES, GPU, KERNEL_FAMILY_FIELDS
 from energylens.intervals import runtime_interval
 from energylens.moe.binding import is_moe
 from energylens.parallel.layout import Layout
@@ -38,6 +38,10 @@ def provenance(gpu: GPU, model: Model) -> dict:
              "kernel_overhead", "gemm_tile_m", "gemm_tile_n", "gemm_k_half", "sm_count", "hbm_capacity"]
     for dt in sorted(dtypes):
         names += [f"peak_flops_{dt}", f"max_compute_efficiency_{dt}", f"energy_per_flop_{dt}"]
+    # kernel-family coefficients (cost/families.py) of the dtypes in use, where the profile has them
+    names += [f for f in KERNEL_FAMILY_FIELDS if "{dtype}" not in f]
+    names += [f.format(dtype=dt) for f in KERNEL_FAMILY_FIELDS if "{dtype}" in f
+              for dt in sorted(dtypes | {model.kv_dtype})]
     out = {"gpu_profile": gpu.path or gpu.key}
     for name in names:
         q = gpu.quantities.get(name)

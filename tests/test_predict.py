@@ -161,6 +161,11 @@ def test_prediction_carries_the_provenance_of_its_coefficients():
     for name in ("peak_flops_fp8", "energy_per_flop_fp8", "energy_per_byte_hbm", "idle_power"):
         assert d[name]["kind"] in ("spec", "measured", "derived", "fitted", "assumed") and d[name]["source"]
     assert d["peak_flops_fp8"]["kind"] == "spec"
+    # the kernel-family coefficients it used, fitted on NVIDIA's kernel tables (python tools/calibrate_tables.py)
+    for name in ("gemm_overhead_fp8", "decode_attn_overhead", "prefill_attn_kv_traffic_bf16"):
+        assert d[name]["kind"] == "fitted" and "aiconfigurator" in d[name]["source"]
+    a100 = energylens.predict("llama3-8b", "a100-sxm-80gb").to_dict()["provenance"]
+    assert "decode_attn_overhead" not in a100  # no table: the spec-derived defaults of cost/families.py
 
 
 def test_input_len_is_an_alias_of_prompt_len():
