@@ -215,7 +215,7 @@ PREDICT_GOOD = {"model": MODELS, "gpu": GPUS, "batch": st.integers(1, 64), "prom
 NAME_FAULTS = {"model": BAD_NAMES, "gpu": BAD_NAMES, "routing": ROUTING}
 
 
-@fuzz_settings(1500)
+@fuzz_settings(1300)
 @given(kw=with_faults(PREDICT_GOOD, NAME_FAULTS))
 def test_fuzz_api_predict(kw):
     check("api predict", lambda: energylens.predict(**kw))
@@ -229,7 +229,7 @@ SERVE_GOOD = {"model": st.sampled_from(["llama3.1-8b", "qwen3-8b", "qwen3-30b-a3
               "routing": st.sampled_from([None, "uniform", "zipf:1.2"])}
 
 
-@fuzz_settings(900)
+@fuzz_settings(800)
 @given(kw=with_faults(SERVE_GOOD, NAME_FAULTS))
 def test_fuzz_api_serve(kw):
     from energylens.serving import serve
@@ -639,7 +639,7 @@ def _cli_outcome(runner, app, args) -> str:
     return "ok"
 
 
-@fuzz_settings(1500)
+@fuzz_settings(1200)
 @given(args=cli_args())
 def test_fuzz_cli(runner, args):
     outcome = _cli_outcome(*runner, args)
