@@ -73,6 +73,12 @@ def fetch(repo_id: str) -> tuple[HubConfig | None, str]:
         from huggingface_hub import errors as hf_errors
     except ImportError:
         return None, "huggingface_hub is not installed"
+    try:  # the Hub's own rule for repository ids (it raises on anything else, even for a cache lookup)
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+    except hf_errors.HFValidationError:
+        return None, "not a Hugging Face repository id (org/name of letters, digits, '-', '_', '.'; at most 96)"
     cache = cache_dir()
     cached = hf.try_to_load_from_cache(repo_id, CONFIG, cache_dir=cache)
     if isinstance(cached, str):

@@ -10,7 +10,7 @@ unbounded memory (``MAX_RSS_BYTES`` for the whole process: inputs that would all
 up front). The CLI runs in-process through ``typer.testing.CliRunner``.
 
 Hypothesis runs derandomized (a fixed seed per test, no example database), so CI sees the same
-inputs every run. ``ENERGYLENS_FUZZ_SCALE`` scales the example counts (default 1: about 10,600 inputs);
+inputs every run. ``ENERGYLENS_FUZZ_SCALE`` scales the example counts (default 1: about 11,500 inputs, ~80 s of one core);
 ``ENERGYLENS_FUZZ_COUNT_ONLY=1`` records outcomes without failing (used to count an older commit's
 failures). The counts by category are printed in the pytest summary (``conftest.py``).
 """

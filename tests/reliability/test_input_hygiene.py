@@ -281,3 +281,10 @@ def test_checks_module_rules():
         checks.text("model", "a\x00b")
     assert checks.json_safe({"a": float("nan"), "b": np.float64(1.5), "c": [np.int64(2)]}) == \
         {"a": None, "b": 1.5, "c": [2]}
+
+
+@pytest.mark.parametrize("name", ["La\u00a5\U000f15b2/\u00ec", "org/" + "x" * 200, "a/b/c", "-x/y"])
+def test_model_names_the_hub_would_refuse_are_our_error(name):
+    """Found by the fuzz suite: a name with a slash went to huggingface_hub, whose HFValidationError escaped."""
+    with pytest.raises(EnergyLensError):
+        energylens.predict(name)
