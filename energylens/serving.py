@@ -60,6 +60,7 @@ from functools import cache
 import numpy as np
 
 from energylens.cost.phase import evaluate_phase
+from energylens.cost.power import above_idle_energy_j, idle_energy_j, serving_gpu_energy_j
 from energylens.datafiles import data_path
 from energylens.engines import VLLM
 from energylens.errors import LayoutError, SpecError, WorkloadError
@@ -268,7 +269,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
         # MoE: the busiest expert-parallel rank sets the pace (kernels); energy is the mean rank's
         # kernels (kernels_energy) plus idle power while it waits for the busiest rank
         a_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False, records=mixed.kernels_energy)
-        e_rest = e_rest + np.maximum(t_rest - a_rest, 0.0) * gpu.idle_power_w
+        e_rest = e_rest + idle_energy_j(gpu, np.maximum(t_rest - a_rest, 0.0))
         s_rest = s_rest * np.minimum(1.0, t_rest / np.maximum(a_rest, 1e-300))
         a_rest = np.minimum(a_rest, t_rest)
     t_coll, e_coll = _collectives(mixed, pp)
@@ -285,7 +286,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     shared = launches * gpu.kernel_overhead_s
     s_pre = np.where(has_prefill, s_pre * np.maximum(t_pre - shared, 0.0) / np.maximum(t_pre, 1e-300), 0.0)
     t_pre = np.where(has_prefill, np.maximum(t_pre - shared, 0.0), 0.0)
-    e_pre = np.where(has_prefill, np.maximum(e_pre - shared * gpu.idle_power_w, 0.0), 0.0)
+    e_pre = np.where(has_prefill, above_idle_energy_j(gpu, e_pre, shared), 0.0)
     active = a_rest + t_dec + t_pre
     scaled = None if gpu.operating is None else s_rest + s_dec + s_pre  # default clocks: scale 1
     return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec)
@@ -358,11 +359,12 @@ def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
     ref_idle = parts.reference_idle_power_w or idle
     active_w = c.active_power_fraction * (ref_limit - ref_idle)
     active_s = mean.active_s if mean.active_scaled_s is None else mean.active_scaled_s  # x v^2 f / f_max
-    # per GPU (one rank of each stage runs pp micro-batches per iteration): kernels + active static
-    # power + per-sequence work at busy static power, capped at the power limit; collectives as costed
-    kernel_j = mean.kernel_j + active_w * active_s + (idle + active_w * parts.lock_scale) * seq_s
-    kernel_j = np.minimum(kernel_j, parts.power_limit_w * (mean.kernel_s + seq_s))
-    per_gpu_j = kernel_j + mean.collective_j + idle * host_s
+    # per GPU (one rank of each stage runs pp micro-batches per iteration): the power rules of
+    # cost/power.py (busy static power, per-sequence work, the cap, host time at idle)
+    per_gpu_j = serving_gpu_energy_j(kernel_j=mean.kernel_j, kernel_s=mean.kernel_s, active_s=active_s, seq_s=seq_s,
+                                     host_s=host_s, collective_j=mean.collective_j, idle_power_w=idle,
+                                     power_limit_w=parts.power_limit_w, active_power_w=active_w,
+                                     lock_scale=parts.lock_scale)
     e_iter = per_gpu_j * parts.num_gpus
     return ServingArrays(
         decode_step_latency_s=iter_median,

@@ -69,6 +69,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.errors import WorkloadError
 from energylens.graph.model import Model
@@ -423,7 +424,7 @@ def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, 
     stable = q["stable"] & fits
     power_n = interp_states(m_grid, arr.avg_power_w / dp, m)  # one replica
     power_c = np.take_along_axis(power_n, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
-    idle_w = gpu.idle_power_w * arr.num_gpus / dp
+    idle_w = idle_energy_j(gpu, arr.num_gpus / dp)  # a replica with no request waits at idle power (W)
     power = (q["p0"] * idle_w + np.sum(p * power_n, axis=-1) + tail * power_c) * dp
     median_n = interp_states(m_grid, arr.decode_step_latency_s, m)
     busy = np.maximum(np.sum(p, axis=-1) + tail, 1e-300)

@@ -109,3 +109,22 @@ def test_core_never_imports_the_measurement_harness():
            for m, ts in _graph().items() if not m.startswith(HARNESS_USERS)}
     bad = {m: ts for m, ts in bad.items() if ts}
     assert not bad, f"core modules importing energylens.measure: {bad}"
+
+
+# Modules allowed to turn watts into joules: the cost model, and the hardware profiles / harness /
+# calibration that read or fit the coefficients themselves.
+POWER_OWNERS = ("energylens.cost", "energylens.hardware", "energylens.measure", "energylens.calibration")
+POWER_ARITHMETIC = r"idle_power_w\s*[*+-]|[*+-]\s*[\w.]*idle_power_w\b|power_limit_w\s*-|\*\s*[\w.]*power_limit_w\b"
+
+
+def test_power_is_computed_in_cost_only():
+    import re
+
+    bad = []
+    for name, path in _modules().items():
+        if name.startswith(POWER_OWNERS):
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(POWER_ARITHMETIC, line.split("#")[0]):
+                bad.append(f"{name}:{i}: {line.strip()}")
+    assert not bad, "power arithmetic outside energylens/cost (use energylens.cost.power):\n" + "\n".join(bad)

@@ -92,3 +92,60 @@ def serving_active_power_w(gpu: GPU, active_fraction) -> np.ndarray:
     limit = op.reference_power_limit_w if op else gpu.power_limit_w
     idle = op.reference_idle_power_w if op else gpu.idle_power_w
     return np.asarray(active_fraction, dtype=float) * (limit - idle)
+
+
+def serving_gpu_energy_j(*, kernel_j, kernel_s, active_s, seq_s, host_s, collective_j, idle_power_w: float,
+                         power_limit_w: float, active_power_w, lock_scale=1.0) -> np.ndarray:
+    """Energy of one GPU over one serving iteration (J): its kernels' energy, the busy static power
+    ``active_power_w`` while they run (``active_s``, already scaled by ``v^2 f / f_max`` at a locked
+    clock), the per-sequence work at busy static power (``seq_s``), all capped at the power limit;
+    then the collectives as costed and the host time (``host_s``) at idle power."""
+    busy_j = (np.asarray(kernel_j, dtype=float) + np.asarray(active_power_w) * active_s
+              + (idle_power_w + np.asarray(active_power_w) * lock_scale) * seq_s)
+    busy_j = np.minimum(busy_j, power_limit_w * (np.asarray(kernel_s, dtype=float) + seq_s))
+    return busy_j + collective_j + idle_power_w * np.asarray(host_s, dtype=float)
+
+
+# --- two kernels overlapped (a GEMM and its collective in chunks) under one shared power cap
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Duration and energy of one overlapped pair on one GPU (arrays of the broadcast shape)."""
+
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    overlapped_s: np.ndarray  # both kernels running (after power-cap stretch)
+    compute_only_s: np.ndarray
+    comm_only_s: np.ndarray
+    overlap_power_w: np.ndarray  # power while both run (after the cap)
+    power_capped: np.ndarray
+
+
+def overlap_timeline(compute_chunk_s, compute_chunk_dyn_j, comm_chunk_s, comm_chunk_dyn_j, chunks,
+                     idle_power_w: float, power_limit_w: float) -> Timeline:
+    """Two-stage pipeline of ``chunks`` identical chunks with a shared power cap (vectorised).
+
+    ``*_chunk_s`` are uncapped per-chunk durations, ``*_dyn_j`` the dynamic (above idle) energy of
+    one chunk. Zero-length stages are allowed (their power is taken as 0)."""
+    c = np.asarray(compute_chunk_s, dtype=float)
+    m = np.asarray(comm_chunk_s, dtype=float)
+    ec = np.asarray(compute_chunk_dyn_j, dtype=float)
+    em = np.asarray(comm_chunk_dyn_j, dtype=float)
+    n = np.asarray(chunks, dtype=float)
+    pc = np.divide(ec, c, out=np.zeros(np.broadcast(ec, c).shape), where=c > 0)
+    pm = np.divide(em, m, out=np.zeros(np.broadcast(em, m).shape), where=m > 0)
+    both = (n - 1.0) * np.minimum(c, m)
+    comp_only = n * c - both
+    comm_only = n * m - both
+    headroom = power_limit_w - idle_power_w
+    seg_both = stretch(headroom, both, pc + pm)  # the shared power cap (cost/power.py)
+    seg_c = stretch(headroom, comp_only, pc)
+    seg_m = stretch(headroom, comm_only, pm)
+    latency = seg_both + seg_c + seg_m
+    dyn = both * (pc + pm) + comp_only * pc + comm_only * pm
+    energy = dyn + idle_power_w * latency
+    p_both = np.where(both > 0, idle_power_w + np.minimum(pc + pm, headroom), 0.0)
+    capped = ((pc + pm > headroom) & (both > 0)) | ((pc > headroom) & (comp_only > 0)) | (
+        (pm > headroom) & (comm_only > 0))
+    return Timeline(latency, energy, seg_both, seg_c, seg_m, p_both, capped)

@@ -58,7 +58,7 @@ import numpy as np
 from energylens.cost.collectives import collective_cost
 from energylens.cost.kernels import KernelRecord, cost_steps
 from energylens.cost.phase import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase
-from energylens.cost.power import idle_energy_j, stretch
+from energylens.cost.power import Timeline, idle_energy_j, overlap_timeline  # noqa: F401 - re-exported
 from energylens.errors import LayoutError
 from energylens.graph.model import Model
 from energylens.hardware.profile import DTYPES, GPU, Quantity
@@ -115,48 +115,7 @@ def gpu_partition(gpu: GPU, sms: int) -> GPU:
 
 
 # ------------------------------------------------------------------------------------------ timeline
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """Duration and energy of one overlapped pair on one GPU (arrays of the broadcast shape)."""
-
-    latency_s: np.ndarray
-    energy_j: np.ndarray
-    overlapped_s: np.ndarray  # both kernels running (after power-cap stretch)
-    compute_only_s: np.ndarray
-    comm_only_s: np.ndarray
-    overlap_power_w: np.ndarray  # power while both run (after the cap)
-    power_capped: np.ndarray
-
-
-def overlap_timeline(compute_chunk_s, compute_chunk_dyn_j, comm_chunk_s, comm_chunk_dyn_j, chunks,
-                     idle_power_w: float, power_limit_w: float) -> Timeline:
-    """Two-stage pipeline of ``chunks`` identical chunks with a shared power cap (vectorised).
-
-    ``*_chunk_s`` are uncapped per-chunk durations, ``*_dyn_j`` the dynamic (above idle) energy of
-    one chunk. Zero-length stages are allowed (their power is taken as 0)."""
-    c = np.asarray(compute_chunk_s, dtype=float)
-    m = np.asarray(comm_chunk_s, dtype=float)
-    ec = np.asarray(compute_chunk_dyn_j, dtype=float)
-    em = np.asarray(comm_chunk_dyn_j, dtype=float)
-    n = np.asarray(chunks, dtype=float)
-    pc = np.divide(ec, c, out=np.zeros(np.broadcast(ec, c).shape), where=c > 0)
-    pm = np.divide(em, m, out=np.zeros(np.broadcast(em, m).shape), where=m > 0)
-    both = (n - 1.0) * np.minimum(c, m)
-    comp_only = n * c - both
-    comm_only = n * m - both
-    headroom = power_limit_w - idle_power_w
-    seg_both = stretch(headroom, both, pc + pm)  # the shared power cap (cost/power.py)
-    seg_c = stretch(headroom, comp_only, pc)
-    seg_m = stretch(headroom, comm_only, pm)
-    latency = seg_both + seg_c + seg_m
-    dyn = both * (pc + pm) + comp_only * pc + comm_only * pm
-    energy = dyn + idle_power_w * latency
-    p_both = np.where(both > 0, idle_power_w + np.minimum(pc + pm, headroom), 0.0)
-    capped = ((pc + pm > headroom) & (both > 0)) | ((pc > headroom) & (comp_only > 0)) | (
-        (pm > headroom) & (comm_only > 0))
-    return Timeline(latency, energy, seg_both, seg_c, seg_m, p_both, capped)
+# the two-kernel pipeline under a shared power cap is a power rule: energylens.cost.power.overlap_timeline
 
 
 # ------------------------------------------------------------------------------------------ pairs
