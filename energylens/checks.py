@@ -175,6 +175,32 @@ def parse_yaml(source: str, field: str, origin: str, *, error: type[EnergyLensEr
         raise error(field, origin, f"YAML a parser can read ({exc.__class__.__name__})") from None
 
 
+def read_csv_rows(path: object, columns: Iterable[str], fmt: str) -> list[dict]:
+    """Rows of a bounded UTF-8 CSV file that has every one of ``columns`` (``fmt`` names the format in
+    errors); a row with too few or too many cells is refused, naming the row."""
+    import csv
+    import io
+
+    if not is_file(path):
+        raise SpecError("data", str(path), f"an existing CSV file in the {fmt}")
+    p = Path(str(path))
+    source = read_text(p, "data", max_bytes=MAX_TABLE_BYTES, what=f"a CSV file in the {fmt}")
+    columns = tuple(columns)
+    try:
+        reader = csv.DictReader(io.StringIO(source, newline=""))
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SpecError(f"{p.name} columns", ", ".join(missing), f"the {fmt} columns: " + ", ".join(columns))
+        rows = [dict(r) for r in reader]
+    except csv.Error as exc:
+        raise SpecError("data", str(path), f"a readable CSV file ({exc})") from None
+    for i, r in enumerate(rows):
+        if None in r or any(v is None for v in r.values()):
+            raise SpecError("data", str(path), f"a CSV whose rows have one cell per column (data row {i} has "
+                            f"{len(r) - (None in r) + len(r.get(None) or [])} cells)")
+    return rows
+
+
 def parse_json(source: str, field: str, origin: str, *, error: type[EnergyLensError] = SpecError) -> object:
     """``json.loads`` with failures (syntax, nesting bombs, integers over 4300 digits) as ``error``."""
     try:

@@ -33,7 +33,6 @@ fit, and the overall table shows the MAPE with and without such rows.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -219,28 +218,9 @@ class Validation:
 
 def read_rows(path: str | Path) -> list[dict]:
     """Rows of a CSV in the ML.ENERGY column format; missing columns raise ``SpecError``."""
-    import io
+    from energylens.checks import read_csv_rows
 
-    from energylens.checks import MAX_TABLE_BYTES, is_file, read_text
-
-    if not is_file(path):
-        raise SpecError("data", str(path), "an existing CSV file in the ML.ENERGY column format")
-    p = Path(path)
-    source = read_text(p, "data", max_bytes=MAX_TABLE_BYTES, what="a CSV file in the ML.ENERGY column format")
-    try:
-        reader = csv.DictReader(io.StringIO(source, newline=""))
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SpecError(f"{p.name} columns", ", ".join(missing), "the ML.ENERGY v3 columns: "
-                            + ", ".join(REQUIRED_COLUMNS))
-        rows = [dict(r) for r in reader]
-    except csv.Error as exc:
-        raise SpecError("data", str(path), f"a readable CSV file ({exc})") from None
-    for i, r in enumerate(rows):
-        if None in r or any(v is None for v in r.values()):
-            raise SpecError("data", str(path), f"a CSV whose rows have one cell per column (data row {i} has "
-                            f"{len(r) - (None in r) + len(r.get(None) or [])} cells)")
-    return rows
+    return read_csv_rows(path, REQUIRED_COLUMNS, "ML.ENERGY column format")
 
 
 def _parallelism(num_gpus: int, tp: int, ep: int, dp: int) -> str:

@@ -61,27 +61,9 @@ def is_silicon_csv(path: str | Path) -> bool:
 
 
 def read_silicon_rows(path: str | Path) -> list[dict]:
-    import io
+    from energylens.checks import read_csv_rows
 
-    from energylens.checks import MAX_TABLE_BYTES, is_file, read_text
-
-    if not is_file(path):
-        raise SpecError("data", str(path), "an existing CSV file in the AIConfigurator silicon format")
-    p = Path(path)
-    source = read_text(p, "data", max_bytes=MAX_TABLE_BYTES, what="a CSV file in the AIConfigurator silicon format")
-    try:
-        reader = csv.DictReader(io.StringIO(source, newline=""))
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SpecError(f"{p.name} columns", ", ".join(missing), "the AIConfigurator silicon columns: "
-                            + ", ".join(COLUMNS))
-        rows = [dict(r) for r in reader]
-    except csv.Error as exc:
-        raise SpecError("data", str(path), f"a readable CSV file ({exc})") from None
-    for i, r in enumerate(rows):
-        if None in r or any(v is None for v in r.values()):
-            raise SpecError("data", str(path), f"a CSV whose rows have one cell per column (data row {i})")
-    return rows
+    return read_csv_rows(path, COLUMNS, "AIConfigurator silicon format")
 
 
 @dataclass
