@@ -127,9 +127,6 @@ class Bound:
     execution: Execution
     route: object  # energylens.moe.Routing (None for dense models without a routing)
 
-    def phase(self, sizes, weights, *, decode: bool, microbatches=None) -> PhaseArrays:
-        return phase(self, sizes, weights, decode=decode, microbatches=microbatches)
-
 
 def bind(model: str | Model, execution: Execution, system: System) -> Bound:
     """Prepare, check and shard one execution of ``model`` on ``system``."""

@@ -225,7 +225,7 @@ def plan(model, gpus, *, max_gpus: int, input_len: float, output_len: float, max
          dtype: str | None = None, gpus_per_node: int = 8, interval_level: float = 0.8) -> PlanResult:
     """Search deployments of ``model`` on ``gpus`` (see the module docstring); ``power_limits`` (W per
     GPU) and ``sm_clocks`` (MHz) are extra axes (``None``: the profile's limit, clocks free)."""
-    from energylens.predict import prepare
+    from energylens.pipeline import prepare
 
     t0 = time.perf_counter()
     footprint = footprint or Footprint()

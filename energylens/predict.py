@@ -11,17 +11,7 @@ from energylens.hardware.profile import DTYPE_BYTES, GPU, KERNEL_FAMILY_FIELDS
 from energylens.intervals import runtime_interval
 from energylens.moe.binding import is_moe
 from energylens.parallel.layout import Layout
-from energylens.pipeline import (  # noqa: F401 - prepare, setup, batch_per_replica: long-standing import path
-    USABLE_MEMORY_FRACTION,
-    batch_per_replica,
-    bind,
-    check_context,
-    evaluate,
-    merge_dtype,
-    precision_report,
-    prepare,
-    setup,
-)
+from energylens.pipeline import USABLE_MEMORY_FRACTION, bind, evaluate, merge_dtype, precision_report, prepare
 from energylens.results import Prediction
 from energylens.specs.execution import Execution
 from energylens.specs.system import System

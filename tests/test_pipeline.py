@@ -42,7 +42,7 @@ def test_evaluate_equals_predict():
 def test_phase_at_other_sizes_is_the_same_cost_function():
     b = bind("llama3-8b", Execution(batch=4, prompt_len=128, output_len=16), System("h100-sxm"))
     sizes, weights = prefill_sizes(b.workload, b.batch_per_replica)
-    assert float(b.phase(sizes, weights, decode=False).energy_j) == float(evaluate(b).prefill.energy_j)
+    assert float(phase(b, sizes, weights, decode=False).energy_j) == float(evaluate(b).prefill.energy_j)
     sizes, weights = decode_sizes(b.workload, b.batch_per_replica)
     assert float(phase(b, sizes, weights, decode=True).latency_s) == float(evaluate(b).decode.latency_s)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from energylens.cli.output import _err_console, emit_json, json_text, report  # noqa: F401 - the CLI API
 from energylens.errors import EnergyLensError
 
 COMMAND_MODULES = [
@@ -29,7 +30,6 @@ COMMAND_MODULES = [
 ]
 
 _APP = None
-_ERR = None
 
 
 def __getattr__(name: str):
@@ -39,37 +39,6 @@ def __getattr__(name: str):
     if name == "err_console":
         return _err_console()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _err_console():
-    global _ERR
-    if _ERR is None:
-        from rich.console import Console
-
-        _ERR = Console(stderr=True, emoji=False)
-    return _ERR
-
-
-def report(exc: EnergyLensError) -> None:
-    """One line on stderr (never wrapped, never markup): ``error: field=value is not valid: allowed``."""
-    _err_console().print("error:", str(exc), style="bold red", markup=False, highlight=False, soft_wrap=True)
-
-
-def json_text(obj: object) -> str:
-    """One JSON document: NumPy values as Python ones, and never a bare NaN/Infinity
-    (a figure that has no value, such as the error of zero rows, is ``null``)."""
-    import json
-
-    from energylens.checks import json_safe
-
-    return json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False)
-
-
-def emit_json(obj: object) -> None:
-    """Print ``json_text(obj)``."""
-    import typer
-
-    typer.echo(json_text(obj))
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -71,7 +71,7 @@ def run_predict(model: str, gpu: str, *, as_json: bool, top: int, render=None, *
     integer("top", top, low=0, high=10_000, error=WorkloadError, what="a number of ops to list, 0 or more")
     pred = predict(model, gpu, power_limit_w=kw.pop("power_limit", None), sm_clock_mhz=kw.pop("sm_clock", None), **kw)
     if as_json:
-        from energylens.cli import json_text
+        from energylens.cli.output import json_text
 
         sys.stdout.write(json_text(pred.to_dict()) + "\n")
         sys.stdout.flush()
@@ -91,7 +91,7 @@ def run_fast(args: list[str]) -> int | None:
     try:
         run_predict(**kw)
     except EnergyLensError as exc:
-        from energylens.cli import report
+        from energylens.cli.output import report
 
         report(exc)
         return 2

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from energylens.graph.model import Model
-from energylens.models import dense, gemma, moe
+from energylens.models.dense import ARCHITECTURES as DENSE
+from energylens.models.gemma import ARCHITECTURES as GEMMA
 from energylens.models.hf_config import HFConfig
+from energylens.models.moe import ARCHITECTURES as MOE
 
 Builder = Callable[[HFConfig, str, str], Model]
 
-BUILDERS: dict[str, Builder] = {**dense.ARCHITECTURES, **moe.ARCHITECTURES, **gemma.ARCHITECTURES}
+BUILDERS: dict[str, Builder] = {**DENSE, **MOE, **GEMMA}

@@ -145,8 +145,8 @@ def _variant(name: str, why: str) -> Resolved | None:
 def resolve_model(name: str, *, hub: bool | None = None) -> Resolved:
     """Resolve a short name, shipped Hugging Face id (case-insensitive), config.json path, any Hugging Face id
     (``huggingface_hub``; ``hub=False`` never asks it) or a published variant of a shipped id."""
+    import energylens.models.hub as hf
     from energylens.checks import exists, text
-    from energylens.models import hub as hf
     from energylens.models.names import UnknownModelError, unsupported_model
 
     shipped = shipped_configs()

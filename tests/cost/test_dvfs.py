@@ -119,7 +119,7 @@ def test_decode_heavy_serving_under_a_moderate_cap_saves_energy_at_small_tpot_co
 
 
 def test_serving_arrays_report_the_held_clock():
-    from energylens.predict import prepare
+    from energylens.pipeline import prepare
     from energylens.serving import resolve_layout, serve_arrays
 
     m, g = prepare("llama3.1-8b", "h100-sxm", None, power_limit_w=250.0)
