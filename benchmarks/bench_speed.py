@@ -12,6 +12,10 @@ Workloads (Llama-3-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
 * ``sweep_length_heavy``: tp 1..8, batch 1..512, prompts 128..8192 step 128, outputs 64..2048 step 64
   (819,200): the workload axes dominate.
 * ``sweep_serving``: the 240 configurations with ``serving=True`` (continuous-batching columns).
+* ``sweep_serving_layout_heavy``: tp x pp x dp in {1,2,4,8}^3, batch 1..512, 16 prompts (256..6976), 16
+  outputs (64..1024) with ``serving=True`` (163,840 configurations, every layout in one vectorised call);
+  ``sweep_serving_columns_layout_heavy``: the same grid's rate for the ``serve_*`` columns alone (its time
+  minus the same sweep without ``serving``).
 * ``stream_95m``: the issue's 95 M-configuration grid streamed with ``--pareto-only`` in a
   subprocess; peak RSS from ``resource.getrusage(RUSAGE_CHILDREN)`` (takes minutes; ``--skip-95m``).
 * ``cold_cli``: wall time of ``python -m energylens.cli predict --json`` in a fresh process (bytecode
@@ -38,6 +42,7 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +189,14 @@ def main() -> None:
     serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
                         serving=True)
     emit("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)), "configs/s", ".4g")
+    served = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
+                       prompt_len=tuple(range(256, 7169, 448)), output_len=tuple(range(64, 1025, 64)), serving=True)
+    sweep_rate(served, 1)  # warm-up
+    with_serving = sweep_rate(served, args.repeat)
+    static_only = sweep_rate(replace(served, serving=False), args.repeat)
+    emit("sweep_serving_layout_heavy", with_serving, "configs/s", ".4g")
+    emit("sweep_serving_columns_layout_heavy", served.size / max(served.size / with_serving - served.size / static_only,
+                                                                 1e-9), "configs/s", ".4g")
     cli_s, numpy_s, own_s = cold_cli(args.repeat)
     emit("cold_cli_predict_json", cli_s, "s", ".3f")
     emit("python_import_numpy", numpy_s, "s", ".3f")

@@ -185,6 +185,16 @@ class DisaggComparison:
     colocated: ColocatedResult
     disaggregated: DisaggregatedResult
     notes: tuple[str, ...] = field(default_factory=tuple)
+    footprint: object = None  # energylens.carbon.Footprint: gCO2e and USD per output token / million tokens
+
+    def footprints(self) -> dict[str, dict]:
+        """Facility energy, gCO2e and USD per output token and per million tokens of each deployment
+        (:mod:`energylens.carbon`; carbon/cost ``None`` where not asked)."""
+        from energylens.carbon import Footprint
+
+        fp = self.footprint or Footprint()
+        return {name: fp.per_token(r.energy_per_output_token_j, r.output_tokens_per_s_per_gpu)
+                for name, r in (("colocated", self.colocated), ("disaggregated", self.disaggregated))}
 
     @property
     def energy_ratio(self) -> np.ndarray:
@@ -197,10 +207,15 @@ class DisaggComparison:
         return self.disaggregated.output_tokens_per_s_per_gpu / self.colocated.output_tokens_per_s_per_gpu
 
     def to_dict(self) -> dict:
+        fps = self.footprints()
+        fp = self.footprint
         return {
             "model": self.model, "concurrency": _f(self.concurrency), "prompt_len": _f(self.prompt_len),
             "output_len": _f(self.output_len), "max_gpus": self.max_gpus,
-            "colocated": self.colocated.to_dict(), "disaggregated": self.disaggregated.to_dict(),
+            "colocated": {**self.colocated.to_dict(), **_plain(fps["colocated"])},
+            "disaggregated": {**self.disaggregated.to_dict(), **_plain(fps["disaggregated"])},
+            "footprint": {"carbon_intensity_g_per_kwh": getattr(fp, "carbon_intensity_g_per_kwh", None),
+                          "pue": getattr(fp, "pue", 1.0), "usd_per_gpu_hour": getattr(fp, "usd_per_gpu_hour", None)},
             "energy_ratio": _f(self.energy_ratio), "throughput_per_gpu_ratio": _f(self.throughput_ratio),
             "notes": list(self.notes),
         }
@@ -391,8 +406,9 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
 
 def compare(model, *, colocated_pool: Pool, prefill_pool: Pool, decode_pool: Pool, concurrency, prompt_len,
             output_len, prefill_batch: int = 1, max_gpus: int = DEFAULT_MAX_GPUS,
-            gpus_per_node: int = 8) -> DisaggComparison:
-    """Disaggregated vs co-located serving of the same request stream on the same GPU budget."""
+            gpus_per_node: int = 8, footprint=None) -> DisaggComparison:
+    """Disaggregated vs co-located serving of the same request stream on the same GPU budget;
+    ``footprint`` (:class:`energylens.carbon.Footprint`) adds carbon and cost per output token."""
     from energylens.models import load_model
 
     co = colocated(model, colocated_pool, concurrency=concurrency, prompt_len=prompt_len, output_len=output_len,
@@ -406,4 +422,4 @@ def compare(model, *, colocated_pool: Pool, prefill_pool: Pool, decode_pool: Poo
             notes.append(f"{name}: does not fit in GPU memory for some inputs (weights + KV cache + workspace)")
     m = load_model(model)
     c, p, o = _check_workload(concurrency, prompt_len, output_len)
-    return DisaggComparison(m.hf_id or m.name, c, p, o, max_gpus, co, dis, tuple(notes))
+    return DisaggComparison(m.hf_id or m.name, c, p, o, max_gpus, co, dis, tuple(notes), footprint)

@@ -61,6 +61,7 @@ import numpy as np
 
 from energylens.cost.phase import evaluate_phase
 from energylens.cost.power import above_idle_energy_j, idle_energy_j, serving_gpu_energy_j
+from energylens.cost.subprogram import split_kernels
 from energylens.datafiles import data_path
 from energylens.engines import VLLM
 from energylens.errors import LayoutError, SpecError, WorkloadError
@@ -175,7 +176,7 @@ class ServingArrays:
     gpu_time_s: np.ndarray  # GPU-busy part of a mean iteration (kernels, collectives, per-sequence work)
     host_time_s: np.ndarray  # host part of an iteration (GPUs idle)
     energy_per_iteration_j: np.ndarray  # all GPUs, mean iteration
-    num_gpus: int
+    num_gpus: int | np.ndarray  # an array for a layout of arrays (sweeps)
     sm_clock_mhz: np.ndarray | None = None  # the clock held under a power limit / lock (None: free, default)
 
 
@@ -204,9 +205,9 @@ class IterationCost:
         return self.kernel_j + self.collective_j
 
 
-def _attention_ops(model: Model) -> set[str]:
+def _attention_ops(model: Model) -> frozenset[str]:
     """Names of ops that read the key/value sequence (dimension ``s``): the attention kernels."""
-    return {op.name for op in model.all_ops() if "s" in op.dims}
+    return frozenset(op.name for op in model.all_ops() if "s" in op.dims)
 
 
 def poisson_median(lam) -> np.ndarray:
@@ -242,7 +243,7 @@ def _collectives(pa, pp: int) -> tuple[np.ndarray, np.ndarray]:
     for _, c in pa.collectives:
         t = t + pa.reduce(c.latency_s) * c.count
         e = e + pa.reduce(c.energy_j_per_gpu) * c.count
-    if pa.p2p is not None and pp > 1:  # pipeline boundaries: both GPUs of each pair, per tp column
+    if pa.p2p is not None and np.any(pp > 1):  # pipeline boundaries: both GPUs of each pair, per tp column
         t = t + pa.p2p_time_s
         e = e + np.asarray(pa.reduce(pa.p2p.energy_j_per_gpu)) * 2.0 * (pp - 1)
     return t, e
@@ -255,13 +256,14 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     ``input_len``), through all layers. Arrays broadcast. MoE models bind tokens per expert from
     ``routing`` (default uniform): the busiest expert-parallel rank sets the pace."""
     program = program or build_program(model, layout)
-    b, x, p, ctx = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in
-                                         (batch_per_replica, prefill_tokens, input_len, context_len)))
+    # not broadcast together: each kernel is costed over the axes its own sizes vary on (sweeps)
+    b, x, p, ctx = (np.asarray(v, dtype=float) for v in (batch_per_replica, prefill_tokens, input_len, context_len))
     attention = _attention_ops(model)
     one = np.asarray(1.0)
-    pp = int(np.max(layout.pp))
+    att_program, rest_program = split_kernels(program, attention)  # each evaluation costs only what it keeps
+    pp = _degree(layout.pp)
     # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each
-    mixed = evaluate_phase(model, gpu, layout, program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False, microbatches=1,
+    mixed = evaluate_phase(model, gpu, layout, rest_program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False, microbatches=1,
                            routing=routing)
     t_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False)
     a_rest = t_rest
@@ -274,13 +276,13 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
         a_rest = np.minimum(a_rest, t_rest)
     t_coll, e_coll = _collectives(mixed, pp)
     # decode attention: b sequences, one query token each, mean context
-    dec = evaluate_phase(model, gpu, layout, program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False, microbatches=1,
+    dec = evaluate_phase(model, gpu, layout, att_program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False, microbatches=1,
                          routing=routing)
     t_dec, e_dec, _, s_dec = _kernels(dec, attention, want_attention=True)
     # prefill attention: x / p whole prompts of p tokens, in the same kernel launches as decode
     has_prefill = x > 0
     n_prompts = np.where(has_prefill, x / p, 1.0)
-    pre = evaluate_phase(model, gpu, layout, program, {"b": n_prompts, "t": p, "s": p}, one, decode=False, microbatches=1,
+    pre = evaluate_phase(model, gpu, layout, att_program, {"b": n_prompts, "t": p, "s": p}, one, decode=False, microbatches=1,
                          routing=routing)
     t_pre, e_pre, launches, s_pre = _kernels(pre, attention, want_attention=True)
     shared = launches * gpu.kernel_overhead_s
@@ -290,6 +292,10 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     active = a_rest + t_dec + t_pre
     scaled = None if gpu.operating is None else s_rest + s_dec + s_pre  # default clocks: scale 1
     return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec)
+
+
+def _degree(v):  # a layout degree: an int (scalar layout) or a float array (a sweep's layout of arrays)
+    return int(np.asarray(v)) if np.ndim(v) == 0 else np.asarray(v, dtype=float)
 
 
 def _check_positive(name: str, v: np.ndarray) -> None:
@@ -306,8 +312,8 @@ class ServingParts:
     mean: IterationCost  # per rank, one micro-batch crossing all stages, mean prefill load
     median: IterationCost  # the same at the median prefill load
     prefill_tokens: np.ndarray  # per replica per iteration, mean
-    pp: int
-    num_gpus: int
+    pp: int | np.ndarray
+    num_gpus: int | np.ndarray
     idle_power_w: float  # of a waiting GPU (at the locked clock, if any)
     power_limit_w: float
     reference_power_limit_w: float = 0.0  # the profile's own limit and idle power (0: same as above)
@@ -316,16 +322,18 @@ class ServingParts:
 
 
 def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, output_len, *,
-                  max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingParts:
-    """The coefficient-free part of :func:`serve_arrays` (costed once, combined with any coefficients)."""
+                  max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None, per_replica: bool = False
+                  ) -> ServingParts:
+    """The coefficient-free part of :func:`serve_arrays` (costed once, combined with any coefficients).
+    The layout may hold arrays broadcasting with the inputs (sweeps); ``per_replica``: ``batch`` is per replica."""
     from energylens.cost.dvfs import dynamic_scale_at_lock, reference_idle_power_w, reference_power_limit_w
 
-    tp, pp, dp = int(layout.tp), int(layout.pp), int(layout.dp)
-    batch, input_len, output_len = np.broadcast_arrays(*(np.asarray(v, dtype=float)
-                                                         for v in (batch, input_len, output_len)))
+    tp, pp, dp = _degree(layout.tp), _degree(layout.pp), _degree(layout.dp)
+    batch, input_len, output_len = (np.asarray(v, dtype=float) for v in (batch, input_len, output_len))
+    shape = np.broadcast_shapes(batch.shape, input_len.shape, output_len.shape)  # each term keeps its own axes
     for name, v in (("batch", batch), ("input_len", input_len), ("output_len", output_len)):
         _check_positive(name, v)
-    br = batch / dp  # running requests per replica
+    br = batch if per_replica else batch / dp  # running requests per replica
     lam = br / output_len  # prompts admitted per iteration
     budget = np.maximum(max_batched_tokens - br, 0.0)
     x_mean = np.minimum(lam * input_len, budget)
@@ -335,8 +343,10 @@ def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, outp
     # pp micro-batches of br / pp in flight; each crosses all stages (pp = 1: one forward pass)
     mean = iteration_cost(model, gpu, layout, br / pp, x_mean / pp, input_len, ctx, program, routing)
     median = iteration_cost(model, gpu, layout, br / pp, x_median / pp, input_len, ctx, program, routing)
-    return ServingParts(batch, br, mean, median, x_mean, pp, tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w,
-                        reference_power_limit_w(gpu), reference_idle_power_w(gpu), dynamic_scale_at_lock(gpu))
+    whole = br * dp if per_replica else batch
+    return ServingParts(np.broadcast_to(whole, np.broadcast_shapes(whole.shape, shape)), br, mean, median, x_mean, pp,
+                        tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w, reference_power_limit_w(gpu),
+                        reference_idle_power_w(gpu), dynamic_scale_at_lock(gpu))
 
 
 def iteration_time_s(cost: IterationCost, c: ServingCoefficients, batch_per_replica, pp: int) -> np.ndarray:
@@ -382,14 +392,15 @@ def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
 
 def serve_arrays(model: Model, gpu: GPU, layout: Layout, batch, input_len, output_len, *,
                  coefficients: ServingCoefficients | CoefficientTable | None = None,
-                 max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None) -> ServingArrays:
+                 max_batched_tokens: int = MAX_BATCHED_TOKENS, routing=None, per_replica: bool = False
+                 ) -> ServingArrays:
     """Vectorised steady state over arrays of ``batch`` (mean running requests, whole deployment),
-    ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be a valid scalar layout
-    (see :func:`resolve_layout`). Coefficients default to the shipped fitted ones (for ``gpu``'s platform).
+    ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be valid (:func:`resolve_layout`;
+    sweeps pass arrays and ``batch`` per replica: ``per_replica``). Coefficients default to the shipped ones.
     A GPU with a user power limit or locked clock (``gpu.operating``) holds one SM clock per iteration,
     the highest whose mean power fits the limit (:func:`energylens.cost.clock_hold.hold_clock`)."""
     coeffs = resolve_coefficients(coefficients, gpu.key)
-    kw = dict(max_batched_tokens=max_batched_tokens, routing=routing)
+    kw = dict(max_batched_tokens=max_batched_tokens, routing=routing, per_replica=per_replica)
 
     def at(g: GPU) -> ServingArrays:
         return combine(serving_parts(model, g, layout, batch, input_len, output_len, **kw), coeffs)

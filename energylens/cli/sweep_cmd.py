@@ -67,6 +67,11 @@ def sweep_command(
     serving: bool = typer.Option(False, "--serving", help="Add continuous-batching columns (concurrency = batch)."),
     power_limit: str = typer.Option(None, "--power-limit", help="Per-GPU power limit(s), W, an axis: '400,550,default'."),
     sm_clock: str = typer.Option(None, "--sm-clock", help="Locked SM clock(s), MHz, an axis: '1410,default'."),
+    carbon_intensity: float = typer.Option(None, "--carbon-intensity",
+                                           help="With --serving: grid carbon intensity, gCO2e/kWh (serve_gco2e_*)."),
+    pue: float = typer.Option(None, "--pue", help="With --serving: data-centre PUE (>= 1; default 1)."),
+    usd_per_gpu_hour: float = typer.Option(None, "--usd-per-gpu-hour",
+                                           help="With --serving: GPU price, USD/GPU-hour (serve_usd_* columns)."),
     overlap_comm_sms: str = typer.Option(None, "--overlap-comm-sms",
                                          help="Overlap settings: SMs for the communication kernel, e.g. '0,16,24,32' "
                                               "(0 = no overlap, the default)."),
@@ -117,7 +122,8 @@ def sweep_command(
             raise SpecError("sp", sp, "off, on or both")
         sp_values = sp_map[sp]
     fields = dict(models=model or None, gpus=gpu or None, dtypes=dtype or None, sp=sp_values,
-                  gpus_per_node=gpus_per_node, serving=serving or None, overlap_collective=overlap_collective)
+                  gpus_per_node=gpus_per_node, serving=serving or None, overlap_collective=overlap_collective,
+                  carbon_intensity_g_per_kwh=carbon_intensity, pue=pue, usd_per_gpu_hour=usd_per_gpu_hour)
     for name, text in (("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep), ("batch", batch),
                        ("prompt_len", prompt_len), ("output_len", output_len),
                        ("overlap_comm_sms", overlap_comm_sms), ("overlap_chunks", overlap_chunks)):
@@ -276,16 +282,21 @@ def disagg_command(
     output_len: int = typer.Option(256, "--output-len", help="Mean output tokens."),
     prefill_batch: int = typer.Option(1, "--prefill-batch", help="Prompts per prefill iteration in pool A."),
     max_gpus: int = typer.Option(16, "--max-gpus", help="GPU budget for either deployment."),
+    carbon_intensity: float = typer.Option(None, "--carbon-intensity", help="Grid carbon intensity, gCO2e/kWh."),
+    pue: float = typer.Option(1.0, "--pue", help="Data-centre PUE (>= 1)."),
+    usd_per_gpu_hour: float = typer.Option(None, "--usd-per-gpu-hour", help="GPU price, USD/GPU-hour."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Disaggregated (prefill pool + decode pool + KV transfer) vs co-located serving."""
+    from energylens.carbon import Footprint
     from energylens.disagg import Pool, compare
 
     conc = np.asarray(_values("concurrency", concurrency), dtype=float)
     res = compare(model, colocated_pool=Pool.parse(colocated, field_name="colocated", gpu=gpu),
                   prefill_pool=Pool.parse(prefill, field_name="prefill", gpu=gpu),
                   decode_pool=Pool.parse(decode, field_name="decode", gpu=gpu), concurrency=conc,
-                  prompt_len=prompt_len, output_len=output_len, prefill_batch=prefill_batch, max_gpus=max_gpus)
+                  prompt_len=prompt_len, output_len=output_len, prefill_batch=prefill_batch, max_gpus=max_gpus,
+                  footprint=Footprint(carbon_intensity, pue, usd_per_gpu_hour))
     if as_json:
         emit_json(res.to_dict())
         return
@@ -303,6 +314,11 @@ def disagg_command(
             ("TTFT (s)", co.ttft_s, di.ttft_s),
             ("inter-token latency (s)", co.itl_s, di.itl_s),
             ("GPUs used", np.asarray(co.num_gpus), di.num_gpus))
+    fps = res.footprints()
+    for key, label in (("gco2e_per_million_tokens", "gCO2e per million output tokens"),
+                       ("usd_per_million_tokens", "USD per million output tokens")):
+        if fps["colocated"][key] is not None:
+            rows += ((label, fps["colocated"][key], fps["disaggregated"][key]),)
     for i in range(conc.size):
         t = Table(title=f"concurrency {conc[i]:g} running requests per instance")
         for col in ("", "co-located", "disaggregated", "ratio"):

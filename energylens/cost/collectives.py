@@ -481,9 +481,15 @@ def collective_cost(
     link = get_link(g.link)
     net = _network_link(g, a)
     if np.any(active):
-        combos = np.unique(np.stack([p[active], k[active], s[active]], axis=1), axis=0)
+        # the (group, nodes, SMs) combinations, found on the inputs before they broadcast with the message
+        # sizes (a sort over the whole grid cost sweeps most of their time)
+        small = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
+            group_size, nodes, default_comm_sms(g, a) if comm_sms is None else comm_sms)))
+        combos = np.unique(np.stack([x.ravel() for x in small], axis=1), axis=0)
         for pc, kc, sc in combos:
             idx = np.flatnonzero(active & (p == pc) & (k == kc) & (s == sc))
+            if idx.size == 0:
+                continue
             pi, ki = int(pc), int(kc)
             r = _sm_ratio(float(sc), k_default, k0)
             nn = n[idx]

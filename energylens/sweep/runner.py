@@ -375,7 +375,10 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     cols = _expand_overlap(cols, spec, plans, prefill, decode, take)
     _derive(cols, spec, float(mem["capacity_bytes"]))
     if spec.serving:  # SweepSpec allows serving with the sequential setting only: one row per configuration
-        cols.update(_serving_columns(m, g, spec, sp, tp, pp, dp, ep, batch, prompt, out_len, valid, ix))
+        from energylens.sweep.serving_cols import serving_columns
+
+        cols.update(serving_columns(m, g, lay, b_eval, p_eval, _axis(out_len, AX_O, float), take, cols["output_len"],
+                                    cols["num_gpus"], spec.footprint()))
     _interval_columns(cols, m, g.key)
     for k, v in cols.items():
         if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
@@ -541,30 +544,3 @@ def _interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
                          ("serve_energy_per_output_token_j", "energy_per_output_token_j")):
             if key in iv:
                 cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv[key]["low"], cols[col] * iv[key]["high"]
-
-
-SERVE_FIELDS = {"energy_per_output_token_j": "serve_energy_per_output_token_j",
-                "decode_step_latency_s": "serve_itl_s",
-                "output_tokens_per_s": "serve_output_tokens_per_s",
-                "avg_power_w": "serve_avg_power_w"}
-
-
-def _serving_columns(m, g, spec, sp, tp, pp, dp, ep, batch, prompt, out_len, valid, ix) -> dict[str, np.ndarray]:
-    """Continuous batching (energylens.serving) at concurrency = batch: vectorised over the workload
-    axes, one call per valid layout of the group (``serve_arrays`` takes a scalar layout)."""
-    from energylens.serving import serve_arrays
-
-    logical = np.zeros(valid.shape[:AX_B] + (len(batch), len(prompt), len(out_len), len(SERVE_FIELDS)))
-    valid4 = np.broadcast_to(valid, valid.shape[:AX_B] + (1, 1, 1))[..., 0, 0, 0]
-    o_pos = np.maximum(out_len, 1).astype(float)  # output_len 0 rows get 0 below
-    for it, ipp, idp, iep in zip(*np.nonzero(valid4), strict=True):
-        lay = Layout(tp=int(tp[it]), pp=int(pp[ipp]), dp=int(dp[idp]), ep=int(ep[iep]), sp=sp,
-                     gpus_per_node=spec.gpus_per_node)
-        b = np.maximum(batch, dp[idp]).astype(float)
-        res = serve_arrays(m, g, lay, b[:, None, None], prompt[None, :, None].astype(float), o_pos[None, None, :])
-        for k, name in enumerate(SERVE_FIELDS):
-            logical[it, ipp, idp, iep, ..., k] = np.broadcast_to(getattr(res, name), logical.shape[AX_B:-1])
-    rows = logical[tuple(ix)]
-    has_out = (out_len[ix[AX_O]] > 0)[:, None]
-    rows = np.where(has_out, rows, 0.0)
-    return {col: rows[:, k].copy() for k, col in enumerate(SERVE_FIELDS.values())}

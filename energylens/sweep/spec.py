@@ -20,6 +20,8 @@ field takes a list, one value, or a range mapping ``{from: 1, to: 256, factor: 2
     overlap_collective: "*"         # fnmatch glob over collective names, e.g. "*:all_reduce"
     power_limit_w: [null, 400]      # per-GPU power limit, W (null = the profile's); cost.dvfs
     sm_clock_mhz: [null]            # locked SM clock, MHz (null = free)
+    serving: true                   # add continuous-batching serve_* columns (concurrency = batch)
+    carbon_intensity_g_per_kwh: 400 # serve_gco2e_* columns (with pue: 1.2); usd_per_gpu_hour: serve_usd_*
     constraints:
       fits_memory: true
       max_ttft_s: 2.0         # prefill latency of the batch
@@ -96,6 +98,15 @@ class SweepSpec:
     overlap_collective: str = "*"  # fnmatch pattern over collective names (energylens.overlap.OverlapPlan)
     power_limit_w: tuple[float | None, ...] = (None,)  # per-GPU power limit, W (None: the profile's; cost.dvfs)
     sm_clock_mhz: tuple[float | None, ...] = (None,)  # locked SM clock, MHz (None: free)
+    carbon_intensity_g_per_kwh: float | None = None  # serving columns: gCO2e per token (energylens.carbon)
+    pue: float = 1.0  # data-centre PUE (facility / IT energy)
+    usd_per_gpu_hour: float | None = None  # serving columns: USD per token
+
+    def footprint(self):
+        """The :class:`energylens.carbon.Footprint` of the carbon/cost fields."""
+        from energylens.carbon import Footprint
+
+        return Footprint(self.carbon_intensity_g_per_kwh, self.pue, self.usd_per_gpu_hour)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # accept lists (and one bare value) from Python callers
@@ -153,6 +164,7 @@ class SweepSpec:
             raise SpecError("constraints.min_gpus", c.min_gpus, f"at most max_gpus={c.max_gpus}")
         if not isinstance(self.serving, bool):
             raise SpecError("serving", self.serving, "true or false")
+        self.footprint()  # checks carbon intensity, PUE and price (one line naming the field)
         for name, lo, hi in (("overlap_comm_sms", 0, MAX_OVERLAP_COMM_SMS), ("overlap_chunks", 1, MAX_OVERLAP_CHUNKS)):
             values = getattr(self, name)
             if len(values) == 0:
@@ -198,7 +210,8 @@ class SweepSpec:
         for name in OVERLAP_AXES:
             if name in data:
                 kw[name] = tuple(parse_values(name, data[name]))
-        for name in ("gpus_per_node", "serving", "name", "overlap_collective"):
+        for name in ("gpus_per_node", "serving", "name", "overlap_collective", "carbon_intensity_g_per_kwh", "pue",
+                     "usd_per_gpu_hour"):
             if name in data:
                 kw[name] = data[name]
         if "constraints" in data and data["constraints"] is not None:

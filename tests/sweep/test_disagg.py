@@ -81,3 +81,26 @@ def test_pool_parse():
         Pool.parse("tq=4")
     with pytest.raises(EnergyLensError):
         Pool(tp=0)
+
+
+def test_carbon_and_cost_per_token_in_both_deployments(capsys):
+    from energylens.carbon import Footprint
+    from energylens.cli import main
+    from energylens.disagg import Pool, compare
+
+    kw = dict(colocated_pool=Pool(tp=8), prefill_pool=Pool(tp=4), decode_pool=Pool(tp=4), concurrency=[16.0, 64.0],
+              prompt_len=2048, output_len=256, max_gpus=16)
+    res = compare("llama3-70b", footprint=Footprint(400.0, 1.2, 3.0), **kw)
+    d = res.to_dict()
+    for name, r in (("colocated", res.colocated), ("disaggregated", res.disaggregated)):
+        e, x = np.asarray(r.energy_per_output_token_j), np.asarray(r.output_tokens_per_s_per_gpu)
+        # by hand: J x PUE / 3.6e6 J/kWh x g/kWh; USD/GPU-hour / 3600 s / (tokens/s per GPU)
+        np.testing.assert_allclose(d[name]["gco2e_per_million_tokens"], e * 1.2 / 3.6e6 * 400.0 * 1e6, rtol=1e-12)
+        np.testing.assert_allclose(d[name]["usd_per_output_token"], 3.0 / 3600.0 / x, rtol=1e-12)
+    plain = compare("llama3-70b", **kw).to_dict()
+    assert plain["colocated"]["gco2e_per_output_token"] is None and plain["footprint"]["pue"] == 1.0
+    assert main(["disagg", "--model", "llama3-70b", "-c", "64", "--carbon-intensity", "400",
+                 "--usd-per-gpu-hour", "3"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "gCO2e per million output tokens" in out and "USD per million output tokens" in out
+    assert main(["disagg", "--model", "llama3-70b", "--pue", "0.5"]) == 2
