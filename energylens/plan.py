@@ -13,9 +13,10 @@ Search space, per GPU type (and per power limit / locked SM clock given):
 * each instance runs a **closed loop** of ``concurrency`` clients (the batch cap: vLLM's running
   requests), staggered (steady traffic), on the concurrency grid ``CONCURRENCY`` (per replica):
   :func:`energylens.serving_load.serve_closed_loop_arrays` gives mean and p90 TTFT and TPOT, tokens/s
-  per GPU, power and J per output token, vectorised over the grid; the KV cache from free memory caps
-  the running batch (requests wait) and deployments whose weights or one request do not fit are
-  dropped;
+  per GPU, power and J per output token; the KV cache from free memory caps the running batch
+  (requests wait) and deployments whose weights or one request do not fit are dropped. One call costs
+  every layout with the same active parallel axes (one program) at every concurrency, and the power
+  limits of a GPU type share one set of clock levels (:func:`energylens.cost.clock_hold.hold_clock`);
 * **disaggregated** (``disaggregated=True``): a prefill pool and a decode pool of the same GPU type,
   each ``tp`` in the fitting ones, sized in whole instances within ``max_gpus`` by
   :func:`energylens.disagg.disaggregated` (KV transfer over the NICs included); its TTFT is the
@@ -42,7 +43,10 @@ from energylens.errors import EnergyLensError, LayoutError, SpecError, WorkloadE
 from energylens.pareto import pareto_mask
 from energylens.plan_explain import OBJECTIVES, explain
 
-CONCURRENCY = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# the batch cap (closed-loop clients per replica): four steps per doubling (costed together, so a finer
+# grid costs little more time)
+CONCURRENCY = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224,
+               256, 320, 384, 448, 512)
 TP_CHOICES = (1, 2, 4, 8)
 EP_DP_CHOICES = (2, 4, 8, 16)
 MAX_PLAN_GPUS = 4096
@@ -140,33 +144,63 @@ def _intervals(row: dict, factors: dict, level: float) -> dict:
     return out
 
 
-def _aggregated(m, g, gname, layouts, conc, i, o, gpus_per_node, notes) -> list[dict]:
+def _groups(m, layouts, i, o, gpus_per_node, g) -> list[list[tuple]]:
+    """The layouts that fit (weights and one request), grouped by their active parallel axes: one program
+    per group (``program.build_program``), so each group is costed in one vectorised call."""
     from energylens.kv_capacity import kv_capacity
     from energylens.parallel.layout import Layout, check_layout
-    from energylens.serving_load import serve_closed_loop_arrays
+    from energylens.program import active_axes
 
-    rows = []
+    groups: dict[tuple, list[tuple]] = {}
     for tp, pp, dp, ep in layouts:
         lay = Layout(tp=tp, pp=pp, dp=dp, ep=ep, gpus_per_node=gpus_per_node)
         if not bool(np.all(check_layout(m, lay, strict=False))):
             continue
         cap = kv_capacity(m, g, lay)
-        if not cap.fits or float(cap.max_running(i, o)) < 1:
-            continue
-        c = np.asarray([x * dp for x in conc if x >= pp], dtype=float)
-        if c.size == 0:
-            continue
-        arr = serve_closed_loop_arrays(m, g, lay, c, i, o, staggered=True, capacity=cap)
-        for k in np.flatnonzero(np.asarray(arr.fits) & np.isfinite(arr.tpot_s)):
-            rows.append({"gpu": gname, "num_gpus": tp * pp * dp, "tp": tp, "ep": ep, "dp": dp, "pp": pp,
-                         "mode": "aggregated", "concurrency": float(c[k]),
-                         "ttft_s": float(arr.ttft_s[k]), "ttft_p90_s": float(arr.ttft_p90_s[k]),
-                         "tpot_s": float(arr.tpot_s[k]), "tpot_p90_s": float(arr.tpot_p90_s[k]),
-                         "energy_per_output_token_j": float(arr.energy_per_output_token_j[k]),
-                         "output_tokens_per_s_per_gpu": float(arr.output_tokens_per_s_per_gpu[k]),
-                         "avg_power_w": float(np.broadcast_to(arr.avg_power_w, c.shape)[k]),
-                         "running_batch": float(arr.running_batch[k])})
-    return rows
+        if cap.fits and float(cap.max_running(i, o)) >= 1:
+            groups.setdefault(tuple(sorted(active_axes(m, lay).items())), []).append(((tp, pp, dp, ep), cap))
+    return list(groups.values())
+
+
+def _aggregated(m, gpus: list, gname, layouts, conc, i, o, gpus_per_node, notes) -> list[list[dict]]:
+    """Closed-loop rows of every fitting layout at every concurrency, one list per GPU of ``gpus`` (the
+    same GPU type at several power limits: the clock levels are costed once for all limits). Each group
+    of layouts with the same active axes is one vectorised call (layouts on the first axis)."""
+    from dataclasses import fields
+
+    from energylens.kv_capacity import KVCapacity
+    from energylens.parallel.layout import Layout
+    from energylens.serving_load import serve_closed_loop_arrays
+
+    g0 = gpus[0]
+    limits = [g.power_limit_w for g in gpus] if len(gpus) > 1 else None
+    out: list[list[dict]] = [[] for _ in gpus]
+    for group in _groups(m, layouts, i, o, gpus_per_node, g0):
+        deg = np.array([d for d, _ in group], dtype=np.int64)  # (L, 4): tp, pp, dp, ep
+        lay = Layout(*(deg[:, k:k + 1] for k in range(4)), gpus_per_node=gpus_per_node)
+        cap = KVCapacity(**{f.name: np.array([[getattr(c, f.name)] for _, c in group]) for f in fields(KVCapacity)})
+        per = np.asarray(conc, dtype=float)[None, :]
+        ok = per >= deg[:, 1:2]  # at least one request per pipeline stage
+        c = np.where(ok, per, deg[:, 1:2]) * deg[:, 2:3]  # whole deployment (dp replicas)
+        res = serve_closed_loop_arrays(m, g0, lay, c, i, o, staggered=True, capacity=cap, limits_w=limits)
+        for j, arr in enumerate(res if limits else [res]):
+            keep = ok & np.asarray(arr.fits) & np.isfinite(arr.tpot_s)
+
+            def at(a, idx, shape=c.shape):
+                return float(np.broadcast_to(np.asarray(a, dtype=float), shape)[idx])
+
+            for idx in zip(*np.nonzero(keep), strict=True):
+                tp, pp, dp, ep = (int(v) for v in deg[idx[0]])
+                out[j].append({"gpu": gname, "num_gpus": tp * pp * dp, "tp": tp, "ep": ep, "dp": dp, "pp": pp,
+                               "mode": "aggregated", "concurrency": float(c[idx]),
+                               "ttft_s": at(arr.ttft_s, idx), "ttft_p90_s": at(arr.ttft_p90_s, idx),
+                               "tpot_s": at(arr.tpot_s, idx), "tpot_p90_s": at(arr.tpot_p90_s, idx),
+                               "energy_per_output_token_j": at(arr.energy_per_output_token_j, idx),
+                               "output_tokens_per_s_per_gpu": at(arr.output_tokens_per_s_per_gpu, idx),
+                               "avg_power_w": at(arr.avg_power_w, idx), "running_batch": at(arr.running_batch, idx)})
+    for rows in out:  # the order of the per-layout search: layouts as listed, then concurrency
+        rows.sort(key=lambda r: (layouts.index((r["tp"], r["pp"], r["dp"], r["ep"])), r["concurrency"]))
+    return out
 
 
 def _disaggregated(model, m, g, gname, conc, i, o, max_gpus, gpus_per_node, notes) -> list[dict]:
@@ -219,6 +253,23 @@ def _disaggregated(model, m, g, gname, conc, i, o, max_gpus, gpus_per_node, note
     return rows
 
 
+def _finish(model, m, g, found, disaggregated, conc, i, o, max_gpus, gpus_per_node, notes, footprint, level,
+            rows) -> None:
+    """Disaggregated candidates of this GPU, then operating point, intervals, carbon and cost on every row."""
+    if disaggregated:
+        found += _disaggregated(model, m, g, g.key, conc, i, o, max_gpus, gpus_per_node, notes)
+    if not found:
+        notes.append(f"{g.key}: no deployment within {max_gpus} GPUs holds the weights and one request")
+    factors = _iv_factors(m, g.key, level)
+    for r in found:
+        r["power_limit_w"] = g.power_limit_w
+        r["default_power_limit_w"] = g.operating.reference_power_limit_w if g.operating else g.power_limit_w
+        r["sm_clock_mhz"] = g.operating.sm_clock_mhz if g.operating else None
+        r["interval"] = _intervals(r, factors, level)
+        r.update(footprint.per_token_floats(r["energy_per_output_token_j"], r["output_tokens_per_s_per_gpu"]))
+    rows += found
+
+
 def plan(model, gpus, *, max_gpus: int, input_len: float, output_len: float, max_ttft_s: float | None = None,
          max_tpot_s: float | None = None, objective: str = "energy", disaggregated: bool = False,
          concurrency=None, power_limits=(None,), sm_clocks=(None,), footprint: Footprint | None = None,
@@ -235,32 +286,25 @@ def plan(model, gpus, *, max_gpus: int, input_len: float, output_len: float, max
     rows: list[dict] = []
     model_name = None
     for gname in gpus:
-        for pl in power_limits:
-            for sc in sm_clocks:
+        for sc in sm_clocks:
+            prepared = []
+            for pl in power_limits:
                 try:
-                    m, g = prepare(model, gname, dtype, power_limit_w=pl, sm_clock_mhz=sc)
+                    prepared.append((pl, *prepare(model, gname, dtype, power_limit_w=pl, sm_clock_mhz=sc)))
                 except WorkloadError as exc:
                     if len(gpus) * len(power_limits) * len(sm_clocks) == 1:
                         raise
                     notes.append(f"{gname}: skipped ({exc})")
-                    continue
+            # the profile's own limit alone; the user's limits together (one set of clock levels)
+            batches = [[p] for p in prepared if p[0] is None] + [b for b in [[p for p in prepared if p[0]]] if b]
+            for batch in batches:
+                m = batch[0][1]
                 model_name = m.hf_id or m.name
-                found = _aggregated(m, g, g.key, _layouts(m, max_gpus, gpus_per_node), conc, i, o, gpus_per_node,
-                                    notes)
-                if disaggregated:
-                    found += _disaggregated(model, m, g, g.key, conc, i, o, max_gpus, gpus_per_node, notes)
-                if not found:
-                    notes.append(f"{g.key}: no deployment within {max_gpus} GPUs holds the weights and one request")
-                factors = _iv_factors(m, g.key, interval_level)
-                for r in found:
-                    r["power_limit_w"] = g.power_limit_w
-                    r["default_power_limit_w"] = (g.operating.reference_power_limit_w if g.operating
-                                                  else g.power_limit_w)
-                    r["sm_clock_mhz"] = g.operating.sm_clock_mhz if g.operating else None
-                    r["interval"] = _intervals(r, factors, interval_level)
-                    r.update(footprint.per_token_floats(r["energy_per_output_token_j"],
-                                                        r["output_tokens_per_s_per_gpu"]))
-                rows += found
+                for (_, _, g), agg in zip(batch, _aggregated(m, [g for _, _, g in batch], batch[0][2].key,
+                                                             _layouts(m, max_gpus, gpus_per_node), conc, i, o,
+                                                             gpus_per_node, notes), strict=True):
+                    _finish(model, m, g, agg, disaggregated, conc, i, o, max_gpus, gpus_per_node, notes, footprint,
+                            interval_level, rows)
     if model_name is None:
         raise SpecError("gpu", ",".join(gpus), "at least one GPU that accepts the power limit / SM clock given")
     ok = [r for r in rows if (max_ttft_s is None or r["ttft_s"] <= max_ttft_s)

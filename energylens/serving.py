@@ -261,7 +261,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     attention = _attention_ops(model)
     one = np.asarray(1.0)
     att_program, rest_program = split_kernels(program, attention)  # each evaluation costs only what it keeps
-    pp = _degree(layout.pp)
+    pp = layout_degree(layout.pp)
     # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each
     mixed = evaluate_phase(model, gpu, layout, rest_program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False, microbatches=1,
                            routing=routing)
@@ -294,7 +294,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec)
 
 
-def _degree(v):  # a layout degree: an int (scalar layout) or a float array (a sweep's layout of arrays)
+def layout_degree(v):  # a layout degree: an int (scalar layout) or a float array (a sweep's layout of arrays)
     return int(np.asarray(v)) if np.ndim(v) == 0 else np.asarray(v, dtype=float)
 
 
@@ -328,7 +328,7 @@ def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, outp
     The layout may hold arrays broadcasting with the inputs (sweeps); ``per_replica``: ``batch`` is per replica."""
     from energylens.cost.dvfs import dynamic_scale_at_lock, reference_idle_power_w, reference_power_limit_w
 
-    tp, pp, dp = _degree(layout.tp), _degree(layout.pp), _degree(layout.dp)
+    tp, pp, dp = layout_degree(layout.tp), layout_degree(layout.pp), layout_degree(layout.dp)
     batch, input_len, output_len = (np.asarray(v, dtype=float) for v in (batch, input_len, output_len))
     shape = np.broadcast_shapes(batch.shape, input_len.shape, output_len.shape)  # each term keeps its own axes
     for name, v in (("batch", batch), ("input_len", input_len), ("output_len", output_len)):

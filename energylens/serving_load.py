@@ -84,6 +84,7 @@ from energylens.serving import (
     combine,
     iteration_cost,
     iteration_time_s,
+    layout_degree,
     poisson_median,
     resolve_coefficients,
     serving_parts,
@@ -118,7 +119,7 @@ class LoadArrays:
     stable: np.ndarray  # open loop: the rate is below saturation (closed loop: always)
     saturation_request_rate_per_s: np.ndarray  # requests/s with every slot busy (whole deployment)
     capacity: KVCapacity
-    num_gpus: int
+    num_gpus: int | np.ndarray
 
 
 def _inputs(load, input_len, output_len, load_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,7 +131,7 @@ def _inputs(load, input_len, output_len, load_name: str) -> tuple[np.ndarray, np
 
 
 def _slots(cap: KVCapacity, i, o, max_num_seqs) -> np.ndarray:
-    slots = cap.max_running(i, o) if cap.fits else np.zeros_like(i)
+    slots = np.where(cap.free_bytes > 0, cap.max_running(i, o), 0.0)  # capacity fields may be arrays (planner)
     if max_num_seqs is not None:
         slots = np.minimum(slots, float(max_num_seqs))
     return slots
@@ -145,7 +146,7 @@ def _chunks(i, running, mbt: int, o=None) -> np.ndarray:
 
 def _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, span) -> np.ndarray:
     """Wall time of an iteration with ``running`` requests and ``x`` prompt tokens (prompts of ``i``)."""
-    pp = int(layout.pp)
+    pp = layout_degree(layout.pp)
     cost = iteration_cost(model, gpu, layout, running / pp, x / pp, i, i + span / 2.0, program, routing)
     return iteration_time_s(cost, coeffs, running, pp)
 
@@ -211,7 +212,7 @@ def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.n
     return ttft, tpot
 
 
-def _under_limit(fn, model, gpu, layout, load, input_len, output_len, **kw) -> LoadArrays:
+def _under_limit(fn, model, gpu, layout, load, input_len, output_len, limits_w=None, **kw) -> LoadArrays:
     """A load mode on a GPU with a power limit / locked clock: one SM clock held per iteration, the
     highest whose mean power per GPU fits (:func:`energylens.cost.clock_hold.hold_clock`); every figure
     is interpolated between the two clock levels around the limit."""
@@ -225,14 +226,15 @@ def _under_limit(fn, model, gpu, layout, load, input_len, output_len, **kw) -> L
 
     with np.errstate(invalid="ignore"):
         return hold_clock(gpu, lambda g: fn(model, g, layout, load, input_len, output_len, **kw),
-                          lambda r: r.avg_power_w / r.num_gpus, names, derive)
+                          lambda r: r.avg_power_w / r.num_gpus, names, derive, limits_w)
 
 
-def serve_closed_loop_arrays(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len,
-                             **kw) -> LoadArrays:
-    """Closed loop (see :func:`_closed_loop`); a GPU with a power limit or locked clock holds one clock."""
-    if gpu.operating is not None:
-        return _under_limit(_closed_loop, model, gpu, layout, concurrency, input_len, output_len, **kw)
+def serve_closed_loop_arrays(model: Model, gpu: GPU, layout: Layout, concurrency, input_len, output_len, *,
+                             limits_w=None, **kw) -> LoadArrays:
+    """Closed loop (see :func:`_closed_loop`); a GPU with a power limit or locked clock holds one clock
+    (``limits_w``: a list of power limits, W per GPU, costed together: a list of answers)."""
+    if gpu.operating is not None or limits_w is not None:
+        return _under_limit(_closed_loop, model, gpu, layout, concurrency, input_len, output_len, limits_w, **kw)
     return _closed_loop(model, gpu, layout, concurrency, input_len, output_len, **kw)
 
 
@@ -258,7 +260,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     c_in, i, o = _inputs(concurrency, input_len, output_len, "concurrency")
     program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
                                   gpu_memory_utilization, capacity)
-    dp, mbt = int(layout.dp), int(max_batched_tokens)
+    dp, mbt = layout_degree(layout.dp), int(max_batched_tokens)  # the layout may hold arrays (a planner's layouts)
     slots = _slots(cap, i, o, max_num_seqs)
     fits = slots >= 1
     lim = np.where(fits, slots, np.inf)  # costed anyway where nothing fits (figures masked below)

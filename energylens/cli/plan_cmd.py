@@ -62,7 +62,7 @@ def plan_command(
                                   "(gCO2e/token) or cost (USD/token)."),
     disaggregated: bool = typer.Option(False, "--disaggregated", help="Also search prefill/decode pools."),
     concurrency: str = typer.Option(None, "--concurrency", help="Concurrency grid per replica, e.g. '1:512:x2' "
-                                    "(default 1..512, about x1.4 steps)."),
+                                    "(default 1..512, four steps per doubling)."),
     power_limit: str = typer.Option(None, "--power-limit", help="Per-GPU power limit(s), W: '400,550,default'."),
     sm_clock: str = typer.Option(None, "--sm-clock", help="Locked SM clock(s), MHz: '1410,default'."),
     carbon_intensity: float = typer.Option(None, "--carbon-intensity", help="Grid carbon intensity, gCO2e/kWh."),

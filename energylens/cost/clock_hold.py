@@ -25,19 +25,31 @@ LEVELS = 12  # clock levels costed (one evaluation each); interpolated in betwee
 
 
 def hold_clock(gpu: GPU, run: Callable[[GPU], object], power_per_gpu_w: Callable[[object], np.ndarray],
-               blend: Sequence[str], derive: Callable[[object, dict, np.ndarray], object]):
+               blend: Sequence[str], derive: Callable[[object, dict, np.ndarray], object],
+               limits_w: Sequence[float] | None = None):
     """``run(gpu')`` at the held clock: ``gpu'`` is ``gpu``'s profile locked at each level,
     ``power_per_gpu_w(result)`` its mean power per GPU, ``blend`` the result fields interpolated and
-    ``derive(result_at_any_level, {field: interpolated}, clock_mhz)`` the answer."""
+    ``derive(result_at_any_level, {field: interpolated}, clock_mhz)`` the answer. ``limits_w``: several
+    power limits (W per GPU) at once, a list of answers, one per limit; the clock levels do not depend on
+    the limit, so they are costed once for all (a planner's power-limit axis)."""
     cm = clock_model(gpu)
     if cm is None:  # no clock data: the clock-free kernel cap at the user's limit
-        return run(gpu)
+        if limits_w is None:
+            return run(gpu)
+        return [run(with_operating_point(base_gpu(gpu), power_limit_w=float(w))) for w in limits_w]
     base = base_gpu(gpu)
     f_top = gpu.operating.sm_clock_mhz or cm.f_max_mhz
     clocks = np.linspace(cm.f_min_mhz, f_top, LEVELS) if f_top > cm.f_min_mhz else np.array([f_top])
     runs = [run(with_operating_point(base, sm_clock_mhz=float(f))) for f in clocks]
     power = np.stack(np.broadcast_arrays(*(np.asarray(power_per_gpu_w(r), dtype=float) for r in runs)))
-    limit = gpu.power_limit_w
+    if limits_w is None:
+        return _at_limit(gpu.power_limit_w, clocks, runs, power, blend, derive)
+    return [_at_limit(float(w), clocks, runs, power, blend, derive) for w in limits_w]
+
+
+def _at_limit(limit: float, clocks: np.ndarray, runs: list, power: np.ndarray, blend: Sequence[str],
+              derive: Callable[[object, dict, np.ndarray], object]):
+    """The answer at the highest clock level whose power fits ``limit``, interpolated to the limit."""
     fits = power <= limit
     k = np.where(fits.any(axis=0), (fits.shape[0] - 1) - np.argmax(fits[::-1], axis=0), 0)  # highest that fits
     k_next = np.minimum(k + 1, len(runs) - 1)
