@@ -37,9 +37,10 @@ UNITS = {"iteration_overhead_s": "s", "per_sequence_overhead_s": "s", "active_po
 MEANING = {
     "iteration_overhead_s": "host time per engine iteration not overlapped with GPU work (scheduling, input "
                             "preparation, output processing); the GPUs wait at idle power",
-    "per_sequence_overhead_s": "GPU-busy time per running request per iteration that the kernel sum does not "
-                               "describe; the data places it on busy GPUs (at active power) and shows it "
-                               "independent of context length, model size and vocabulary (see README)",
+    "per_sequence_overhead_s": "GPU time per running request per iteration that the kernel sum does not "
+                               "describe; it draws the iteration's mean kernel power (the measured power while it "
+                               "runs is 570-600 W per GPU on H100 and B200: GPU work, not host time) and is "
+                               "independent of context length, model size and vocabulary (tools/serving_excess.py)",
     "active_power_fraction": "static power of a busy GPU above its context-held idle power, as a fraction of "
                              "(power_limit - idle_power): clocks up and SMs issuing while memory-bound",
 }

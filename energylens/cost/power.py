@@ -96,13 +96,18 @@ def serving_active_power_w(gpu: GPU, active_fraction) -> np.ndarray:
 
 def serving_gpu_energy_j(*, kernel_j, kernel_s, active_s, seq_s, host_s, collective_j, idle_power_w: float,
                          power_limit_w: float, active_power_w, lock_scale=1.0) -> np.ndarray:
-    """Energy of one GPU over one serving iteration (J): its kernels' energy, the busy static power
+    """Energy of one GPU over one serving iteration (J): its kernels' energy plus the busy static power
     ``active_power_w`` while they run (``active_s``, already scaled by ``v^2 f / f_max`` at a locked
-    clock), the per-sequence work at busy static power (``seq_s``), all capped at the power limit;
-    then the collectives as costed and the host time (``host_s``) at idle power."""
-    busy_j = (np.asarray(kernel_j, dtype=float) + np.asarray(active_power_w) * active_s
-              + (idle_power_w + np.asarray(active_power_w) * lock_scale) * seq_s)
-    busy_j = np.minimum(busy_j, power_limit_w * (np.asarray(kernel_s, dtype=float) + seq_s))
+    clock); the per-sequence GPU work (``seq_s``) draws the same mean power as those kernels (the
+    measured power while it runs is kernel-like, ``tools/serving_excess.py``), all capped at the power
+    limit; then the collectives as costed and the host time (``host_s``) at idle power. With no kernel
+    time the per-sequence work draws busy static power."""
+    kernel_s = np.asarray(kernel_s, dtype=float)
+    kernels_j = np.asarray(kernel_j, dtype=float) + np.asarray(active_power_w) * active_s
+    static_w = idle_power_w + np.asarray(active_power_w) * lock_scale
+    seq_w = np.where(kernel_s > 0, kernels_j / np.where(kernel_s > 0, kernel_s, 1.0), static_w)
+    busy_j = kernels_j + seq_w * seq_s
+    busy_j = np.minimum(busy_j, power_limit_w * (kernel_s + seq_s))
     return busy_j + collective_j + idle_power_w * np.asarray(host_s, dtype=float)
 
 

@@ -216,3 +216,20 @@ def test_resolve_layout_dense_keeps_given_layout():
     with pytest.raises(LayoutError):
         resolve_layout(MODEL, num_gpus=8, tp=1, ep=8, dp=1, pp=1)  # a dense model has no experts
 
+
+
+def test_per_sequence_work_draws_the_kernels_mean_power():
+    from energylens.cost.power import serving_gpu_energy_j
+
+    kw = dict(kernel_j=1.0, kernel_s=0.002, active_s=0.002, host_s=0.001, collective_j=0.0, idle_power_w=100.0,
+              power_limit_w=1000.0, active_power_w=250.0)
+    base = serving_gpu_energy_j(seq_s=0.0, **kw)
+    assert float(base) == pytest.approx(1.0 + 250.0 * 0.002 + 100.0 * 0.001)
+    # 1 ms of per-sequence work at the kernels' mean power (1.5 J / 2 ms = 750 W)
+    assert float(serving_gpu_energy_j(seq_s=0.001, **kw) - base) == pytest.approx(0.75)
+    # capped at the power limit over kernels + per-sequence work
+    capped = serving_gpu_energy_j(seq_s=0.001, **{**kw, "power_limit_w": 600.0})
+    assert float(capped) == pytest.approx(600.0 * 0.003 + 100.0 * 0.001)
+    # no kernel time: busy static power
+    alone = serving_gpu_energy_j(seq_s=0.001, **{**kw, "kernel_j": 0.0, "kernel_s": 0.0, "active_s": 0.0})
+    assert float(alone) == pytest.approx(350.0 * 0.001 + 100.0 * 0.001)
