@@ -246,18 +246,25 @@ def prepare(rows: list[dict]):
 
 
 def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = "", progress=None,
-                          staggered: bool = False) -> SiliconValidation:
+                          staggered: bool = False, gpu_memory_utilization: float | None = None) -> SiliconValidation:
+    """Predict every supported row (closed loop, clients starting together unless ``staggered``);
+    ``gpu_memory_utilization`` overrides vLLM's default memory fraction (the runs do not record it)."""
     from energylens.kv_capacity import kv_capacity
     from energylens.serving import load_coefficient_table, resolve_coefficients
     from energylens.serving_load import serve_closed_loop_arrays
 
     coeffs = coefficients or load_coefficient_table()
+    memory = {}
+    if gpu_memory_utilization is not None:
+        from energylens.kv_capacity import check_utilization
+
+        memory["gpu_memory_utilization"] = check_utilization(gpu_memory_utilization)
     results, groups, context = prepare(rows)
     for key, items in groups.items():
         model, gpu, layout = context[key]
         idx = [t[0] for t in items]
         c, i, o = (np.array([t[k] for t in items]) for k in (1, 2, 3))
-        cap = kv_capacity(model, gpu, layout)
+        cap = kv_capacity(model, gpu, layout, **memory)
         if not cap.fits:
             for j in idx:
                 results[j].status = "skipped"
@@ -282,7 +289,7 @@ def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = 
 
 
 def validate_silicon_csv(path: str | Path, *, coefficients=None, progress=None,
-                         staggered: bool = False) -> SiliconValidation:
+                         staggered: bool = False, gpu_memory_utilization: float | None = None) -> SiliconValidation:
     """Predict every row of an AIConfigurator silicon CSV (closed loop) and compare TTFT and TPOT."""
     return validate_silicon_rows(read_silicon_rows(path), coefficients=coefficients, source=str(path),
-                                 progress=progress, staggered=staggered)
+                                 progress=progress, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization)

@@ -130,7 +130,7 @@ def main() -> int:
     print("(2) leave-one-model-out MAPE of the mean iteration, excess per GPU type as:")
     for form in FORMS:
         errs = lomo(rows, fitted, form)
-        coeffs = {g: [round(1e6 * v, 1) for v in c] for g, c in fit_excess(fitted, form).items()}
+        coeffs = {g: [round(1e6 * float(v), 1) for v in c] for g, c in fit_excess(fitted, form).items()}
         print(f"  {form:22s} " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in errs.items())
               + f"   coefficients (us; vocabulary term per 150k tokens): {coeffs}")
     frac = load_coefficient_table().pooled.active_power_fraction

@@ -25,6 +25,9 @@ def validate_command(
     markdown: str = typer.Option(None, "--markdown", help="Write the MAPE tables as Markdown to this path."),
     staggered: bool = typer.Option(False, "--staggered", help="Silicon (closed-loop) data: clients spread over "
                                    "the cycle instead of starting together (a sensitivity check)."),
+    gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization", help="Silicon data: vLLM's "
+                                                 "memory fraction for weights and KV cache (default vLLM's 0.9; "
+                                                 "the runs do not record it: a sensitivity check)."),
 ) -> None:
     """Validate serving predictions against measurements: ML.ENERGY rows (median ITL, average power, energy
     per token) or AIConfigurator silicon rows (closed-loop mean TTFT and TPOT), told apart by their columns."""
@@ -40,7 +43,7 @@ def validate_command(
     if is_silicon_csv(path):
         from energylens.validate_silicon import validate_silicon_csv
 
-        sv = validate_silicon_csv(path, staggered=staggered)
+        sv = validate_silicon_csv(path, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization)
         if md_path:
             write_text("markdown", md_path, silicon_markdown(sv))
         if as_json:
@@ -48,6 +51,9 @@ def validate_command(
             return
         render_silicon(sv, rows=rows, worst=worst)
         return
+    if gpu_memory_utilization is not None:
+        raise SpecError("gpu_memory_utilization", gpu_memory_utilization, "only with silicon (closed-loop) data: "
+                        "the ML.ENERGY rows record their running batch")
     if as_json:
         v = validate_csv(path, level=level)
     else:

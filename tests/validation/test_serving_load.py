@@ -3,7 +3,7 @@ engine, the KV-memory limit, conservation and the refusals of serve_load."""
 
 import numpy as np
 import pytest
-from des_engine import simulate
+from des_engine import simulate, simulate_kv
 
 from energylens.errors import LayoutError, WorkloadError
 from energylens.hardware import load_gpu
@@ -78,6 +78,26 @@ def test_closed_loop_matches_discrete_event_simulation(clients, synchronised):
     assert float(run) == pytest.approx(sim["running"], rel=0.04)
     assert float(tpot) == pytest.approx(sim["tpot_s"], rel=0.1)
     assert float(ttft) == pytest.approx(sim["ttft_s"], rel=0.12)
+
+
+@pytest.mark.parametrize("prompt,out,clients", [(100, 800, 64), (200, 400, 40), (1000, 1000, 40)])
+def test_closed_loop_under_vllm_preemption(prompt, out, clients):
+    """KV-limited closed loop against vLLM's admission and recompute preemption (des_engine.simulate_kv):
+    the running batch (KV tokens / mean footprint) and the request rate hold; the model keeps the whole
+    queue before the first token, vLLM spends part of it preempted after the first token (head-of-line
+    admission still holds new requests back), so the model's TTFT bounds vLLM's from above and its TPOT
+    from below."""
+    slots = 16.0
+    kv = int(slots * (prompt + out / 2 + 8))
+    sim = simulate_kv(tau, prompt, out, kv, 4096, clients=clients)
+    run = float(closed_loop_running(clients, out, slots))
+    lam = run / out
+    tpot = tau(run, lam * prompt)
+    ttft, rate = closed_loop_latency(clients, out, 1, slots, tpot, tau(run, min(prompt * (1 + lam), 4096 - run)))
+    assert run == pytest.approx(sim["running"], rel=0.06)
+    assert float(rate) == pytest.approx(sim["requests_per_s"], rel=0.06)
+    assert float(ttft) >= sim["ttft_s"] and tpot <= sim["tpot_s"] * 1.01
+    assert sim["preemptions_per_request"] > 0.5
 
 
 MODEL = load_model("qwen3-32b")

@@ -65,3 +65,21 @@ def test_cli_json_rows(silicon_csv, capsys):
     assert d["tables"]["overall"]["all"]["n"] == 4
     assert main(["validate", "--data", str(silicon_csv), "--no-rows"]) == 0
     assert "TPOT" in capsys.readouterr().out
+
+
+def test_memory_fraction_sensitivity(silicon_csv, capsys):
+    """--gpu-memory-utilization (silicon data only) sets vLLM's memory fraction: more KV memory, the same
+    prediction where memory does not limit; a bad value or ML.ENERGY data is refused (exit 2)."""
+    base = {r.row["id"]: r for r in validate_silicon_csv(silicon_csv).ok}
+    more = {r.row["id"]: r for r in validate_silicon_csv(silicon_csv, gpu_memory_utilization=0.95).ok}
+    assert set(base) == set(more)
+    for k in base:  # none of these rows is memory-limited at either fraction
+        assert more[k].predicted["tpot_s"] == pytest.approx(base[k].predicted["tpot_s"])
+    ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
+                                   gpu_memory_utilization=0.95)
+    assert more["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
+    assert main(["validate", "--data", str(silicon_csv), "--no-rows", "--gpu-memory-utilization", "0.95"]) == 0
+    assert main(["validate", "--data", str(silicon_csv), "--gpu-memory-utilization", "1.5"]) == 2
+    assert "gpu_memory_utilization" in capsys.readouterr().err
+    assert main(["validate", "--gpu-memory-utilization", "0.95"]) == 2
+    assert "silicon" in capsys.readouterr().err
