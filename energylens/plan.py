@@ -25,10 +25,18 @@ Search space, per GPU type (and per power limit / locked SM clock given):
 Deployments meeting ``max_ttft_s`` and ``max_tpot_s`` (means) are ranked by the objective:
 ``energy`` (J per output token, low first), ``throughput`` (output tokens/s per GPU, high first),
 ``carbon`` (gCO2e per token: energy x PUE x carbon intensity) or ``cost`` (USD per token: price per
-GPU-hour / tokens per GPU-hour). Ties go to the other of energy/throughput, then fewer GPUs. The
-energy-throughput Pareto front is marked. Every row carries the 80 % intervals of ``serve`` (the
-validation residuals of :mod:`energylens.intervals`; TPOT uses the inter-token-latency cell, tokens/s
-per GPU its inverse; TTFT has no residual table yet).
+GPU-hour / tokens per GPU-hour). Ties go to the other of energy/throughput, then fewer GPUs.
+
+Pareto fronts: energy per output token against output tokens/s per GPU is usually one deployment
+(J/token = W per GPU / tok/s per GPU: the deployment that serves the most tokens per GPU also spends its
+watts best) unless power limits trade watts for tokens. The real trade-off is against latency: a larger
+batch cap packs more tokens per step (less energy per token, more tokens per GPU) and lengthens every
+step (higher TPOT and TTFT). ``front`` is therefore the front of energy per token against TPOT (``*`` in
+the table, ``pareto`` on a row), ``front_throughput`` that of tokens/s per GPU against TPOT, and
+``front_energy_throughput`` the energy-throughput one. Every row carries 80 % intervals (from
+:mod:`energylens.intervals`): energy per token and power from their residual cells, TPOT and TTFT (mean and
+p90) from the inter-token-latency cell (TTFT is a sum of engine iterations; no measured TTFT is in the
+residual set, so that interval is an assumption, labelled in its ``basis``), tokens/s per GPU its inverse.
 """
 
 from __future__ import annotations
@@ -63,13 +71,17 @@ class PlanResult:
     model: str
     objective: str
     rows: list[dict]
-    front: list[int]
+    front: list[int]  # energy per output token against TPOT (both lower is better)
     explanation: list[str]
     meta: dict = field(default_factory=dict)
     all_rows: list[dict] = field(default_factory=list)  # every candidate evaluated (for plots)
+    front_throughput: list[int] = field(default_factory=list)  # tokens/s per GPU (higher) against TPOT (lower)
+    front_energy_throughput: list[int] = field(default_factory=list)  # energy per token against tokens/s per GPU
 
     def to_dict(self) -> dict:
         return {"model": self.model, "objective": self.objective, "rows": self.rows, "pareto_front": self.front,
+                "pareto_front_throughput": self.front_throughput,
+                "pareto_front_energy_throughput": self.front_energy_throughput,
                 "explanation": self.explanation, "meta": self.meta}
 
 
@@ -130,13 +142,19 @@ def _iv_factors(model, gpu_key: str, level: float) -> dict:
     return {k: (v["low"], v["high"], v["basis"]) for k, v in iv.items()}
 
 
+TTFT_BASIS = ("; TTFT: the inter-token-latency residuals applied to a sum of engine iterations (an assumption: "
+              "no measured TTFT in the residual set)")
+
+
 def _intervals(row: dict, factors: dict, level: float) -> dict:
     out = {}
-    for metric, key in (("tpot_s", "decode_step_latency_s"), ("avg_power_w", "avg_power_w"),
-                        ("energy_per_output_token_j", "energy_per_output_token_j")):
+    for metric, key in (("tpot_s", "decode_step_latency_s"), ("tpot_p90_s", "decode_step_latency_s"),
+                        ("ttft_s", "decode_step_latency_s"), ("ttft_p90_s", "decode_step_latency_s"),
+                        ("avg_power_w", "avg_power_w"), ("energy_per_output_token_j", "energy_per_output_token_j")):
         if key in factors:
             lo, hi, basis = factors[key]
-            out[metric] = {"low": row[metric] * lo, "high": row[metric] * hi, "level": level, "basis": basis}
+            out[metric] = {"low": row[metric] * lo, "high": row[metric] * hi, "level": level,
+                           "basis": basis + (TTFT_BASIS if metric.startswith("ttft") else "")}
     if "decode_step_latency_s" in factors:  # throughput per GPU ~ running / TPOT: the inverse interval
         lo, hi, basis = factors["decode_step_latency_s"]
         x = row["output_tokens_per_s_per_gpu"]
@@ -314,18 +332,22 @@ def plan(model, gpus, *, max_gpus: int, input_len: float, output_len: float, max
     sign = -1.0 if descending else 1.0
     osign = -1.0 if other == "output_tokens_per_s_per_gpu" else 1.0
     ok.sort(key=lambda r: (sign * r[key], osign * r[other], r["num_gpus"]))
-    front: list[int] = []
+    fronts: dict[str, list[int]] = {"energy_tpot": [], "throughput_tpot": [], "energy_throughput": []}
     if ok:
-        mask = pareto_mask(np.array([[r["energy_per_output_token_j"], r["output_tokens_per_s_per_gpu"]] for r in ok]),
-                           minimize=[True, False])
-        front = [int(k) for k in np.flatnonzero(mask)]
-        for k, r in enumerate(ok):
-            r["pareto"] = bool(mask[k])
+        e, x, t = (np.array([r[k] for r in ok]) for k in ("energy_per_output_token_j", "output_tokens_per_s_per_gpu",
+                                                          "tpot_s"))
+        for name, cols, minimize in (("energy_tpot", (e, t), [True, True]), ("throughput_tpot", (x, t), [False, True]),
+                                     ("energy_throughput", (e, x), [True, False])):
+            mask = pareto_mask(np.stack(cols, axis=1), minimize=minimize)
+            fronts[name] = [int(k) for k in np.flatnonzero(mask)]
+            for k, r in enumerate(ok):
+                r["pareto" if name == "energy_tpot" else f"pareto_{name}"] = bool(mask[k])
     meta = {"candidates": len(rows), "meet_slo": len(ok), "elapsed_s": time.perf_counter() - t0, "notes": notes,
             "max_gpus": max_gpus, "input_len": i, "output_len": o, "max_ttft_s": max_ttft_s, "max_tpot_s": max_tpot_s,
             "gpus": gpus, "disaggregated": bool(disaggregated), "concurrency_grid": list(conc),
             "footprint": {"carbon_intensity_g_per_kwh": footprint.carbon_intensity_g_per_kwh, "pue": footprint.pue,
                           "usd_per_gpu_hour": footprint.usd_per_gpu_hour}}
-    result = PlanResult(model_name, objective, ok, front, [], meta, rows)
+    result = PlanResult(model_name, objective, ok, fronts["energy_tpot"], [], meta, rows, fronts["throughput_tpot"],
+                        fronts["energy_throughput"])
     result.explanation = explain(result)
     return result

@@ -41,6 +41,29 @@ def _pct(a: float, b: float) -> str:
     return f"{(a / b - 1.0) * 100:+.0f} %"
 
 
+def _tradeoff(result) -> str:
+    """The Pareto fronts in words and which objective picks what."""
+    front = sorted((result.rows[k] for k in result.front), key=lambda r: r["tpot_s"])
+    text = f"Trade-off: {len(front)} deployment(s) on the Pareto front of energy per token against TPOT (* above)"
+    if len(front) > 1:
+        fast, lean = front[0], front[-1]
+        text += (f", from {fast['energy_per_output_token_j']:.3g} J/token at TPOT {fast['tpot_s'] * 1e3:.3g} ms "
+                 f"({fast['num_gpus']}x {fast['gpu']} {layout_label(fast)}, concurrency {fast['concurrency']:g}) to "
+                 f"{lean['energy_per_output_token_j']:.3g} J/token at {lean['tpot_s'] * 1e3:.3g} ms ({lean['num_gpus']}x "
+                 f"{lean['gpu']} {layout_label(lean)}, concurrency {lean['concurrency']:g}): a larger batch cap spends "
+                 "less energy per token and makes every step (TPOT, TTFT) longer")
+    n_et = len(result.front_energy_throughput)
+    if n_et == 1:
+        text += ("; energy per token and tokens/s per GPU do not trade off here (one deployment is best on both: "
+                 "J/token = W per GPU / tok/s per GPU), so the two objectives differ only in the latency they accept")
+    else:
+        text += (f"; energy per token and tokens/s per GPU trade off across {n_et} deployments (those drawing fewer "
+                 "watts per GPU, e.g. under a power limit, serve fewer tokens per GPU)")
+    return (text + ". --objective energy picks the least-energy deployment within the SLOs, --objective "
+            "throughput the most tokens/s per GPU (its own front against TPOT: "
+            f"{len(result.front_throughput)} deployment(s)); a tighter --max-tpot-s moves either toward the fast end.")
+
+
 def explain(result) -> list[str]:
     m = result.meta
     slo = " and ".join(s for s in (f"TTFT <= {m['max_ttft_s']:g} s" if m["max_ttft_s"] is not None else "",
@@ -60,6 +83,16 @@ def explain(result) -> list[str]:
     key, descending = OBJECTIVES[result.objective]
     best = rows[0]
     out = [f"Choice ({OBJECTIVE_WORDS[result.objective]} with {slo}): {describe(best)}."]
+    iv = best.get("interval") or {}
+    def num(v: float) -> str:
+        return f"{v:,.0f}" if v >= 1000 else f"{v:.3g}"
+
+    spans = [f"{name} {num(iv[k]['low'] * f)}-{num(iv[k]['high'] * f)}{unit}" for k, name, f, unit in (
+        ("ttft_s", "TTFT", 1.0, " s"), ("tpot_s", "TPOT", 1e3, " ms"), ("energy_per_output_token_j", "", 1.0, " J/token"),
+        ("output_tokens_per_s_per_gpu", "", 1.0, " tok/s/GPU")) if k in iv]
+    if spans:
+        out.append(f"80 % intervals of the choice: {', '.join(s.strip() for s in spans)} (validation residuals; TTFT "
+                   "assumes the inter-token-latency residuals, no measured TTFT backs it).")
     # why this concurrency: the next one up on the same deployment breaks an SLO or is worse
     higher = sorted((r for r in everything if _same_deployment(r, best) and r["concurrency"] > best["concurrency"]),
                     key=lambda r: r["concurrency"])
@@ -105,10 +138,7 @@ def explain(result) -> list[str]:
                        "disaggregated TTFT excludes queueing (pools sized to the request rate).")
         else:
             out.append(f"Only {next(iter(modes))} deployments meet the SLOs.")
-    if len(result.front) == 1:
-        out.append("Pareto front: one deployment is best on both energy per token and tokens/s per GPU (J/token = "
-                   "power per GPU / tokens/s per GPU, and here the fastest deployment also uses its watts best); "
-                   "power caps (--power-limit) or locked clocks (--sm-clock) trade throughput for energy.")
+    out.append(_tradeoff(result))
     other_obj = "throughput" if result.objective != "throughput" else "energy"
     okey, odesc = OBJECTIVES[other_obj]
     alt_best = (max if odesc else min)(rows, key=lambda r: r[okey])

@@ -42,12 +42,19 @@ def test_tighter_slo_keeps_a_subset_and_impossible_slo_explains(small):
     assert none.rows == [] and none.explanation[0].startswith("No deployment meets")
 
 
-def test_pareto_front_is_not_dominated(small):
-    front = [small.rows[k] for k in small.front]
-    assert front and all(r["pareto"] for r in front)
-    for f in front:
-        assert not any(r["energy_per_output_token_j"] < f["energy_per_output_token_j"]
-                       and r["output_tokens_per_s_per_gpu"] > f["output_tokens_per_s_per_gpu"] for r in small.rows)
+def test_pareto_fronts_are_not_dominated_and_energy_trades_against_tpot(small):
+    e, x, t = "energy_per_output_token_j", "output_tokens_per_s_per_gpu", "tpot_s"
+    for front, a, b, sa, sb in ((small.front, e, t, 1, 1), (small.front_throughput, x, t, -1, 1),
+                                (small.front_energy_throughput, e, x, 1, -1)):
+        pts = [small.rows[k] for k in front]
+        assert pts
+        for f in pts:  # nothing is strictly better on both axes (sa/sb: +1 lower is better, -1 higher)
+            assert not any(sa * r[a] < sa * f[a] and sb * r[b] < sb * f[b] for r in small.rows)
+    assert all(small.rows[k]["pareto"] for k in small.front)
+    lat = sorted((small.rows[k] for k in small.front), key=lambda r: r[t])
+    assert len(lat) > 2 and lat[0][e] > lat[-1][e]  # the faster end of the front spends more energy per token
+    assert small.rows[0] in lat  # the energy choice is on the energy-TPOT front
+    assert "Pareto front of energy per token against TPOT" in " ".join(small.explanation)
 
 
 def test_rows_carry_keys_intervals_and_the_explanation_names_the_choice(small):
@@ -56,7 +63,11 @@ def test_rows_carry_keys_intervals_and_the_explanation_names_the_choice(small):
     iv = top["interval"]["energy_per_output_token_j"]
     assert iv["low"] < top["energy_per_output_token_j"] < iv["high"] and iv["level"] == 0.8
     assert top["interval"]["tpot_s"]["low"] < top["tpot_s"] < top["interval"]["tpot_s"]["high"]
-    assert top["gpu"] in small.explanation[0] and "Why this batch cap" in small.explanation[1]
+    for k in ("ttft_s", "ttft_p90_s", "tpot_p90_s", "output_tokens_per_s_per_gpu", "avg_power_w"):
+        assert top["interval"][k]["low"] < top[k] < top["interval"][k]["high"], k
+    assert "no measured TTFT" in top["interval"]["ttft_s"]["basis"]
+    assert any(line.startswith("80 % intervals of the choice: TTFT") for line in small.explanation)
+    assert top["gpu"] in small.explanation[0] and "Why this batch cap" in small.explanation[2]
 
 
 def test_carbon_and_cost_arithmetic():

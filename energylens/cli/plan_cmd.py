@@ -105,7 +105,7 @@ def plan_command(
         f"of {', '.join(m['gpus'])}; objective {res.objective}")
     if res.rows:
         typer.echo("\n".join(table_lines(res, top)))
-        say(f"* = on the energy-throughput Pareto front ({len(res.front)} deployments): "
+        say(f"* = on the Pareto front of energy per token against TPOT ({len(res.front)} deployments): "
             + ", ".join(f"#{k + 1}" for k in res.front[:12]) + (" ..." if len(res.front) > 12 else ""))
     for line in res.explanation:
         say(line)

@@ -532,11 +532,17 @@ def _interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
     family on this GPU (``intervals.interval_for``). Multiplicative, so one factor pair per column."""
     from energylens.intervals import interval_for, runtime_interval
 
+    # TTFT and TPOT take the whole-request latency ratios (an assumption: the runs measured requests, not
+    # phases); throughputs the inverse of the latency interval
     for col, key in (("request_energy_j", "total_energy_j"), ("request_latency_s", "total_latency_s"),
-                     ("energy_per_output_token_j", "total_energy_j")):
+                     ("energy_per_output_token_j", "total_energy_j"), ("ttft_s", "total_latency_s"),
+                     ("tpot_s", "total_latency_s")):
         iv = runtime_interval(1.0, 1.0).get(key)
         if iv:
             cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv["low"], cols[col] * iv["high"]
+            if col == "request_latency_s":
+                tok = cols["request_tokens_per_s"]
+                cols["request_tokens_per_s_low"], cols["request_tokens_per_s_high"] = tok / iv["high"], tok / iv["low"]
     if "serve_itl_s" in cols:
         iv = interval_for(m, gpu_key, {"decode_step_latency_s": 1.0, "avg_power_w": 1.0,
                                        "energy_per_output_token_j": 1.0})
@@ -544,3 +550,7 @@ def _interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
                          ("serve_energy_per_output_token_j", "energy_per_output_token_j")):
             if key in iv:
                 cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv[key]["low"], cols[col] * iv[key]["high"]
+        if "decode_step_latency_s" in iv:  # tokens/s = running requests / iteration time: the inverse
+            lat, tok = iv["decode_step_latency_s"], cols["serve_output_tokens_per_s"]
+            cols["serve_output_tokens_per_s_low"], cols["serve_output_tokens_per_s_high"] = tok / lat["high"], \
+                tok / lat["low"]

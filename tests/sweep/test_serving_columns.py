@@ -156,3 +156,19 @@ def test_cli_sweep_serving_writes_carbon_and_cost_columns(tmp_path):
     t = read_csv(out)
     assert np.all(t["serve_gco2e_per_million_tokens"] > 0) and np.all(t["serve_usd_per_million_tokens"] > 0)
     assert main(["sweep", "--model", "llama3-8b", "--serving", "--pue", "0.9"]) == 2
+
+
+def test_rows_carry_intervals_on_ttft_tpot_energy_and_throughput(tables):
+    t = tables["dense"]
+    on = t["output_len"] > 0
+    for col in ("serve_itl_s", "serve_energy_per_output_token_j", "serve_output_tokens_per_s", "ttft_s",
+                "request_tokens_per_s", "energy_per_output_token_j"):
+        lo, hi = t[f"{col}_low"][on], t[f"{col}_high"][on]
+        assert np.all(lo <= hi) and np.all(lo > 0), col
+    r = serve("llama3-8b", "h100-sxm", tp=2, batch=64, input_len=2048, output_len=300)
+    i = int(np.flatnonzero((t["tp"] == 2) & (t["pp"] == 1) & (t["dp"] == 1) & (t["batch"] == 64)
+                           & (t["prompt_len"] == 2048) & (t["output_len"] == 300))[0])
+    iv = r.interval["decode_step_latency_s"]
+    # tokens/s = batch / iteration: its interval is the inverse of the latency one
+    assert t["serve_output_tokens_per_s_high"][i] == pytest.approx(r.output_tokens_per_s * r.decode_step_latency_s
+                                                                   / iv["low"], rel=1e-9)
