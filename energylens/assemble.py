@@ -71,8 +71,32 @@ def _f(x) -> float:
 
 
 def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, program: Program,
-                  tokens: float) -> PhaseResult:
+                 tokens: float, *, detail: bool = True) -> PhaseResult:
+    """Totals of one phase and its per-GPU rows; with ``detail`` also one row per kernel and collective
+    (views of the phase's stacked cost arrays)."""
     tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    ops, colls = _rows(pa, tp, dp, pp) if detail else ([], [])
+    latency = _f(pa.latency_s)
+    per_gpu = _per_gpu(pa, model, gpu, layout, latency)
+    energy = _f(pa.energy_j)
+    return PhaseResult(
+        phase=phase,
+        energy_j=energy,
+        latency_s=latency,
+        avg_power_w=energy / latency if latency > 0 else 0.0,
+        tokens=tokens,
+        energy_per_token_j=energy / tokens if tokens > 0 else 0.0,
+        tokens_per_s=tokens / latency if latency > 0 else 0.0,
+        breakdown=EnergyBreakdown(_f(pa.compute_j), _f(pa.memory_j), _f(pa.static_j), _f(pa.communication_j),
+                                  _f(pa.idle_wait_j)),
+        ops=tuple(sorted(ops, key=lambda o: -o.energy_j)),
+        collectives=tuple(colls),
+        per_gpu=per_gpu,
+    )
+
+
+def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], list[CollectiveResult]]:
+    """One row per kernel and per collective of a phase (first configuration)."""
     mb = _f(pa.microbatches)  # pipeline micro-batches: every record below runs once per micro-batch
     reduce = pa.reduce
     # decode: records are per step and ``reduce`` sums over the steps; counts are calls over the whole phase
@@ -95,6 +119,7 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
             bound="compute" if comp >= mem else "memory", power_capped=bool(np.any(r.cost.power_capped)),
         ))
     colls = []
+
     def per_call(message_bytes) -> float:
         return _f(reduce(message_bytes)) / steps if steps > 0 else _f(message_bytes)
 
@@ -110,23 +135,7 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
                                       int(round((pp - 1) * mb * steps)),
                                       _f(pa.p2p_time_s) * mb,
                                       _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp * mb, c.reason))
-    latency = _f(pa.latency_s)
-    per_gpu = _per_gpu(pa, model, gpu, layout, latency)
-    energy = _f(pa.energy_j)
-    return PhaseResult(
-        phase=phase,
-        energy_j=energy,
-        latency_s=latency,
-        avg_power_w=energy / latency if latency > 0 else 0.0,
-        tokens=tokens,
-        energy_per_token_j=energy / tokens if tokens > 0 else 0.0,
-        tokens_per_s=tokens / latency if latency > 0 else 0.0,
-        breakdown=EnergyBreakdown(_f(pa.compute_j), _f(pa.memory_j), _f(pa.static_j), _f(pa.communication_j),
-                                  _f(pa.idle_wait_j)),
-        ops=tuple(sorted(ops, key=lambda o: -o.energy_j)),
-        collectives=tuple(colls),
-        per_gpu=per_gpu,
-    )
+    return ops, colls
 
 
 def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: float) -> tuple[GPUResult, ...]:

@@ -77,6 +77,7 @@ def predict(
     weight_dtype: str | None = None,
     kv_cache_dtype: str | None = None,
     activation_dtype: str | None = None,
+    detail: bool = True,
 ) -> Prediction:
     """Predict energy (J) and latency (s) of prefilling ``batch`` prompts and decoding ``output_len`` tokens.
 
@@ -94,6 +95,8 @@ def predict(
     (:mod:`energylens.cost.dvfs`); default: the profile's limit, clocks free.
     Precision: the checkpoint's own formats unless ``weight_dtype`` (``dtype`` is its shorthand),
     ``kv_cache_dtype`` or ``activation_dtype`` say otherwise (:mod:`energylens.graph.precision`).
+    ``detail=False``: per-phase and per-GPU totals only (no per-op and per-collective rows, no coefficient
+    provenance or precision report); the totals are the same numbers.
     """
     if input_len is not None:
         if prompt_len != _KEYWORD_DEFAULTS["prompt_len"] and prompt_len != input_len:
@@ -112,7 +115,7 @@ def predict(
                             "no keyword next to an Execution: set it on the Execution or System")
         if not isinstance(system, System):
             raise SpecError("system", system, "an energylens.specs.System next to an Execution")
-        return predict_specs(model, execution, system)
+        return predict_specs(model, execution, system, detail=detail)
     if system is not None:
         raise SpecError("execution", execution, "an energylens.specs.Execution when a System is given")
     for name, value in (("batch", batch), ("prompt_len", prompt_len)):
@@ -124,15 +127,15 @@ def predict(
     m, _ = prepare(model, gpu if gpu is not None else execution, merge_dtype(dtype, weight_dtype),
                    kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
     return predict_specs(m, ex, System.for_execution(gpu if gpu is not None else execution, ex,
-                                                     int(lay.gpus_per_node)))
+                                                     int(lay.gpus_per_node)), detail=detail)
 
 
 def _int(value):
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
 
 
-def predict_specs(model: str | Model, execution: Execution, system: System) -> Prediction:
-    """The core call: one ``Execution`` of a ``Model`` on a ``System`` (see ``predict``)."""
+def predict_specs(model: str | Model, execution: Execution, system: System, *, detail: bool = True) -> Prediction:
+    """The core call: one ``Execution`` of a ``Model`` on a ``System`` (see ``predict``; ``detail``)."""
     ev = evaluate(bind(model, execution, system))
     b = ev.bound
     m, g, lay, w, route = b.model, b.gpu, b.layout, b.workload, b.route
@@ -145,8 +148,10 @@ def predict_specs(model: str | Model, execution: Execution, system: System) -> P
             f"{memory.workspace_bytes / 1e9:.1f}) > {USABLE_MEMORY_FRACTION:.0%} of {memory.capacity_bytes / 1e9:.0f} GB "
             f"on {g.name}; use more GPUs (tp/pp), a smaller batch or narrower weights (--weight-dtype fp8 or int4)"
         )
-    prefill = phase_result("prefill", ev.prefill, m, g, lay, b.program, tokens=float(w.batch * w.prompt_len))
-    decode = phase_result("decode", ev.decode, m, g, lay, b.program, tokens=float(w.batch * w.output_len))
+    prefill = phase_result("prefill", ev.prefill, m, g, lay, b.program, tokens=float(w.batch * w.prompt_len),
+                           detail=detail)
+    decode = phase_result("decode", ev.decode, m, g, lay, b.program, tokens=float(w.batch * w.output_len),
+                          detail=detail)
     extra: dict = {}
     if ev.plans:
         extra["overlap"] = {"plans": [p.to_dict() for p in ev.plans],
@@ -173,8 +178,8 @@ def predict_specs(model: str | Model, execution: Execution, system: System) -> P
         memory=memory,
         warnings=tuple(warnings),
         extra={"interval": runtime_interval(prefill.energy_j + decode.energy_j, prefill.latency_s + decode.latency_s),
-               "provenance": provenance(g, m), "operating_point": operating_point(g),
-               "precision": precision_report(m, g), **extra},
+               **({"provenance": provenance(g, m)} if detail else {}), "operating_point": operating_point(g),
+               **({"precision": precision_report(m, g)} if detail else {}), **extra},
         moe=report,
     )
 

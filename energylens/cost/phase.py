@@ -16,11 +16,13 @@ costed once, with the busiest rank's messages: every rank stays in the all-to-al
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from energylens.cost.kernels import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord, cost_steps
+from energylens.cost.kernels import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord
+from energylens.cost.plan import compile_steps
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model, is_moe
@@ -65,6 +67,43 @@ class PhaseArrays:
     moe_idle_wait_j: np.ndarray | None = None
     moe: object = None  # energylens.moe.binding.MoEBinding
     microbatches: np.ndarray | float = 1.0  # pipeline micro-batches per replica (records are per micro-batch)
+
+
+class _Lazy(Sequence):
+    """A list built on first use (per-kernel records are views of the stacked cost arrays; totals do
+    not need them)."""
+
+    def __init__(self, owner: _Records, which: int) -> None:
+        self._owner, self._which = owner, which
+
+    def _items(self) -> list:
+        return self._owner.built()[self._which]
+
+    def __getitem__(self, i):
+        return self._items()[i]
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+class _Records:
+    """Records of the costed sections: (section, record) lists of kernels, mean-rank kernels, collectives."""
+
+    def __init__(self, costed: list) -> None:
+        self._costed, self._built = costed, None
+        self.kernels, self.kernels_energy, self.collectives = _Lazy(self, 0), _Lazy(self, 1), _Lazy(self, 2)
+
+    def built(self) -> tuple[list, list, list]:
+        if self._built is None:
+            kernels, kernels_e, colls = [], [], []
+            for name, count, prefix, cost, cost_e in self._costed:
+                k, c = cost.records(count, prefix)
+                k_e = k if cost_e is cost else cost_e.records(count, prefix)[0]
+                kernels += [(name, r) for r in k]
+                kernels_e += [(name, r) for r in k_e]
+                colls += [(name, r) for r in c]
+            self._built = (kernels, kernels_e, colls)
+        return self._built
 
 
 def axis_sizes(layout: Layout) -> dict[str, np.ndarray]:
@@ -133,44 +172,47 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
             return np.sum(x * w, axis=-1)
         return x
 
-    kernels: list[tuple[str, KernelRecord]] = []
-    kernels_e: list[tuple[str, KernelRecord]] = []  # MoE: the mean rank's (energy); dense: the same records
-    colls: list[tuple[str, CollectiveRecord]] = []
+    variable = frozenset(sizes) | frozenset(moe.busiest if moe is not None else ())
     sections = [("pre", program.pre, 1, "")] + [
         (b.name, steps, b.count, f"{b.name}.") for b, steps in program.blocks
     ] + [("post", program.post, 1, "")]
     layer_time: dict[str, np.ndarray] = {}
     layer_energy: dict[str, np.ndarray] = {}
-    section_kernel_time: list[tuple[int, np.ndarray, np.ndarray]] = []
+    costed = []  # (section, count, prefix, busiest-rank costs, mean-rank costs)
+    kernel_time = kernel_time_e = coll_time = coll_energy = np.asarray(0.0)
+    rank_sums = {a: np.asarray(0.0) for a in ("compute_energy_j", "memory_energy_j", "static_energy_j")}
     for name, steps, count, prefix in sections:
-        k, c = cost_steps(gpu, model, list(steps), all_sizes, degs_pt, axes_pt, count=count, prefix=prefix,
-                          nodes=nodes_pt)
-        k_e = k
+        plan = compile_steps(gpu, model, steps, variable)
+        cost = plan.evaluate(all_sizes, degs_pt, axes_pt, nodes_pt)
+        cost_e = cost
         if moe is not None and any(isinstance(st, OpStep) and "c" in st.op.dims for st in steps):
-            k_e, _ = cost_steps(gpu, model, list(steps), energy_sizes, degs_pt, axes_pt, count=count, prefix=prefix,
-                                nodes=nodes_pt)
-        kernels += [(name, r) for r in k]
-        kernels_e += [(name, r) for r in k_e]
-        colls += [(name, r) for r in c]
-        t_k = sum((reduce(r.cost.latency_s) for r in k), np.asarray(0.0))
-        t_e = t_k if k_e is k else sum((reduce(r.cost.latency_s) for r in k_e), np.asarray(0.0))
+            cost_e = plan.evaluate(energy_sizes, degs_pt, axes_pt, nodes_pt)
+        costed.append((name, count, prefix, cost, cost_e))
+        t_k = reduce(cost.total("latency_s"))
+        t_e = t_k if cost_e is cost else reduce(cost_e.total("latency_s"))
         # the slowest expert-parallel rank sets the pace: the busiest rank's kernels, or the mean rank's where
         # tile/wave quantisation makes the busier token count run faster
         t_k = np.maximum(t_k, t_e)
-        t = t_k + sum((reduce(r.latency_s) for r in c), np.asarray(0.0))
-        e = sum((reduce(r.cost.energy_j) for r in k_e), np.asarray(0.0)) + sum(
-            (reduce(r.energy_j_per_gpu) for r in c), np.asarray(0.0))
-        if k_e is not k:  # the mean rank waits for the slowest one at idle power
+        t_c = reduce(cost.collective_total("latency_s"))
+        e_c = reduce(cost.collective_total("energy_j_per_gpu"))
+        t = t_k + t_c
+        e = reduce(cost_e.total("energy_j")) + e_c
+        if cost_e is not cost:  # the mean rank waits for the slowest one at idle power
             e = e + idle_energy_j(gpu, t_k - t_e)
         layer_time[name] = t  # per execution (one layer for blocks)
         layer_energy[name] = e  # per rank per execution
-        section_kernel_time.append((count, t_k, t_e))
+        kernel_time = kernel_time + count * t_k
+        kernel_time_e = kernel_time_e + count * t_e
+        coll_time = coll_time + t_c * count
+        coll_energy = coll_energy + e_c * count
+        for a in rank_sums:
+            rank_sums[a] = rank_sums[a] + reduce(cost_e.total(a)) * count
+    if moe is None:
+        kernel_time_e = kernel_time
+    records = _Records(costed)
     tp = axes["tp"]
     dp = axes["dp"]
     pp = axes["pp"]
-    kernel_time = sum((n * tk for n, tk, _ in section_kernel_time), np.asarray(0.0))
-    kernel_time_e = kernel_time if moe is None else sum((n * te for n, _, te in section_kernel_time), np.asarray(0.0))
-    coll_time = sum((reduce(r.latency_s) * r.count for _, r in colls), np.asarray(0.0))
     # pipeline boundaries: the residual stream goes to the next stage
     p2p = None
     p2p_time = np.asarray(0.0)
@@ -206,13 +248,10 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     else:
         latency = kernel_time + coll_time + p2p_time
 
-    def per_rank_sum(attr: str) -> np.ndarray:
-        return sum((reduce(getattr(r.cost, attr)) * r.count for _, r in kernels_e), np.asarray(0.0))
-
-    compute = per_rank_sum("compute_energy_j") * tp * dp * m
-    memory = per_rank_sum("memory_energy_j") * tp * dp * m
-    static = per_rank_sum("static_energy_j") * tp * dp * m
-    comm = (sum((reduce(r.energy_j_per_gpu) * r.count for _, r in colls), np.asarray(0.0)) * tp + p2p_energy) * dp * m
+    compute = rank_sums["compute_energy_j"] * tp * dp * m
+    memory = rank_sums["memory_energy_j"] * tp * dp * m
+    static = rank_sums["static_energy_j"] * tp * dp * m
+    comm = (coll_energy * tp + p2p_energy) * dp * m
     gpu_time = tp * pp * latency
     busy_time = (tp * (kernel_time_e + coll_time) + 2.0 * tp * p2p_time) * m
     wait = idle_energy_j(gpu, np.maximum(gpu_time - busy_time, 0.0)) * dp
@@ -226,8 +265,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
     moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
-                       full(kernel_time), full(coll_time), full(p2p_time), kernels, colls, p2p, reduce, layer_time,
-                       layer_energy, layer_time, layer_energy, kernels_energy=kernels_e, moe_idle_wait_j=moe_wait,
+                       full(kernel_time), full(coll_time), full(p2p_time), records.kernels, records.collectives, p2p,
+                       reduce, layer_time, layer_energy, layer_time, layer_energy, kernels_energy=records.kernels_energy,
+                       moe_idle_wait_j=moe_wait,
                        moe=moe, microbatches=full(m))
 
 

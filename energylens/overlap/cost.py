@@ -56,8 +56,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from energylens.cost.collectives import collective_cost
-from energylens.cost.kernels import KernelRecord, cost_steps
+from energylens.cost.kernels import KernelRecord
 from energylens.cost.phase import PhaseArrays, axis_nodes, axis_sizes, evaluate_phase
+from energylens.cost.plan import cost_steps
 from energylens.cost.power import Timeline, idle_energy_j, overlap_timeline  # noqa: F401 - re-exported
 from energylens.errors import LayoutError
 from energylens.graph.model import Model

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from energylens.cost.kernels import cost_steps, kernel_groups
+from energylens.cost.kernels import kernel_groups
+from energylens.cost.plan import cost_steps
 from energylens.hardware import load_gpu
 from energylens.models import load_model
 from energylens.parallel.layout import Layout, degrees

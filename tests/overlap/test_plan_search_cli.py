@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from energylens.cli import main
-from energylens.cost.kernels import cost_steps
 from energylens.cost.phase import axis_nodes, axis_sizes
+from energylens.cost.plan import cost_steps
 from energylens.errors import EnergyLensError, SpecError
 from energylens.overlap.rules import (
     CONSUMER,

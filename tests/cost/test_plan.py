@@ -1,0 +1,89 @@
+"""energylens.cost.plan: the compiled cost plan (one code path for one configuration and for arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import energylens
+from energylens.cost.phase import axis_sizes, evaluate_phase
+from energylens.cost.plan import compile_steps, variable_sizes
+from energylens.hardware import load_gpu
+from energylens.models import load_model
+from energylens.parallel.layout import Layout, degrees
+from energylens.program import build_program
+from energylens.workload import Workload, decode_sizes, prefill_sizes
+
+CASES = [
+    dict(model="llama3-8b", gpu="h100-sxm", batch=4, prompt_len=1024, output_len=64),
+    dict(model="llama3-70b", gpu="h100-sxm", tp=4, pp=2, batch=8, prompt_len=512, output_len=40),
+    dict(model="qwen3-30b-a3b", gpu="h100-sxm", tp=2, ep=2, dp=2, batch=16, prompt_len=256, output_len=8),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_totals_without_detail_are_the_detailed_totals(case):
+    full = energylens.predict(**case)
+    fast = energylens.predict(**case, detail=False)
+    assert fast.prefill.ops == () and fast.decode.collectives == ()
+    for a, b in ((full.prefill, fast.prefill), (full.decode, fast.decode)):
+        assert b.energy_j == a.energy_j and b.latency_s == a.latency_s and b.breakdown == a.breakdown
+        assert b.per_gpu == a.per_gpu
+    assert fast.memory == full.memory
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_per_op_rows_add_up_to_the_phase(case):
+    """Detail rows are views of the arrays the totals were summed from."""
+    p = energylens.predict(**case)
+    for ph in (p.prefill, p.decode):
+        busy = sum(o.energy_j for o in ph.ops) + sum(c.energy_j for c in ph.collectives)
+        assert busy + ph.breakdown.idle_wait_j == pytest.approx(ph.energy_j, rel=1e-9)
+        assert sum(o.compute_energy_j for o in ph.ops) == pytest.approx(ph.breakdown.compute_j, rel=1e-9)
+
+
+def _phase(model, layout, b, p, o, decode):
+    m = load_model(model)
+    g = load_gpu("h100-sxm")
+    sizer = decode_sizes if decode else prefill_sizes
+    sizes, w = sizer(Workload(1, p, o), b)
+    return evaluate_phase(m, g, layout, build_program(m, layout), sizes, w, decode=decode)
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_an_array_of_configurations_equals_each_one(decode):
+    b = np.array([1.0, 3.0, 64.0])[:, None]
+    p = np.array([128, 2048, 6000])[None, :]
+    lay = Layout(tp=2)
+    many = _phase("llama3-8b", lay, b, p, np.full((1, 3), 100), decode)
+    for i in range(3):
+        for j in range(3):
+            one = _phase("llama3-8b", lay, b[i, 0], int(p[0, j]), 100, decode)
+            for f in ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j"):
+                assert float(np.asarray(getattr(many, f))[i, j]) == pytest.approx(float(getattr(one, f)), rel=1e-12)
+
+
+def test_sizes_that_vary_are_the_workload_dims():
+    m = load_model("llama3-8b")
+    sizes = {**{k: np.asarray(float(v)) for k, v in m.dims.items()}, "b": np.asarray(2.0), "t": np.asarray(8.0),
+             "s": np.asarray(8.0), "d": np.asarray(float(m.dims["d"]) / 2)}
+    assert variable_sizes(m, sizes) == frozenset({"b", "t", "s", "d"})
+
+
+def test_the_plan_is_compiled_once():
+    m = load_model("llama3-8b")
+    g = load_gpu("h100-sxm")
+    lay = Layout(tp=2)
+    _, steps = build_program(m, lay).blocks[0]
+    var = frozenset("bts")
+    plan = compile_steps(g, m, steps, var)
+    assert compile_steps(g, m, steps, var) is plan
+    # weights and model dims fold into coefficients: only workload dims and sharded dims are keys
+    assert {k[0] for k in plan.keys} <= set("bts") | {"#1"} | set(m.dims)
+    assert all(k[2] for k in plan.keys if k[0] in m.dims and k[0] not in "bts")
+    sizes = {**{k: np.asarray(float(v)) for k, v in m.dims.items()}, "b": np.asarray(2.0), "t": np.asarray(8.0),
+             "s": np.asarray(8.0)}
+    cost = plan.evaluate(sizes, degrees(m, lay), axis_sizes(lay))
+    kernels, colls = cost.records()
+    assert len(kernels) == len(plan.kernels) and [c.kind for c in colls] == ["all_reduce", "all_reduce"]
+    assert float(cost.total("latency_s")) == pytest.approx(sum(float(k.cost.latency_s) for k in kernels), rel=1e-12)
