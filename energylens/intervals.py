@@ -83,6 +83,13 @@ def _static_batch_ratios() -> dict:
     return safe_load(path.read_text()) if path.is_file() else {}
 
 
+@lru_cache(maxsize=4)
+def _median_ratio(key: str) -> float:
+    fig = (_static_batch_ratios().get("figures") or {})[key.removeprefix("total_")]
+    ratios = [float(r) for r in fig.get("ratios") or []]
+    return float(np.median(ratios)) if ratios else (float(fig["q10"]) + float(fig["q90"])) / 2.0
+
+
 def runtime_interval(energy_j: float, latency_s: float) -> dict:
     """How sure: the range a real serving stack measured around this per-op prediction.
 
@@ -98,8 +105,7 @@ def runtime_interval(energy_j: float, latency_s: float) -> dict:
         fig = (data.get("figures") or {}).get(key.removeprefix("total_"))
         if not fig:
             continue
-        ratios = [float(r) for r in fig.get("ratios") or []]
-        mid = float(np.median(ratios)) if ratios else (float(fig["q10"]) + float(fig["q90"])) / 2.0
+        mid = _median_ratio(key)
         out[key] = {"estimate": value * mid, "low": value * float(fig["q10"]), "high": value * float(fig["q90"]),
                     "level": float(data.get("level", 0.8)),
                     "basis": f"measured/predicted of {fig['n']} vLLM static-batch runs (LLM-Inference-Bench): "

@@ -470,16 +470,14 @@ def collective_cost(
 ) -> CollectiveCost:
     """Latency, per-GPU energy and average per-GPU power of one collective (see module docstring)."""
     a = assumptions
+    if np.ndim(group_size) == 0 and np.ndim(nodes) == 0 and (comm_sms is None or np.ndim(comm_sms) == 0):
+        return _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a)
     g, n, p, k, s = _prepare(kind, message_bytes, group_size, gpu, nodes, comm_sms, a)
     shape = n.shape
     n, p, k, s = (x.ravel() for x in (n, p, k, s))
     t = np.zeros(n.shape)
     e_active = np.zeros(n.shape)
     active = (p > 1) & (n > 0)
-    k_default = default_comm_sms(g, a)
-    k0 = sm_saturation_k0(g, a)
-    link = get_link(g.link)
-    net = _network_link(g, a)
     if np.any(active):
         # the (group, nodes, SMs) combinations, found on the inputs before they broadcast with the message
         # sizes (a sort over the whole grid cost sweeps most of their time)
@@ -490,23 +488,45 @@ def collective_cost(
             idx = np.flatnonzero(active & (p == pc) & (k == kc) & (s == sc))
             if idx.size == 0:
                 continue
-            pi, ki = int(pc), int(kc)
-            r = _sm_ratio(float(sc), k_default, k0)
-            nn = n[idx]
-            if ki > 1:
-                t[idx] = _multi_node_time(kind, nn, pi, ki, g, r, a)
-            else:
-                t[idx] = _single_node_time(kind, nn, pi, g, r, a)
-            hbm, intra, nic = _traffic(kind, nn, pi, ki, a)
-            e_active[idx] = (
-                hbm * g.energy_per_byte_j + intra * link.energy_per_byte_j + nic * net.energy_per_byte_j
-            )
+            t[idx], e_active[idx] = _combo_cost(kind, n[idx], int(pc), int(kc), float(sc), g, a)
     p_sm = comm_sm_power_w(g, s, a.sm_activity_factor)
     power = np.full(n.shape, g.idle_power_w)
     pos = t > 0
     power[pos] = clamp_to_limit_w(g, g.idle_power_w + e_active[pos] / t[pos] + p_sm[pos])
     energy = power * t
     return CollectiveCost(t.reshape(shape), energy.reshape(shape), power.reshape(shape))
+
+
+def _combo_cost(kind: str, n: np.ndarray, p: int, k: int, sms: float, g: GPU, a: CommAssumptions):
+    """(latency, active energy) of messages ``n`` > 0 on one (group size, nodes, SMs)."""
+    r = _sm_ratio(sms, default_comm_sms(g, a), sm_saturation_k0(g, a))
+    t = _multi_node_time(kind, n, p, k, g, r, a) if k > 1 else _single_node_time(kind, n, p, g, r, a)
+    hbm, intra, nic = _traffic(kind, n, p, k, a)
+    e = hbm * g.energy_per_byte_j + intra * get_link(g.link).energy_per_byte_j \
+        + nic * _network_link(g, a).energy_per_byte_j
+    return t, e
+
+
+def _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: CommAssumptions) -> CollectiveCost:
+    """:func:`collective_cost` for one group size, node count and SM count (any array of messages): the
+    same checks and formulas without grouping the elements by layout."""
+    g, n, p, k, s = _prepare(kind, message_bytes, group_size, gpu, nodes, comm_sms, a)
+    pi, ki, sc = int(p.flat[0]) if p.size else 1, int(k.flat[0]) if k.size else 1, float(s.flat[0]) if s.size else 0.0
+    t = np.zeros(n.shape)
+    if pi > 1 and n.size:
+        pos = n > 0
+        if np.all(pos):
+            t, e_active = _combo_cost(kind, n, pi, ki, sc, g, a)
+        else:
+            e_active = np.zeros(n.shape)
+            t[pos], e_active[pos] = _combo_cost(kind, n[pos], pi, ki, sc, g, a)
+        busy = t > 0
+        p_sm = comm_sm_power_w(g, sc, a.sm_activity_factor)
+        power = np.where(busy, clamp_to_limit_w(g, g.idle_power_w + e_active / np.where(busy, t, 1.0) + p_sm),
+                         g.idle_power_w)
+    else:
+        power = np.full(n.shape, g.idle_power_w)
+    return CollectiveCost(t, power * t, power)
 
 
 def collective_latency_s(

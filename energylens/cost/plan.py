@@ -30,11 +30,10 @@ from energylens.cost.kernels import (
     ROUTED_EXPERTS_KEY,
     CollectiveRecord,
     KernelRecord,
-    causal_fraction,
     kernel_groups,
     op_dtype,
 )
-from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
+from energylens.cost.plan_eval import StepsCost, evaluate_plan, flat_tables
 from energylens.graph.model import Model
 from energylens.graph.ops import Op, Role, Tensor
 from energylens.hardware.profile import GPU
@@ -254,211 +253,12 @@ class StepsPlan:
     collectives: tuple[CollectivePlan, ...]
     keys: tuple[Key, ...]
 
+    flat: object  # energylens.cost.plan_eval.FlatTables: index tables of the all-ops-stacked evaluation
+
     def evaluate(self, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray],
                  axis_sizes: Mapping[str, np.ndarray], nodes: Mapping[str, np.ndarray] | None = None) -> StepsCost:
-        vals = {key: _key_value(key, sizes, degrees) for key in self.keys}
-        memo: dict[tuple, np.ndarray] = {}
-
-        def ev(m: Mono):
-            if not m.keys:
-                return m.coef
-            p = memo.get(m.keys)
-            if p is None:
-                p = vals[m.keys[0]]
-                for k in m.keys[1:]:
-                    p = p * vals[k]
-                memo[m.keys] = p
-            return m.coef * p if m.coef != 1.0 else p
-
-        gpu = self.gpu
-        # --- every op's FLOPs and compute efficiency; GEMMs stacked per (dtype, shape)
-        n_ops = sum(len(k.terms) for k in self.kernels)
-        flops: list = [0.0] * n_ops
-        eff: list = [1.0] * n_ops
-        gemms: dict[tuple, list] = {}
-        i = 0
-        for kp in self.kernels:
-            for term in kp.terms:
-                f = ev(term.flops)
-                if term.causal is not None:
-                    f = f * causal_fraction(ev(term.causal[0]), ev(term.causal[1]))
-                flops[i] = f
-                if term.family == "vector":
-                    eff[i] = term.efficiency
-                elif term.family == "gemm":
-                    m, n, k, b = (ev(x) for x in term.mnk)
-                    if term.merged_n is not None:
-                        n = np.asarray(0.0)
-                        for x in term.merged_n:
-                            n = n + ev(x)
-                    args = (m, n, k, b)
-                    key = (term.dtype, np.broadcast_shapes(*(np.shape(a) for a in args)))
-                    gemms.setdefault(key, []).append((i, args))
-                elif term.family == "moe":
-                    eff[i] = _moe_efficiency(gpu, term, f, ev)
-                i += 1
-        for (dtype, shape), members in gemms.items():
-            if len(members) == 1:
-                eff[members[0][0]] = gemm_efficiency(gpu, dtype, *members[0][1])
-                continue
-            rows = gemm_efficiency(gpu, dtype, *(_stack([a[j] for _, a in members], len(shape)) for j in range(4)))
-            for r, (ix, _) in enumerate(members):
-                eff[ix] = rows[r]
-        # --- kernels: compute time and energy summed over their ops, HBM bytes, attention formula
-        compute_s, e_compute, flops_k, bytes_k, att = [], [], [], [], []
-        i = 0
-        for kp in self.kernels:
-            cs = np.asarray(0.0)
-            ec = np.asarray(0.0)
-            ft = np.asarray(0.0)
-            for term in kp.terms:
-                f = flops[i]
-                cs = cs + f / (term.peak_flops * eff[i])
-                ec = ec + f * term.energy_per_flop_j
-                ft = ft + f
-                i += 1
-            by = np.asarray(0.0)
-            for x in kp.bytes:
-                by = by + ev(x)
-            compute_s.append(cs)
-            e_compute.append(ec)
-            flops_k.append(ft)
-            bytes_k.append(by)
-            a = kp.attention
-            att.append(None if a is None else fam.attention_latency_s(
-                a.coeffs, ev(a.b), ev(a.t), ev(a.s), ev(a.g) * ev(a.r), ev(a.g), ev(a.k), a.kv_bytes, a.window))
-        # --- roofline and power, kernels stacked per (shape, family formula or not)
-        groups: dict[tuple, list[int]] = {}
-        for j in range(len(self.kernels)):
-            arrs = (compute_s[j], bytes_k[j], e_compute[j]) + (() if att[j] is None else (att[j],))
-            groups.setdefault((np.broadcast_shapes(*(np.shape(x) for x in arrs)), att[j] is not None),
-                              []).append(j)
-        costs = []
-        for (shape, has_att), idx in groups.items():
-            col = (len(idx),) + (1,) * len(shape)
-            mem = np.array([self.kernels[j].memory_efficiency for j in idx]).reshape(col)
-            ovh = np.array([self.kernels[j].overhead_s for j in idx]).reshape(col)
-            n = len(shape)
-            kc = kernel_cost_from_terms(gpu, _stack([compute_s[j] for j in idx], n), _stack([bytes_k[j] for j in idx], n),
-                                        _stack([e_compute[j] for j in idx], n), memory_efficiency=mem, overhead_s=ovh,
-                                        latency_s=_stack([att[j] for j in idx], n) if has_att else None)
-            if kc.latency_s.shape[0] != len(idx):  # every input was shared: one row per kernel all the same
-                kc = _rows(kc, len(idx))
-            costs.append((idx, kc))
-        # --- collectives, stacked per (kind, axis)
-        colls = []
-        by_kind: dict[tuple, list[int]] = {}
-        msgs = [ev(c.message) for c in self.collectives]
-        for j, c in enumerate(self.collectives):
-            by_kind.setdefault((c.step.kind, c.step.axis, np.shape(msgs[j])), []).append(j)
-        from energylens.cost.collectives import collective_cost
-
-        for (kind, axis, _), idx in by_kind.items():
-            group = np.asarray(axis_sizes[axis], dtype=float)
-            n_nodes = (nodes or {}).get(axis, 1)
-            if len(idx) == 1:
-                cc = collective_cost(kind, msgs[idx[0]], group, gpu, nodes=n_nodes)
-            else:
-                shape = np.broadcast_shapes(np.shape(msgs[idx[0]]), group.shape, np.shape(n_nodes))
-                cc = collective_cost(kind, np.stack([np.broadcast_to(msgs[j], shape) for j in idx]),
-                                     np.broadcast_to(group, shape)[None], gpu,
-                                     nodes=np.broadcast_to(n_nodes, shape)[None])
-            colls.append((idx, group, cc))
-        return StepsCost(self, flops_k, bytes_k, costs, msgs, colls)
-
-
-def _stack(xs: list, ndim: int) -> np.ndarray:
-    """``xs`` stacked on a new leading axis, each over the axes it has (padded to ``ndim``), not expanded to
-    the others' axes; one shared array stays one row (broadcast over the stack)."""
-    first = xs[0]
-    if all(x is first for x in xs):
-        a = np.asarray(first, dtype=float)
-        return a.reshape((1,) * (ndim + 1 - a.ndim) + a.shape)
-    shape = np.broadcast_shapes(*(np.shape(x) for x in xs))
-    shape = (1,) * (ndim - len(shape)) + shape
-    return np.stack([np.broadcast_to(np.asarray(x, dtype=float), shape) for x in xs])
-
-
-def _rows(kc: KernelCost, n: int) -> KernelCost:
-    def full(a):
-        return a if isinstance(a, float) else np.broadcast_to(a, (n,) + np.shape(a)[1:])
-
-    return KernelCost(*(full(getattr(kc, f)) for f in _FIELDS), clock_fraction=full(kc.clock_fraction),
-                      dynamic_scale=full(kc.dynamic_scale))
-
-
-def _moe_efficiency(gpu: GPU, term: OpPlan, flops, ev):
-    """Fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows."""
-    m, n, k, batch = (ev(x) for x in term.mnk)
-    mc = term.coeffs
-    m_tiles = np.maximum(batch, 1.0) * np.ceil(np.maximum(m, 1.0) / mc.tile_m)
-    n_eff = n
-    if term.merged_n is not None:
-        n_eff = np.asarray(0.0)
-        for x in term.merged_n:
-            n_eff = n_eff + ev(x)
-    math_s = fam.grouped_gemm_math_s(mc, m_tiles, n_eff, k) * n / n_eff
-    return np.where(math_s > 0, flops / np.maximum(term.peak_flops * math_s, 1e-30), 1.0)
-
-
-def _key_value(key: Key, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]):
-    name, window, dim = key
-    x = np.asarray(1.0) if name == "#1" else np.asarray(sizes[name], dtype=float)
-    if window:
-        x = np.minimum(x, window)
-    if dim:
-        deg = np.asarray(degrees.get(dim, 1.0), dtype=float)
-        x = np.ceil(x / deg) if dim == "v" else x / deg
-    return x
-
-
-_FIELDS = ("latency_s", "energy_j", "compute_s", "memory_s", "compute_energy_j", "memory_energy_j",
-           "static_energy_j", "power_capped")
-
-
-class StepsCost:
-    """Costs of a compiled step list at bound sizes: stacked kernel costs, collective costs."""
-
-    def __init__(self, plan: StepsPlan, flops, bytes_, costs, msgs, colls) -> None:
-        self.plan, self.flops, self.bytes, self.costs, self.msgs, self.colls = plan, flops, bytes_, costs, msgs, colls
-
-    def total(self, attr: str) -> np.ndarray:
-        """Sum over the kernels of one ``KernelCost`` field (``latency_s``, ``energy_j``, ...)."""
-        out = np.asarray(0.0)
-        for _, kc in self.costs:
-            out = out + np.sum(getattr(kc, attr), axis=0)
-        return out
-
-    def collective_total(self, attr: str) -> np.ndarray:
-        """Sum over the collectives of ``latency_s`` or ``energy_j_per_gpu`` (per call)."""
-        out = np.asarray(0.0)
-        for idx, _, cc in self.colls:
-            x = getattr(cc, attr)
-            out = out + (np.sum(x, axis=0) if len(idx) > 1 else x)
-        return out
-
-    def records(self, count: int = 1, prefix: str = "") -> tuple[list[KernelRecord], list[CollectiveRecord]]:
-        """Per-kernel and per-collective records (views of the stacked arrays), in program order."""
-        kernels: list = [None] * len(self.plan.kernels)
-        for idx, kc in self.costs:
-            for r, j in enumerate(idx):
-                kp = self.plan.kernels[j]
-                cost = KernelCost(*(getattr(kc, f)[r] for f in _FIELDS),
-                                  clock_fraction=_row(kc.clock_fraction, r), dynamic_scale=_row(kc.dynamic_scale, r))
-                kernels[j] = KernelRecord(prefix + kp.name, kp.kind, kp.ops, count, self.flops[j], self.bytes[j], cost)
-        colls: list = [None] * len(self.plan.collectives)
-        for idx, group, cc in self.colls:
-            for r, j in enumerate(idx):
-                st = self.plan.collectives[j].step
-                lat, en = (cc.latency_s, cc.energy_j_per_gpu) if len(idx) == 1 else (cc.latency_s[r],
-                                                                                     cc.energy_j_per_gpu[r])
-                colls[j] = CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group,
-                                            np.asarray(self.msgs[j]), lat, en, st.reason)
-        return kernels, colls
-
-
-def _row(x, r):
-    return x if isinstance(x, float) else x[r]
+        """Costs at bound sizes (arrays broadcasting over configurations; see the module docstring)."""
+        return evaluate_plan(self, sizes, degrees, axis_sizes, nodes)
 
 
 _CACHE: dict[tuple, tuple[object, StepsPlan]] = {}
@@ -484,7 +284,8 @@ def compile_steps(gpu: GPU, model: Model, steps: Sequence[Step], variable: froze
             colls.append(CollectivePlan(item, c.tensor_bytes(fake, item.tensor, item.shard)))
         else:
             kernels.append(c.kernel(item, consumers))
-    plan = StepsPlan(gpu, model, tuple(kernels), tuple(colls), tuple(c.keys))
+    plan = StepsPlan(gpu, model, tuple(kernels), tuple(colls), tuple(c.keys),
+                     flat_tables(tuple(kernels), tuple(colls)))
     if len(_CACHE) > 512:
         _CACHE.clear()
     _CACHE[key] = ((gpu, model, steps), plan)

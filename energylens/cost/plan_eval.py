@@ -1,0 +1,410 @@
+"""Evaluation of a compiled cost plan (:mod:`energylens.cost.plan`) at bound sizes.
+
+Each distinct size product (a *signature*: ``b t``, ``b s``, ``f/tp`` ...) is computed once. Then:
+
+* **all ops stacked** (``FlatTables``), when all products together span at most ``FLAT_MAX_ELEMENTS``
+  values (one configuration, its decode points, small arrays): every quantity is one row of one array
+  ``coef x product``, and the whole section is a fixed number of NumPy calls whatever its op count:
+  FLOPs, GEMM efficiency per dtype, per-kernel sums (``np.add.reduceat``), the attention formula over
+  the attention kernels, the roofline and power cap over all kernels, collectives per kind;
+* **ops stacked per shape** otherwise (sweeps): the same formulas, with ops grouped by the axes their
+  sizes depend on, so a decode weight GEMM is computed over batch and TP only and attention over the
+  context as well, never expanded to the whole grid.
+
+Both give the same numbers (``tests/cost/test_cost_plan.py`` compares them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from energylens.cost import families as fam
+from energylens.cost.kernels import CollectiveRecord, KernelRecord, causal_fraction
+from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
+from energylens.hardware.profile import GPU
+
+FLAT_MAX_ELEMENTS = 256  # values per quantity up to which all ops are stacked in one array (measured:
+# above it, expanding every op to the common shape costs more than the per-shape grouping saves)
+
+
+def evaluate_plan(plan, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray],
+                  axis_sizes: Mapping[str, np.ndarray], nodes: Mapping[str, np.ndarray] | None = None,
+                  *, flat: bool | None = None) -> StepsCost:
+    """Costs of ``plan`` (a ``StepsPlan``) at the sizes; ``flat`` forces (True) or forbids (False) stacking
+    all ops in one array (default: by size, see the module docstring)."""
+    vals = {key: _key_value(key, sizes, degrees) for key in plan.keys}
+    products: dict[tuple, np.ndarray] = {}
+    for sig in plan.flat.sigs:
+        if sig:
+            p = vals[sig[0]]
+            for k in sig[1:]:
+                p = p * vals[k]
+            products[sig] = p
+    shape = np.broadcast_shapes(*(np.shape(p) for p in products.values()))
+    if flat is None:
+        flat = plan.flat.ok and int(np.prod(shape)) <= FLAT_MAX_ELEMENTS
+    if flat:
+        return _evaluate_flat(plan, products, shape, axis_sizes, nodes)
+    return _evaluate_grouped(plan, products, axis_sizes, nodes)
+
+
+def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
+    def ev(m):
+        if not m.keys:
+            return m.coef
+        p = products[m.keys]
+        return m.coef * p if m.coef != 1.0 else p
+
+    gpu = plan.gpu
+    # --- every op's FLOPs and compute efficiency; GEMMs stacked per (dtype, shape)
+    n_ops = sum(len(k.terms) for k in plan.kernels)
+    flops: list = [0.0] * n_ops
+    eff: list = [1.0] * n_ops
+    gemms: dict[tuple, list] = {}
+    i = 0
+    for kp in plan.kernels:
+        for term in kp.terms:
+            f = ev(term.flops)
+            if term.causal is not None:
+                f = f * causal_fraction(ev(term.causal[0]), ev(term.causal[1]))
+            flops[i] = f
+            if term.family == "vector":
+                eff[i] = term.efficiency
+            elif term.family == "gemm":
+                m, n, k, b = (ev(x) for x in term.mnk)
+                if term.merged_n is not None:
+                    n = np.asarray(0.0)
+                    for x in term.merged_n:
+                        n = n + ev(x)
+                args = (m, n, k, b)
+                key = (term.dtype, np.broadcast_shapes(*(np.shape(a) for a in args)))
+                gemms.setdefault(key, []).append((i, args))
+            elif term.family == "moe":
+                eff[i] = _moe_efficiency(gpu, term, f, ev)
+            i += 1
+    for (dtype, shape), members in gemms.items():
+        if len(members) == 1:
+            eff[members[0][0]] = gemm_efficiency(gpu, dtype, *members[0][1])
+            continue
+        rows = gemm_efficiency(gpu, dtype, *(_stack([a[j] for _, a in members], len(shape)) for j in range(4)))
+        for r, (ix, _) in enumerate(members):
+            eff[ix] = rows[r]
+    # --- kernels: compute time and energy summed over their ops, HBM bytes, attention formula
+    compute_s, e_compute, flops_k, bytes_k, att = [], [], [], [], []
+    i = 0
+    for kp in plan.kernels:
+        cs = np.asarray(0.0)
+        ec = np.asarray(0.0)
+        ft = np.asarray(0.0)
+        for term in kp.terms:
+            f = flops[i]
+            cs = cs + f / (term.peak_flops * eff[i])
+            ec = ec + f * term.energy_per_flop_j
+            ft = ft + f
+            i += 1
+        by = np.asarray(0.0)
+        for x in kp.bytes:
+            by = by + ev(x)
+        compute_s.append(cs)
+        e_compute.append(ec)
+        flops_k.append(ft)
+        bytes_k.append(by)
+        a = kp.attention
+        att.append(None if a is None else fam.attention_latency_s(
+            a.coeffs, ev(a.b), ev(a.t), ev(a.s), ev(a.g) * ev(a.r), ev(a.g), ev(a.k), a.kv_bytes, a.window))
+    # --- roofline and power, kernels stacked per (shape, family formula or not)
+    groups: dict[tuple, list[int]] = {}
+    for j in range(len(plan.kernels)):
+        arrs = (compute_s[j], bytes_k[j], e_compute[j]) + (() if att[j] is None else (att[j],))
+        groups.setdefault((np.broadcast_shapes(*(np.shape(x) for x in arrs)), att[j] is not None),
+                          []).append(j)
+    costs = []
+    for (shape, has_att), idx in groups.items():
+        col = (len(idx),) + (1,) * len(shape)
+        mem = np.array([plan.kernels[j].memory_efficiency for j in idx]).reshape(col)
+        ovh = np.array([plan.kernels[j].overhead_s for j in idx]).reshape(col)
+        n = len(shape)
+        kc = kernel_cost_from_terms(gpu, _stack([compute_s[j] for j in idx], n), _stack([bytes_k[j] for j in idx], n),
+                                    _stack([e_compute[j] for j in idx], n), memory_efficiency=mem, overhead_s=ovh,
+                                    latency_s=_stack([att[j] for j in idx], n) if has_att else None)
+        if kc.latency_s.shape[0] != len(idx):  # every input was shared: one row per kernel all the same
+            kc = _rows(kc, len(idx))
+        costs.append((idx, kc))
+    # --- collectives, stacked per (kind, axis)
+    by_kind: dict[tuple, list[int]] = {}
+    msgs = [ev(c.message) for c in plan.collectives]
+    for j, c in enumerate(plan.collectives):
+        by_kind.setdefault((c.step.kind, c.step.axis, np.shape(msgs[j])), []).append(j)
+    return StepsCost(plan, flops_k, bytes_k, costs, msgs, _collectives(plan, msgs, by_kind, axis_sizes, nodes))
+
+
+def _collectives(plan, msgs, by_kind: dict, axis_sizes, nodes) -> list:
+    """Collective costs, one call per (kind, axis, message shape) over the collectives stacked."""
+    from energylens.cost.collectives import collective_cost
+
+    colls = []
+    for (kind, axis, _), idx in by_kind.items():
+        group = np.asarray(axis_sizes[axis], dtype=float)
+        n_nodes = (nodes or {}).get(axis, 1)
+        if len(idx) == 1:
+            cc = collective_cost(kind, msgs[idx[0]], group, plan.gpu, nodes=n_nodes)
+        elif group.ndim == 0 and np.ndim(n_nodes) == 0:  # one layout: the messages stacked, any shape
+            stacked = msgs[idx] if isinstance(msgs, np.ndarray) else np.stack(
+                [np.broadcast_to(msgs[j], np.broadcast_shapes(*(np.shape(msgs[i]) for i in idx))) for j in idx])
+            cc = collective_cost(kind, stacked, group, plan.gpu, nodes=n_nodes)
+        else:
+            shape = np.broadcast_shapes(np.shape(msgs[idx[0]]), group.shape, np.shape(n_nodes))
+            cc = collective_cost(kind, np.stack([np.broadcast_to(msgs[j], shape) for j in idx]),
+                                 np.broadcast_to(group, shape)[None], plan.gpu,
+                                 nodes=np.broadcast_to(n_nodes, shape)[None])
+        colls.append((idx, group, cc))
+    return colls
+
+
+@dataclass(frozen=True)
+class FlatTables:
+    """Index tables of a compiled plan for the all-ops-stacked evaluation: every size quantity is
+    ``coef[q] x product[sig[q]]``; ops, byte terms and kernels are rows in program order."""
+
+    ok: bool  # False: a kernel without ops or byte terms (the stacked sums need both)
+    sigs: tuple  # distinct key tuples (size products)
+    coef: np.ndarray  # [quantity]
+    sig: np.ndarray  # [quantity] -> index into sigs
+    op_flops: np.ndarray  # [op] -> quantity
+    op_peak: np.ndarray  # [op] peak FLOP/s at the op's dtype
+    op_epf: np.ndarray  # [op] J per FLOP
+    op_eff: np.ndarray  # [op] vector efficiency (1 for GEMMs, filled in, and for ops without FLOPs)
+    causal: tuple  # (ops, t quantities, s quantities)
+    gemm: tuple  # per dtype: (dtype, ops, m, n members, n starts (None: no fused N), k, batch)
+    moe: tuple  # (op index, OpPlan) of fused-MoE grouped GEMMs
+    op_starts: np.ndarray  # [kernel] first op
+    byte_q: np.ndarray  # byte-term quantities in kernel order
+    byte_starts: np.ndarray  # [kernel] first byte term
+    memory_efficiency: np.ndarray  # [kernel]
+    overhead_s: np.ndarray  # [kernel]
+    plain: np.ndarray  # kernels without a family latency formula
+    attention: tuple  # per attention dtype: (kernels, coeffs, b, t, s, g, r, k quantities, kv bytes, window)
+    coll_q: np.ndarray  # [collective] message quantity
+
+
+def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
+    """The index tables of ``kernels`` (``KernelPlan``) and ``collectives`` (``CollectivePlan``)."""
+    sigs: dict[tuple, int] = {(): 0}
+    coef: list[float] = []
+    sig: list[int] = []
+
+    def q(m) -> int:
+        sig.append(sigs.setdefault(m.keys, len(sigs)))
+        coef.append(m.coef)
+        return len(coef) - 1
+
+    op_flops, peak, epf, eff, causal, moe, op_starts, byte_q, byte_starts = [], [], [], [], [], [], [], [], []
+    gemm: dict[str, list] = {}
+    att: dict[str, list] = {}
+    i = 0
+    for j, kp in enumerate(kernels):
+        op_starts.append(i)
+        for term in kp.terms:
+            op_flops.append(q(term.flops))
+            peak.append(term.peak_flops)
+            epf.append(term.energy_per_flop_j)
+            eff.append(term.efficiency if term.family == "vector" else 1.0)
+            if term.causal is not None:
+                causal.append((i, q(term.causal[0]), q(term.causal[1])))
+            if term.family == "gemm":
+                m, n, k, b = term.mnk
+                g = gemm.setdefault(term.dtype, [[], [], [], [], [], [], False])
+                g[0].append(i)
+                g[1].append(q(m))
+                g[3].append(len(g[2]))
+                g[2].extend(q(x) for x in (term.merged_n or (n,)))
+                g[6] = g[6] or term.merged_n is not None
+                g[4].append(q(k))
+                g[5].append(q(b))
+            elif term.family == "moe":
+                moe.append((i, term))
+                for x in (*term.mnk, *(term.merged_n or ())):
+                    q(x)  # the per-op MoE formula reads these products
+            i += 1
+        byte_starts.append(len(byte_q))
+        byte_q.extend(q(x) for x in kp.bytes)
+        a = kp.attention
+        if a is not None:
+            e = att.setdefault(a.coeffs, [[], a.coeffs, [], [], [], [], [], [], [], []])
+            e[0].append(j)
+            for slot, x in zip(range(2, 8), (a.b, a.t, a.s, a.g, a.r, a.k), strict=True):
+                e[slot].append(q(x))
+            e[8].append(a.kv_bytes)
+            e[9].append(a.window)
+    ok = all(kp.terms and kp.bytes for kp in kernels)
+    coll_q = [q(c.message) for c in collectives]
+    ix = np.asarray
+    return FlatTables(
+        ok, tuple(sigs), ix(coef, dtype=float), ix(sig, dtype=np.intp), ix(op_flops, dtype=np.intp),
+        ix(peak, dtype=float), ix(epf, dtype=float), ix(eff, dtype=float),
+        tuple(ix(c, dtype=np.intp) for c in zip(*causal, strict=True)) if causal else (),
+        tuple((dt, ix(g[0]), ix(g[1]), ix(g[2]), ix(g[3]) if g[6] else None, ix(g[4]), ix(g[5]))
+              for dt, g in gemm.items()),
+        tuple(moe), ix(op_starts, dtype=np.intp), ix(byte_q, dtype=np.intp), ix(byte_starts, dtype=np.intp),
+        ix([k.memory_efficiency for k in kernels], dtype=float), ix([k.overhead_s for k in kernels], dtype=float),
+        ix([j for j, k in enumerate(kernels) if k.attention is None], dtype=np.intp),
+        tuple((ix(e[0]), e[1], *(ix(x) for x in e[2:8]), ix(e[8], dtype=float), ix(e[9], dtype=float))
+              for e in att.values()),
+        ix(coll_q, dtype=np.intp))
+
+
+def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> StepsCost:
+    ft = plan.flat
+    gpu = plan.gpu
+    nd = len(shape)
+    col = (-1,) + (1,) * nd
+    sa = np.empty((len(ft.sigs),) + shape)
+    sa[0] = 1.0
+    for j, sig in enumerate(ft.sigs[1:], 1):
+        sa[j] = products[sig]
+    qv = ft.coef.reshape(col) * sa[ft.sig]  # every size quantity of the section, one row each
+    flops = qv[ft.op_flops]
+    if ft.causal:
+        ops, t, s = ft.causal
+        flops[ops] = flops[ops] * causal_fraction(qv[t], qv[s])
+    eff = ft.op_eff.reshape(col) * np.ones(shape)
+    for dtype, ops, m, n, n_starts, k, b in ft.gemm:
+        nn = qv[n] if n_starts is None else _segment_sums(qv[n], n_starts)
+        eff[ops] = gemm_efficiency(gpu, dtype, qv[m], nn, qv[k], qv[b])
+    if ft.moe:
+        def ev(m):
+            return m.coef * products[m.keys] if m.keys else m.coef
+
+        for i, term in ft.moe:
+            eff[i] = _moe_efficiency(gpu, term, flops[i], ev)
+    compute_s = _segment_sums(flops / (ft.op_peak.reshape(col) * eff), ft.op_starts)
+    e_compute = _segment_sums(flops * ft.op_epf.reshape(col), ft.op_starts)
+    flops_k = _segment_sums(flops, ft.op_starts)
+    bytes_k = _segment_sums(qv[ft.byte_q], ft.byte_starts)
+    mem = ft.memory_efficiency.reshape(col)
+    ovh = ft.overhead_s.reshape(col)
+    costs = []
+    n_k = len(plan.kernels)
+    if len(ft.plain) == n_k:
+        costs.append((range(n_k), kernel_cost_from_terms(gpu, compute_s, bytes_k, e_compute, memory_efficiency=mem,
+                                                          overhead_s=ovh)))
+    else:
+        p = ft.plain
+        if len(p):
+            costs.append((p.tolist(), kernel_cost_from_terms(gpu, compute_s[p], bytes_k[p], e_compute[p],
+                                                             memory_efficiency=mem[p], overhead_s=ovh[p])))
+        for ks, coeffs, b, t, s, g, r, k, kv, win in ft.attention:
+            lat = fam.attention_latency_s(coeffs, qv[b], qv[t], qv[s], qv[g] * qv[r], qv[g], qv[k],
+                                          kv.reshape(col), win.reshape(col))
+            costs.append((ks.tolist(), kernel_cost_from_terms(gpu, compute_s[ks], bytes_k[ks], e_compute[ks],
+                                                              memory_efficiency=mem[ks], overhead_s=ovh[ks],
+                                                              latency_s=lat)))
+    msgs = qv[ft.coll_q]
+    by_kind: dict[tuple, list[int]] = {}
+    for j, c in enumerate(plan.collectives):
+        by_kind.setdefault((c.step.kind, c.step.axis, shape), []).append(j)
+    return StepsCost(plan, flops_k, bytes_k, costs, msgs, _collectives(plan, msgs, by_kind, axis_sizes, nodes))
+
+
+def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of consecutive rows of ``x`` from each start to the next (every segment non-empty)."""
+    return np.add.reduceat(x, starts, axis=0) if len(starts) != len(x) else x
+
+
+def _stack(xs: list, ndim: int) -> np.ndarray:
+    """``xs`` stacked on a new leading axis, each over the axes it has (padded to ``ndim``), not expanded to
+    the others' axes; one shared array stays one row (broadcast over the stack)."""
+    first = xs[0]
+    if all(x is first for x in xs):
+        a = np.asarray(first, dtype=float)
+        return a.reshape((1,) * (ndim + 1 - a.ndim) + a.shape)
+    shape = np.broadcast_shapes(*(np.shape(x) for x in xs))
+    shape = (1,) * (ndim - len(shape)) + shape
+    return np.stack([np.broadcast_to(np.asarray(x, dtype=float), shape) for x in xs])
+
+
+def _rows(kc: KernelCost, n: int) -> KernelCost:
+    def full(a):
+        return a if isinstance(a, float) else np.broadcast_to(a, (n,) + np.shape(a)[1:])
+
+    return KernelCost(*(full(getattr(kc, f)) for f in _FIELDS), clock_fraction=full(kc.clock_fraction),
+                      dynamic_scale=full(kc.dynamic_scale))
+
+
+def _moe_efficiency(gpu: GPU, term, flops, ev):
+    """Fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows."""
+    m, n, k, batch = (ev(x) for x in term.mnk)
+    mc = term.coeffs
+    m_tiles = np.maximum(batch, 1.0) * np.ceil(np.maximum(m, 1.0) / mc.tile_m)
+    n_eff = n
+    if term.merged_n is not None:
+        n_eff = np.asarray(0.0)
+        for x in term.merged_n:
+            n_eff = n_eff + ev(x)
+    math_s = fam.grouped_gemm_math_s(mc, m_tiles, n_eff, k) * n / n_eff
+    return np.where(math_s > 0, flops / np.maximum(term.peak_flops * math_s, 1e-30), 1.0)
+
+
+def _key_value(key: tuple, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]):
+    name, window, dim = key
+    x = np.asarray(1.0) if name == "#1" else np.asarray(sizes[name], dtype=float)
+    if window:
+        x = np.minimum(x, window)
+    if dim:
+        deg = np.asarray(degrees.get(dim, 1.0), dtype=float)
+        x = np.ceil(x / deg) if dim == "v" else x / deg
+    return x
+
+
+_FIELDS = ("latency_s", "energy_j", "compute_s", "memory_s", "compute_energy_j", "memory_energy_j",
+           "static_energy_j", "power_capped")
+
+
+class StepsCost:
+    """Costs of a compiled step list at bound sizes: stacked kernel costs, collective costs."""
+
+    def __init__(self, plan, flops, bytes_, costs, msgs, colls) -> None:
+        self.plan, self.flops, self.bytes, self.costs, self.msgs, self.colls = plan, flops, bytes_, costs, msgs, colls
+
+    def total(self, attr: str) -> np.ndarray:
+        """Sum over the kernels of one ``KernelCost`` field (``latency_s``, ``energy_j``, ...)."""
+        out = np.asarray(0.0)
+        for _, kc in self.costs:
+            out = out + np.sum(getattr(kc, attr), axis=0)
+        return out
+
+    def collective_total(self, attr: str) -> np.ndarray:
+        """Sum over the collectives of ``latency_s`` or ``energy_j_per_gpu`` (per call)."""
+        out = np.asarray(0.0)
+        for idx, _, cc in self.colls:
+            x = getattr(cc, attr)
+            out = out + (np.sum(x, axis=0) if len(idx) > 1 else x)
+        return out
+
+    def records(self, count: int = 1, prefix: str = "") -> tuple[list[KernelRecord], list[CollectiveRecord]]:
+        """Per-kernel and per-collective records (views of the stacked arrays), in program order."""
+        kernels: list = [None] * len(self.plan.kernels)
+        for idx, kc in self.costs:
+            for r, j in enumerate(idx):
+                kp = self.plan.kernels[j]
+                cost = KernelCost(*(getattr(kc, f)[r] for f in _FIELDS),
+                                  clock_fraction=_row(kc.clock_fraction, r), dynamic_scale=_row(kc.dynamic_scale, r))
+                kernels[j] = KernelRecord(prefix + kp.name, kp.kind, kp.ops, count, self.flops[j], self.bytes[j], cost)
+        colls: list = [None] * len(self.plan.collectives)
+        for idx, group, cc in self.colls:
+            for r, j in enumerate(idx):
+                st = self.plan.collectives[j].step
+                lat, en = (cc.latency_s, cc.energy_j_per_gpu) if len(idx) == 1 else (cc.latency_s[r],
+                                                                                     cc.energy_j_per_gpu[r])
+                colls[j] = CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group,
+                                            np.asarray(self.msgs[j]), lat, en, st.reason)
+        return kernels, colls
+
+
+def _row(x, r):
+    return x if isinstance(x, float) else x[r]
+
+
