@@ -499,23 +499,46 @@ def collective_cost(
 
 def _combo_cost(kind: str, n: np.ndarray, p: int, k: int, sms: float, g: GPU, a: CommAssumptions):
     """(latency, active energy) of messages ``n`` > 0 on one (group size, nodes, SMs)."""
-    r = _sm_ratio(sms, default_comm_sms(g, a), sm_saturation_k0(g, a))
+    r, e_link, e_net = _combo_params(g, a, sms)
     t = _multi_node_time(kind, n, p, k, g, r, a) if k > 1 else _single_node_time(kind, n, p, g, r, a)
     hbm, intra, nic = _traffic(kind, n, p, k, a)
-    e = hbm * g.energy_per_byte_j + intra * get_link(g.link).energy_per_byte_j \
-        + nic * _network_link(g, a).energy_per_byte_j
-    return t, e
+    return t, hbm * g.energy_per_byte_j + intra * e_link + nic * e_net
+
+
+_PARAMS: dict[tuple, tuple] = {}
+
+
+def _combo_params(g: GPU, a: CommAssumptions, sms: float) -> tuple[float, float, float]:
+    """(bandwidth-time ratio at ``sms`` SMs, J/B of the intra-node link, J/B of the network), per GPU object."""
+    key = (id(g), a, sms)
+    hit = _PARAMS.get(key)
+    if hit is None or hit[0] is not g:
+        r = _sm_ratio(sms, default_comm_sms(g, a), sm_saturation_k0(g, a))
+        hit = (g, (r, get_link(g.link).energy_per_byte_j, _network_link(g, a).energy_per_byte_j))
+        if len(_PARAMS) > 256:
+            _PARAMS.clear()
+        _PARAMS[key] = hit
+    return hit[1]
 
 
 def _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: CommAssumptions) -> CollectiveCost:
     """:func:`collective_cost` for one group size, node count and SM count (any array of messages): the
     same checks and formulas without grouping the elements by layout."""
-    g, n, p, k, s = _prepare(kind, message_bytes, group_size, gpu, nodes, comm_sms, a)
-    pi, ki, sc = int(p.flat[0]) if p.size else 1, int(k.flat[0]) if k.size else 1, float(s.flat[0]) if s.size else 0.0
+    _check_kind(kind)
+    g = load_gpu(gpu)
+    n = np.asarray(message_bytes, dtype=float)
+    p, k = float(group_size), float(nodes)
+    sc = float(_combo_params_sms(g, a) if comm_sms is None else comm_sms)
+    if n.size and not (np.isfinite(n).all() and n.min() >= 0):
+        _prepare(kind, n, p, g, k, sc, a)  # raises the error naming the bad value
+    if not (math.isfinite(p) and p >= 1 and p == round(p)) or not (math.isfinite(k) and k >= 1 and k == round(k)) \
+            or (p > 1 and p % k != 0) or not (math.isfinite(sc) and 0 < sc <= g.sm_count):
+        _prepare(kind, n, p, g, k, sc, a)
+    pi, ki = int(p), int(k)
     t = np.zeros(n.shape)
     if pi > 1 and n.size:
         pos = n > 0
-        if np.all(pos):
+        if pos.all():
             t, e_active = _combo_cost(kind, n, pi, ki, sc, g, a)
         else:
             e_active = np.zeros(n.shape)
@@ -527,6 +550,15 @@ def _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: C
     else:
         power = np.full(n.shape, g.idle_power_w)
     return CollectiveCost(t, power * t, power)
+
+
+def _combo_params_sms(g: GPU, a: CommAssumptions) -> float:
+    key = (id(g), a, None)
+    hit = _PARAMS.get(key)
+    if hit is None or hit[0] is not g:
+        hit = (g, default_comm_sms(g, a))
+        _PARAMS[key] = hit
+    return hit[1]
 
 
 def collective_latency_s(

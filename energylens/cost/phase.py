@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord
-from energylens.cost.plan import compile_steps
+from energylens.cost.plan import compile_sections
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model, is_moe
@@ -89,16 +89,18 @@ class _Lazy(Sequence):
 class _Records:
     """Records of the costed sections: (section, record) lists of kernels, mean-rank kernels, collectives."""
 
-    def __init__(self, costed: list) -> None:
-        self._costed, self._built = costed, None
+    def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c) -> None:
+        self._args, self._built = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None
         self.kernels, self.kernels_energy, self.collectives = _Lazy(self, 0), _Lazy(self, 1), _Lazy(self, 2)
 
     def built(self) -> tuple[list, list, list]:
         if self._built is None:
+            sections, plan, k_sec, c_sec, cost, cost_e, has_c = self._args
             kernels, kernels_e, colls = [], [], []
-            for name, count, prefix, cost, cost_e in self._costed:
-                k, c = cost.records(count, prefix)
-                k_e = k if cost_e is cost else cost_e.records(count, prefix)[0]
+            for i, (name, _, count, prefix) in enumerate(sections):
+                ks = np.flatnonzero(k_sec == i)
+                k, c = cost.records(count, prefix, ks, np.flatnonzero(c_sec == i))
+                k_e = cost_e.records(count, prefix, ks, ())[0] if has_c[i] else k
                 kernels += [(name, r) for r in k]
                 kernels_e += [(name, r) for r in k_e]
                 colls += [(name, r) for r in c]
@@ -172,32 +174,51 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
             return np.sum(x * w, axis=-1)
         return x
 
+    def reduce_rows(x) -> np.ndarray:
+        """``reduce`` of each row of ``x`` (one per section; a row may lack leading axes of the sizes)."""
+        if isinstance(x, list):
+            return [reduce(v) for v in x]
+        x = np.asarray(x, dtype=float)
+        if decode:
+            missing = w.ndim - (x.ndim - 1)
+            if missing > 0:
+                x = x.reshape(x.shape[:1] + (1,) * missing + x.shape[1:])
+            return np.sum(x * w, axis=-1)
+        return reduce(x)
+
     variable = frozenset(sizes) | frozenset(moe.busiest if moe is not None else ())
     sections = [("pre", program.pre, 1, "")] + [
         (b.name, steps, b.count, f"{b.name}.") for b, steps in program.blocks
     ] + [("post", program.post, 1, "")]
     layer_time: dict[str, np.ndarray] = {}
     layer_energy: dict[str, np.ndarray] = {}
-    costed = []  # (section, count, prefix, busiest-rank costs, mean-rank costs)
+    plan, k_sec, c_sec = compile_sections(gpu, model, [steps for _, steps, _, _ in sections], variable)
+    n_sec = len(sections)
+    cost = plan.evaluate(all_sizes, degs_pt, axes_pt, nodes_pt)
+    has_c = [moe is not None and any(isinstance(st, OpStep) and "c" in st.op.dims for st in steps)
+             for _, steps, _, _ in sections]
+    cost_e = plan.evaluate(energy_sizes, degs_pt, axes_pt, nodes_pt) if any(has_c) else cost
+    fields = ("latency_s", "energy_j", "compute_energy_j", "memory_energy_j", "static_energy_j")
+    tot_e = {k: reduce_rows(v) for k, v in cost_e.section_totals(fields, k_sec, n_sec).items()}
+    t_all = tot_e["latency_s"] if cost_e is cost else reduce_rows(
+        cost.section_totals(fields[:1], k_sec, n_sec)["latency_s"])
+    te_all, e_all = tot_e["latency_s"], tot_e["energy_j"]
+    tc_all = reduce_rows(cost.section_collective_totals("latency_s", c_sec, n_sec))
+    ec_all = reduce_rows(cost.section_collective_totals("energy_j_per_gpu", c_sec, n_sec))
+    sums = {a: tot_e[a] for a in fields[2:]}
     kernel_time = kernel_time_e = coll_time = coll_energy = np.asarray(0.0)
-    rank_sums = {a: np.asarray(0.0) for a in ("compute_energy_j", "memory_energy_j", "static_energy_j")}
-    for name, steps, count, prefix in sections:
-        plan = compile_steps(gpu, model, steps, variable)
-        cost = plan.evaluate(all_sizes, degs_pt, axes_pt, nodes_pt)
-        cost_e = cost
-        if moe is not None and any(isinstance(st, OpStep) and "c" in st.op.dims for st in steps):
-            cost_e = plan.evaluate(energy_sizes, degs_pt, axes_pt, nodes_pt)
-        costed.append((name, count, prefix, cost, cost_e))
-        t_k = reduce(cost.total("latency_s"))
-        t_e = t_k if cost_e is cost else reduce(cost_e.total("latency_s"))
+    rank_sums = {a: np.asarray(0.0) for a in sums}
+    for i, (name, _, count, _) in enumerate(sections):
+        t_k = t_all[i]
+        t_e = te_all[i] if has_c[i] else t_k
         # the slowest expert-parallel rank sets the pace: the busiest rank's kernels, or the mean rank's where
         # tile/wave quantisation makes the busier token count run faster
         t_k = np.maximum(t_k, t_e)
-        t_c = reduce(cost.collective_total("latency_s"))
-        e_c = reduce(cost.collective_total("energy_j_per_gpu"))
+        t_c = tc_all[i]
+        e_c = ec_all[i]
         t = t_k + t_c
-        e = reduce(cost_e.total("energy_j")) + e_c
-        if cost_e is not cost:  # the mean rank waits for the slowest one at idle power
+        e = e_all[i] + e_c
+        if has_c[i]:  # the mean rank waits for the slowest one at idle power
             e = e + idle_energy_j(gpu, t_k - t_e)
         layer_time[name] = t  # per execution (one layer for blocks)
         layer_energy[name] = e  # per rank per execution
@@ -205,11 +226,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         kernel_time_e = kernel_time_e + count * t_e
         coll_time = coll_time + t_c * count
         coll_energy = coll_energy + e_c * count
-        for a in rank_sums:
-            rank_sums[a] = rank_sums[a] + reduce(cost_e.total(a)) * count
+        for a, v in sums.items():
+            rank_sums[a] = rank_sums[a] + v[i] * count
     if moe is None:
         kernel_time_e = kernel_time
-    records = _Records(costed)
+    records = _Records(sections, plan, k_sec, c_sec, cost, cost_e, has_c)
     tp = axes["tp"]
     dp = axes["dp"]
     pp = axes["pp"]

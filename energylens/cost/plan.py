@@ -261,35 +261,50 @@ class StepsPlan:
         return evaluate_plan(self, sizes, degrees, axis_sizes, nodes)
 
 
-_CACHE: dict[tuple, tuple[object, StepsPlan]] = {}
+_CACHE: dict[tuple, tuple[tuple, tuple]] = {}
 
 
 def compile_steps(gpu: GPU, model: Model, steps: Sequence[Step], variable: frozenset) -> StepsPlan:
     """The compiled plan of ``steps`` on ``gpu`` for sizes ``variable`` (cached per objects and keys)."""
-    key = (id(gpu), id(model), tuple(id(s) for s in steps), variable)
+    return _compile(gpu, model, (steps,), variable)[0]
+
+
+def compile_sections(gpu: GPU, model: Model, sections: Sequence[Sequence[Step]], variable: frozenset,
+                     ) -> tuple[StepsPlan, np.ndarray, np.ndarray]:
+    """Several step lists (a program's pre, blocks and post) compiled into one plan, evaluated at once:
+    (plan, section of each kernel, section of each collective)."""
+    return _compile(gpu, model, tuple(sections), variable)
+
+
+def _compile(gpu: GPU, model: Model, sections: tuple, variable: frozenset) -> tuple[StepsPlan, np.ndarray, np.ndarray]:
+    key = (id(gpu), id(model), tuple(tuple(id(s) for s in steps) for steps in sections), variable)
     hit = _CACHE.get(key)
     if hit is not None and hit[0][0] is gpu and hit[0][1] is model:
         return hit[1]
     c = _Compiler(model, gpu, variable)
-    consumers: dict[str, set[str]] = {}
-    for st in steps:
-        if isinstance(st, OpStep):
-            for t in st.op.inputs:
-                consumers.setdefault(t.name, set()).add(st.op.name)
-    kernels, colls = [], []
-    for item in kernel_groups(steps):
-        if isinstance(item, CollectiveStep):
-            # message: the tensor on one rank with the collective's view of its sharding
-            fake = Op(item.name, "elementwise", (), item.tensor, attrs=dict(item.attrs))
-            colls.append(CollectivePlan(item, c.tensor_bytes(fake, item.tensor, item.shard)))
-        else:
-            kernels.append(c.kernel(item, consumers))
+    kernels, colls, k_sec, c_sec = [], [], [], []
+    for i, steps in enumerate(sections):
+        consumers: dict[str, set[str]] = {}
+        for st in steps:
+            if isinstance(st, OpStep):
+                for t in st.op.inputs:
+                    consumers.setdefault(t.name, set()).add(st.op.name)
+        for item in kernel_groups(steps):
+            if isinstance(item, CollectiveStep):
+                # message: the tensor on one rank with the collective's view of its sharding
+                fake = Op(item.name, "elementwise", (), item.tensor, attrs=dict(item.attrs))
+                colls.append(CollectivePlan(item, c.tensor_bytes(fake, item.tensor, item.shard)))
+                c_sec.append(i)
+            else:
+                kernels.append(c.kernel(item, consumers))
+                k_sec.append(i)
     plan = StepsPlan(gpu, model, tuple(kernels), tuple(colls), tuple(c.keys),
                      flat_tables(tuple(kernels), tuple(colls)))
+    out = (plan, np.asarray(k_sec, dtype=np.intp), np.asarray(c_sec, dtype=np.intp))
     if len(_CACHE) > 512:
         _CACHE.clear()
-    _CACHE[key] = ((gpu, model, steps), plan)
-    return plan
+    _CACHE[key] = ((gpu, model, sections), out)
+    return out
 
 
 def variable_sizes(model: Model, sizes: Mapping[str, np.ndarray]) -> frozenset:

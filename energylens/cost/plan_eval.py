@@ -5,7 +5,7 @@ Each distinct size product (a *signature*: ``b t``, ``b s``, ``f/tp`` ...) is co
 * **all ops stacked** (``FlatTables``), when all products together span at most ``FLAT_MAX_ELEMENTS``
   values (one configuration, its decode points, small arrays): every quantity is one row of one array
   ``coef x product``, and the whole section is a fixed number of NumPy calls whatever its op count:
-  FLOPs, GEMM efficiency per dtype, per-kernel sums (``np.add.reduceat``), the attention formula over
+  FLOPs, GEMM efficiency per dtype, per-kernel sums (in op order), the attention formula over
   the attention kernels, the roofline and power cap over all kernels, collectives per kind;
 * **ops stacked per shape** otherwise (sweeps): the same formulas, with ops grouped by the axes their
   sizes depend on, so a decode weight GEMM is computed over batch and TP only and attention over the
@@ -178,11 +178,11 @@ class FlatTables:
     op_epf: np.ndarray  # [op] J per FLOP
     op_eff: np.ndarray  # [op] vector efficiency (1 for GEMMs, filled in, and for ops without FLOPs)
     causal: tuple  # (ops, t quantities, s quantities)
-    gemm: tuple  # per dtype: (dtype, ops, m, n members, n starts (None: no fused N), k, batch)
+    gemm: tuple  # per dtype: (dtype, ops, m, n members, n segments (None: no fused N), k, batch)
     moe: tuple  # (op index, OpPlan) of fused-MoE grouped GEMMs
-    op_starts: np.ndarray  # [kernel] first op
+    op_segments: Segments  # ops -> kernels
     byte_q: np.ndarray  # byte-term quantities in kernel order
-    byte_starts: np.ndarray  # [kernel] first byte term
+    byte_segments: Segments  # byte terms -> kernels
     memory_efficiency: np.ndarray  # [kernel]
     overhead_s: np.ndarray  # [kernel]
     plain: np.ndarray  # kernels without a family latency formula
@@ -246,9 +246,10 @@ def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
         ok, tuple(sigs), ix(coef, dtype=float), ix(sig, dtype=np.intp), ix(op_flops, dtype=np.intp),
         ix(peak, dtype=float), ix(epf, dtype=float), ix(eff, dtype=float),
         tuple(ix(c, dtype=np.intp) for c in zip(*causal, strict=True)) if causal else (),
-        tuple((dt, ix(g[0]), ix(g[1]), ix(g[2]), ix(g[3]) if g[6] else None, ix(g[4]), ix(g[5]))
+        tuple((dt, ix(g[0]), ix(g[1]), ix(g[2]), Segments.of(g[3], len(g[2])) if g[6] else None, ix(g[4]),
+               ix(g[5]))
               for dt, g in gemm.items()),
-        tuple(moe), ix(op_starts, dtype=np.intp), ix(byte_q, dtype=np.intp), ix(byte_starts, dtype=np.intp),
+        tuple(moe), Segments.of(op_starts, i), ix(byte_q, dtype=np.intp), Segments.of(byte_starts, len(byte_q)),
         ix([k.memory_efficiency for k in kernels], dtype=float), ix([k.overhead_s for k in kernels], dtype=float),
         ix([j for j, k in enumerate(kernels) if k.attention is None], dtype=np.intp),
         tuple((ix(e[0]), e[1], *(ix(x) for x in e[2:8]), ix(e[8], dtype=float), ix(e[9], dtype=float))
@@ -272,7 +273,7 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
         flops[ops] = flops[ops] * causal_fraction(qv[t], qv[s])
     eff = ft.op_eff.reshape(col) * np.ones(shape)
     for dtype, ops, m, n, n_starts, k, b in ft.gemm:
-        nn = qv[n] if n_starts is None else _segment_sums(qv[n], n_starts)
+        nn = qv[n] if n_starts is None else n_starts.sums(qv[n])
         eff[ops] = gemm_efficiency(gpu, dtype, qv[m], nn, qv[k], qv[b])
     if ft.moe:
         def ev(m):
@@ -280,10 +281,9 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
 
         for i, term in ft.moe:
             eff[i] = _moe_efficiency(gpu, term, flops[i], ev)
-    compute_s = _segment_sums(flops / (ft.op_peak.reshape(col) * eff), ft.op_starts)
-    e_compute = _segment_sums(flops * ft.op_epf.reshape(col), ft.op_starts)
-    flops_k = _segment_sums(flops, ft.op_starts)
-    bytes_k = _segment_sums(qv[ft.byte_q], ft.byte_starts)
+    per_op = np.stack([flops / (ft.op_peak.reshape(col) * eff), flops * ft.op_epf.reshape(col), flops], axis=1)
+    compute_s, e_compute, flops_k = np.moveaxis(ft.op_segments.sums(per_op), 1, 0)
+    bytes_k = ft.byte_segments.sums(qv[ft.byte_q])
     mem = ft.memory_efficiency.reshape(col)
     ovh = ft.overhead_s.reshape(col)
     costs = []
@@ -309,9 +309,27 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
     return StepsCost(plan, flops_k, bytes_k, costs, msgs, _collectives(plan, msgs, by_kind, axis_sizes, nodes))
 
 
-def _segment_sums(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sums of consecutive rows of ``x`` from each start to the next (every segment non-empty)."""
-    return np.add.reduceat(x, starts, axis=0) if len(starts) != len(x) else x
+@dataclass(frozen=True)
+class Segments:
+    """Consecutive rows summed per segment in row order (``((a + b) + c)``, as adding one by one does; NumPy's
+    own reductions add in other orders), with the schedule fixed when the plan is compiled."""
+
+    first: np.ndarray  # first row of each segment
+    steps: tuple  # (segments still going, their k-th row) for k = 1, 2, ...
+
+    @classmethod
+    def of(cls, starts, total: int) -> Segments:
+        starts = np.asarray(starts, dtype=np.intp)
+        lengths = np.diff(np.append(starts, total))
+        steps = tuple((np.flatnonzero(lengths > k), starts[lengths > k] + k) for k in range(1, int(lengths.max(
+            initial=1))))
+        return cls(starts, steps)
+
+    def sums(self, x: np.ndarray) -> np.ndarray:
+        out = x[self.first]
+        for seg, row in self.steps:
+            out[seg] = out[seg] + x[row]
+        return out
 
 
 def _stack(xs: list, ndim: int) -> np.ndarray:
@@ -368,6 +386,7 @@ class StepsCost:
 
     def __init__(self, plan, flops, bytes_, costs, msgs, colls) -> None:
         self.plan, self.flops, self.bytes, self.costs, self.msgs, self.colls = plan, flops, bytes_, costs, msgs, colls
+        self._where = self._cwhere = None
 
     def total(self, attr: str) -> np.ndarray:
         """Sum over the kernels of one ``KernelCost`` field (``latency_s``, ``energy_j``, ...)."""
@@ -384,24 +403,64 @@ class StepsCost:
             out = out + (np.sum(x, axis=0) if len(idx) > 1 else x)
         return out
 
-    def records(self, count: int = 1, prefix: str = "") -> tuple[list[KernelRecord], list[CollectiveRecord]]:
-        """Per-kernel and per-collective records (views of the stacked arrays), in program order."""
-        kernels: list = [None] * len(self.plan.kernels)
-        for idx, kc in self.costs:
-            for r, j in enumerate(idx):
-                kp = self.plan.kernels[j]
-                cost = KernelCost(*(getattr(kc, f)[r] for f in _FIELDS),
-                                  clock_fraction=_row(kc.clock_fraction, r), dynamic_scale=_row(kc.dynamic_scale, r))
-                kernels[j] = KernelRecord(prefix + kp.name, kp.kind, kp.ops, count, self.flops[j], self.bytes[j], cost)
-        colls: list = [None] * len(self.plan.collectives)
-        for idx, group, cc in self.colls:
-            for r, j in enumerate(idx):
-                st = self.plan.collectives[j].step
-                lat, en = (cc.latency_s, cc.energy_j_per_gpu) if len(idx) == 1 else (cc.latency_s[r],
-                                                                                     cc.energy_j_per_gpu[r])
-                colls[j] = CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group,
-                                            np.asarray(self.msgs[j]), lat, en, st.reason)
-        return kernels, colls
+    def section_totals(self, attrs: tuple[str, ...], section: np.ndarray, n: int) -> dict:
+        """Per-section sums of ``KernelCost`` fields over each section's kernels, added in program order (so the
+        result does not depend on how kernels were stacked): {field: array ``[section, ...]`` when every kernel
+        has the same shape, else a list of one array per section}."""
+        shapes = {np.shape(kc.latency_s)[1:] for _, kc in self.costs}
+        bounds = np.flatnonzero(np.diff(section, prepend=-1, append=n + 1))
+        if len(shapes) == 1 and len(bounds) == n + 1 and np.all(np.diff(section) >= 0):
+            shape = shapes.pop()
+            x = np.empty((len(attrs), len(self.plan.kernels)) + shape)
+            for idx, kc in self.costs:
+                for a, attr in enumerate(attrs):
+                    x[a, idx] = getattr(kc, attr)
+            sums = np.stack([np.cumsum(x[:, lo:hi], axis=1)[:, -1] for lo, hi in zip(bounds[:-1], bounds[1:],
+                                                                                   strict=True)], axis=1)
+            return dict(zip(attrs, sums, strict=True))
+        self._index()
+        out = {attr: [np.asarray(0.0)] * n for attr in attrs}
+        for j, sec in enumerate(section):
+            kc, r = self._where[j]
+            for attr in attrs:
+                out[attr][sec] = out[attr][sec] + getattr(kc, attr)[r]
+        return out
+
+    def section_collective_totals(self, attr: str, section: np.ndarray, n: int) -> list:
+        """Per-section sums (program order) over the collectives of ``latency_s`` or ``energy_j_per_gpu``."""
+        self._index()
+        out = [np.asarray(0.0)] * n
+        for j, sec in enumerate(section):
+            idx, _, cc, r = self._cwhere[j]
+            x = getattr(cc, attr)
+            out[sec] = out[sec] + (x[r] if len(idx) > 1 else x)
+        return out
+
+    def _index(self) -> None:
+        if self._where is None:
+            self._where = {j: (kc, r) for idx, kc in self.costs for r, j in enumerate(idx)}
+            self._cwhere = {j: (idx, group, cc, r) for idx, group, cc in self.colls for r, j in enumerate(idx)}
+
+    def records(self, count: int = 1, prefix: str = "", kernels=None, collectives=None,
+                ) -> tuple[list[KernelRecord], list[CollectiveRecord]]:
+        """Per-kernel and per-collective records (views of the stacked arrays), in program order; ``kernels``
+        and ``collectives``: the indices to return (default all)."""
+        self._index()
+        ks = []
+        for j in (range(len(self.plan.kernels)) if kernels is None else kernels):
+            kc, r = self._where[j]
+            kp = self.plan.kernels[j]
+            cost = KernelCost(*(getattr(kc, f)[r] for f in _FIELDS),
+                              clock_fraction=_row(kc.clock_fraction, r), dynamic_scale=_row(kc.dynamic_scale, r))
+            ks.append(KernelRecord(prefix + kp.name, kp.kind, kp.ops, count, self.flops[j], self.bytes[j], cost))
+        cs = []
+        for j in (range(len(self.plan.collectives)) if collectives is None else collectives):
+            idx, group, cc, r = self._cwhere[j]
+            st = self.plan.collectives[j].step
+            lat, en = (cc.latency_s, cc.energy_j_per_gpu) if len(idx) == 1 else (cc.latency_s[r], cc.energy_j_per_gpu[r])
+            cs.append(CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group, np.asarray(self.msgs[j]),
+                                       lat, en, st.reason))
+        return ks, cs
 
 
 def _row(x, r):
