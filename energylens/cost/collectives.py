@@ -528,7 +528,7 @@ def _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: C
     g = load_gpu(gpu)
     n = np.asarray(message_bytes, dtype=float)
     p, k = float(group_size), float(nodes)
-    sc = float(_combo_params_sms(g, a) if comm_sms is None else comm_sms)
+    sc = float(default_comm_sms(g, a) if comm_sms is None else comm_sms)
     if n.size and not (np.isfinite(n).all() and n.min() >= 0):
         _prepare(kind, n, p, g, k, sc, a)  # raises the error naming the bad value
     if not (math.isfinite(p) and p >= 1 and p == round(p)) or not (math.isfinite(k) and k >= 1 and k == round(k)) \
@@ -550,15 +550,6 @@ def _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: C
     else:
         power = np.full(n.shape, g.idle_power_w)
     return CollectiveCost(t, power * t, power)
-
-
-def _combo_params_sms(g: GPU, a: CommAssumptions) -> float:
-    key = (id(g), a, None)
-    hit = _PARAMS.get(key)
-    if hit is None or hit[0] is not g:
-        hit = (g, default_comm_sms(g, a))
-        _PARAMS[key] = hit
-    return hit[1]
 
 
 def collective_latency_s(
