@@ -2,12 +2,15 @@
 
     python benchmarks/bench_speed.py [--repeat 5] [--skip-95m] [--peers-path DIR]
 
-Workloads (Llama-3-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
+Workloads (Llama-3.1-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
 
-* ``predict``: the issue's 240 configurations (tp 1, 2, 4, 8 x batch 1..512 x input 512/2048/8192 x
-  output 128/1024), one ``energylens.predict`` call each with full per-op and per-GPU detail, warm
-  (model, GPU and tables loaded): the median over runs of the mean time per call.
-* ``sweep_240``: the same 240 configurations as one ``run_sweep``.
+* ``predict_no_detail`` / ``predict_detail``: the issue's 240 configurations (tp 1, 2, 4, 8 x batch 1..512 x
+  input 512/2048/8192 x output 128/1024), one ``energylens.predict`` call each, warm (model, GPU, tables and
+  compiled plans loaded), with ``detail=False`` (per-phase and per-GPU totals) and with full per-op detail:
+  the median over runs of the mean time per call, wall clock and this process's CPU time
+  (``*_cpu``: ``time.process_time``, less sensitive to other processes on a shared machine).
+* ``sweep_240``: the same 240 configurations as one ``run_sweep`` (each sweep figure also as ``*_cpu``, by CPU
+  time).
 * ``sweep_layout_heavy``: tp x pp x dp in {1,2,4,8}^3, batch 1..512, 16 prompts, 16 outputs (163,840).
 * ``sweep_length_heavy``: tp 1..8, batch 1..512, prompts 128..8192 step 128, outputs 64..2048 step 64
   (819,200): the workload axes dominate.
@@ -26,7 +29,7 @@ Workloads (Llama-3-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
   this script): llm-analysis's ``infer`` on those of the 240 configurations it accepts (it refuses
   layouts whose memory does not fit; it has no Llama-3-70B config: Llama-2-70B, the same layer shapes
   but a 32 k vocabulary), and ``energylens.predict`` on the same configurations, as a time ratio.
-  AIConfigurator needs a per-system performance database and is not wired here.
+  AIConfigurator needs a per-system performance database and is not wired here; the script says so.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL, GPU = "llama3-70b", "h100-sxm"
+MODEL, GPU = "llama3.1-70b", "h100-sxm"  # 128 k context: the layout-heavy grid reaches 8,960 tokens
 TP, BATCH, PROMPT, OUTPUT = (1, 2, 4, 8), tuple(2**i for i in range(10)), (512, 2048, 8192), (128, 1024)
 GRID_95M = ["--tp", "1:128:x2", "--pp", "1,2,4,8", "--dp", "1:64:x2", "--batch", "1:4096:x2",
             "--prompt-len", "128:65536:128", "--output-len", "64:4096:64"]
@@ -64,26 +67,34 @@ def configs():
                     yield tp, b, p, o
 
 
-def time_calls(fn, items, repeat: int) -> float:
-    """Median over ``repeat`` runs of the mean seconds per call."""
-    runs = []
+def time_calls(fn, items, repeat: int) -> tuple[float, float]:
+    """Median over ``repeat`` runs of the mean seconds per call: (wall clock, CPU time of this process)."""
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for it in items:
             fn(*it)
-        runs.append((time.perf_counter() - t0) / len(items))
-    return statistics.median(runs)
+        walls.append((time.perf_counter() - t0) / len(items))
+        cpus.append((time.process_time() - c0) / len(items))
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def sweep_rate(spec, repeat: int) -> float:
+def sweep_rate(spec, repeat: int) -> tuple[float, float]:
+    """Configurations per second, median over runs: (by wall clock, by CPU time)."""
     from energylens.sweep import run_sweep
 
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run_sweep(spec)
-        times.append(time.perf_counter() - t0)
-    return spec.size / statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return spec.size / statistics.median(walls), spec.size / statistics.median(cpus)
+
+
+def emit_rate(name: str, rates: tuple[float, float]) -> None:
+    emit(name, rates[0], "configs/s", ".4g")
+    emit(f"{name}_cpu", rates[1], "configs/s", ".4g")
 
 
 IN_PROCESS = ("import io, sys, time, contextlib, numpy\n"
@@ -125,6 +136,11 @@ def stream_95m() -> tuple[float, float]:
 
 def peers(repeat: int, predict) -> None:
     try:
+        import aiconfigurator  # noqa: F401
+        print("peer_aiconfigurator: importable, not wired (needs a per-system performance database)")
+    except ImportError:
+        print("peer_aiconfigurator: not importable (pip install aiconfigurator, or --peers-path DIR)")
+    try:
         import logging
 
         from llm_analysis.analysis import infer
@@ -147,11 +163,11 @@ def peers(repeat: int, predict) -> None:
     if not items:
         print("peer_llm_analysis: no configuration accepted")
         return
-    theirs = time_calls(one, items, repeat)
-    ours = time_calls(predict, items, repeat)
+    theirs = time_calls(one, items, repeat)[0]
+    ours = time_calls(predict, items, repeat)[0]
     emit("peer_configs", len(items), "configs", "d")
     emit("peer_llm_analysis_predict", theirs * 1e3, "ms")
-    emit("peer_energylens_predict_same_configs", ours * 1e3, "ms")
+    emit("peer_energylens_predict_no_detail_same_configs", ours * 1e3, "ms")
     emit("ratio_predict_energylens_over_llm_analysis", ours / theirs, "x")
 
 
@@ -172,28 +188,41 @@ def main() -> None:
     items = list(configs())
 
     def predict(tp, b, p, o):
+        energylens.predict(MODEL, GPU, tp=tp, batch=b, prompt_len=p, output_len=o, detail=False)
+
+    def predict_detail(tp, b, p, o):
         energylens.predict(MODEL, GPU, tp=tp, batch=b, prompt_len=p, output_len=o)
 
-    predict(*items[0])
-    ours = time_calls(predict, items, args.repeat)
-    emit("predict_detail", ours * 1e3, "ms")
+    runs = [("predict_no_detail", predict), ("predict_detail", predict_detail)]
+    try:
+        predict(*items[0])
+    except TypeError:  # a checkout before detail= existed (for before/after figures)
+        print("predict_no_detail: not available (predict has no detail= argument)")
+        runs = runs[1:]
+    for _, fn in runs:
+        for it in items:  # warm: every layout's plans compiled
+            fn(*it)
+    for name, fn in runs:
+        wall, cpu = time_calls(fn, items, args.repeat)
+        emit(name, wall * 1e3, "ms")
+        emit(f"{name}_cpu", cpu * 1e3, "ms")
     small = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT)
     sweep_rate(small, 1)  # warm-up
-    emit("sweep_240", sweep_rate(small, args.repeat), "configs/s", ".4g")
+    emit_rate("sweep_240", sweep_rate(small, args.repeat))
     layout = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
                        prompt_len=tuple(range(256, 8193, 512)), output_len=tuple(range(64, 1025, 64)))
-    emit("sweep_layout_heavy", sweep_rate(layout, max(1, args.repeat // 2)), "configs/s", ".4g")
+    emit_rate("sweep_layout_heavy", sweep_rate(layout, max(1, args.repeat // 2)))
     length = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=tuple(range(128, 8193, 128)),
                        output_len=tuple(range(64, 2049, 64)))
-    emit("sweep_length_heavy", sweep_rate(length, max(1, args.repeat // 2)), "configs/s", ".4g")
+    emit_rate("sweep_length_heavy", sweep_rate(length, max(1, args.repeat // 2)))
     serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
                         serving=True)
-    emit("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)), "configs/s", ".4g")
+    emit_rate("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)))
     served = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
                        prompt_len=tuple(range(256, 7169, 448)), output_len=tuple(range(64, 1025, 64)), serving=True)
     sweep_rate(served, 1)  # warm-up
-    with_serving = sweep_rate(served, args.repeat)
-    static_only = sweep_rate(replace(served, serving=False), args.repeat)
+    with_serving = sweep_rate(served, args.repeat)[0]
+    static_only = sweep_rate(replace(served, serving=False), args.repeat)[0]
     emit("sweep_serving_layout_heavy", with_serving, "configs/s", ".4g")
     emit("sweep_serving_columns_layout_heavy", served.size / max(served.size / with_serving - served.size / static_only,
                                                                  1e-9), "configs/s", ".4g")

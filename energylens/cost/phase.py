@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from energylens.cost.kernels import ROUTED_EXPERTS_KEY, Binder, CollectiveRecord, KernelRecord
-from energylens.cost.plan import compile_sections
+from energylens.cost.kernels import ROUTED_EXPERTS_KEY, CollectiveRecord, KernelRecord
+from energylens.cost.plan import compile_memory, compile_sections
+from energylens.cost.plan_eval import key_value
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model, is_moe
-from energylens.graph.ops import Role
 from energylens.hardware.profile import DTYPE_BYTES, GPU
 from energylens.parallel.layout import Layout, degrees
 from energylens.parallel.sharding import OpStep
@@ -303,40 +303,30 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
              "s": np.asarray(max_context, dtype=float)}
     if is_moe(model):  # MoE dispatch buffers: tokens per expert of the prompt (mean over experts)
         sizes["c"] = sizes["b"] * sizes["t"] * float(model.dims["x"]) / float(model.dims["e"])
-    binder = Binder(model, sizes, degs)
+    plan = compile_memory(gpu, model, program, frozenset(("b", "t", "s", "c") if "c" in sizes else ("b", "t", "s")))
+    vals = {key: key_value(key, sizes, degs) for key in plan.keys}
 
-    def collect(steps, role: Role) -> tuple[np.ndarray, np.ndarray]:
-        seen: dict[str, np.ndarray] = {}
-        act = np.asarray(0.0)
-        consumer_groups: dict[str, set] = {}
-        for st in steps:
-            if isinstance(st, OpStep):
-                for t in st.op.inputs:
-                    consumer_groups.setdefault(t.name, set()).add(st.op.group)
-        for st in steps:
-            if not isinstance(st, OpStep):
-                continue
-            for t in (*st.op.inputs, st.op.output):
-                if t.role is role and t.name not in seen and (role is not Role.KV_CACHE or "s" in t.dims):
-                    seen[t.name] = binder.tensor_bytes(st.op, t, st.tensor_shards.get(t.name, frozenset()))
-            # intermediates consumed only inside their fusion group stay on chip (e.g. flash attention scores)
-            on_chip = st.op.group is not None and consumer_groups.get(st.op.output.name, set()) == {st.op.group}
-            if st.op.output.role is Role.ACTIVATION and not on_chip:
-                act = np.maximum(act, binder.tensor_bytes(st.op, st.op.output,
-                                                          st.tensor_shards.get(st.op.output.name, frozenset())))
-        return sum(seen.values(), np.asarray(0.0)), act
+    def total(monos) -> np.ndarray:
+        out = np.asarray(0.0)
+        for m in monos:
+            p = m.coef
+            for k in m.keys:
+                p = p * vals[k]
+            out = out + p
+        return out
 
     weights = np.asarray(0.0)
     kv = np.asarray(0.0)
     act = np.asarray(0.0)
-    for block, steps in program.blocks:
-        wb, a = collect(steps, Role.WEIGHT)
-        kb, _ = collect(steps, Role.KV_CACHE)
-        weights = weights + wb * block.count / pp
-        kv = kv + kb * block.count / pp
-        act = np.maximum(act, a)
-    pre_w, _ = collect(program.pre, Role.WEIGHT)
-    post_w, _ = collect(program.post, Role.WEIGHT)
+    for count, w_terms, kv_terms, act_terms in plan.blocks:
+        weights = weights + total(w_terms) * count / pp
+        kv = kv + total(kv_terms) * count / pp
+        for m in act_terms:
+            p = m.coef
+            for k in m.keys:
+                p = p * vals[k]
+            act = np.maximum(act, p)
+    pre_w, post_w = total(plan.pre_weights), total(plan.post_weights)
     if model.info.get("tied_embeddings"):
         edge = np.where(pp > 1, np.maximum(pre_w, post_w), pre_w)
     else:

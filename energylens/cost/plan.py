@@ -254,6 +254,7 @@ class StepsPlan:
     keys: tuple[Key, ...]
 
     flat: object  # energylens.cost.plan_eval.FlatTables: index tables of the all-ops-stacked evaluation
+    sum_order: np.ndarray  # kernels in the order their costs are summed (section, then context-free first)
 
     def evaluate(self, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray],
                  axis_sizes: Mapping[str, np.ndarray], nodes: Mapping[str, np.ndarray] | None = None) -> StepsCost:
@@ -298,13 +299,73 @@ def _compile(gpu: GPU, model: Model, sections: tuple, variable: frozenset) -> tu
             else:
                 kernels.append(c.kernel(item, consumers))
                 k_sec.append(i)
+    # per-section sums add kernels whose sizes do not depend on the context ``s`` first: in a sweep those
+    # arrays are small and the context-dependent ones (attention) large, so each addition stays small
+    order = sorted(range(len(kernels)), key=lambda j: (k_sec[j], _uses_context(kernels[j]), j))
     plan = StepsPlan(gpu, model, tuple(kernels), tuple(colls), tuple(c.keys),
-                     flat_tables(tuple(kernels), tuple(colls)))
+                     flat_tables(tuple(kernels), tuple(colls)), np.asarray(order, dtype=np.intp))
     out = (plan, np.asarray(k_sec, dtype=np.intp), np.asarray(c_sec, dtype=np.intp))
     if len(_CACHE) > 512:
         _CACHE.clear()
     _CACHE[key] = ((gpu, model, sections), out)
     return out
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Tensor bytes on one rank for the memory check: per block (count, weight terms, KV-cache terms, live
+    activation terms), the first and last stage's weight terms; and the keys they read."""
+
+    blocks: tuple[tuple[int, tuple[Mono, ...], tuple[Mono, ...], tuple[Mono, ...]], ...]
+    pre_weights: tuple[Mono, ...]
+    post_weights: tuple[Mono, ...]
+    keys: tuple[Key, ...]
+
+
+def _uses_context(kp: KernelPlan) -> bool:
+    monos = [x for t in kp.terms for x in (t.flops, *(t.mnk or ()), *(t.merged_n or ()), *(t.causal or ()))]
+    monos += list(kp.bytes)
+    if kp.attention is not None:
+        monos.append(kp.attention.s)
+    return any(k[0] == "s" for m in monos for k in m.keys)
+
+
+def compile_memory(gpu: GPU, model: Model, program, variable: frozenset) -> MemoryPlan:
+    """The byte terms of ``energylens.cost.phase.memory_per_gpu`` for a program (cached like the cost plan)."""
+    key = ("memory", id(gpu), id(model), id(program), variable)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0][0] is gpu and hit[0][1] is model:
+        return hit[1]
+    c = _Compiler(model, gpu, variable)
+
+    def collect(steps, role: Role) -> tuple[tuple[Mono, ...], tuple[Mono, ...]]:
+        seen: dict[str, Mono] = {}
+        act: list[Mono] = []
+        consumer_groups: dict[str, set] = {}
+        for st in steps:
+            if isinstance(st, OpStep):
+                for t in st.op.inputs:
+                    consumer_groups.setdefault(t.name, set()).add(st.op.group)
+        for st in steps:
+            if not isinstance(st, OpStep):
+                continue
+            for t in (*st.op.inputs, st.op.output):
+                if t.role is role and t.name not in seen and (role is not Role.KV_CACHE or "s" in t.dims):
+                    seen[t.name] = c.tensor_bytes(st.op, t, st.tensor_shards.get(t.name, frozenset()))
+            # intermediates consumed only inside their fusion group stay on chip (e.g. flash attention scores)
+            on_chip = st.op.group is not None and consumer_groups.get(st.op.output.name, set()) == {st.op.group}
+            if st.op.output.role is Role.ACTIVATION and not on_chip:
+                act.append(c.tensor_bytes(st.op, st.op.output, st.tensor_shards.get(st.op.output.name, frozenset())))
+        return tuple(seen.values()), tuple(act)
+
+    blocks = []
+    for block, steps in program.blocks:
+        w, a = collect(steps, Role.WEIGHT)
+        blocks.append((block.count, w, collect(steps, Role.KV_CACHE)[0], a))
+    plan = MemoryPlan(tuple(blocks), collect(program.pre, Role.WEIGHT)[0], collect(program.post, Role.WEIGHT)[0],
+                      tuple(c.keys))
+    _CACHE[key] = ((gpu, model, program), plan)
+    return plan
 
 
 def variable_sizes(model: Model, sizes: Mapping[str, np.ndarray]) -> frozenset:

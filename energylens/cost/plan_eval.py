@@ -35,7 +35,7 @@ def evaluate_plan(plan, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, n
                   *, flat: bool | None = None) -> StepsCost:
     """Costs of ``plan`` (a ``StepsPlan``) at the sizes; ``flat`` forces (True) or forbids (False) stacking
     all ops in one array (default: by size, see the module docstring)."""
-    vals = {key: _key_value(key, sizes, degrees) for key in plan.keys}
+    vals = {key: key_value(key, sizes, degrees) for key in plan.keys}
     products: dict[tuple, np.ndarray] = {}
     for sig in plan.flat.sigs:
         if sig:
@@ -366,7 +366,7 @@ def _moe_efficiency(gpu: GPU, term, flops, ev):
     return np.where(math_s > 0, flops / np.maximum(term.peak_flops * math_s, 1e-30), 1.0)
 
 
-def _key_value(key: tuple, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]):
+def key_value(key: tuple, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]):
     name, window, dim = key
     x = np.asarray(1.0) if name == "#1" else np.asarray(sizes[name], dtype=float)
     if window:
@@ -404,26 +404,29 @@ class StepsCost:
         return out
 
     def section_totals(self, attrs: tuple[str, ...], section: np.ndarray, n: int) -> dict:
-        """Per-section sums of ``KernelCost`` fields over each section's kernels, added in program order (so the
-        result does not depend on how kernels were stacked): {field: array ``[section, ...]`` when every kernel
-        has the same shape, else a list of one array per section}."""
+        """Per-section sums of ``KernelCost`` fields over each section's kernels, added in the plan's
+        ``sum_order`` (fixed at compile time, so the result does not depend on how kernels were stacked):
+        {field: array ``[section, ...]`` when every kernel has the same shape, else a list per section}."""
         shapes = {np.shape(kc.latency_s)[1:] for _, kc in self.costs}
-        bounds = np.flatnonzero(np.diff(section, prepend=-1, append=n + 1))
-        if len(shapes) == 1 and len(bounds) == n + 1 and np.all(np.diff(section) >= 0):
+        order = self.plan.sum_order
+        sec = section[order]
+        bounds = np.flatnonzero(np.diff(sec, prepend=-1, append=n + 1))
+        if len(shapes) == 1 and len(bounds) == n + 1:
             shape = shapes.pop()
             x = np.empty((len(attrs), len(self.plan.kernels)) + shape)
             for idx, kc in self.costs:
                 for a, attr in enumerate(attrs):
                     x[a, idx] = getattr(kc, attr)
+            x = x[:, order]
             sums = np.stack([np.cumsum(x[:, lo:hi], axis=1)[:, -1] for lo, hi in zip(bounds[:-1], bounds[1:],
                                                                                    strict=True)], axis=1)
             return dict(zip(attrs, sums, strict=True))
         self._index()
         out = {attr: [np.asarray(0.0)] * n for attr in attrs}
-        for j, sec in enumerate(section):
+        for j in order:
             kc, r = self._where[j]
             for attr in attrs:
-                out[attr][sec] = out[attr][sec] + getattr(kc, attr)[r]
+                out[attr][section[j]] = out[attr][section[j]] + getattr(kc, attr)[r]
         return out
 
     def section_collective_totals(self, attr: str, section: np.ndarray, n: int) -> list:
