@@ -529,11 +529,9 @@ def _one_layout_cost(kind, message_bytes, group_size, gpu, nodes, comm_sms, a: C
     n = np.asarray(message_bytes, dtype=float)
     p, k = float(group_size), float(nodes)
     sc = float(default_comm_sms(g, a) if comm_sms is None else comm_sms)
-    if n.size and not (np.isfinite(n).all() and n.min() >= 0):
+    if (n.size and not (np.isfinite(n).all() and n.min() >= 0)) or not all(math.isfinite(x) for x in (p, k, sc)) \
+            or p < 1 or p != round(p) or k < 1 or k != round(k) or (p > 1 and p % k) or not 0 < sc <= g.sm_count:
         _prepare(kind, n, p, g, k, sc, a)  # raises the error naming the bad value
-    if not (math.isfinite(p) and p >= 1 and p == round(p)) or not (math.isfinite(k) and k >= 1 and k == round(k)) \
-            or (p > 1 and p % k != 0) or not (math.isfinite(sc) and 0 < sc <= g.sm_count):
-        _prepare(kind, n, p, g, k, sc, a)
     pi, ki = int(p), int(k)
     t = np.zeros(n.shape)
     if pi > 1 and n.size:
