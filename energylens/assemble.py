@@ -67,7 +67,10 @@ def moe_report(model: Model, layout: Layout, route, pre: PhaseArrays, dec: Phase
 
 
 def _f(x) -> float:
-    return float(np.asarray(x).reshape(-1)[0]) if np.size(x) else 0.0
+    if isinstance(x, float):
+        return x
+    x = np.asarray(x)
+    return float(x.flat[0]) if x.size else 0.0
 
 
 def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, program: Program,
@@ -146,6 +149,8 @@ def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: f
     per_stage = n_layers // pp
     p2p_t = _f(pa.p2p_time_s) / (pp - 1) if pp > 1 else 0.0
     p2p_e = _f(pa.reduce(pa.p2p.energy_j_per_gpu)) if (pa.p2p is not None and pp > 1) else 0.0
+    t_layer = {k: _f(v) for k, v in pa.layer_time_s.items()}  # per section, first configuration
+    e_layer = {k: _f(v) for k, v in pa.layer_energy_j.items()}
     out = []
     for stage in range(pp):
         lo, hi = stage * per_stage, (stage + 1) * per_stage
@@ -155,14 +160,14 @@ def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: f
         for block in model.blocks:
             n = max(0, min(hi, start + block.count) - max(lo, start))
             start += block.count
-            busy += n * _f(pa.layer_time_s[block.name])
-            energy += n * _f(pa.layer_energy_j[block.name])
+            busy += n * t_layer[block.name]
+            energy += n * e_layer[block.name]
         if stage == 0:
-            busy += _f(pa.layer_time_s["pre"])
-            energy += _f(pa.layer_energy_j["pre"])
+            busy += t_layer["pre"]
+            energy += e_layer["pre"]
         if stage == pp - 1:
-            busy += _f(pa.layer_time_s["post"])
-            energy += _f(pa.layer_energy_j["post"])
+            busy += t_layer["post"]
+            energy += e_layer["post"]
         links = (stage > 0) + (stage < pp - 1)
         busy += links * p2p_t
         energy += links * p2p_e
