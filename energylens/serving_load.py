@@ -29,9 +29,10 @@ so it waits for the iteration in flight. Two arrangements of the clients:
 * synchronised (default; a benchmark with fixed lengths whose clients start together): requests that
   finish in the same iteration come back together, so each cycle prefills the ``n`` prompts in
   ``G = max(1, n input_len / budget)`` full iterations (``tau_wave``, the whole budget, or all prompts
-  when they fit in one) and a request decodes through ``G - 1`` of them and otherwise pure decode
-  iterations: ``TPOT = ((O - 1 - (G - 1)) tau_decode + (G - 1) tau_wave) / (O - 1)``,
-  ``TTFT = wait + k tau_wave`` (no wait when ``G = 1``: the engine is idle when the wave returns);
+  when they fit in one). A client lives through each of them once per cycle: its own ``k`` chunks before
+  its first token, the others during its decode (or wait), so
+  ``TPOT = ((O - 1 - H) tau_decode + H tau_wave) / (O - 1)`` with ``H = (G - k) (O - 1) / O``,
+  ``TTFT = wait + k tau_wave`` (no wait when ``G <= k``: the engine is idle when the wave returns);
 * staggered (``staggered=True``; variable lengths spread the clients over the cycle): the steady
   state above with one iteration of wait.
 
@@ -200,15 +201,21 @@ def wave_groups(clients, input_len, budget) -> np.ndarray:
 
 
 def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.ndarray, np.ndarray]:
-    """Synchronised clients: (mean TTFT, mean TPOT) of one replica. Requests that finish in the same
-    iteration come back together, so the prompts of a cycle are prefilled in ``groups`` full
-    iterations (``tau_wave``) and a request decodes through the other ``groups - 1`` of them and
-    pure decode iterations (``tau_decode``). With one group the engine is idle when the wave returns
-    (no wait); otherwise a request waits for the iteration in flight."""
+    """Synchronised clients: (mean TTFT, mean TPOT) of one replica. The prompts of a cycle fill ``groups``
+    full iterations (``tau_wave``); a client lives through each of them once per cycle: its own ``chunks``
+    before its first token, the others while it decodes or waits, so its decode phase holds
+    ``(groups - chunks) (O - 1) / O`` of them (the wait iteration being a typical one of that phase) and
+    pure decode iterations (``tau_decode``) otherwise. Its ``chunks`` iterations carry ``min(groups, chunks)``
+    budgets of prompt tokens. When the wave's prompts fit the requests' own chunks (``groups <= chunks``) the
+    engine is idle when the wave returns (no wait); otherwise a request waits for the iteration in flight."""
     o = np.asarray(output_len, dtype=float)
-    heavy = np.clip(groups - 1.0, 0.0, np.maximum(o - 1.0, 0.0))
-    tpot = ((np.maximum(o - 1.0, 1.0) - heavy) * tau_decode + heavy * tau_wave) / np.maximum(o - 1.0, 1.0)
-    ttft = np.where(groups > 1.0, CLOSED_LOOP_WAIT_ITERATIONS * tpot, 0.0) + chunks * tau_wave
+    k = np.asarray(chunks, dtype=float)
+    o1 = np.maximum(o - 1.0, 1.0)
+    heavy = np.clip((groups - k) * o1 / np.maximum(o, 1.0), 0.0, np.maximum(o - 1.0, 0.0))
+    tpot = ((o1 - heavy) * tau_decode + heavy * tau_wave) / o1
+    # the k iterations carrying the prompt hold min(G, k) waves' worth of prefill (a lone long prompt: its own)
+    ttft = np.where(groups > k, CLOSED_LOOP_WAIT_ITERATIONS * tpot, 0.0) + k * tau_decode \
+        + np.minimum(groups, k) * (tau_wave - tau_decode)
     return ttft, tpot
 
 
@@ -271,7 +278,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     budget = np.maximum(mbt - np.minimum(n, lim) * (o - 1.0) / o, 1.0)
     groups = wave_groups(n, i, budget)
     waves = ~queued & (not staggered)
-    running = np.where(waves, closed_loop_running(n, span, lim, (groups > 1.0) * CLOSED_LOOP_WAIT_ITERATIONS),
+    running = np.where(waves, closed_loop_running(n, span, lim, (groups > k) * CLOSED_LOOP_WAIT_ITERATIONS),
                        closed_loop_running(n, span, lim))
     arr = combine(serving_parts(model, gpu, layout, running * dp, i, span, max_batched_tokens=mbt, routing=routing),
                   coeffs)
@@ -302,7 +309,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     ttft_p90 = np.where(waves, ttft_w, ttft_s + k * (tau_p90 - tau_p))
     tpot = np.where(waves, tpot_w, tau)
     tpot_p90 = np.where(waves, tpot_w, tpot_p90_s)
-    median = np.where(waves, np.where(np.clip(groups - 1.0, 0.0, None) < 0.5 * o, tau_dec, tau_w),
+    median = np.where(waves, np.where(np.clip(groups - k, 0.0, None) < 0.5 * o, tau_dec, tau_w),
                       arr.decode_step_latency_s)
     rate = np.where(waves, n / (ttft + (o - 1.0) * tpot), rate_s) * dp  # requests/s, whole deployment
     # saturation: every slot busy (the open loop's service rate mu(c))

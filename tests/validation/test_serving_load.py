@@ -66,7 +66,7 @@ def test_closed_loop_matches_discrete_event_simulation(clients, synchronised):
     budget = BUDGET - nb * (OUT - 1) / OUT
     if synchronised and clients <= SLOTS:  # all clients start together: waves
         groups = wave_groups(clients, PROMPT, budget)
-        run = closed_loop_running(clients, OUT, SLOTS, (groups > 1) * CLOSED_LOOP_WAIT_ITERATIONS)
+        run = closed_loop_running(clients, OUT, SLOTS, (groups > 1) * CLOSED_LOOP_WAIT_ITERATIONS)  # k = 1
         ttft, tpot = wave_latency(OUT, 1, groups, tau(nb, 0), tau(nb, min(nb * PROMPT, budget)))
     else:
         run = closed_loop_running(clients, OUT, SLOTS)
@@ -78,6 +78,26 @@ def test_closed_loop_matches_discrete_event_simulation(clients, synchronised):
     assert float(run) == pytest.approx(sim["running"], rel=0.04)
     assert float(tpot) == pytest.approx(sim["tpot_s"], rel=0.1)
     assert float(ttft) == pytest.approx(sim["ttft_s"], rel=0.12)
+
+
+@pytest.mark.parametrize("clients", [1, 2, 8, 16])
+def test_synchronised_chunked_prompts_match_discrete_event_simulation(clients):
+    """Prompts longer than the budget (k = 2 chunks): a client lives through each prefill iteration of its
+    cycle once, its own chunks before its first token, so its decode holds the other prompts' iterations
+    only (a lone client none: TPOT is the pure decode iteration, TTFT its k chunks)."""
+    prompt, out, budget = 3000, 40, 2048
+    budget_left = budget - clients * (out - 1) / out
+    k = float(np.ceil(prompt / budget_left))
+    assert k == 2.0
+    groups = wave_groups(clients, prompt, budget_left)
+    run = closed_loop_running(clients, out + k - 1, SLOTS, (groups > k) * CLOSED_LOOP_WAIT_ITERATIONS)
+    ttft, tpot = wave_latency(out, k, groups, tau(clients, 0), tau(clients, min(clients * prompt, budget_left)))
+    sim = simulate(tau, prompt, out, SLOTS, budget, clients=clients, requests=2000, seed=2)
+    assert float(run) == pytest.approx(sim["running"], rel=0.06)
+    assert float(tpot) == pytest.approx(sim["tpot_s"], rel=0.09)
+    assert float(ttft) == pytest.approx(sim["ttft_s"], rel=0.2)
+    if clients == 1:
+        assert float(tpot) == pytest.approx(tau(1, 0)) and float(ttft) == pytest.approx(sim["ttft_s"], rel=0.01)
 
 
 @pytest.mark.parametrize("prompt,out,clients", [(100, 800, 64), (200, 400, 40), (1000, 1000, 40)])
