@@ -28,8 +28,8 @@ fraction is shared by all GPUs:
 * ``iteration_overhead_s``: host time per iteration that the GPUs do not overlap (scheduling,
   input preparation, output processing); the GPUs wait at idle power;
 * ``per_sequence_overhead_s``: GPU time per running request per iteration that the per-op graph
-  does not describe; it draws the iteration's mean kernel power (the measured power while it runs
-  is kernel-like, not idle, and it does not scale with the vocabulary: ``tools/serving_excess.py``);
+  does not describe, costed at the iteration's mean kernel power (the measured power while it runs is
+  far above idle, and it does not scale with the vocabulary: ``tools/serving_excess.py``);
 * ``active_power_fraction``: while a GPU executes kernels its static power is
   ``idle_power + active_power_fraction * (power_limit - idle_power)`` rather than the
   context-held idle power (clocks up, SMs issuing while memory-bound); the GPU never draws more

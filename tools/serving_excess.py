@@ -14,11 +14,12 @@ For every supported row that passes the GPU-pacing screen (``energylens.validate
 * (2) the vocabulary test: leave-one-model-out error of the mean iteration when the excess per GPU type is
   ``c0 + c1 B`` (constant per request), ``c0 + k B V`` (proportional to batch x vocabulary, as a
   sampler over every request's logits would be) or both (non-negative least squares on relative error);
-* (3) the power test: measured energy of a mean iteration per GPU minus the costed kernel and collective
-  energy, regressed on the kernels' active time, the per-iteration excess and the per-request excess
-  (least squares on relative error): the last two coefficients are the average power (W) drawn while
-  the excess runs. Host time leaves the GPU waiting at idle power; GPU work draws at least busy static
-  power (idle + active power fraction x (limit - idle)).
+* (3) the power test: measured energy of a mean iteration per GPU minus the costed kernel energy (which
+  holds idle power while the kernels run) and collective energy, regressed on the kernels' active time
+  (busy static power above idle), the per-iteration excess and the per-request excess (least squares on
+  relative error): the last two coefficients are the average power (W) the GPU draws while the excess
+  runs. Host time leaves the GPU waiting at idle power; GPU work draws at least busy static power
+  (idle + active power fraction x (limit - idle)).
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ def power_test(fitted: list[dict], active_fraction: float) -> dict[str, dict[str
         fixed_busy = active_fraction * (limit - idle)
         fixed = np.linalg.lstsq(np.stack([x0, x1], 1) * w[:, None], (e - base - fixed_busy * act) * w, rcond=None)[0]
         out[g] = {"rows": len(rg), "idle_w": idle, "busy_static_w": idle + fixed_busy, "c0_s": c0, "c1_s": c1,
-                  "free_active_w": free[0], "free_per_request_w": idle + free[2],
-                  "fixed_per_request_w": idle + fixed[1]}
+                  "free_active_w": free[0], "free_per_request_w": free[2], "fixed_per_request_w": fixed[1]}
     return out
 
 

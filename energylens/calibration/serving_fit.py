@@ -38,8 +38,8 @@ MEANING = {
     "iteration_overhead_s": "host time per engine iteration not overlapped with GPU work (scheduling, input "
                             "preparation, output processing); the GPUs wait at idle power",
     "per_sequence_overhead_s": "GPU time per running request per iteration that the kernel sum does not "
-                               "describe; it draws the iteration's mean kernel power (the measured power while it "
-                               "runs is 570-600 W per GPU on H100 and B200: GPU work, not host time) and is "
+                               "describe, costed at the iteration's mean kernel power (measured while it runs: 480 W "
+                               "per GPU on H100, 390-440 W on B200, far above idle: GPU work, not host time); "
                                "independent of context length, model size and vocabulary (tools/serving_excess.py)",
     "active_power_fraction": "static power of a busy GPU above its context-held idle power, as a fraction of "
                              "(power_limit - idle_power): clocks up and SMs issuing while memory-bound",

@@ -99,7 +99,7 @@ def serving_gpu_energy_j(*, kernel_j, kernel_s, active_s, seq_s, host_s, collect
     """Energy of one GPU over one serving iteration (J): its kernels' energy plus the busy static power
     ``active_power_w`` while they run (``active_s``, already scaled by ``v^2 f / f_max`` at a locked
     clock); the per-sequence GPU work (``seq_s``) draws the same mean power as those kernels (the
-    measured power while it runs is kernel-like, ``tools/serving_excess.py``), all capped at the power
+    measured power while it runs is far above idle, ``tools/serving_excess.py``), all capped at the power
     limit; then the collectives as costed and the host time (``host_s``) at idle power. With no kernel
     time the per-sequence work draws busy static power."""
     kernel_s = np.asarray(kernel_s, dtype=float)
