@@ -142,9 +142,10 @@ def _attn(gpu: GPU, **over: float) -> K.AttentionCoeffs:
 
 
 _DECODE_X = ("decode_overhead_s", "decode_memory_efficiency", "decode_cta_overhead_s", "decode_compute_efficiency",
-             "decode_fp8_kv_efficiency")
-_DECODE_GRID = {"decode_ctas_per_sm": (1.0,), "decode_split_min_tokens": (32.0, 64.0),
-                "decode_max_splits": (16.0, 32.0, 64.0), "decode_window_pad": (128.0,)}
+             "decode_fp8_kv_efficiency", "decode_cta_bandwidth", "decode_cta_latency_s", "decode_fp8_cta_factor",
+             "decode_combine_s")
+_DECODE_GRID = {"decode_ctas_per_sm": (1.0,), "decode_split_min_tokens": (64.0, 128.0, 256.0),
+                "decode_max_splits": (32.0,), "decode_window_pad": (128.0,), "decode_q_rows": (32.0, 64.0)}
 
 
 def _decode_inputs(t: Table) -> tuple[np.ndarray, ...]:
@@ -158,7 +159,10 @@ def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
     args = _decode_inputs(table)
     fit_args = tuple(a[~held] for a in args)
     y = table["latency_ms"] * 1e-3
-    x0, lo, hi, sc = [1e-5, 0.9, 3e-6, 0.3, 0.8], [0, 0.05, 0, 0.01, 0.1], [1e-4, 1.0, 1e-4, 1.0, 1.0], [1e-5, 1, 1e-6, 1, 1]
+    x0 = [8e-6, 0.9, 1e-6, 0.2, 0.8, 6e10, 1e-6, 1.5, 2e-6]
+    lo = [0.0, 0.05, 0.0, 0.01, 0.1, 5e9, 0.0, 0.5, 0.0]
+    hi = [1e-4, 1.0, 2e-5, 1.0, 1.2, 1e12, 2e-5, 4.0, 3e-5]
+    sc = [1e-6, 1.0, 1e-6, 0.1, 0.1, 1e10, 1e-6, 1.0, 1e-6]
     best = None
     keys = list(_DECODE_GRID)
     for combo in itertools.product(*(_DECODE_GRID[k] for k in keys)):
@@ -175,15 +179,20 @@ def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
     c = _attn(gpu, **fixed, **dict(zip(_DECODE_X, x, strict=True)))
     ape = np.abs(K.decode_attention_latency_s(c, *args) / y - 1.0)
     readings = {
-        "decode_attn_overhead": ("s", "fixed time per decode-attention call (launch, scheduler metadata, split combine)"),
+        "decode_attn_overhead": ("s", "fixed time per decode-attention call (launches: KV-cache write, attention)"),
         "decode_attn_memory_efficiency": ("1", "fraction of HBM bandwidth the KV stream reaches when every CTA slot is busy"),
-        "decode_attn_cta_overhead": ("s", "fixed time per CTA (per 128 head-dim): Q load, softmax state, output write"),
+        "decode_attn_cta_overhead": ("s", "serial time per CTA wave (Q load, softmax state, output write)"),
         "decode_attn_compute_efficiency": ("1", "tensor-core efficiency of the QK/PV products (query heads padded to 16 rows)"),
         "decode_attn_fp8_kv_efficiency": ("1", "bandwidth factor of an fp8 KV cache (dequantisation in the loop)"),
-        "decode_attn_ctas_per_sm": ("1", "CTAs resident per SM (grid 1/2)"),
-        "decode_attn_split_min_tokens": ("1", "fewest KV tokens per split-KV chunk (grid 32/64/128)"),
-        "decode_attn_max_splits": ("1", "most split-KV chunks per sequence and KV head (grid 16..128)"),
+        "decode_attn_ctas_per_sm": ("1", "CTAs resident per SM (fixed 1)"),
+        "decode_attn_split_min_tokens": ("1", "fewest KV tokens per split-KV chunk (grid 64/128/256)"),
+        "decode_attn_max_splits": ("1", "most split-KV chunks per sequence and KV head (fixed 32: vLLM's CUDA-graph cap)"),
         "decode_attn_window_pad": ("1", "extra KV tokens a sliding-window kernel reads (the straddled tile; fixed 128)"),
+        "decode_attn_cta_bandwidth": ("B/s", "HBM bandwidth one CTA reaches alone (its loads in flight over the memory latency)"),
+        "decode_attn_cta_latency": ("s", "pipeline fill of one CTA per 128 head-dim (first K/V tile before the first product), overlapped with its stream"),
+        "decode_attn_fp8_cta_factor": ("1", "pipeline-fill factor of an fp8 KV cache (query quantisation, dequantising tile loads)"),
+        "decode_attn_combine_overhead": ("s", "fixed time of the split-KV combine (a second kernel) when a call splits"),
+        "decode_attn_q_rows": ("1", "query rows (heads of one KV head) per CTA (grid 32/64)"),
     }
     vals = {**fixed, **dict(zip(_DECODE_X, x, strict=True))}
     coeffs = [Coefficient(f, float(vals[K.ATTENTION_FIELDS[f][0]]), u, rd) for f, (u, rd) in readings.items()]

@@ -18,15 +18,19 @@ GEMM (M x N x K, ``batch`` independent GEMMs, dtype d)::
     latency  = max(t_math, t_memory) + overhead[d]
 
 Decode attention (one new query token per sequence; FlashAttention/FlashInfer split-KV kernels pack the
-``r = h / g`` query heads of one KV head into one CTA)::
+``r = h / g`` query heads of one KV head into CTAs of at most ``q_rows`` query rows)::
 
-    S'     = min(S, window + window_pad)                   KV tokens read (sliding window reads whole tiles)
-    slots  = SMs * ctas_per_sm
-    split  = clip(floor(slots / (B g)), 1, min(max_splits, ceil(S' / split_min_tokens)))
-    waves  = ceil(B g split / slots)
-    cta    = cta_overhead * D / 128 + max(ceil(S' / split) D 2 kv_bytes / (bw * mem_eff * fp8_eff / slots),
-                                          4 ceil(S' / split) D max(r, 16) / (peak * compute_eff / slots))
-    latency = overhead + waves * cta
+    S'      = min(S, window + window_pad)                  KV tokens read (sliding window reads whole tiles)
+    m       = ceil(r / q_rows);  slots = SMs * ctas_per_sm;  units = B g m
+    split   = clip(floor(slots / units), 1, min(max_splits, ceil(S' / split_min_tokens)))
+    ctas    = units split;  waves = ceil(ctas / slots);  active = min(ctas, slots);  tok = ceil(S' / split)
+    bw_cta  = min(cta_bandwidth, bw * mem_eff * fp8_eff * m / active)    one CTA's loads in flight cap its
+                                                                          bandwidth; all CTAs share HBM (the
+                                                                          m CTAs of one KV head share its reads)
+    cta     = cta_overhead + max(cta_latency * D / 128 * fp8_cta,         pipeline fill of one CTA, overlapped
+                                 tok D 2 kv_bytes / bw_cta,               with its KV stream
+                                 4 tok D max(r / m, 16) / (peak * compute_eff / slots))
+    latency = overhead + waves * cta + [split > 1] combine                 split-KV partial results merged
 
 Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q tiles of ``q_tile``)::
 
@@ -140,6 +144,11 @@ class AttentionCoeffs:
     decode_split_min_tokens: float
     decode_max_splits: float
     decode_window_pad: float
+    decode_cta_bandwidth: float
+    decode_cta_latency_s: float
+    decode_fp8_cta_factor: float
+    decode_combine_s: float
+    decode_q_rows: float
     prefill_overhead_s: float
     prefill_compute_efficiency: float
     prefill_k_half: float
@@ -161,6 +170,11 @@ ATTENTION_FIELDS = {
     "decode_attn_split_min_tokens": ("decode_split_min_tokens", 64.0),
     "decode_attn_max_splits": ("decode_max_splits", 32.0),
     "decode_attn_window_pad": ("decode_window_pad", 0.0),
+    "decode_attn_cta_bandwidth": ("decode_cta_bandwidth", None),  # None: an SM's even share of the stream
+    "decode_attn_cta_latency": ("decode_cta_latency_s", 0.0),
+    "decode_attn_fp8_cta_factor": ("decode_fp8_cta_factor", 1.0),
+    "decode_attn_combine_overhead": ("decode_combine_s", 0.0),
+    "decode_attn_q_rows": ("decode_q_rows", 128.0),
     "prefill_attn_overhead": ("prefill_overhead_s", None),
     "prefill_attn_compute_efficiency": ("prefill_compute_efficiency", 0.5),
     "prefill_attn_k_half": ("prefill_k_half", 0.0),
@@ -176,7 +190,9 @@ def attention_coeffs(gpu: GPU, dtype: str = "bf16") -> AttentionCoeffs:
     """The profile's attention coefficients (defaults: a plain roofline at the GEMM efficiency of ``dtype``)."""
     vals = {}
     for field, (attr, default) in ATTENTION_FIELDS.items():
-        if default is None:
+        if default is None and field == "decode_attn_cta_bandwidth":
+            default = gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency / gpu.sm_count
+        elif default is None:
             default = gpu.kernel_overhead_s if field.endswith("overhead") else gpu.max_memory_efficiency
         if field == "prefill_attn_compute_efficiency" and not gpu.has(field):
             default = gpu.max_compute_efficiency(dtype)
@@ -202,15 +218,20 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
     h, g, d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (h, g, d, kv_bytes))
     se = decode_kv_tokens(c, s, window)
     slots = c.sms * c.decode_ctas_per_sm
-    units = b * g
+    m_blocks = np.ceil(h / g / c.decode_q_rows)
+    units = b * g * m_blocks
     split = np.clip(np.floor(slots / units), 1.0, np.minimum(c.decode_max_splits, np.ceil(se / c.decode_split_min_tokens)))
-    waves = np.ceil(units * split / slots)
+    ctas = units * split
+    waves = np.ceil(ctas / slots)
     tok = np.ceil(se / split)
-    eff = c.decode_memory_efficiency * np.where(kv_bytes < 2.0, c.decode_fp8_kv_efficiency, 1.0)
-    t_mem = tok * d * 2.0 * kv_bytes * slots / (c.hbm_bandwidth * eff)
-    t_math = 4.0 * tok * d * np.maximum(h / g, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
-    cta = c.decode_cta_overhead_s * d / 128.0 + np.maximum(t_mem, t_math)
-    return share * (c.decode_overhead_s + waves * cta)
+    fp8 = kv_bytes < 2.0
+    eff = c.decode_memory_efficiency * np.where(fp8, c.decode_fp8_kv_efficiency, 1.0)
+    bw_cta = np.minimum(c.decode_cta_bandwidth, c.hbm_bandwidth * eff * m_blocks / np.minimum(ctas, slots))
+    t_mem = tok * d * 2.0 * kv_bytes / bw_cta
+    t_math = 4.0 * tok * d * np.maximum(h / g / m_blocks, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
+    t_fill = c.decode_cta_latency_s * d / 128.0 * np.where(fp8, c.decode_fp8_cta_factor, 1.0)
+    cta = c.decode_cta_overhead_s + np.maximum(t_fill, np.maximum(t_mem, t_math))
+    return share * (c.decode_overhead_s + waves * cta + np.where(split > 1.0, c.decode_combine_s, 0.0))
 
 
 def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:

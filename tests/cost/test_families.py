@@ -67,21 +67,35 @@ def test_gpu_without_tables_uses_spec_defaults():
 
 def _attn(**over) -> K.AttentionCoeffs:
     base = K.attention_coeffs(A100)
-    return replace(base, sms=100.0, hbm_bandwidth=1e12, peak_flops=1e15, decode_overhead_s=5e-6,
-                   decode_memory_efficiency=0.5, decode_cta_overhead_s=1e-6, decode_compute_efficiency=0.5,
-                   decode_fp8_kv_efficiency=0.8, decode_ctas_per_sm=1.0, decode_split_min_tokens=64.0,
-                   decode_max_splits=16.0, decode_window_pad=128.0, **over)
+    vals = dict(sms=100.0, hbm_bandwidth=1e12, peak_flops=1e15, decode_overhead_s=5e-6,
+                decode_memory_efficiency=0.5, decode_cta_overhead_s=1e-6, decode_compute_efficiency=0.5,
+                decode_fp8_kv_efficiency=0.8, decode_ctas_per_sm=1.0, decode_split_min_tokens=64.0,
+                decode_max_splits=16.0, decode_window_pad=128.0, decode_cta_bandwidth=5e9, decode_cta_latency_s=0.0,
+                decode_fp8_cta_factor=1.0, decode_combine_s=0.0, decode_q_rows=64.0)
+    return replace(base, **{**vals, **over})
 
 
 def test_decode_attention_hand_count():
     c = _attn()
-    # b=1, g=1: 100 slots, split = min(16, ceil(4096/64)) = 16, one wave, 256 tokens per CTA
+    # b=1, g=1: 100 slots, split = min(16, ceil(4096/64)) = 16, one wave of 16 CTAs, 256 tokens per CTA;
+    # 16 CTAs share 0.5e12 B/s (31 GB/s each) but one CTA reaches only 5 GB/s
     d = 128
-    per_cta = 256 * d * 2 * 2 * 100 / (1e12 * 0.5)
+    per_cta = 256 * d * 2 * 2 / 5e9
     assert K.decode_attention_latency_s(c, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta)
-    # b=200, g=1: 200 CTAs (no split) on 100 slots = two waves of 4096 tokens each
+    # the split-KV combine adds its fixed time only when the call splits
+    c2 = _attn(decode_combine_s=3e-6, decode_cta_bandwidth=1e12)
+    per_cta = 256 * d * 2 * 2 * 16 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c2, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta + 3e-6)
+    # b=200, g=1: 200 CTAs (no split) on 100 slots = two waves of 4096 tokens each, each CTA 1/100 of the stream
     per_cta = 4096 * d * 2 * 2 * 100 / (1e12 * 0.5)
-    assert K.decode_attention_latency_s(c, 200, 4096, 8, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta))
+    assert K.decode_attention_latency_s(c2, 200, 4096, 8, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta))
+    # r = 128 query heads per KV head on 64-row CTAs: two CTAs per KV head share its KV reads
+    per_cta = 4096 * d * 2 * 2 * 100 / (1e12 * 0.5 * 2)
+    assert K.decode_attention_latency_s(c2, 100, 4096, 128, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta))
+    # a short call is its pipeline fill: D/128 x cta_latency, x fp8 factor with an fp8 cache
+    c3 = _attn(decode_cta_latency_s=2e-6, decode_fp8_cta_factor=1.5)
+    assert K.decode_attention_latency_s(c3, 1, 4, 8, 1, 256) == pytest.approx(5e-6 + 1e-6 + 4e-6)
+    assert K.decode_attention_latency_s(c3, 1, 4, 8, 1, 256, 1.0) == pytest.approx(5e-6 + 1e-6 + 6e-6)
 
 
 def test_decode_attention_fp8_window_and_monotonic():
