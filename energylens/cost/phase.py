@@ -108,6 +108,52 @@ class _Records:
         return self._built
 
 
+@dataclass(frozen=True)
+class _BatchClasses:
+    """Distinct values of the batch size (on one axis) and where each configuration's value sits."""
+
+    values: np.ndarray
+    index: np.ndarray  # for each element of the batch array (its trailing decode axis dropped), its value
+    axis: int
+
+    def expand(self, x):
+        """A total over the distinct values -> over the batch array's own axes."""
+        if isinstance(x, float):
+            return x
+        x = np.asarray(x)
+        nd = self.index.ndim
+        if x.ndim < nd - self.axis or x.shape[x.ndim - nd + self.axis] == 1:
+            return x  # does not depend on the batch
+        x = x.reshape((1,) * (nd - x.ndim) + x.shape)
+        return np.take_along_axis(x, self.index, axis=self.axis)
+
+
+def _batch_classes(decode: bool, sizes: dict, *others: dict) -> _BatchClasses | None:
+    """The batch's distinct values when it varies along several axes (pipeline degrees and batches) that no
+    other size, degree or axis size varies along, and it has at most half as many values as elements."""
+    b = np.asarray(sizes["b"], dtype=float)
+    axes = [i for i, n in enumerate(b.shape) if n > 1]
+    if len(axes) < 2 or b.size < 16:
+        return None
+    for d in (sizes, *others):
+        for k, v in d.items():
+            if k == "b":
+                continue
+            sh = np.shape(v)
+            pad = b.ndim - len(sh)
+            if pad < 0 or any(sh[i - pad] > 1 for i in axes if i >= pad):
+                return None
+    u, inv = np.unique(b, return_inverse=True)
+    if 2 * len(u) > b.size:
+        return None
+    ax = axes[-1]
+    values = u.reshape(tuple(len(u) if i == ax else 1 for i in range(b.ndim)))
+    index = inv.reshape(b.shape)
+    if decode:  # drop the trailing decode-point axis (totals are summed over it)
+        index = index[..., 0]
+    return _BatchClasses(values, index, ax)
+
+
 def axis_sizes(layout: Layout) -> dict[str, np.ndarray]:
     return {a: np.asarray(getattr(layout, a), dtype=float) for a in ("tp", "pp", "dp", "ep")}
 
@@ -119,8 +165,13 @@ def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
 
 
 def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
-                   weights: np.ndarray, *, decode: bool, routing=None, microbatches=None) -> PhaseArrays:
+                   weights: np.ndarray, *, decode: bool, routing=None, microbatches=None,
+                   distinct_batches: bool = False) -> PhaseArrays:
     """``routing`` (MoE models only): a routing string or ``energylens.moe.Routing``; None = uniform.
+
+    ``distinct_batches`` (totals only: no per-kernel records): where the batch per micro-batch is the only
+    size that varies along its axes (``batch / min(batch, pp)`` over pipeline degrees and batches), the
+    kernels are costed once per distinct value and the totals spread back (the same numbers).
 
     ``microbatches``: with pipeline parallelism the batch of a replica is split into ``m`` micro-batches
     that follow each other through the stages (GPipe-style fill and drain): the phase lasts one
@@ -194,7 +245,14 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     layer_energy: dict[str, np.ndarray] = {}
     plan, k_sec, c_sec = compile_sections(gpu, model, [steps for _, steps, _, _ in sections], variable)
     n_sec = len(sections)
-    cost = plan.evaluate(all_sizes, degs_pt, axes_pt, nodes_pt)
+    classes = None
+    if distinct_batches and moe is None:
+        used = {c.step.axis for c in plan.collectives}  # the axis sizes the plan reads
+        classes = _batch_classes(decode, all_sizes, degs_pt, {k: v for k, v in axes_pt.items() if k in used},
+                                 {k: v for k, v in nodes_pt.items() if k in used})
+    expand = (lambda x: x) if classes is None else classes.expand
+    cost = plan.evaluate(all_sizes if classes is None else {**all_sizes, "b": classes.values}, degs_pt, axes_pt,
+                         nodes_pt)
     has_c = [moe is not None and any(isinstance(st, OpStep) and "c" in st.op.dims for st in steps)
              for _, steps, _, _ in sections]
     cost_e = plan.evaluate(energy_sizes, degs_pt, axes_pt, nodes_pt) if any(has_c) else cost
@@ -209,15 +267,15 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     kernel_time = kernel_time_e = coll_time = coll_energy = np.asarray(0.0)
     rank_sums = {a: np.asarray(0.0) for a in sums}
     for i, (name, _, count, _) in enumerate(sections):
-        t_k = t_all[i]
-        t_e = te_all[i] if has_c[i] else t_k
+        t_k = expand(t_all[i])
+        t_e = expand(te_all[i]) if has_c[i] else t_k
         # the slowest expert-parallel rank sets the pace: the busiest rank's kernels, or the mean rank's where
         # tile/wave quantisation makes the busier token count run faster
         t_k = np.maximum(t_k, t_e)
-        t_c = tc_all[i]
-        e_c = ec_all[i]
+        t_c = expand(tc_all[i])
+        e_c = expand(ec_all[i])
         t = t_k + t_c
-        e = e_all[i] + e_c
+        e = expand(e_all[i]) + e_c
         if has_c[i]:  # the mean rank waits for the slowest one at idle power
             e = e + idle_energy_j(gpu, t_k - t_e)
         layer_time[name] = t  # per execution (one layer for blocks)
@@ -227,10 +285,10 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         coll_time = coll_time + t_c * count
         coll_energy = coll_energy + e_c * count
         for a, v in sums.items():
-            rank_sums[a] = rank_sums[a] + v[i] * count
+            rank_sums[a] = rank_sums[a] + expand(v[i]) * count
     if moe is None:
         kernel_time_e = kernel_time
-    records = _Records(sections, plan, k_sec, c_sec, cost, cost_e, has_c)
+    records = _Records(sections, plan, k_sec, c_sec, cost, cost_e, has_c) if classes is None else None
     tp = axes["tp"]
     dp = axes["dp"]
     pp = axes["pp"]
@@ -286,8 +344,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
     moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
-                       full(kernel_time), full(coll_time), full(p2p_time), records.kernels, records.collectives, p2p,
-                       reduce, layer_time, layer_energy, layer_time, layer_energy, kernels_energy=records.kernels_energy,
+                       full(kernel_time), full(coll_time), full(p2p_time), records.kernels if records else [],
+                       records.collectives if records else [], p2p, reduce, layer_time, layer_energy, layer_time,
+                       layer_energy, kernels_energy=records.kernels_energy if records else [],
                        moe_idle_wait_j=moe_wait,
                        moe=moe, microbatches=full(m))
 

@@ -333,9 +333,10 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
 
     # prefill: one evaluation over the whole grid (no output-length axis)
     sizes, weights = prefill_sizes(Workload(1, _axis(prompt, AX_P), 0), b_eval)
-    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False)
-    prefill = {f: getattr(pre, f) for f in PHASE_FIELDS}
     plans = _overlap_plans(spec)
+    totals_only = all(p is None for p in plans)  # overlap plans read the per-kernel records
+    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False, distinct_batches=totals_only)
+    prefill = {f: getattr(pre, f) for f in PHASE_FIELDS}
     for i, plan in enumerate(plans):  # one vectorised evaluation per overlap setting (not per configuration)
         if plan is not None:
             op = evaluate_overlap(m, g, lay, program, sizes, weights, decode=False, plans=[plan], baseline=pre)
@@ -476,7 +477,8 @@ def _decode_eval(m, g, lay, program, w: Workload, b_eval, plans=()) -> dict[str,
     t = np.asarray(sizes["t"])
     if np.all(t == 1.0):  # decode computes one query token per sequence: a scalar keeps arrays small
         sizes["t"] = np.asarray(1.0)
-    pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True)
+    pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True,
+                        distinct_batches=all(p is None for p in plans))
     out = {f: getattr(pa, f) for f in PHASE_FIELDS}
     for i, plan in enumerate(plans):
         if plan is not None:

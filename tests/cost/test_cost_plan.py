@@ -124,3 +124,22 @@ def test_all_ops_stacked_equals_ops_stacked_per_shape(model, layout, decode):
 
 def _close(x, y):
     np.testing.assert_array_equal(*np.broadcast_arrays(x, y))
+
+
+def test_distinct_batches_give_the_same_totals():
+    """Costing each distinct batch per micro-batch once (pipeline degrees x batches) spreads back bit for bit."""
+    m = load_model("llama3-8b")
+    g = load_gpu("h100-sxm")
+    pp = np.array([1, 2, 4]).reshape(1, 3, 1, 1, 1, 1, 1)
+    lay = Layout(tp=np.array([1, 2]).reshape(2, 1, 1, 1, 1, 1, 1), pp=pp)
+    b = (2.0 ** np.arange(8)).reshape(1, 1, 1, 1, 8, 1, 1)
+    p = np.array([128, 1000]).reshape(1, 1, 1, 1, 1, 2, 1)
+    o = np.array([40, 300]).reshape(1, 1, 1, 1, 1, 1, 2)
+    prog = build_program(m, lay)
+    for decode in (False, True):
+        sizes, w = (decode_sizes if decode else prefill_sizes)(Workload(1, p, o), b)
+        a = evaluate_phase(m, g, lay, prog, dict(sizes), w, decode=decode)
+        c = evaluate_phase(m, g, lay, prog, dict(sizes), w, decode=decode, distinct_batches=True)
+        for f in ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(c, f))
+        assert c.kernels == [] and len(a.kernels) > 0
