@@ -225,18 +225,6 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
             return np.sum(x * w, axis=-1)
         return x
 
-    def reduce_rows(x) -> np.ndarray:
-        """``reduce`` of each row of ``x`` (one per section; a row may lack leading axes of the sizes)."""
-        if isinstance(x, list):
-            return [reduce(v) for v in x]
-        x = np.asarray(x, dtype=float)
-        if decode:
-            missing = w.ndim - (x.ndim - 1)
-            if missing > 0:
-                x = x.reshape(x.shape[:1] + (1,) * missing + x.shape[1:])
-            return np.sum(x * w, axis=-1)
-        return reduce(x)
-
     variable = frozenset(sizes) | frozenset(moe.busiest if moe is not None else ())
     sections = [("pre", program.pre, 1, "")] + [
         (b.name, steps, b.count, f"{b.name}.") for b, steps in program.blocks
@@ -257,12 +245,12 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
              for _, steps, _, _ in sections]
     cost_e = plan.evaluate(energy_sizes, degs_pt, axes_pt, nodes_pt) if any(has_c) else cost
     fields = ("latency_s", "energy_j", "compute_energy_j", "memory_energy_j", "static_energy_j")
-    tot_e = {k: reduce_rows(v) for k, v in cost_e.section_totals(fields, k_sec, n_sec).items()}
-    t_all = tot_e["latency_s"] if cost_e is cost else reduce_rows(
-        cost.section_totals(fields[:1], k_sec, n_sec)["latency_s"])
+    pts = w if decode else None
+    tot_e = cost_e.section_totals(fields, k_sec, n_sec, pts)
+    t_all = tot_e["latency_s"] if cost_e is cost else cost.section_totals(fields[:1], k_sec, n_sec, pts)["latency_s"]
     te_all, e_all = tot_e["latency_s"], tot_e["energy_j"]
-    tc_all = reduce_rows(cost.section_collective_totals("latency_s", c_sec, n_sec))
-    ec_all = reduce_rows(cost.section_collective_totals("energy_j_per_gpu", c_sec, n_sec))
+    tc_all = cost.section_collective_totals("latency_s", c_sec, n_sec, pts)
+    ec_all = cost.section_collective_totals("energy_j_per_gpu", c_sec, n_sec, pts)
     sums = {a: tot_e[a] for a in fields[2:]}
     kernel_time = kernel_time_e = coll_time = coll_energy = np.asarray(0.0)
     rank_sums = {a: np.asarray(0.0) for a in sums}

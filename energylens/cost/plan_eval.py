@@ -36,19 +36,30 @@ def evaluate_plan(plan, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, n
     """Costs of ``plan`` (a ``StepsPlan``) at the sizes; ``flat`` forces (True) or forbids (False) stacking
     all ops in one array (default: by size, see the module docstring)."""
     vals = {key: key_value(key, sizes, degrees) for key in plan.keys}
-    products: dict[tuple, np.ndarray] = {}
-    for sig in plan.flat.sigs:
-        if sig:
-            p = vals[sig[0]]
-            for k in sig[1:]:
-                p = p * vals[k]
-            products[sig] = p
-    shape = np.broadcast_shapes(*(np.shape(p) for p in products.values()))
+    shape = np.broadcast_shapes(*(np.shape(v) for v in vals.values()))
     if flat is None:
         flat = plan.flat.ok and int(np.prod(shape)) <= FLAT_MAX_ELEMENTS
+    products = _Products(vals)
     if flat:
+        for sig in plan.flat.sigs[1:]:
+            products[sig]  # noqa: B018 - every product, for the one stacked array
         return _evaluate_flat(plan, products, shape, axis_sizes, nodes)
     return _evaluate_grouped(plan, products, axis_sizes, nodes)
+
+
+class _Products(dict):
+    """Size products by key tuple, each computed on first use (a sweep keeps only those in use alive)."""
+
+    def __init__(self, vals: dict) -> None:
+        super().__init__()
+        self.vals = vals
+
+    def __missing__(self, sig: tuple) -> np.ndarray:
+        p = self.vals[sig[0]]
+        for k in sig[1:]:
+            p = p * self.vals[k]
+        self[sig] = p
+        return p
 
 
 def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
@@ -86,8 +97,9 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
                 eff[i] = _moe_efficiency(gpu, term, f, ev)
             i += 1
     for (dtype, shape), members in gemms.items():
-        if len(members) == 1:
-            eff[members[0][0]] = gemm_efficiency(gpu, dtype, *members[0][1])
+        if len(members) == 1 or _large(shape):  # big arrays: no stacked copies (their calls cost little)
+            for ix, args in members:
+                eff[ix] = gemm_efficiency(gpu, dtype, *args)
             continue
         rows = gemm_efficiency(gpu, dtype, *(_stack([a[j] for _, a in members], len(shape)) for j in range(4)))
         for r, (ix, _) in enumerate(members):
@@ -122,17 +134,19 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
         groups.setdefault((np.broadcast_shapes(*(np.shape(x) for x in arrs)), att[j] is not None),
                           []).append(j)
     costs = []
-    for (shape, has_att), idx in groups.items():
-        col = (len(idx),) + (1,) * len(shape)
-        mem = np.array([plan.kernels[j].memory_efficiency for j in idx]).reshape(col)
-        ovh = np.array([plan.kernels[j].overhead_s for j in idx]).reshape(col)
-        n = len(shape)
-        kc = kernel_cost_from_terms(gpu, _stack([compute_s[j] for j in idx], n), _stack([bytes_k[j] for j in idx], n),
-                                    _stack([e_compute[j] for j in idx], n), memory_efficiency=mem, overhead_s=ovh,
-                                    latency_s=_stack([att[j] for j in idx], n) if has_att else None)
-        if kc.latency_s.shape[0] != len(idx):  # every input was shared: one row per kernel all the same
-            kc = _rows(kc, len(idx))
-        costs.append((idx, kc))
+    for (shape, has_att), members in groups.items():
+        for idx in ([[j] for j in members] if _large(shape) else [members]):
+            col = (len(idx),) + (1,) * len(shape)
+            mem = np.array([plan.kernels[j].memory_efficiency for j in idx]).reshape(col)
+            ovh = np.array([plan.kernels[j].overhead_s for j in idx]).reshape(col)
+            n = len(shape)
+            kc = kernel_cost_from_terms(gpu, _stack([compute_s[j] for j in idx], n),
+                                        _stack([bytes_k[j] for j in idx], n), _stack([e_compute[j] for j in idx], n),
+                                        memory_efficiency=mem, overhead_s=ovh,
+                                        latency_s=_stack([att[j] for j in idx], n) if has_att else None)
+            if kc.latency_s.shape[0] != len(idx):  # every input was shared: one row per kernel all the same
+                kc = _rows(kc, len(idx))
+            costs.append((idx, kc))
     # --- collectives, stacked per (kind, axis)
     by_kind: dict[tuple, list[int]] = {}
     msgs = [ev(c.message) for c in plan.collectives]
@@ -332,9 +346,16 @@ class Segments:
         return out
 
 
+LARGE_ELEMENTS = 1 << 16  # above this many values per op, ops are costed one call each (no stacked copies)
+
+
+def _large(shape: tuple) -> bool:
+    return int(np.prod(shape)) > LARGE_ELEMENTS
+
+
 def _stack(xs: list, ndim: int) -> np.ndarray:
     """``xs`` stacked on a new leading axis, each over the axes it has (padded to ``ndim``), not expanded to
-    the others' axes; one shared array stays one row (broadcast over the stack)."""
+    the others' axes; one shared array (or a single one) stays one row, a view (broadcast over the stack)."""
     first = xs[0]
     if all(x is first for x in xs):
         a = np.asarray(first, dtype=float)
@@ -403,10 +424,12 @@ class StepsCost:
             out = out + (np.sum(x, axis=0) if len(idx) > 1 else x)
         return out
 
-    def section_totals(self, attrs: tuple[str, ...], section: np.ndarray, n: int) -> dict:
-        """Per-section sums of ``KernelCost`` fields over each section's kernels, added in the plan's
-        ``sum_order`` (fixed at compile time, so the result does not depend on how kernels were stacked):
-        {field: array ``[section, ...]`` when every kernel has the same shape, else a list per section}."""
+    def section_totals(self, attrs: tuple[str, ...], section: np.ndarray, n: int, weights=None) -> dict:
+        """Per-section sums of ``KernelCost`` fields over each section's kernels. With decode ``weights`` each
+        kernel's field is first summed over the trailing decode-point axis (``sum(x * weights, -1)``). Kernels
+        are added in the plan's ``sum_order`` (fixed at compile time, so the result does not depend on how
+        they were stacked): {field: array ``[section, ...]`` when every kernel has the same shape, else a
+        list per section}."""
         shapes = {np.shape(kc.latency_s)[1:] for _, kc in self.costs}
         order = self.plan.sum_order
         sec = section[order]
@@ -417,7 +440,7 @@ class StepsCost:
             for idx, kc in self.costs:
                 for a, attr in enumerate(attrs):
                     x[a, idx] = getattr(kc, attr)
-            x = x[:, order]
+            x = _points(x[:, order], weights, 2)
             sums = np.stack([np.cumsum(x[:, lo:hi], axis=1)[:, -1] for lo, hi in zip(bounds[:-1], bounds[1:],
                                                                                    strict=True)], axis=1)
             return dict(zip(attrs, sums, strict=True))
@@ -426,17 +449,18 @@ class StepsCost:
         for j in order:
             kc, r = self._where[j]
             for attr in attrs:
-                out[attr][section[j]] = out[attr][section[j]] + getattr(kc, attr)[r]
+                out[attr][section[j]] = out[attr][section[j]] + _points(getattr(kc, attr)[r], weights, 0)
         return out
 
-    def section_collective_totals(self, attr: str, section: np.ndarray, n: int) -> list:
-        """Per-section sums (program order) over the collectives of ``latency_s`` or ``energy_j_per_gpu``."""
+    def section_collective_totals(self, attr: str, section: np.ndarray, n: int, weights=None) -> list:
+        """Per-section sums (program order) over the collectives of ``latency_s`` or ``energy_j_per_gpu``
+        (each summed over decode points first, as in :meth:`section_totals`)."""
         self._index()
         out = [np.asarray(0.0)] * n
         for j, sec in enumerate(section):
             idx, _, cc, r = self._cwhere[j]
             x = getattr(cc, attr)
-            out[sec] = out[sec] + (x[r] if len(idx) > 1 else x)
+            out[sec] = out[sec] + _points(x[r] if len(idx) > 1 else x, weights, 0)
         return out
 
     def _index(self) -> None:
@@ -464,6 +488,18 @@ class StepsCost:
             cs.append(CollectiveRecord(prefix + st.name, st.kind, st.axis, count, group, np.asarray(self.msgs[j]),
                                        lat, en, st.reason))
         return ks, cs
+
+
+def _points(x, weights, lead: int):
+    """``x`` summed over the trailing decode-point axis with ``weights`` (None: as it is); ``lead`` leading
+    axes of ``x`` are not configuration axes (the weights align with the axes after them)."""
+    if weights is None:
+        return x
+    x = np.asarray(x, dtype=float)
+    missing = np.ndim(weights) - (x.ndim - lead)
+    if missing > 0:
+        x = x.reshape(x.shape[:lead] + (1,) * missing + x.shape[lead:])
+    return np.sum(x * weights, axis=-1)
 
 
 def _row(x, r):
