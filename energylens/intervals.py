@@ -53,6 +53,20 @@ def _cell(intervals: Mapping, family: str, gpu: str, metric: str) -> tuple[dict 
     return None, ""
 
 
+def factors(family: str, gpu_key: str, metric: str, level: float = 0.8,
+            intervals: Mapping | None = None) -> tuple[float, float, str] | None:
+    """``(low, high, basis)``: the multiplicative 80 % (or 50 / 90 %) range of ``metric`` for a model
+    family on a GPU (``measured in [pred x low, pred x high]``), or ``None`` without a residual cell."""
+    table = load_intervals() if intervals is None else intervals
+    entry, key = _cell(table, family, gpu_key, metric) if table else (None, "")
+    if entry is None:
+        return None
+    lo_q, hi_q = INTERVAL_LEVELS[level]
+    q = entry["quantiles"]
+    return (math.exp(-float(q[str(hi_q)])), math.exp(-float(q[str(lo_q)])),
+            f"residual quantiles of {key} ({entry['n']} dev rows)")
+
+
 def interval_for(model, gpu_key: str, values: Mapping[str, float], level: float = 0.8,
                  intervals: Mapping | None = None) -> dict:
     """``{metric: {low, high, level, basis}}`` around each predicted value; empty when no residual
@@ -63,17 +77,12 @@ def interval_for(model, gpu_key: str, values: Mapping[str, float], level: float 
     table = load_intervals() if intervals is None else intervals
     if not table:
         return {}
-    lo_q, hi_q = INTERVAL_LEVELS[level]
     family = model_family(model)
     out = {}
     for metric, value in values.items():
-        entry, key = _cell(table, family, gpu_key, metric)
-        if entry is None:
-            continue
-        q = entry["quantiles"]
-        lo, hi = float(q[str(lo_q)]), float(q[str(hi_q)])
-        out[metric] = {"low": value * math.exp(-hi), "high": value * math.exp(-lo), "level": level,
-                       "basis": f"residual quantiles of {key} ({entry['n']} dev rows)"}
+        f = factors(family, gpu_key, metric, level, table)
+        if f is not None:
+            out[metric] = {"low": value * f[0], "high": value * f[1], "level": level, "basis": f[2]}
     return out
 
 

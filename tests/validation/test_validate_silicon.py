@@ -83,3 +83,25 @@ def test_memory_fraction_sensitivity(silicon_csv, capsys):
     assert "gpu_memory_utilization" in capsys.readouterr().err
     assert main(["validate", "--gpu-memory-utilization", "0.95"]) == 2
     assert "silicon" in capsys.readouterr().err
+
+
+def test_interval_coverage_tool_counts_rows_inside_the_plan_interval(silicon_csv):
+    """tools/silicon_interval_coverage.py: the fraction of rows whose measured TTFT/TPOT lie in the plan's range."""
+    import importlib.util
+    from pathlib import Path
+
+    from energylens.intervals import factors
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "silicon_interval_coverage.py"
+    spec = importlib.util.spec_from_file_location("silicon_interval_coverage", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.coverage(silicon_csv)
+    v = validate_silicon_csv(silicon_csv)
+    inside = 0
+    for r in v.ok:  # by hand, the same rule
+        lo, hi, basis = factors(r.family, r.gpu, "decode_step_latency_s")
+        assert lo < 1.0 < hi and "residual quantiles" in basis
+        inside += lo * r.predicted["ttft_s"] <= r.measured["ttft_s"] <= hi * r.predicted["ttft_s"]
+    assert c["rows"] == len(v.ok) == 4 and c["ttft_s"] == pytest.approx(inside / 4)
+    assert factors("dense", "h100-sxm", "no_such_metric") is None
