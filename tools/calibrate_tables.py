@@ -6,7 +6,8 @@ shipped NVIDIA AIConfigurator kernel tables and print the held-out error tables 
     python tools/calibrate_tables.py --every 4    # every 4th row (quick look; do not write)
 
 Data: energylens/data/calibration/aiconfigurator/ (see its SOURCE.md). Formulas: energylens/cost/families.py
-(latency) and energylens/cost/roofline.py (energy); fitting: energylens/calibration/{kernels,power,report}.py.
+(latency) and energylens/cost/roofline.py + cost/power.py (energy: idle + busy power, J/FLOP, J/B, power cap);
+fitting: energylens/calibration/{kernels,power,report}.py. H100 SXM has no power table: it takes the H200 power fit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import time
 
 from energylens.calibration.profiles import write_profile
-from energylens.calibration.report import calibrate, markdown_table, profile_updates
+from energylens.calibration.report import calibrate, markdown_table, power_for, profile_updates
 from energylens.calibration.tables import GPU_TAGS
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     fits, powers = calibrate(gpus, max(1, args.every))
     if not args.no_write and args.every <= 1:
         for key in gpus:
-            path = write_profile(key, profile_updates(fits, key))
+            path = write_profile(key, profile_updates(fits, key, power_for(powers, key)))
             print(f"wrote {path}")
     print(markdown_table(fits, powers))
     print(f"\n({time.perf_counter() - t0:.1f} s)")

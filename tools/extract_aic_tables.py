@@ -57,6 +57,10 @@ SHARE = {  # per-mille of rows kept: (latency tables, power tables)
     "custom_allreduce": (1000, 0), "gemm": (1000, 0),
 }
 POWER_GEMM_NK = {256, 1024, 2048, 4096, 7168, 8192, 16384}
+# power tables also keep this per-mille of the rows of at least POWER_LONG_MS: the rows whose replay runs long
+# enough for NVML to read the kernel (the power fit uses only those; decode attention has few of them)
+POWER_LONG_SHARE = {"generation_attention": 500, "context_attention": 120, "moe": 120}
+POWER_LONG_MS = 0.1
 
 
 def _keep(fam: str, row: dict, share: int, power: bool) -> bool:
@@ -64,6 +68,8 @@ def _keep(fam: str, row: dict, share: int, power: bool) -> bool:
         nk = POWER_GEMM_NK if power else GEMM_NK
         return int(row["m"]) in GEMM_M and int(row["n"]) in nk and int(row["k"]) in nk
     key = "|".join(row[c] for c in COLUMNS[fam])
+    if power and float(row["latency_ms"]) >= POWER_LONG_MS:
+        share = max(share, POWER_LONG_SHARE.get(fam, 0))
     return zlib.crc32(key.encode()) % 1000 < share
 
 

@@ -1,25 +1,34 @@
-"""Fit the kernel energy coefficients of :mod:`energylens.cost.roofline` to NVML kernel power tables.
+"""Fit the kernel power coefficients of :mod:`energylens.cost.roofline` to NVIDIA's NVML kernel power tables.
 
-Model (the one the cost engine uses)::
+Model (the one the cost engine uses; the formula is :func:`energylens.cost.power.kernel_power_w`)::
 
-    P = P_static + (flops * energy_per_flop[dtype] + bytes * energy_per_byte_hbm) / latency
-    capped at power_limit (the kernel then stretches; the tables' latency already includes that)
+    P = idle_power + busy_power + (flops * energy_per_flop[dtype] + bytes * energy_per_byte_hbm) / latency
+    capped at power_limit (the kernel then runs at a lower clock; the tables' latency already includes that)
 
-Fitted per GPU with a power table (``power_<gpu>_0.22.0_<family>``, H200 and B200; vLLM 0.22 kernels
-replayed while NVML board power is polled) by robust least squares on log power with a rounded cap, on
-the rows of at least 1/3000 s only (the collector replays at most 3000 times; a shorter kernel runs for
-less than NVML's ~1 s averaging window, so its reading mixes in idle power). J/FLOP of a narrower dtype is
-bounded by the wider one's; J/byte by the headroom a weight stream may use (``STREAM_SHARE_MAX``). FLOPs
-and bytes per row are the physical counts of each family (GEMM ``2MNK`` and A+B+C; attention
+``idle_power`` is the profile's (context held, nothing running); ``busy_power`` is what running SMs add
+before they do any counted work (clocks, warp schedulers, L2 and crossbar awake). Fitted per GPU with a
+power table (``power_<gpu>_0.22.0_<family>``, H200 and B200; vLLM 0.22 kernels replayed under CUDA graphs
+while NVML board power is polled every 100 ms) by robust least squares (soft-L1) on log power, the cap with
+a rounded corner, each family weighted equally (GEMM, decode attention, prefill attention, fused MoE).
+
+Rows used: kernels of at least ``MIN_LATENCY_S`` = 100 us. The collector replays a kernel at most 3000
+times, so a 100 us kernel runs for 0.3 s (three NVML samples); below that the reading mixes in idle: on
+H200 bf16 weight-streaming GEMMs (M <= 16) the median reads 155 W at < 5 us, 378 W at 10-20 us, 590 W at
+80-120 us and 613 W at 0.33-0.6 ms (achieved bandwidth 0.84 -> 0.88 of peak over the last two), so from
+100 us on the reading is the kernel's. What identifies each coefficient:
+
+* ``busy_power``: long kernels that move few bytes and do few FLOPs (decode attention over thousands of
+  short sequences, 0.4-1.7 ms at < 5 % of HBM bandwidth: 280-440 W on H200, against 130 W idle).
+* ``energy_per_byte_hbm``: memory-bound kernels at different bandwidths (weight streaming, decode
+  attention, small-token MoE); bounded so that a stream at the fitted bandwidth stays under the limit.
+* ``energy_per_flop_<dtype>``: compute-bound kernels below the cap (prefill attention, mid-size GEMMs);
+  a narrower dtype's J/FLOP is bounded by the wider one's. Most large GEMMs and MoEs run at the cap, where
+  the power is the limit whatever the split.
+
+FLOPs and bytes per row are the physical counts of each family (GEMM ``2MNK`` and A+B+C; attention
 ``4·b·h·keys·D`` and the KV stream; fused MoE the expert GEMMs of the shard's tokens and the hit experts'
-weights). Held-out shapes as for latency (``HOLDOUT``; GEMM N or K = 7168).
-
-The fit is reported, not written into the profiles (kernels keep idle power as their static power and
-J/FLOP derived from the power limit and the fitted GEMM efficiency): the reliable rows are almost all large kernels running at or near the power limit, so the
-split between busy static power and J/FLOP is not identified by them (H200: 444 W static), and with those
-values the serving model's energy per token on the ML.ENERGY development rows goes from 14 % to 22 %
-MAPE (per-model refit floor 11 % -> 21 %): too much static power for the short kernels of decode
-steps. :func:`profile_power` scores the profile's own coefficients on the same held-out rows.
+weights). Whole shapes are held out (``HOLDOUT``; GEMM N or K = 7168) and the held-out error is the APE of
+energy per call at the measured latency (= power APE).
 """
 
 from __future__ import annotations
@@ -31,23 +40,29 @@ from scipy.optimize import least_squares
 
 from energylens.calibration.kernels import HOLDOUT, aic_expert_loads, subsample
 from energylens.calibration.tables import Table, has_table, load_table
+from energylens.cost.power import kernel_power_w
 from energylens.hardware.profile import GPU
 
 STREAM_SHARE_MAX = 0.95  # a weight stream at the achieved bandwidth uses at most this share of the headroom
 POWER_GEMM_HOLDOUT = {"n": (7168,), "k": (7168,)}  # the power GEMM subset has no latency hold-out N/K values
-MIN_LATENCY_S = 1.0 / 3000.0  # the collector replays at most 3000 times: shorter kernels run < 1 s and NVML's ~1 s average mixes in idle
+MIN_LATENCY_S = 1e-4  # shorter kernels replay for < 0.3 s (at most 3000 times) and NVML's reading mixes in idle
 FAMILIES = ("gemm", "generation_attention", "context_attention", "moe")
 FAMILY_NAMES = {"gemm": "gemm", "generation_attention": "decode attention", "context_attention": "prefill attention",
                 "moe": "moe"}
 _EB = {"bfloat16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "nvfp4": 0.5625, "int4_wo": 0.5}
 _FLOP_CLASS = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4", "int4_wo": "bf16"}
 CLASSES = ("bf16", "fp8", "fp4")
+CORNER_W = 10.0  # rounded cap corner while fitting (W)
+# (GPU, table, dtype) rows scored but never fitted, and why
+NOT_FITTED = {("b200", "gemm", "fp8_block"): "host-bound: about 0.16 ms per call whatever the shape (bf16 does the "
+              "same GEMMs in 0.02 ms) at near-idle power, so the kernel time is mostly an idle GPU"}
 
 
 @dataclass
 class PowerFit:
     gpu: str
-    static_power_w: float  # busy static power
+    idle_power_w: float  # the profile's (not fitted)
+    busy_power_w: float
     energy_per_flop_j: dict[str, float]
     energy_per_byte_j: float
     power_limit_w: float
@@ -55,6 +70,11 @@ class PowerFit:
     sources: list[str]
     held_energy_ape: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     derived_from: str = ""
+
+    @property
+    def static_power_w(self) -> float:
+        """Board power of a running kernel before its dynamic energy: idle + busy (W)."""
+        return self.idle_power_w + self.busy_power_w
 
     @property
     def source(self) -> str:
@@ -104,90 +124,130 @@ def _held(family: str, t: Table) -> np.ndarray:
     return mask
 
 
-def fit_power(gpu: GPU, every: int = 1) -> PowerFit:
-    """Fit busy static power, J/FLOP per dtype class and J/byte on every power table of ``gpu``.
+@dataclass
+class _Part:
+    family: str
+    table: Table
+    flops: np.ndarray
+    bytes: np.ndarray
+    cls: np.ndarray
+    held: np.ndarray
 
-    J/byte is fitted as a share ``u`` (0..STREAM_SHARE_MAX) of the headroom a weight stream at the profile's
-    achieved bandwidth can use (``e_byte = u (limit - P_static) / (bw x max_memory_efficiency)``): the latency
-    tables reach that bandwidth, so a stream must not throttle; the reliable power rows hold too few
-    memory-bound kernels to pin J/byte on their own."""
+    @property
+    def latency_s(self) -> np.ndarray:
+        return self.table["latency_ms"] * 1e-3
+
+    def fitted(self, gpu_key: str) -> np.ndarray:
+        """Rows the fit may use (not held out, long enough, not in ``NOT_FITTED``)."""
+        use = ~self.held & (self.latency_s >= MIN_LATENCY_S)
+        if self.family == "gemm":
+            for (g, fam, dt) in NOT_FITTED:
+                if g == gpu_key and fam == "gemm":
+                    use &= self.table["gemm_dtype"] != dt
+        return use
+
+    def groups(self) -> dict[str, np.ndarray]:
+        """Held-out report groups: GEMM per table dtype, every other family whole."""
+        if self.family != "gemm":
+            return {FAMILY_NAMES[self.family]: np.ones(len(self.table), dtype=bool)}
+        dt = self.table["gemm_dtype"]
+        return {f"gemm {d}": dt == d for d in sorted(set(dt.tolist()))}
+
+
+def _parts(gpu: GPU, every: int) -> list[_Part]:
     parts = []
     for fam in FAMILIES:
         if has_table(gpu.key, fam, power=True):
             t = subsample(load_table(gpu.key, fam, power=True), every)
             t = t.select(np.char.find(t["kernel_source"].astype(str), "marlin") < 0)
             flops, byts, cls = _counts(fam, t)
-            parts.append((fam, t, flops, byts, cls, _held(fam, t)))
-    limit = float(np.median(np.concatenate([p[1]["power_limit_w"] for p in parts])))
-    rates, meas = [], []
-    for _fam, t, flops, byts, cls, held in parts:
-        lat = t["latency_ms"] * 1e-3
-        use = ~held & (lat >= MIN_LATENCY_S)
-        rates.append(np.stack([np.where(cls == c, flops, 0.0) for c in CLASSES] + [byts], axis=1)[use] / lat[use, None])
-        meas.append(t["avg_power_w"][use])
+            parts.append(_Part(fam, t, flops, byts, cls, _held(fam, t)))
+    return parts
+
+
+def _dynamic_w(fit: PowerFit, p: _Part) -> np.ndarray:
+    e_flop = np.zeros(len(p.flops))
+    for c, v in fit.energy_per_flop_j.items():
+        e_flop = np.where(p.cls == c, v, e_flop)
+    return (p.flops * e_flop + p.bytes * fit.energy_per_byte_j) / p.latency_s
+
+
+def predicted_power_w(fit: PowerFit, part: _Part) -> np.ndarray:
+    """Power of each row of ``part`` under ``fit`` at the row's measured latency (W)."""
+    return kernel_power_w(fit.idle_power_w, fit.busy_power_w, _dynamic_w(fit, part), fit.power_limit_w)
+
+
+def _score(fit: PowerFit, parts: list[_Part]) -> None:
+    for p in parts:
+        ape = np.abs(predicted_power_w(fit, p) / p.table["avg_power_w"] - 1.0)
+        score = p.held & (p.latency_s >= MIN_LATENCY_S)
+        for name, mask in p.groups().items():
+            fit.held_energy_ape[name] = ape[score & mask]
+
+
+def fit_power(gpu: GPU, every: int = 1) -> PowerFit:
+    """Fit busy power, J/FLOP per dtype class and J/byte on every power table of ``gpu`` (its idle power
+    is the profile's). J/byte is fitted as a share ``u`` (0..STREAM_SHARE_MAX) of the headroom a weight
+    stream at the profile's achieved bandwidth may use (``e_byte = u (limit - idle - busy) / (bw x
+    max_memory_efficiency)``): the latency tables reach that bandwidth, so a stream must not throttle."""
+    parts = _parts(gpu, every)
+    limit = float(np.median(np.concatenate([p.table["power_limit_w"] for p in parts])))
+    idle = gpu.idle_power_w
+    rates, meas, weights = [], [], []
+    for p in parts:
+        use = p.fitted(gpu.key)
+        rates.append(np.stack([np.where(p.cls == c, p.flops, 0.0) for c in CLASSES] + [p.bytes], axis=1)[use]
+                     / p.latency_s[use, None])
+        meas.append(p.table["avg_power_w"][use])
+        weights.append(np.full(int(use.sum()), 1.0 / max(int(use.sum()), 1)))  # each family weighs the same
     rate, measured = np.concatenate(rates), np.concatenate(meas)
+    sqrt_w = np.sqrt(np.concatenate(weights) * len(measured) / len(parts))
     classes = [c for i, c in enumerate(CLASSES) if rate[:, i].any()]  # bf16 first (CLASSES order)
     flop_rate = rate[:, [CLASSES.index(c) for c in classes]]
     stream_bw = gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency
+    headroom = limit - idle
 
     def unpack(x):
-        static = 100.0 * x[0]
+        busy = x[0] * headroom
         # bf16 J/FLOP, then each narrower class as a fraction (<= 1) of the one before: a narrower
         # tensor-core FLOP never costs more than a wider one
         e_flop = 1e-13 * x[1] * np.cumprod(np.concatenate([[1.0], x[2:-1]]))
-        e_byte = x[-1] * (limit - static) / stream_bw
-        return static, e_flop, e_byte
+        e_byte = x[-1] * (headroom - busy) / stream_bw
+        return busy, e_flop, e_byte
 
-    def power(x):
-        static, e_flop, e_byte = unpack(x)
-        return smooth_cap_w(static + flop_rate @ e_flop + rate[:, -1] * e_byte, limit)
+    def resid(x):
+        busy, e_flop, e_byte = unpack(x)
+        p = kernel_power_w(idle, busy, flop_rate @ e_flop + rate[:, -1] * e_byte, limit, corner_w=CORNER_W)
+        return sqrt_w * np.log(p / measured)
 
-    x0 = np.array([2.0, 3.0] + [0.5] * (len(classes) - 1) + [0.5])
-    hi = np.array([limit / 100.0, np.inf] + [1.0] * (len(classes) - 1) + [STREAM_SHARE_MAX])
-    res = least_squares(lambda x: np.log(power(x) / measured), x0, bounds=(np.zeros_like(x0), hi),
-                        loss="soft_l1", f_scale=0.05)
-    static, e_flop, e_byte = unpack(res.x)
-    fit = PowerFit(gpu.key, float(static), dict(zip(classes, map(float, e_flop), strict=True)),
-                   float(e_byte), limit, len(measured), [p[1].path for p in parts])
-    for fam, t, flops, byts, cls, held in parts:
-        lat = t["latency_ms"] * 1e-3
-        p_pred = predicted_power_w(fit, flops, byts, cls, lat)
-        e_ape = np.abs(p_pred * lat / (t["avg_power_w"] * lat) - 1.0)
-        fit.held_energy_ape[FAMILY_NAMES[fam]] = e_ape[held & (lat >= MIN_LATENCY_S)]
+    x0 = np.array([0.3, 5.0] + [0.5] * (len(classes) - 1) + [0.5])
+    hi = np.array([0.95, np.inf] + [1.0] * (len(classes) - 1) + [STREAM_SHARE_MAX])
+    res = least_squares(resid, x0, bounds=(np.zeros_like(x0), hi), loss="soft_l1", f_scale=0.05)
+    busy, e_flop, e_byte = unpack(res.x)
+    fit = PowerFit(gpu.key, idle, float(busy), dict(zip(classes, map(float, e_flop), strict=True)),
+                   float(e_byte), limit, len(measured), [p.table.path for p in parts])
+    _score(fit, parts)
     return fit
-
-
-def smooth_cap_w(p, limit: float, width_w: float = 10.0) -> np.ndarray:
-    """``min(p, limit)`` with a rounded corner ``width_w`` wide (so a fit sees the capped rows' slope)."""
-    z = (limit - np.asarray(p, dtype=float)) / width_w
-    return limit - width_w * np.logaddexp(0.0, z) + width_w * np.log(2.0) * 0.0
-
-
-def predicted_power_w(fit: PowerFit, flops, byts, cls, latency_s) -> np.ndarray:
-    e_flop = np.zeros(len(flops))
-    for c, v in fit.energy_per_flop_j.items():
-        e_flop = np.where(cls == c, v, e_flop)
-    p = fit.static_power_w + (flops * e_flop + byts * fit.energy_per_byte_j) / latency_s
-    return np.minimum(p, fit.power_limit_w)
 
 
 def profile_power(gpu: GPU, every: int = 1) -> PowerFit:
-    """The profile's own power coefficients (idle power while busy, J/FLOP per dtype, J/byte) scored on the same
-    held-out power-table rows as :func:`fit_power` (``derived_from`` names the profile)."""
-    e_flop = {"bf16": gpu.energy_per_flop_j("bf16"), "fp8": gpu.energy_per_flop_j("fp8")}
-    e_flop["fp4"] = e_flop["fp8"]
-    fit = PowerFit(gpu.key, gpu.idle_power_w, e_flop,
-                   gpu.energy_per_byte_j, gpu.power_limit_w, 0, [], derived_from=f"profile {gpu.key}")
-    for fam in FAMILIES:
-        if has_table(gpu.key, fam, power=True):
-            t = subsample(load_table(gpu.key, fam, power=True), every)
-            t = t.select(np.char.find(t["kernel_source"].astype(str), "marlin") < 0)
-            flops, byts, cls = _counts(fam, t)
-            lat = t["latency_ms"] * 1e-3
-            held = _held(fam, t) & (lat >= MIN_LATENCY_S)
-            p = predicted_power_w(fit, flops, byts, cls, lat)
-            fit.held_energy_ape[FAMILY_NAMES[fam]] = np.abs(p / t["avg_power_w"] - 1.0)[held]
+    """The profile's own power coefficients (idle and busy power, J/FLOP per dtype, J/byte) scored on the
+    same held-out power-table rows as :func:`fit_power` (``derived_from`` names the profile)."""
+    e_flop = {c: gpu.energy_per_flop_j(c) for c in CLASSES if gpu.has(f"energy_per_flop_{c}")}
+    e_flop.setdefault("fp4", e_flop["fp8"])
+    fit = PowerFit(gpu.key, gpu.idle_power_w, gpu.busy_power_w, e_flop, gpu.energy_per_byte_j, gpu.power_limit_w,
+                   0, [], derived_from=f"profile {gpu.key}")
+    _score(fit, _parts(gpu, every))
     return fit
 
 
-__all__ = ["PowerFit", "fit_power", "predicted_power_w", "profile_power"]
+def scaled_fit(fit: PowerFit, gpu: GPU) -> PowerFit:
+    """``fit`` (of a GPU with a power table) carried to ``gpu``, a board with the same die and clocks but
+    another memory and maybe another limit (H100 SXM from H200): busy power and J/FLOP are the die's and
+    kept; J/byte is kept (the whole-GPU path per byte is mostly on-die: L2, crossbar, PHY); idle power and
+    the limit are ``gpu``'s. Nothing is scored (no table)."""
+    return PowerFit(gpu.key, gpu.idle_power_w, fit.busy_power_w, dict(fit.energy_per_flop_j), fit.energy_per_byte_j,
+                    gpu.power_limit_w, 0, list(fit.sources), derived_from=f"{fit.gpu} power fit")
+
+
+__all__ = ["MIN_LATENCY_S", "NOT_FITTED", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "scaled_fit"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from energylens.calibration.kernels import FamilyFit, fit_latency_families
-from energylens.calibration.power import PowerFit, fit_power, profile_power
+from energylens.calibration.power import NOT_FITTED, PowerFit, fit_power, profile_power, scaled_fit
 from energylens.calibration.tables import GPU_TAGS, has_table
 from energylens.hardware.profile import Quantity, load_gpu
 
@@ -17,20 +17,33 @@ TOOL = "python tools/calibrate_tables.py"
 ALIASES = {"bf16": ("bf16", "fp16")}
 
 
+# a GPU without a power table takes the power fit of the GPU with the same die and clocks
+POWER_DONOR = {"h100-sxm": "h200"}
+
+
 def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None) -> tuple[list[FamilyFit], list[PowerFit]]:
     """Latency fits for every GPU in ``gpus``; where a power table exists, the power fit and the check of
-    the profile's own (shipped) power coefficients on the same held-out rows.
+    the profile's own power coefficients (after the fit is written) on the same held-out rows; a GPU in
+    ``POWER_DONOR`` gets its donor's fit (:func:`energylens.calibration.power.scaled_fit`).
     ``base`` maps a GPU key to the profile fitted from (default: the built-in spec-sheet profile)."""
     fits: list[FamilyFit] = []
     powers: list[PowerFit] = []
+    fams: dict[str, list[FamilyFit]] = {}
+    for key in gpus:
+        fams[key] = fit_latency_families((base or {}).get(key) or load_gpu(key), every)
+        fits += fams[key]
+    donors = {key: fit_power(_with_fits((base or {}).get(key) or load_gpu(key), fams.get(key) or
+                                        fit_latency_families(load_gpu(key), every)), every)
+              for key in dict.fromkeys([k for k in gpus if has_table(k, "gemm", power=True)]
+                                       + [POWER_DONOR[k] for k in gpus if k in POWER_DONOR])}
     for key in gpus:
         gpu = (base or {}).get(key) or load_gpu(key)
-        fam = fit_latency_families(gpu, every)
-        fits += fam
+        if key in POWER_DONOR:
+            powers.append(scaled_fit(donors[POWER_DONOR[key]], gpu))
         if has_table(key, "gemm", power=True):
-            fitted = _with_fits(gpu, fam)
-            powers.append(fit_power(fitted, every))
-            powers.append(profile_power(fitted.with_quantities(profile_updates(fam, key)), every))
+            powers.append(donors[key])
+            shipped = gpu.with_quantities(profile_updates(fams[key], key, donors[key]))
+            powers.append(profile_power(shipped, every))
     return fits, powers
 
 
@@ -59,22 +72,41 @@ def latency_quantities(fits: Sequence[FamilyFit], gpu_key: str) -> dict[str, Qua
     return out
 
 
-def profile_updates(fits: Sequence[FamilyFit], gpu_key: str) -> dict[str, Quantity]:
-    """Profile quantities from the latency fits, and J/FLOP derived from the power limit, idle power and
-    the fitted GEMM efficiency as in the spec-sheet profiles (the kernel-power fit is reported, not
-    written: see ``energylens.calibration.power``)."""
+def profile_updates(fits: Sequence[FamilyFit], gpu_key: str, power: PowerFit | None = None) -> dict[str, Quantity]:
+    """Profile quantities from the latency fits and, when given, the kernel power fit (busy power, J/FLOP
+    per dtype, J/byte; :mod:`energylens.calibration.power`)."""
     out = latency_quantities(fits, gpu_key)
-    gpu = load_gpu(gpu_key).with_quantities(out)
-    for dt in ("bf16", "fp16", "fp8"):
-        if gpu.has(f"peak_flops_{dt}") and f"max_compute_efficiency_{dt}" in out:
-            eff = gpu.max_compute_efficiency(dt)
-            value = (gpu.power_limit_w - gpu.idle_power_w) / (gpu.peak_flops(dt) * eff)
-            out[f"energy_per_flop_{dt}"] = Quantity(
-                value, "J/FLOP", "derived", f"derived from power_limit, idle_power, peak_flops_{dt}, max_compute_efficiency_{dt} in this file",
-                f"(power_limit - idle_power) / (peak_flops_{dt} x max_compute_efficiency_{dt}) = ({gpu.power_limit_w:g} - "
-                f"{gpu.idle_power_w:g}) W / ({gpu.peak_flops(dt) / 1e12:.1f} TFLOP/s x {eff:.4f}): a large GEMM at best "
-                "efficiency runs at the power limit; whole-board incremental energy (the kernel-power fit is reported, "
-                "not used: see energylens/calibration/power.py)")
+    if power is not None:
+        out.update(power_quantities(power, load_gpu(gpu_key)))
+    return out
+
+
+def power_for(powers: Sequence[PowerFit], gpu_key: str) -> PowerFit | None:
+    """The power fit (own or a donor's) to write into ``gpu_key``'s profile, or None."""
+    return next((p for p in powers if p.gpu == gpu_key and not p.derived_from.startswith("profile")), None)
+
+
+def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
+    """The power fit as profile quantities (kind ``fitted``; ``derived`` for a GPU that takes a donor's fit)."""
+    kind = "derived" if p.derived_from else "fitted"
+    held = "; ".join(f"{name} {100 * np.median(a):.1f} %" for name, a in p.held_energy_ape.items() if a.size)
+    where = (f"taken from the {p.derived_from} (same GH100 die and clocks; {gpu.key} has no power table): "
+             if p.derived_from else f"fitted with busy power, J/FLOP and J/B on {p.rows_fit} kernels of >= 0.1 ms; "
+             f"held-out energy per call, median APE: {held}. ")
+    model = "P = idle_power + busy_power + (FLOPs x J/FLOP + bytes x J/B) / latency, capped at power_limit. "
+    out = {"busy_power": Quantity(p.busy_power_w, "W", kind, p.source, model + where +
+                                  "Power above idle while a kernel runs at the maximum clock before any counted work "
+                                  "(clocks, schedulers, L2 and crossbar awake)")}
+    e_flop = dict(p.energy_per_flop_j)
+    for dt, cls in (("bf16", "bf16"), ("fp16", "bf16"), ("fp8", "fp8"), ("fp4", "fp4")):
+        if cls in e_flop and gpu.has(f"peak_flops_{dt}"):
+            alias = "; fp16 takes the bf16 fit (same tensor-core rate)" if dt == "fp16" else ""
+            pinned = ("; the bound J/FLOP(fp8) <= J/FLOP(bf16) is reached" if cls == "fp8"
+                      and e_flop["fp8"] >= 0.999 * e_flop["bf16"] else "")
+            out[f"energy_per_flop_{dt}"] = Quantity(e_flop[cls], "J/FLOP", kind, p.source, model + where +
+                                                    "Board energy per counted tensor-core FLOP above busy power" + alias + pinned)
+    out["energy_per_byte_hbm"] = Quantity(p.energy_per_byte_j, "J/B", kind, p.source, model + where +
+                                          "Board energy per HBM byte above busy power (DRAM, PHY, L2 and crossbar path)")
     return out
 
 
@@ -85,17 +117,26 @@ def markdown_table(fits: Sequence[FamilyFit], powers: Sequence[PowerFit]) -> str
     for f in fits:
         rows.append(f"| {f.gpu} | {f.family}{'' if f.in_profile else ' (reported, not in the profile)'} | {f.rows_fit} | "
                     f"{f.rows_held} | {f.held_median_pct:.1f} % | {f.held_mean_pct:.1f} % |")
-    rows += ["", "| GPU | kernel family | held-out rows | energy/call median APE: shipped profile | mean | "
-             "kernel-power fit (not shipped) | mean |", "|---|---|---:|---:|---:|---:|---:|"]
-    shipped = {(p.gpu, f): a for p in powers if p.derived_from for f, a in p.held_energy_ape.items()}
+    rows += ["", "| GPU | kernel family | held-out rows | energy/call median APE | mean APE |", "|---|---|---:|---:|---:|"]
     for p in powers:
         if p.derived_from:
             continue
         for fam, ape in p.held_energy_ape.items():
             if ape.size:
-                s = shipped.get((p.gpu, fam), np.array([np.nan]))
-                rows.append(f"| {p.gpu} | {fam} | {ape.size} | {100 * np.median(s):.1f} % | {100 * np.mean(s):.1f} % | "
-                            f"{100 * np.median(ape):.1f} % | {100 * np.mean(ape):.1f} % |")
+                why = next((f" (not fitted: {r.split(':')[0]})" for (g, f, dt), r in NOT_FITTED.items()
+                            if g == p.gpu and fam == f"{f} {dt}"), "")
+                rows.append(f"| {p.gpu} | {fam}{why} | {ape.size} | {100 * np.median(ape):.1f} % | "
+                            f"{100 * np.mean(ape):.1f} % |")
+    rows += ["", "| GPU | busy power (W above idle) | idle (W, profile) | J/FLOP bf16 | J/FLOP fp8 | J/FLOP fp4 | J/B | "
+             "limit (W) | from |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for p in powers:
+        if p.derived_from.startswith("profile"):
+            continue
+        e = p.energy_per_flop_j
+        fp4 = f"{e['fp4'] * 1e12:.3f} pJ" if "fp4" in e else "-"
+        rows.append(f"| {p.gpu} | {p.busy_power_w:.0f} | {p.idle_power_w:.1f} | {e['bf16'] * 1e12:.3f} pJ | "
+                    f"{e['fp8'] * 1e12:.3f} pJ | {fp4} | {p.energy_per_byte_j * 1e12:.1f} pJ | {p.power_limit_w:.0f} | "
+                    f"{p.derived_from or f'{p.rows_fit} kernels'} |")
     return "\n".join(rows)
 
 

@@ -7,10 +7,12 @@ at ``f_max`` are ``t_c`` (compute), ``t_m`` (HBM) and dynamic energies ``e_c``, 
     t(s)      = max(t_c / s, t_m * max(1, knee / s)) + launch overhead
     e_c(s)    = e_c * v(s)^2                                   (CV^2 per switching event)
     e_m(s)    = e_m * (phi + (1 - phi) * v(s)^2)               (phi: DRAM-side share, memory clock fixed)
-    static(s) = idle_power * idle_shape(s) * t(s)              (idle power with the clock locked at f)
-    P(s)      = idle_power * idle_shape(s) + (e_c(s) + e_m(s)) / t(s)
+    static(s) = (idle_power * idle_shape(s) + busy_power * v(s)^2 s) * t(s)
+    P(s)      = idle_power * idle_shape(s) + busy_power * v(s)^2 s + (e_c(s) + e_m(s)) / t(s)
 
-compute-bound work slows as ``1 / s``; HBM-bound work keeps its time while ``s >= knee``; dynamic
+(``idle_shape``: idle power with the clock locked at f; ``busy_power``: what running SMs add at
+``f_max``, the profile's fitted value, 0 without one; it is clock-tree and scheduler switching, so it
+scales as ``V^2 f``). Compute-bound work slows as ``1 / s``; HBM-bound work keeps its time while ``s >= knee``; dynamic
 power of a fixed activity falls as ``v^2 s`` (V^2 f). The driver runs a kernel at the highest clock
 ``<= min(f_max, locked clock)`` whose power fits the power limit (``P`` rises with ``s``, so a
 vectorised bisection finds it); if even ``f_min`` does not fit, the kernel also stretches at
@@ -170,7 +172,8 @@ def with_operating_point(gpu: GPU, *, power_limit_w: float | None = None, sm_clo
                                      f"idle power with the SM clock locked at {clock:g} MHz")
     if power_limit_w is not None:
         limit = _positive("power_limit_w", power_limit_w)
-        floor = ref_idle * (float(cm.idle_shape(cm.s_min)) if cm else 1.0)
+        # without clock data nothing lowers the busy power of a running kernel: the limit must exceed it
+        floor = ref_idle * float(cm.idle_shape(cm.s_min)) if cm else ref_idle + gpu.busy_power_w
         if not floor < limit <= ref_limit:
             raise WorkloadError("power_limit_w", power_limit_w,
                                 f"above the idle power at the lowest clock ({floor:.0f} W) and at most the "
@@ -215,12 +218,12 @@ class ClockedCost:
     power_capped: np.ndarray  # the limit lowered the clock (or stretched the kernel)
 
 
-def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle):
+def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle, busy):
     v2 = cm.voltage(s) ** 2
     lat = np.maximum(tc / s, tm * np.maximum(1.0, cm.memory_knee_fraction / s)) + ovh
     e_c = ec * v2
     e_m = em * (cm.dram_energy_fraction + (1.0 - cm.dram_energy_fraction) * v2)
-    idle = ref_idle * cm.idle_shape(s)
+    idle = ref_idle * cm.idle_shape(s) + busy * v2 * s  # static power while the kernel runs
     power = idle + (e_c + e_m) / lat
     return lat, e_c, e_m, idle, power
 
@@ -234,18 +237,20 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     if cm is None:  # no clock data: the clock-free cap (stretch until the power equals the limit, cost/power.py)
         from energylens.cost import power
 
-        after = power.cap(gpu, np.maximum(compute_s, memory_s) + overhead_s, compute_energy_j + memory_energy_j)
+        after = power.cap(gpu, np.maximum(compute_s, memory_s) + overhead_s, compute_energy_j + memory_energy_j,
+                          busy_w=gpu.busy_power_w)
         return ClockedCost(after.latency_s, compute_energy_j, memory_energy_j, after.static_energy_j, 1.0, 1.0,
                            after.capped)
     ref_idle = reference_idle_power_w(gpu)
+    busy = gpu.busy_power_w
     s_cap = (op.sm_clock_mhz / cm.f_max_mhz) if (op and op.sm_clock_mhz) else 1.0
     if s_cap == 1.0:  # the profile's own numbers at f_max (bit for bit the plain roofline)
         lat = np.maximum(compute_s, memory_s) + overhead_s
-        e_c, e_m, idle = compute_energy_j, memory_energy_j, ref_idle
-        over = e_c + e_m > (limit - idle) * lat  # idle + e_dyn / lat > limit
+        e_c, e_m, idle = compute_energy_j, memory_energy_j, ref_idle + busy
+        over = e_c + e_m > (limit - idle) * lat  # idle + busy + e_dyn / lat > limit
     else:
         lat, e_c, e_m, idle, power = _at(cm, s_cap, compute_s, memory_s, compute_energy_j, memory_energy_j,
-                                         overhead_s, ref_idle)
+                                         overhead_s, ref_idle, busy)
         over = power > limit
     if not np.any(over):
         scale = 1.0 if s_cap == 1.0 else float(cm.dynamic_scale(s_cap))
@@ -260,10 +265,10 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     hi = np.full(len(args[0]), s_cap)
     for _ in range(BISECTION_STEPS):  # invariant: P(hi) > limit; P(lo) <= limit unless lo = s_min fails
         mid = 0.5 * (lo + hi)
-        fits = _at(cm, mid, *args, ref_idle)[4] <= limit
+        fits = _at(cm, mid, *args, ref_idle, busy)[4] <= limit
         lo = np.where(fits, mid, lo)
         hi = np.where(fits, hi, mid)
-    l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle)
+    l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle, busy)
     # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit
     headroom = np.maximum(limit - i2, 1e-9)
     l2 = np.where(p2 > limit, np.maximum(l2, (c2 + m2) / headroom), l2)

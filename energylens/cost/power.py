@@ -8,9 +8,11 @@ overlap (:mod:`energylens.overlap.cost`), phases and pipelines (:mod:`energylens
 * **Static power while waiting**: a GPU holding a context but running nothing draws ``idle_power``;
   a GPU that waits for a slower one (pipeline bubbles, MoE stragglers, host time) spends
   ``idle_power x seconds`` (:func:`idle_energy_j`).
-* **Static power while busy**: ``idle_power + active_fraction x (power_limit - idle_power)``
-  (:func:`busy_static_power_w`; the serving layer fits ``active_fraction``; kernels use 0 and carry
-  their activity in the dynamic energy per FLOP and per byte).
+* **Static power while busy**: a running kernel draws ``idle_power + busy_power`` before its dynamic
+  energy per FLOP and per byte (:func:`kernel_power_w`; ``busy_power`` fitted on NVIDIA's kernel power
+  tables, :mod:`energylens.calibration.power`; part of a kernel's static energy, scaling as ``V^2 f``
+  with the clock, :mod:`energylens.cost.dvfs`); the serving layer adds ``active_fraction x (power_limit -
+  idle_power)`` on top (:func:`busy_static_power_w`, fitted on serving runs).
 * **Power cap**: work whose dynamic energy ``e`` over its uncapped time ``t`` would exceed the
   headroom ``power_limit - idle_power`` stretches to ``e / headroom`` (clocks drop, as the driver
   does); then it draws exactly the limit (:func:`cap`).
@@ -42,6 +44,19 @@ def busy_static_power_w(gpu: GPU, active_fraction) -> np.ndarray:
     return gpu.idle_power_w + np.asarray(active_fraction, dtype=float) * headroom_w(gpu)
 
 
+def kernel_power_w(idle_power_w, busy_power_w, dynamic_power_w, power_limit_w, *, corner_w: float = 0.0) -> np.ndarray:
+    """Board power while a kernel runs (W): idle, plus the busy power of running SMs (clocks, schedulers,
+    L2 and crossbar awake), plus the dynamic power ``J/FLOP x FLOP/s + J/B x B/s``, at most the limit.
+    ``corner_w`` > 0 rounds the cap's corner over about that many watts (softplus; for fitting, so rows
+    near the limit still see the slope). Vectorised."""
+    p = (np.asarray(idle_power_w, dtype=float) + np.asarray(busy_power_w, dtype=float)
+         + np.asarray(dynamic_power_w, dtype=float))
+    limit = np.asarray(power_limit_w, dtype=float)
+    if corner_w > 0:
+        return limit - corner_w * np.logaddexp(0.0, (limit - p) / corner_w)
+    return np.minimum(p, limit)
+
+
 def clamp_to_limit_w(gpu: GPU, power_w) -> np.ndarray:
     """A GPU never draws more than its power limit on average."""
     return np.minimum(np.asarray(power_w, dtype=float), gpu.power_limit_w)
@@ -57,14 +72,15 @@ class Capped:
     capped: np.ndarray
 
 
-def cap(gpu: GPU, latency_s, dynamic_energy_j) -> Capped:
-    """Apply the power cap to work of uncapped ``latency_s`` and ``dynamic_energy_j`` (above idle)."""
+def cap(gpu: GPU, latency_s, dynamic_energy_j, *, busy_w: float = 0.0) -> Capped:
+    """Apply the power cap to work of uncapped ``latency_s`` and ``dynamic_energy_j`` (above idle and the
+    busy power ``busy_w`` it draws while it runs)."""
     latency = np.asarray(latency_s, dtype=float)
     dyn = np.asarray(dynamic_energy_j, dtype=float)
-    stretched = dyn / headroom_w(gpu)
+    stretched = dyn / (headroom_w(gpu) - busy_w)
     capped = stretched > latency
     latency = np.where(capped, stretched, latency)
-    static = gpu.idle_power_w * latency
+    static = (gpu.idle_power_w + busy_w) * latency
     return Capped(latency, static, dyn + static, capped)
 
 

@@ -28,7 +28,12 @@ tables); decode/prefill attention and fused MoE have their own formulas there.
 Energy of a kernel::
 
     e_dynamic = flops * energy_per_flop[dtype] + bytes * energy_per_byte_hbm
-    energy    = e_dynamic + idle_power * latency
+    energy    = e_dynamic + (idle_power + busy_power) * latency
+
+``busy_power`` (W above idle while a kernel runs: SM clocks, schedulers, L2 and crossbar awake) is
+fitted with J/FLOP and J/B on NVIDIA's kernel power tables (:mod:`energylens.calibration.power`); it
+is part of ``static_energy_j``, scales with the clock as ``V^2 f`` (:mod:`energylens.cost.dvfs`) and
+is 0 for a profile without it.
 
 Power cap and clocks (:mod:`energylens.cost.dvfs`): when the kernel's power ``energy / latency``
 exceeds ``power_limit`` (or the SM clock is locked) the driver lowers the SM clock: compute time

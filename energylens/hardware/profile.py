@@ -42,6 +42,7 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "sm_count": ("1", True),
     "power_limit": ("W", True),
     "idle_power": ("W", True),
+    "busy_power": ("W", False),  # above idle while a kernel runs (0 when absent); fitted on kernel power tables
     "kernel_overhead": ("s", True),
     "gemm_tile_m": ("1", True),
     "gemm_tile_n": ("1", True),
@@ -237,6 +238,11 @@ class GPU(Sourced):
         return self.q("idle_power")
 
     @property
+    def busy_power_w(self) -> float:
+        """Power above idle while any kernel runs at the maximum clock (W); 0 for a profile without it."""
+        return self.q("busy_power") if self.has("busy_power") else 0.0
+
+    @property
     def kernel_overhead_s(self) -> float:
         return self.q("kernel_overhead")
 
@@ -324,6 +330,10 @@ def sanity_check(quantities: dict[str, Quantity], origin: str) -> None:
     if idle is not None and limit is not None and not idle < limit:
         raise SpecError(f"{origin}: quantities.idle_power.value", idle,
                         f"an idle power below the power limit ({limit:g} W)")
+    busy = val("busy_power")
+    if busy is not None and (not busy >= 0 or (idle is not None and limit is not None and not idle + busy < limit)):
+        raise SpecError(f"{origin}: quantities.busy_power.value", busy,
+                        "a busy power of at least 0 W that keeps idle_power + busy_power below the power limit")
     k_half = val("gemm_k_half")
     if k_half is not None and k_half > 1e9:
         raise SpecError(f"{origin}: quantities.gemm_k_half.value", k_half, "at most 1e9")

@@ -11,7 +11,7 @@ from energylens.cli import main
 from energylens.cost.dvfs import clock_model, clocked_cost, with_operating_point
 from energylens.cost.roofline import kernel_cost
 from energylens.errors import WorkloadError
-from energylens.hardware.profile import load_gpu
+from energylens.hardware.profile import Quantity, load_gpu
 from energylens.serving import serve
 
 H100 = load_gpu("h100-sxm")
@@ -47,9 +47,11 @@ def test_every_coefficient_has_kind_and_source():
 def test_compute_bound_work_slows_with_the_clock_memory_bound_much_less():
     big = dict(flops=2 * 8192**3, bytes_=3 * 2 * 8192**2)  # large GEMM: compute-bound
     gemv = dict(flops=2 * 8192 * 8192, bytes_=2 * 8192 * 8192 * 8)  # weight streaming: memory-bound
-    g = with_operating_point(H100, sm_clock_mhz=1188.0)  # 60 % of 1980 MHz, above the 50 % knee
+    # a 1000 W limit: the big GEMM runs uncapped at f_max (at 700 W it is capped: idle + busy + 0.5 pJ/FLOP)
+    free = H100.with_quantities({"power_limit": Quantity(1000.0, "W", "user", "test")})
+    g = with_operating_point(free, sm_clock_mhz=1188.0)  # 60 % of 1980 MHz, above the 50 % knee
     for kw, lo, hi in ((big, 1 / 0.6 * 0.98, 1 / 0.6 * 1.001), (gemv, 1.0, 1.0 + 1e-9)):
-        a = kernel_cost(H100, "bf16", kw["flops"], kw["bytes_"])
+        a = kernel_cost(free, "bf16", kw["flops"], kw["bytes_"])
         b = kernel_cost(g, "bf16", kw["flops"], kw["bytes_"])
         assert lo <= float(b.latency_s / a.latency_s) <= hi
         assert float(b.energy_j) < float(a.energy_j)  # V^2 and the lower idle power
@@ -68,12 +70,15 @@ def test_power_limit_is_respected_and_monotone(flops, bytes_):
 
 
 def test_clock_free_gpu_profile_stretches_under_its_limit():
-    # a GPU without clock data keeps the clock-free cap: power = limit, energy = dynamic + idle x latency
+    # a GPU without clock data keeps the clock-free cap: power = limit, energy = dynamic + (idle + busy) x latency
     g = load_gpu("h100-sxm")
     g = g.__class__("custom", g.name, g.link, g.quantities, (), "x.yaml")
-    g = with_operating_point(g, power_limit_w=300.0)
+    with pytest.raises(WorkloadError, match="power_limit_w"):  # no clock to lower the busy power: above idle + busy
+        with_operating_point(g, power_limit_w=g.idle_power_w + g.busy_power_w)
+    g = with_operating_point(g, power_limit_w=400.0)
     c = clocked_cost(g, 1e-3, 1e-4, 0.5, 0.01, 0.0)
-    assert float(c.latency_s) == pytest.approx(0.51 / (300.0 - g.idle_power_w))
+    assert float(c.latency_s) == pytest.approx(0.51 / (400.0 - g.idle_power_w - g.busy_power_w))
+    assert float(c.latency_s * 400.0) == pytest.approx(0.51 + float(c.static_energy_j))
     with pytest.raises(WorkloadError, match="sm_clock_mhz"):
         with_operating_point(g, sm_clock_mhz=1000.0)
 

@@ -13,7 +13,7 @@ def test_memory_bound_kernel_time_and_energy():
     c = kernel_cost(GPU, "bf16", flops=1e9, bytes_=1e9)
     bw = GPU.hbm_bandwidth_bytes_per_s * GPU.max_memory_efficiency
     assert np.isclose(c.latency_s, 1e9 / bw + GPU.kernel_overhead_s)
-    expected = 1e9 * GPU.energy_per_flop_j("bf16") + 1e9 * GPU.energy_per_byte_j + GPU.idle_power_w * c.latency_s
+    expected = 1e9 * GPU.energy_per_flop_j("bf16") + 1e9 * GPU.energy_per_byte_j + (GPU.idle_power_w + GPU.busy_power_w) * c.latency_s
     assert np.isclose(c.energy_j, expected)
     assert c.bound == "memory"
     assert np.isclose(c.energy_j, c.compute_energy_j + c.memory_energy_j + c.static_energy_j)
