@@ -479,11 +479,12 @@ def collective_cost(
     e_active = np.zeros(n.shape)
     active = (p > 1) & (n > 0)
     if np.any(active):
-        # the (group, nodes, SMs) combinations, found on the inputs before they broadcast with the message
-        # sizes (a sort over the whole grid cost sweeps most of their time)
+        # (group, nodes, SMs) combinations from the inputs before they broadcast with the messages (no grid sort)
         small = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
             group_size, nodes, default_comm_sms(g, a) if comm_sms is None else comm_sms)))
-        combos = np.unique(np.stack([x.ravel() for x in small], axis=1), axis=0)
+        seen = tuple(slice(0, 1) if all(x.strides[i] == 0 for x in small) else slice(None)  # broadcast axes once
+                     for i in range(small[0].ndim))
+        combos = np.unique(np.stack([x[seen].ravel() for x in small], axis=1), axis=0)
         for pc, kc, sc in combos:
             idx = np.flatnonzero(active & (p == pc) & (k == kc) & (s == sc))
             if idx.size == 0:

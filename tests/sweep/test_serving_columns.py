@@ -172,3 +172,18 @@ def test_rows_carry_intervals_on_ttft_tpot_energy_and_throughput(tables):
     # tokens/s = batch / iteration: its interval is the inverse of the latency one
     assert t["serve_output_tokens_per_s_high"][i] == pytest.approx(r.output_tokens_per_s * r.decode_step_latency_s
                                                                    / iv["low"], rel=1e-9)
+
+
+def test_collective_cost_of_broadcast_group_sizes_equals_the_expanded_arrays():
+    """collective_cost finds its (group, nodes, SMs) combinations on the broadcast views' own data."""
+    from energylens.cost.collectives import collective_cost
+
+    g = energylens.load_gpu("h100-sxm")
+    msg = np.linspace(1e3, 5e8, 4 * 3 * 50).reshape(4, 3, 50)
+    group = np.broadcast_to(np.array([1.0, 2.0, 4.0, 8.0]).reshape(4, 1, 1), msg.shape)
+    nodes = np.broadcast_to(np.array([1.0, 1.0, 2.0]).reshape(1, 3, 1), msg.shape)  # the last axis: zero strides
+    views = collective_cost("all_reduce", msg, group, g, nodes=nodes)
+    dense = collective_cost("all_reduce", msg, np.array(group), g, nodes=np.array(nodes))
+    np.testing.assert_array_equal(views.latency_s, dense.latency_s)
+    np.testing.assert_array_equal(views.energy_j_per_gpu, dense.energy_j_per_gpu)
+    assert np.all(views.latency_s[0] == 0) and np.all(views.latency_s[1:] > 0)
