@@ -23,6 +23,15 @@ GPUS = ("h100_sxm", "h200_sxm", "b200_sxm")
 GEMM_M = {1, 2, 4, 8, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513, 1024, 1025, 2048, 2049, 4096,
           4097, 8192, 16384, 32768}
 GEMM_NK = {128, 256, 512, 1024, 1536, 2048, 3072, 4096, 5120, 6144, 7168, 8192, 12288, 16384}
+# weight-only 4-bit MoE checkpoints, the kernel vLLM runs for each (as the table's kernel_source names it):
+# gpt-oss MXFP4 experts -> OpenAI's Triton MXFP4 kernel on Hopper, FlashInfer TRT-LLM MXFP4 x bf16 on Blackwell;
+# compressed-tensors int4 (W4A16, e.g. Kimi-K2.5) -> Marlin on every GPU
+MOE_W4A16 = {"hopper": ("vllm_gptossmxfp4moe_triton_oaitritonmxfp4expertsmonolithic",
+                        "vllm_compressedtensorswna16marlinmoe_marlin_marlinexperts"),
+             "blackwell": ("vllm_gptossmxfp4moe_flashinfer_trtllm_mxfp4_bf16_trtllmmxfp4expertsmonolithic",
+                           "vllm_compressedtensorswna16marlinmoe_marlin_marlinexperts")}
+# MoE dtypes with few rows (one or two shapes): every row kept, whatever the family's share
+MOE_ALL_ROWS = {"int4_wo", "w4a16_mxfp4"}
 # family -> {gpu -> allowed kernel_source values}, None = all
 KERNELS = {
     "gemm": {g: {"torch.nn.functional.linear", "CutlassFP8ScaledMMLinearKernel", "DeepGemmFp8BlockScaledMMKernel",
@@ -32,14 +41,15 @@ KERNELS = {
     "context_attention": {"h100_sxm": {"vllm_flash_attn_fa3"}, "h200_sxm": {"vllm_flash_attn_fa3", "vllm_flash_attn"},
                           "b200_sxm": {"vllm_flashinfer_trtllmprefill", "vllm_flashinfer"}},
     "moe": {"h100_sxm": {"vllm_unquantizedfusedmoe_triton_tritonexperts", "vllm_fp8moe_triton_tritonexperts",
-                         "vllm_modeloptfp8moe_flashinfer_cutlass_flashinferexperts"},
+                         "vllm_modeloptfp8moe_flashinfer_cutlass_flashinferexperts", *MOE_W4A16["hopper"]},
             "h200_sxm": {"vllm_unquantizedfusedmoe_triton_tritonexperts", "vllm_fp8moe_triton_tritonexperts",
-                         "vllm_modeloptfp8moe_flashinfer_cutlass_flashinferexperts", "vllm_fused_moe"},
+                         "vllm_modeloptfp8moe_flashinfer_cutlass_flashinferexperts", "vllm_fused_moe",
+                         *MOE_W4A16["hopper"]},
             "b200_sxm": {"vllm_unquantizedfusedmoe_flashinfer_trtllm_trtllmbf16experts",
                          "vllm_fp8moe_flashinfer_trtllm_trtllmfp8expertsmonolithic",
                          "vllm_modeloptfp8moe_flashinfer_trtllm_trtllmfp8expertsmonolithic",
                          "vllm_compressedtensorsw4a4nvfp4moe_flashinfer_trtllm_trtllmnvfp4expertsmonolithic",
-                         "vllm_fused_moe"}},
+                         "vllm_fused_moe", *MOE_W4A16["blackwell"]}},
     "custom_allreduce": None,
 }
 COLUMNS = {
@@ -67,6 +77,8 @@ def _keep(fam: str, row: dict, share: int, power: bool) -> bool:
     if fam == "gemm":
         nk = POWER_GEMM_NK if power else GEMM_NK
         return int(row["m"]) in GEMM_M and int(row["n"]) in nk and int(row["k"]) in nk
+    if fam == "moe" and not power and row["moe_dtype"] in MOE_ALL_ROWS:
+        return True
     key = "|".join(row[c] for c in COLUMNS[fam])
     if power and float(row["latency_ms"]) >= POWER_LONG_MS:
         share = max(share, POWER_LONG_SHARE.get(fam, 0))
