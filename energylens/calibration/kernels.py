@@ -27,6 +27,7 @@ from scipy.optimize import least_squares
 
 from energylens.calibration.tables import Table, load_table
 from energylens.cost import families as K
+from energylens.graph.precision import format_named, gemm_dtype, int_weights
 from energylens.hardware.profile import GPU
 
 # held-out shapes: every row with one of these values is never fitted, only evaluated
@@ -247,11 +248,29 @@ def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
 
 
 # ---------------------------------------------------------------- fused MoE
-MOE_TABLE_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4"}
+MOE_TABLE_DTYPES = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4",
+                    "int4_wo": "int4", "w4a16_mxfp4": "mxfp4"}
 # table dtype whose fit becomes the profile's MoE dtype, where it is not the same name: on Hopper vLLM runs fp8
 # MoE checkpoints through the Triton fused-MoE kernel (the table's fp8_block rows); its per-tensor fp8 rows are
-# FlashInfer's CUTLASS kernel, 2-3x slower than bf16 there, and stay reported only
+# FlashInfer's CUTLASS kernel, 2-3x slower than bf16 there, and stay reported only. Elsewhere the fit is stored
+# under the checkpoint format's own MoE key (``energylens.graph.precision.moe_format_key``): fp8_block (B200),
+# nvfp4, int4 (Marlin W4A16), mxfp4 (gpt-oss experts)
 PROFILE_MOE_DTYPE = {g: {"fp8_block": "fp8", "fp8": ""} for g in ("h100-sxm", "h200")}
+# holdout of the dtypes with one or two shapes (the generic MoE holdout would leave nothing to fit): mxfp4 keeps
+# gpt-oss-120b's 128 experts and holds out the 32-expert shape; int4 (one shape, Kimi's) holds out the per-GPU
+# shards of TP 4 and 16 (expert GEMM widths 512 and 128 never fitted)
+HOLDOUT_MOE_DTYPE = {"w4a16_mxfp4": {"num_experts": (32,)}, "int4_wo": {"moe_tp_size": (4, 16)}}
+# dtypes fitted on their tensor-parallel rows only (moe_ep_size 1): their EP rows carry a fixed ~30 us more per call
+# (gpt-oss MXFP4 Triton on H100: 68 us at one token on EP 2..128 against 39-63 us on TP), which the formula has no
+# term for; the served checkpoints of these formats (gpt-oss, Kimi-K2.5 int4) run TP experts
+MOE_TP_ONLY = {"w4a16_mxfp4", "int4_wo"}
+# dtypes fitted on their balanced-routing rows only, as the cost model routes by default (uniform): the table's
+# power-law rows realise fewer hit experts at few tokens and a hot expert's critical path at many (B200 MXFP4, 2880
+# hidden, 128 experts: 0.20 ms power-law vs 0.38 balanced at 32 tokens, 0.86 vs 0.69 at 512), which the expected
+# loads of aic_expert_loads do not reproduce; mixing them pulled the fitted bandwidth of these kernels to 36-57 %
+MOE_BALANCED_ONLY = {"w4a16_mxfp4", "int4_wo", "nvfp4"}
+# weight format the table's MoE dtype stores (bytes per element with scales; math dtype as the cost model picks it)
+MOE_TABLE_FORMAT = {"int4_wo": ("int4", 32), "w4a16_mxfp4": ("mxfp4", 0), "nvfp4": ("nvfp4", 0)}
 _MOE_TILES_M = (16.0, 32.0, 64.0, 128.0)
 
 
@@ -287,14 +306,27 @@ def aic_expert_loads(tokens, topk, experts, ep, distribution) -> tuple[np.ndarra
 
 def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
     dtype = MOE_TABLE_DTYPES[table_dtype]
-    t = table.select(table["moe_dtype"] == table_dtype)
-    held = holdout_mask(t, "moe")
+    keep = table["moe_dtype"] == table_dtype
+    if table_dtype in MOE_TP_ONLY:
+        keep &= table["moe_ep_size"] == 1
+    if table_dtype in MOE_BALANCED_ONLY:
+        keep &= table["distribution"] == "balanced"
+    t = table.select(keep)
+    held = np.zeros(len(t), dtype=bool)
+    for col, values in HOLDOUT_MOE_DTYPE.get(table_dtype, HOLDOUT["moe"]).items():
+        held |= np.isin(t[col], values)
     y = t["latency_ms"] * 1e-3
     load, hit = aic_expert_loads(t["num_tokens"], t["topk"], t["num_experts"], t["moe_ep_size"], t["distribution"])
     hidden, inter = t["hidden_size"], t["inter_size"] / t["moe_tp_size"]
-    eb = _ELEM_BYTES[dtype]
-    sums = {tm: K.expert_tiles(load, hit, tm) for tm in _MOE_TILES_M}
     base = _gemm_model(gpu, dtype, np.array([0.7, 0.0, 0.8, 1e-5, 0.0]), 64.0, 128.0)
+    eb = _ELEM_BYTES.get(dtype, 0.0)
+    if table_dtype in MOE_TABLE_FORMAT:  # bytes and tensor-core rate exactly as the cost model takes them
+        fmt = format_named(MOE_TABLE_FORMAT[table_dtype][0])
+        if MOE_TABLE_FORMAT[table_dtype][1]:
+            fmt = int_weights(4, MOE_TABLE_FORMAT[table_dtype][1])
+        eb = fmt.bytes_per_element
+        base = replace(base, peak_flops=gpu.peak_flops(gemm_dtype(fmt, "bf16", gpu)))
+    sums = {tm: K.expert_tiles(load, hit, tm) for tm in _MOE_TILES_M}
     x0, lo, hi, sc = [0.6, 256.0, 0.7, 2e-5], [0.02, 0.0, 0.05, 0.0], [1.0, 8192.0, 1.0, 1e-3], [1, 100, 1, 1e-5]
     best = None
     for tm, tn in itertools.product(_MOE_TILES_M, (64.0, 128.0)):
@@ -312,7 +344,7 @@ def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
     c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * x[2],
                 overhead_s=x[3], tile_m=tm, tile_n=tn)
     ape = np.abs(K.moe_from_tiles_s(c, *sums[tm], hidden, inter, eb) / y - 1.0)
-    d = PROFILE_MOE_DTYPE.get(gpu.key, {}).get(table_dtype, dtype if dtype in ("bf16", "fp8") else "")
+    d = PROFILE_MOE_DTYPE.get(gpu.key, {}).get(table_dtype, dtype)
     coeffs = [
         Coefficient(f"moe_compute_efficiency_{d or dtype}", float(x[0]), "1", "tensor-core efficiency of the grouped expert GEMMs"),
         Coefficient(f"moe_k_half_{d or dtype}", float(x[1]), "1", "K at which per-tile prologue/epilogue halves the expert GEMM efficiency"),

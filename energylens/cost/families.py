@@ -278,9 +278,14 @@ MOE_FIELDS = {  # profile field prefix -> (GemmCoeffs attribute); suffix _<dtype
 }
 
 
-def moe_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
-    """Coefficients of the fused-MoE grouped GEMMs: ``moe_*_<dtype>`` fields when fitted, else the GEMM ones."""
+def moe_coeffs(gpu: GPU, dtype: str, format_key: str = "") -> GemmCoeffs:
+    """Coefficients of the fused-MoE grouped GEMMs at tensor-core dtype ``dtype``: the ``moe_*_<format_key>``
+    fields where the profile has a fit of the experts' own checkpoint format (the kernel vLLM runs for it, e.g.
+    ``mxfp4``, ``int4``, ``nvfp4``, ``fp8_block``; see ``energylens.graph.precision.moe_format_key``), else
+    ``moe_*_<dtype>`` fields when fitted, else the GEMM ones."""
     g = gemm_coeffs(gpu, dtype)
+    if format_key and gpu.has(f"moe_overhead_{format_key}"):
+        dtype = format_key
     mem = _get(gpu, f"moe_memory_efficiency_{dtype}", g.bandwidth_bytes_per_s / gpu.hbm_bandwidth_bytes_per_s)
     return replace(g, efficiency=_get(gpu, f"moe_compute_efficiency_{dtype}", g.efficiency),
                    k_half=_get(gpu, f"moe_k_half_{dtype}", g.k_half),

@@ -36,6 +36,7 @@ from energylens.cost.kernels import (
 from energylens.cost.plan_eval import StepsCost, evaluate_plan, flat_tables
 from energylens.graph.model import Model
 from energylens.graph.ops import Op, Role, Tensor
+from energylens.graph.precision import moe_format_key
 from energylens.hardware.profile import GPU
 from energylens.parallel.sharding import CollectiveStep, OpStep, Step
 
@@ -102,6 +103,31 @@ class _Compiler:
     def __init__(self, model: Model, gpu: GPU, variable: frozenset) -> None:
         self.model, self.gpu, self.variable = model, gpu, variable
         self.keys: dict[Key, None] = {}
+        self.in_fused_moe = self.fused_moe_ops()
+
+    def fused_moe_ops(self) -> frozenset[str]:
+        """Element-wise ops that a fitted fused-MoE call already times: the kernel tables measure vLLM's whole
+        FusedMoE layer, so its fitted ``moe_overhead`` holds the launches of the top-k routing, the SwiGLU
+        between the expert GEMMs and the weighted top-k sum (combine); these ops add no launch of their own."""
+        out: set[str] = set()
+        for block in self.model.blocks:
+            experts = [op for op in block.ops if op.kind == "einsum" and op.weights and (op.attrs or {}).get("moe") == "expert"]
+            if not experts:
+                continue
+            dtype = op_dtype(experts[0], self.model, self.gpu)
+            key = moe_format_key(self.model.weight_format(experts[0].weights[0].name))
+            if not (self.gpu.has(f"moe_overhead_{key}") or self.gpu.has(f"moe_overhead_{dtype}")):
+                continue
+            routes: dict[str, set] = {}
+            for op in block.ops:
+                for t in op.inputs:
+                    routes.setdefault(t.name, set()).add((op.attrs or {}).get("route"))
+            for op in block.ops:
+                a = op.attrs or {}
+                if op.kind == "elementwise" and (a.get("moe") == "expert" or a.get("route") == "combine"
+                                                 or {"dispatch", "combine"} <= routes.get(op.output.name, set())):
+                    out.add(op.name)  # the last: top-k, whose choice both dispatch and combine read
+        return frozenset(out)
 
     def dim_key(self, op: Op, d: str, sharded: bool) -> tuple[Key | None, float]:
         """Key of dim ``d`` of ``op`` (or None) and the constant factor it contributes."""
@@ -146,7 +172,7 @@ class _Compiler:
             mnk = tuple(self.mono(op, letters, st.shard) for letters in gemm_letters(op))
             family = "moe" if (op.attrs or {}).get("moe") == "expert" else "gemm"
             if family == "moe":
-                coeffs = fam.moe_coeffs(gpu, dtype)
+                coeffs = fam.moe_coeffs(gpu, dtype, moe_format_key(model.weight_format(op.weights[0].name)))
         elif op.kind == "elementwise":
             family = "vector"
             # element-wise math runs on the vector units at the dtype's efficiency; a user profile without
@@ -191,6 +217,8 @@ class _Compiler:
             outside = consumers.get(tname, set()) - names
             if outside or not consumers.get(tname) or t.role is not Role.ACTIVATION:
                 byte_terms[tname] = self.tensor_bytes(st.op, t, st.tensor_shards.get(tname, frozenset()))
+        if all(st.op.name in self.in_fused_moe for st in steps):
+            overhead = 0.0
         first = steps[0].op
         return KernelPlan(
             first.group if (first.group and len(steps) > 1) else first.name,

@@ -150,6 +150,14 @@ def gemm_dtype(fmt: WeightFormat, act_dtype: str, gpu) -> str:
     return math
 
 
+def moe_format_key(fmt: WeightFormat) -> str:
+    """Key of the fused-MoE kernel fit for experts stored in ``fmt`` (profile fields ``moe_*_<key>``): the
+    format's name, ``fp8_block`` for block-scaled fp8 (another kernel than per-tensor fp8 on Blackwell)."""
+    if fmt.name == "fp8" and fmt.scheme.startswith("block"):
+        return "fp8_block"
+    return fmt.name
+
+
 def kernel_path(fmt: WeightFormat, act_dtype: str, gpu) -> str:
     """One line: how the GEMMs of this weight format are costed on ``gpu``."""
     math = gemm_dtype(fmt, act_dtype, gpu)

@@ -27,6 +27,9 @@ from energylens.graph.precision import DTYPE_BYTES  # noqa: F401 - re-exported: 
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")  # every profile lists these (null = unsupported)
 OPTIONAL_DTYPES = ("fp4", "int8")  # listed where a profile has them (B200: fp4)
+# checkpoint formats whose kernels have their own fit (``moe_*_<format>``: the fused-MoE kernel vLLM runs for
+# experts in that format; see energylens.graph.precision.moe_format_key)
+KERNEL_FORMATS = ("fp8_block", "nvfp4", "int4", "mxfp4")
 KINDS = ("spec", "measured", "derived", "fitted", "assumed", "model", "estimate", "user")
 
 # field -> (unit, required). Per-dtype fields are listed once with the suffix "{dtype}".
@@ -109,7 +112,7 @@ class Quantity:
 def _expected_unit(name: str) -> tuple[str, bool] | None:
     if name in FIELDS:
         return FIELDS[name]
-    for dt in DTYPES + OPTIONAL_DTYPES:
+    for dt in DTYPES + OPTIONAL_DTYPES + KERNEL_FORMATS:
         suffix = "_" + dt
         if name.endswith(suffix):
             key = name[: -len(suffix)] + "_{dtype}"

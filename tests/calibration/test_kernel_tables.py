@@ -90,3 +90,16 @@ def test_profile_writer_replaces_and_appends(tmp_path):
     assert gpu.max_memory_efficiency == 0.5 and gpu.q("gemm_k_half_bf16") == 99.0
     assert out.count("max_memory_efficiency:") == 1
     assert out.split("\n")[:5] == original.split("\n")[:5]  # header comments kept
+
+
+def test_weight_only_moe_fits_recover_shipped_coefficients():
+    # gpt-oss MXFP4 (OpenAI Triton kernel on H100) and compressed-tensors int4 (Marlin) experts have their own
+    # fits, on the rows of the kernel vLLM runs for them; the fit lands on the shipped profile values
+    table = load_table("h100-sxm", "moe")
+    for table_dtype, key in (("w4a16_mxfp4", "mxfp4"), ("int4_wo", "int4")):
+        fit = CK.fit_moe(H100, table, table_dtype)
+        got = {c.name: c.value for c in fit.coefficients}
+        assert fit.in_profile and fit.rows_held > 0
+        for name in (f"moe_compute_efficiency_{key}", f"moe_memory_efficiency_{key}", f"moe_overhead_{key}"):
+            _close(H100, name, got[name], tol=1e-3)
+        assert fit.held_median_pct < 8.0  # held-out shapes: 32 experts (mxfp4), TP 4 and 16 shards (int4)

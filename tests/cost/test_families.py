@@ -174,3 +174,27 @@ def test_fractional_batch_is_an_expected_call():
     assert K.decode_attention_latency_s(c, 0.25, 4096, 8, 1, 128) == pytest.approx(0.25 * one)
     pre = K.prefill_attention_latency_s(c, 1, 512, 512, 8, 1, 128)
     assert K.prefill_attention_latency_s(c, 0.1, 512, 512, 8, 1, 128) == pytest.approx(0.1 * pre)
+
+
+def test_moe_coeffs_take_the_checkpoint_formats_own_kernel_fit():
+    # MXFP4 experts multiply at bf16 (w4a16) but run another kernel than bf16 experts: their own fit is used
+    b200 = load_gpu("b200")
+    own, bf16 = K.moe_coeffs(b200, "bf16", "mxfp4"), K.moe_coeffs(b200, "bf16")
+    assert own.overhead_s == b200.q("moe_overhead_mxfp4") and own.efficiency == b200.q("moe_compute_efficiency_mxfp4")
+    assert bf16.overhead_s == b200.q("moe_overhead_bf16") and own.peak_flops == bf16.peak_flops
+    # a format without a fit of its own falls back to the math dtype's MoE fit
+    assert K.moe_coeffs(H100, "fp8", "fp8_block").overhead_s == H100.q("moe_overhead_fp8")
+
+
+def test_fused_moe_inner_ops_add_no_launch_of_their_own():
+    # the fitted fused-MoE time holds vLLM's top-k, SwiGLU and top-k sum: those ops cost no kernel overhead
+    # where the experts' kernel is fitted (H100), and keep it where it is not (A100: spec-sheet profile)
+    from energylens.predict import predict
+
+    def inner_overhead(gpu):
+        r = predict("openai/gpt-oss-120b", gpu, batch=1, prompt_len=16, output_len=1)
+        ops = {o.name.split(".", 1)[1]: o for o in r.decode.ops if o.name.startswith("moe_full.")}
+        return [ops[n].latency_s / ops[n].count for n in ("moe.topk", "moe.experts.silu_mul", "moe.combine")]
+
+    assert all(t < 0.2e-6 for t in inner_overhead("h100-sxm"))
+    assert all(t >= A100.kernel_overhead_s for t in inner_overhead("a100-sxm-80gb"))
