@@ -127,6 +127,7 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
         a = kp.attention
         att.append(None if a is None else fam.attention_latency_s(
             a.coeffs, ev(a.b), ev(a.t), ev(a.s), ev(a.g) * ev(a.r), ev(a.g), ev(a.k), a.kv_bytes, a.window))
+    del flops, eff, gemms  # per-op arrays: only the kernels' sums go on (a sweep's peak memory)
     # --- roofline and power, kernels stacked per (shape, family formula or not)
     groups: dict[tuple, list[int]] = {}
     for j in range(len(plan.kernels)):
