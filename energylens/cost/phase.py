@@ -91,7 +91,6 @@ class _Records:
 
     def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c) -> None:
         self._args, self._built = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None
-        self.kernels, self.kernels_energy, self.collectives = _Lazy(self, 0), _Lazy(self, 1), _Lazy(self, 2)
 
     def built(self) -> tuple[list, list, list]:
         if self._built is None:
@@ -276,7 +275,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
             rank_sums[a] = rank_sums[a] + expand(v[i]) * count
     if moe is None:
         kernel_time_e = kernel_time
-    records = _Records(sections, plan, k_sec, c_sec, cost, cost_e, has_c) if classes is None else None
+    # (section, record) lists built on first use; no reference cycle, so the arrays go with the PhaseArrays
+    records = None
+    if classes is None:
+        rec = _Records(sections, plan, k_sec, c_sec, cost, cost_e, has_c)
+        records = (_Lazy(rec, 0), _Lazy(rec, 1), _Lazy(rec, 2))
     tp = axes["tp"]
     dp = axes["dp"]
     pp = axes["pp"]
@@ -332,9 +335,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
     moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
-                       full(kernel_time), full(coll_time), full(p2p_time), records.kernels if records else [],
-                       records.collectives if records else [], p2p, reduce, layer_time, layer_energy, layer_time,
-                       layer_energy, kernels_energy=records.kernels_energy if records else [],
+                       full(kernel_time), full(coll_time), full(p2p_time), records[0] if records else [],
+                       records[2] if records else [], p2p, reduce, layer_time, layer_energy, layer_time,
+                       layer_energy, kernels_energy=records[1] if records else [],
                        moe_idle_wait_j=moe_wait,
                        moe=moe, microbatches=full(m))
 

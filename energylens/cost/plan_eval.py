@@ -170,11 +170,17 @@ def _collectives(plan, msgs, by_kind: dict, axis_sizes, nodes) -> list:
             stacked = msgs[idx] if isinstance(msgs, np.ndarray) else np.stack(
                 [np.broadcast_to(msgs[j], np.broadcast_shapes(*(np.shape(msgs[i]) for i in idx))) for j in idx])
             cc = collective_cost(kind, stacked, group, plan.gpu, nodes=n_nodes)
-        else:
-            shape = np.broadcast_shapes(np.shape(msgs[idx[0]]), group.shape, np.shape(n_nodes))
-            cc = collective_cost(kind, np.stack([np.broadcast_to(msgs[j], shape) for j in idx]),
-                                 np.broadcast_to(group, shape)[None], plan.gpu,
-                                 nodes=np.broadcast_to(n_nodes, shape)[None])
+        else:  # messages stacked; group sizes and nodes keep their own (small) shapes
+            nd = len(np.broadcast_shapes(*(np.shape(msgs[j]) for j in idx), group.shape, np.shape(n_nodes)))
+
+            def lead(x, nd=nd):
+                x = np.asarray(x, dtype=float)
+                return x.reshape((1,) * (nd + 1 - x.ndim) + x.shape)
+
+            cc = collective_cost(kind, _stack([msgs[j] for j in idx], nd), lead(group), plan.gpu, nodes=lead(n_nodes))
+            if np.shape(cc.latency_s)[0] != len(idx):  # one message shared by all: a row each
+                cc = type(cc)(*(np.broadcast_to(x, (len(idx),) + np.shape(x)[1:]) for x in (
+                    cc.latency_s, cc.energy_j_per_gpu, cc.power_w)))
         colls.append((idx, group, cc))
     return colls
 
