@@ -13,7 +13,7 @@ Workloads (Llama-3.1-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
   time).
 * ``sweep_layout_heavy``: tp x pp x dp in {1,2,4,8}^3, batch 1..512, 16 prompts, 16 outputs (163,840).
 * ``sweep_length_heavy``: tp 1..8, batch 1..512, prompts 128..8192 step 128, outputs 64..2048 step 64
-  (819,200): the workload axes dominate.
+  (81,920 = 4 x 10 x 64 x 32): the workload axes dominate.
 * ``sweep_serving``: the 240 configurations with ``serving=True`` (continuous-batching columns).
 * ``sweep_serving_layout_heavy``: tp x pp x dp in {1,2,4,8}^3, batch 1..512, 16 prompts (256..6976), 16
   outputs (64..1024) with ``serving=True`` (163,840 configurations, every layout in one vectorised call);
@@ -211,10 +211,12 @@ def main() -> None:
     emit_rate("sweep_240", sweep_rate(small, args.repeat))
     layout = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
                        prompt_len=tuple(range(256, 8193, 512)), output_len=tuple(range(64, 1025, 64)))
-    emit_rate("sweep_layout_heavy", sweep_rate(layout, max(1, args.repeat // 2)))
+    sweep_rate(layout, 1)  # warm-up (plans compiled)
+    emit_rate("sweep_layout_heavy", sweep_rate(layout, args.repeat))
     length = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=tuple(range(128, 8193, 128)),
                        output_len=tuple(range(64, 2049, 64)))
-    emit_rate("sweep_length_heavy", sweep_rate(length, max(1, args.repeat // 2)))
+    sweep_rate(length, 1)
+    emit_rate("sweep_length_heavy", sweep_rate(length, args.repeat))
     serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
                         serving=True)
     emit_rate("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)))
