@@ -59,13 +59,15 @@ def latency_quantities(fits: Sequence[FamilyFit], gpu_key: str) -> dict[str, Qua
             continue
         src = f"{f.source} ({f.rows_fit} rows fitted); {TOOL}"
         for c in f.coefficients:
+            if c.kind == "reported":
+                continue
             names = [c.name]
             for dt, aliases in ALIASES.items():
                 if c.name.endswith("_" + dt):
                     names = [c.name[: -len(dt)] + a for a in aliases]
             for name in names:
                 note = _note(f, c.reading) + ("" if name == c.name else f"; fp16 takes the {c.name} fit (same tensor-core rate)")
-                out[name] = Quantity(float(c.value), c.unit, "fitted", src, note)
+                out[name] = Quantity(float(c.value), c.unit, c.kind, src, note)
             if c.name == "gemm_memory_efficiency_bf16":
                 out["max_memory_efficiency"] = Quantity(float(c.value), "1", "fitted", src, _note(
                     f, "HBM bandwidth fraction reached streaming weights (small-M bf16 GEMMs), used by every memory-bound kernel without its own fit"))

@@ -7,13 +7,17 @@ kernel tables; a GPU without tables falls back to the spec-derived defaults name
 
 GEMM (M x N x K, ``batch`` independent GEMMs, dtype d)::
 
-    tiles    = ceil(M / tile_m[d]) * ceil(N / tile_n[d]) * batch
-    split    = clip(floor(SMs / tiles), 1, floor(K / SPLIT_K_MIN_K))       split-K fills idle SMs
+    tile_m'  = min(tile_m[d], 64) where M <= small_m[d] (a small-M kernel), else tile_m[d]
+    tiles    = ceil(M / tile_m') * ceil(N / tile_n[d]) * batch
+    split    = clip(floor(SMs / tiles), 1, floor(K / SPLIT_K_MIN_K)) where split_k[d], else 1
     wave_eff = tiles*split / (ceil(tiles*split / SMs) * SMs)               the tail wave idles SMs
     k_eff    = K' / (K' + k_half[d]),  K' = K / split                      per-tile prologue/epilogue
-    t_math   = 2 M N K batch / (peak[d] * eff[d] * wave_eff * k_eff)
+    t_math   = max(2 M N K batch / (peak[d] * eff[d] * wave_eff * k_eff),
+                   ceil(tiles*split / SMs) K' (tile_m' + tile_n) elem_bytes / cta_bandwidth[d])
+                                                                           one CTA's operand stream is capped
              + [split > 1] (overhead + 8 M N batch split / (bw * mem_eff[d]))   split-K reduction
              + prepass_bytes[d] * M * K * batch / (bw * mem_eff[d])         activation quantisation pass
+             + ceil(M batch / SMs) * prepass_row[d]                          (one CTA per activation row)
     t_memory = (A + B + C bytes) / (bw * mem_eff[d])
     latency  = max(t_math, t_memory) + overhead[d]
 
@@ -38,7 +42,8 @@ Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q
     units  = B h ceil(T / q_tile);  wave_eff as for GEMM over SMs
     t_math = 4 B h ceil(T / q_tile) q_tile keys D / (peak * eff * wave_eff * keys/(keys + k_half) * D/(D + d_half))
     t_kv   = B T (h D 4 + g D kv_traffic[kv dtype]) / (bw * mem_eff)       Q/O and KV-cache traffic
-    latency = overhead + t_math + t_kv
+    t_tok  = ceil(B T / SMs) * token_s * [fp8 KV] fp8_token_factor         per-token CTAs (KV-cache write)
+    latency = overhead + t_math + t_kv + t_tok
 
 Fused MoE (two grouped GEMMs per expert shard: gate+up N = 2I, K = H; down N = H, K = I; c_e tokens on
 expert e): the GEMM formula with ``batch`` = experts hit and M = tokens per expert, the MoE family's own
@@ -51,11 +56,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from energylens.graph.precision import DTYPE_BYTES
 from energylens.hardware.profile import GPU
 
 ArrayLike = float | int | np.ndarray
 SPLIT_K_MIN_K = 1024.0  # shortest K per split-K slice (chosen on vidur GEMM timings; see cost.roofline)
-GEMM_DTYPES = ("bf16", "fp16", "fp8")
+GEMM_DTYPES = ("bf16", "fp16", "fp8", "fp8_block", "nvfp4")
+# GEMM kernel variants -> the tensor-core dtype whose peak they run at, and their operand bytes per element
+# (values + scales: fp8 with one fp32 scale per 128x128 block, NVFP4 4 bits + one fp8 scale per 16)
+KERNEL_MATH = {"fp8_block": "fp8", "nvfp4": "fp4"}
+KERNEL_ELEM_BYTES = {"fp8_block": 1.0 + 4.0 / (128 * 128), "nvfp4": 0.5 + 1.0 / 16}
 # Spec-derived defaults for a GPU whose profile has no fitted value (no kernel table): pure roofline.
 DEFAULT_SOURCE = "default (no kernel table for this GPU): energylens/cost/families.py"
 
@@ -82,11 +92,38 @@ class GemmCoeffs:
     overhead_s: float
     prepass_bytes: float  # bytes moved per activation element by a quantisation pass (0 for bf16)
     split_overhead_s: float
+    split_k: float = 1.0  # 1: split-K fills idle SMs (cuBLAS); 0: the kernel never splits K
+    small_m: float = 0.0  # M at or below which the kernel runs a 64-row tile
+    prepass_row_s: float = 0.0  # time per activation row per SM of the quantisation pass
+    cta_bandwidth: float = 0.0  # operand bytes/s one CTA streams at most (0: no cap)
+    elem_bytes: float = 2.0  # operand bytes per element (A and B)
+
+
+def gemm_variant_fitted(gpu: GPU, dtype: str) -> bool:
+    """Whether the profile has its own kernel-table fit for this GEMM dtype or kernel variant."""
+    return gpu.has(f"gemm_overhead_{dtype}") or gpu.has(f"gemm_k_half_{dtype}")
 
 
 def gemm_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
-    """The profile's GEMM coefficients for ``dtype``: ``*_<dtype>`` fields when fitted, else the
-    dtype-independent ones (``gemm_k_half``, ``gemm_tile_*``, ``max_memory_efficiency``, ``kernel_overhead``)."""
+    """The profile's GEMM coefficients for ``dtype`` (a plain dtype or a kernel variant of ``KERNEL_MATH``):
+    ``*_<dtype>`` fields when fitted; a variant without its own fit takes its math dtype's coefficients
+    (fp8_block on a GPU without an fp8_block table: the per-tensor fp8 ones); else the dtype-independent
+    ones (``gemm_k_half``, ``gemm_tile_*``, ``max_memory_efficiency``, ``kernel_overhead``)."""
+    math = KERNEL_MATH.get(dtype, dtype)
+    if math != dtype:
+        base = gemm_coeffs(gpu, math)
+        eff = gpu.max_compute_efficiency(dtype) if gpu.has(f"max_compute_efficiency_{dtype}") else base.efficiency
+        mem = _get(gpu, f"gemm_memory_efficiency_{dtype}", base.bandwidth_bytes_per_s / gpu.hbm_bandwidth_bytes_per_s)
+        return replace(
+            base, efficiency=eff, k_half=_get(gpu, f"gemm_k_half_{dtype}", base.k_half),
+            tile_m=_get(gpu, f"gemm_tile_m_{dtype}", base.tile_m), tile_n=_get(gpu, f"gemm_tile_n_{dtype}", base.tile_n),
+            bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * mem,
+            overhead_s=_get(gpu, f"gemm_overhead_{dtype}", base.overhead_s),
+            prepass_bytes=_get(gpu, f"gemm_prepass_bytes_{dtype}", base.prepass_bytes),
+            split_k=_get(gpu, f"gemm_split_k_{dtype}", base.split_k), small_m=_get(gpu, f"gemm_small_m_{dtype}", base.small_m),
+            prepass_row_s=_get(gpu, f"gemm_prepass_row_{dtype}", base.prepass_row_s),
+            cta_bandwidth=_get(gpu, f"gemm_cta_bandwidth_{dtype}", base.cta_bandwidth),
+            elem_bytes=KERNEL_ELEM_BYTES[dtype])
     mem = _get(gpu, f"gemm_memory_efficiency_{dtype}", gpu.max_memory_efficiency)
     return GemmCoeffs(
         peak_flops=gpu.peak_flops(dtype),
@@ -99,6 +136,11 @@ def gemm_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
         overhead_s=_get(gpu, f"gemm_overhead_{dtype}", gpu.kernel_overhead_s),
         prepass_bytes=_get(gpu, f"gemm_prepass_bytes_{dtype}", 0.0),
         split_overhead_s=gpu.kernel_overhead_s,
+        split_k=_get(gpu, f"gemm_split_k_{dtype}", 1.0),
+        small_m=_get(gpu, f"gemm_small_m_{dtype}", 0.0),
+        prepass_row_s=_get(gpu, f"gemm_prepass_row_{dtype}", 0.0),
+        cta_bandwidth=_get(gpu, f"gemm_cta_bandwidth_{dtype}", 0.0),
+        elem_bytes=float(DTYPE_BYTES.get(dtype, 2.0)),
     )
 
 
@@ -108,15 +150,28 @@ def gemm_math_s(c: GemmCoeffs, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: 
     n = np.maximum(_a(n), 1.0)
     k = np.maximum(_a(k), 1.0)
     batch = np.maximum(_a(batch), 1.0)
-    tiles = np.ceil(m / c.tile_m) * np.ceil(n / c.tile_n) * batch
+    tile_m = np.where(m <= c.small_m, min(c.tile_m, 64.0), c.tile_m)
+    tiles = np.ceil(m / tile_m) * np.ceil(n / c.tile_n) * batch
     split = np.clip(np.floor(c.sms / tiles), 1.0, np.maximum(1.0, np.floor(k / SPLIT_K_MIN_K)))
+    split = np.where(c.split_k > 0, split, 1.0)
     units = tiles * split
-    wave_eff = units / (np.ceil(units / c.sms) * c.sms)
+    waves = np.ceil(units / c.sms)
+    wave_eff = units / (waves * c.sms)
     k_split = k / split
     k_eff = k_split / (k_split + c.k_half)
     t = 2.0 * m * n * k * batch / (c.peak_flops * c.efficiency * wave_eff * k_eff)
+    if c.cta_bandwidth > 0:
+        t = np.maximum(t, waves * k_split * (tile_m + c.tile_n) * c.elem_bytes / c.cta_bandwidth)
     t = t + np.where(split > 1.0, c.split_overhead_s + 8.0 * m * n * batch * split / c.bandwidth_bytes_per_s, 0.0)
-    return t + c.prepass_bytes * m * k * batch / c.bandwidth_bytes_per_s
+    return t + gemm_prepass_s(c, m, k, batch)
+
+
+def gemm_prepass_s(c: GemmCoeffs, m: ArrayLike, k: ArrayLike, batch: ArrayLike = 1.0) -> np.ndarray:
+    """Time of the activation quantisation pass before a quantised GEMM, counted in ``t_math`` (the cost
+    path reads GEMMs through their efficiency): ``prepass_bytes`` HBM bytes per activation element plus one
+    row wave per SM."""
+    m, k, batch = (np.maximum(_a(x), 1.0) for x in (m, k, batch))
+    return c.prepass_bytes * m * k * batch / c.bandwidth_bytes_per_s + np.ceil(m * batch / c.sms) * c.prepass_row_s
 
 
 def gemm_latency_s(c: GemmCoeffs, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: ArrayLike = 1.0,
@@ -157,6 +212,8 @@ class AttentionCoeffs:
     prefill_memory_efficiency: float
     prefill_kv_traffic_bf16: float
     prefill_kv_traffic_fp8: float
+    prefill_token_s: float
+    prefill_fp8_token_factor: float
 
 
 # field name in the profile -> (AttentionCoeffs attribute, default when the profile has none)
@@ -183,6 +240,8 @@ ATTENTION_FIELDS = {
     "prefill_attn_memory_efficiency": ("prefill_memory_efficiency", None),
     "prefill_attn_kv_traffic_bf16": ("prefill_kv_traffic_bf16", 4.0),
     "prefill_attn_kv_traffic_fp8": ("prefill_kv_traffic_fp8", 2.0),
+    "prefill_attn_token_time": ("prefill_token_s", 0.0),
+    "prefill_attn_fp8_token_factor": ("prefill_fp8_token_factor", 1.0),
 }
 
 
@@ -259,9 +318,11 @@ def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, 
     wave_eff = units / (np.ceil(units / c.sms) * c.sms)
     eff = (c.prefill_compute_efficiency * wave_eff * keys / (keys + c.prefill_k_half) * d / (d + c.prefill_d_half))
     t_math = 4.0 * units * c.prefill_q_tile * keys * d / (c.peak_flops * eff)
-    traffic = np.where(_a(kv_bytes) < 2.0, c.prefill_kv_traffic_fp8, c.prefill_kv_traffic_bf16)
+    fp8 = _a(kv_bytes) < 2.0
+    traffic = np.where(fp8, c.prefill_kv_traffic_fp8, c.prefill_kv_traffic_bf16)
     t_kv = b * t * (h * d * 4.0 + g * d * traffic) / (c.hbm_bandwidth * c.prefill_memory_efficiency)
-    return share * (c.prefill_overhead_s + t_math + t_kv)
+    t_tok = np.ceil(b * t / c.sms) * c.prefill_token_s * np.where(fp8, c.prefill_fp8_token_factor, 1.0)
+    return share * (c.prefill_overhead_s + t_math + t_kv + t_tok)
 
 
 def attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,
@@ -291,7 +352,8 @@ def moe_coeffs(gpu: GPU, dtype: str, format_key: str = "") -> GemmCoeffs:
                    k_half=_get(gpu, f"moe_k_half_{dtype}", g.k_half),
                    tile_m=_get(gpu, f"moe_tile_m_{dtype}", g.tile_m), tile_n=_get(gpu, f"moe_tile_n_{dtype}", g.tile_n),
                    bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * mem,
-                   overhead_s=_get(gpu, f"moe_overhead_{dtype}", g.overhead_s), prepass_bytes=0.0)
+                   overhead_s=_get(gpu, f"moe_overhead_{dtype}", g.overhead_s), prepass_bytes=0.0,
+                   prepass_row_s=0.0, cta_bandwidth=0.0, split_k=0.0, small_m=0.0)
 
 
 def expert_tiles(tokens: ArrayLike, hit: ArrayLike, tile_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

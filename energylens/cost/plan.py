@@ -36,7 +36,7 @@ from energylens.cost.kernels import (
 from energylens.cost.plan_eval import StepsCost, evaluate_plan, flat_tables
 from energylens.graph.model import Model
 from energylens.graph.ops import Op, Role, Tensor
-from energylens.graph.precision import moe_format_key
+from energylens.graph.precision import gemm_kernel, moe_format_key
 from energylens.hardware.profile import GPU
 from energylens.parallel.sharding import CollectiveStep, OpStep, Step
 
@@ -57,7 +57,7 @@ class Mono:
 @dataclass(frozen=True)
 class OpPlan:
     family: str  # "gemm" | "moe" | "vector" | "none"
-    dtype: str
+    dtype: str  # GEMMs: the kernel variant whose coefficients apply (fp8_block, nvfp4) or the math dtype
     peak_flops: float
     energy_per_flop_j: float
     flops: Mono
@@ -178,7 +178,11 @@ class _Compiler:
             # element-wise math runs on the vector units at the dtype's efficiency; a user profile without
             # one for this dtype uses its best-known dtype's (the same SMs issue both)
             eff = gpu.max_compute_efficiency(dtype if gpu.has(f"max_compute_efficiency_{dtype}") else "bf16")
-        return OpPlan(family, dtype, gpu.peak_flops(dtype), gpu.energy_per_flop_j(dtype), flops, causal, mnk,
+        if family == "gemm" and op.weights:  # the coefficients of its kernel variant (fp8_block, nvfp4), at the
+            kernel = gemm_kernel(model.weight_format(op.weights[0].name), model.act_dtype, gpu)  # math rate
+        else:
+            kernel = dtype
+        return OpPlan(family, kernel, gpu.peak_flops(dtype), gpu.energy_per_flop_j(dtype), flops, causal, mnk,
                       merged, eff, coeffs)
 
     def tensor_bytes(self, op: Op, t: Tensor, sharded) -> Mono:

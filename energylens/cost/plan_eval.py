@@ -417,10 +417,16 @@ class StepsCost:
         self._where = self._cwhere = None
 
     def total(self, attr: str) -> np.ndarray:
-        """Sum over the kernels of one ``KernelCost`` field (``latency_s``, ``energy_j``, ...)."""
+        """Sum over the kernels of one ``KernelCost`` field (``latency_s``, ``energy_j``, ...), added in kernel
+        order (so it does not depend on how the kernels were stacked)."""
+        rows: dict[int, np.ndarray] = {}
+        for idx, kc in self.costs:
+            x = getattr(kc, attr)
+            for r, j in enumerate(idx):
+                rows[j] = x[r]
         out = np.asarray(0.0)
-        for _, kc in self.costs:
-            out = out + np.sum(getattr(kc, attr), axis=0)
+        for j in sorted(rows):
+            out = out + rows[j]
         return out
 
     def collective_total(self, attr: str) -> np.ndarray:

@@ -158,11 +158,31 @@ def moe_format_key(fmt: WeightFormat) -> str:
     return fmt.name
 
 
+def gemm_kernel(fmt: WeightFormat, act_dtype: str, gpu) -> str:
+    """The GEMM kernel family whose fitted coefficients cost this weight format on ``gpu``: the math dtype of
+    :func:`gemm_dtype`, or a kernel variant of it: ``fp8_block`` (fp8 weights with 128x128 block scales and
+    per-token-group fp8 activations: DeepSeek-V3, Qwen3-FP8, MiniMax) and ``nvfp4`` (NVFP4 x FP4 on the fp4
+    rate). A GPU without a table for the variant costs it with its math dtype's coefficients
+    (``energylens.cost.families.gemm_coeffs``; :func:`kernel_path` says so)."""
+    math = gemm_dtype(fmt, act_dtype, gpu)
+    if math == "fp8" and fmt.storage == "fp8" and fmt.scheme.startswith("block"):
+        return "fp8_block"
+    if math == "fp4" and fmt.name == "nvfp4":
+        return "nvfp4"
+    return math
+
+
 def kernel_path(fmt: WeightFormat, act_dtype: str, gpu) -> str:
     """One line: how the GEMMs of this weight format are costed on ``gpu``."""
     math = gemm_dtype(fmt, act_dtype, gpu)
     if not fmt.quantised:
         return f"{math} GEMM"
+    kernel = gemm_kernel(fmt, act_dtype, gpu)
+    if kernel != math:
+        own = gpu.has(f"gemm_overhead_{kernel}") or gpu.has(f"gemm_k_half_{kernel}")
+        fit = f"{kernel} kernel coefficients" if own else \
+            f"no {kernel} kernel table for {gpu.key}: the {math} GEMM coefficients"
+        return f"{math} x {math} GEMM at the {math} rate ({fit})"
     if fmt.activation is None:
         return f"dequantising GEMM: {fmt.name} weights read, {math} math"
     if math == act_dtype:

@@ -47,6 +47,23 @@ def test_gemm_split_k_and_prepass():
     assert K.gemm_math_s(q, m, n, k) - K.gemm_math_s(c, m, n, k) == pytest.approx(3.0 * m * k / 1e12)
 
 
+def test_gemm_no_split_k_cta_cap_small_m_and_row_pass():
+    # a kernel that never splits K (CUTLASS scaled_mm): 1 tile of 128 x 128 on 100 SMs runs on one SM
+    c = _gemm(split_k=0.0)
+    m, n, k = 128, 128, 4096
+    assert K.gemm_math_s(c, m, n, k) == pytest.approx(2 * m * n * k / (1e15 * 0.5 / 100))
+    # one CTA streams at most 1 GB/s of operands: K x (128 + 128) x 1 B per element
+    capped = _gemm(split_k=0.0, cta_bandwidth=1e9, elem_bytes=1.0)
+    assert K.gemm_math_s(capped, m, n, k) == pytest.approx(k * 256 * 1.0 / 1e9)
+    # M <= small_m runs a 64-row tile: M = 64, N = 12800 -> 100 tiles of 64 x 128, one wave
+    small = _gemm(split_k=0.0, small_m=64.0, cta_bandwidth=1e9, elem_bytes=1.0)
+    assert K.gemm_math_s(small, 64, 12800, 512) == pytest.approx(max(2 * 64 * 12800 * 512 / 5e14, 512 * 192 / 1e9))
+    # the quantisation pass: one CTA per activation row, 250 rows on 100 SMs = 3 row waves
+    row = _gemm(split_k=0.0, prepass_row_s=1e-6)
+    assert K.gemm_prepass_s(row, 250, 512) == pytest.approx(3e-6)
+    assert K.gemm_math_s(row, 250, 128, 512) - K.gemm_math_s(_gemm(split_k=0.0), 250, 128, 512) == pytest.approx(3e-6)
+
+
 def test_gemm_more_work_never_faster():
     c = K.gemm_coeffs(H100, "bf16")
     m = np.array([1, 16, 64, 256, 1024, 4096, 16384])
@@ -129,6 +146,11 @@ def test_prefill_attention_hand_count_and_monotonic():
     math = 4 * 100 * 128 * keys * d / (1e15 * 0.5)
     kv = b * t * (h * d * 4 + g * d * 4.0) / 1e12
     assert K.prefill_attention_latency_s(c, b, t, t, h, g, d) == pytest.approx(1e-5 + math + kv)
+    # per-token CTAs of the KV-cache write: 1280 tokens on 100 SMs = 13 waves, x1.5 with an fp8 cache
+    tok = replace(c, prefill_token_s=1e-7, prefill_fp8_token_factor=1.5)
+    assert K.prefill_attention_latency_s(tok, b, t, t, h, g, d) == pytest.approx(1e-5 + math + kv + 13e-7)
+    kv8 = b * t * (h * d * 4 + g * d * 2.0) / 1e12
+    assert K.prefill_attention_latency_s(tok, b, t, t, h, g, d, 1.0) == pytest.approx(1e-5 + math + kv8 + 13 * 1.5e-7)
     n = np.array([256, 1024, 4096, 16384])
     assert np.all(np.diff(K.prefill_attention_latency_s(c, 2, n, n, 32, 8, 128)) > 0)
     # t == 1 picks the decode formula
@@ -198,3 +220,23 @@ def test_fused_moe_inner_ops_add_no_launch_of_their_own():
 
     assert all(t < 0.2e-6 for t in inner_overhead("h100-sxm"))
     assert all(t >= A100.kernel_overhead_s for t in inner_overhead("a100-sxm-80gb"))
+
+
+def test_gemm_kernel_variants_and_fallback():
+    from energylens.graph.precision import fp8, gemm_kernel, kernel_path, nvfp4
+
+    l40s, b200 = load_gpu("l40s"), load_gpu("b200")
+    block, tensor = fp8("block"), fp8("tensor")
+    # DeepSeek/Qwen3-FP8 style 128x128 block scales take the fp8_block kernel; per-tensor fp8 the fp8 one
+    assert gemm_kernel(block, "bf16", H100) == "fp8_block" and gemm_kernel(tensor, "bf16", H100) == "fp8"
+    assert gemm_kernel(nvfp4(), "bf16", b200) == "nvfp4"
+    # a GPU with tables costs the variant with its own fit, at the fp8 peak
+    c = K.gemm_coeffs(H100, "fp8_block")
+    assert H100.has("max_compute_efficiency_fp8_block") and c.efficiency == H100.q("max_compute_efficiency_fp8_block")
+    assert c.peak_flops == H100.peak_flops("fp8") and c.elem_bytes == pytest.approx(1.0 + 4.0 / 128**2)
+    assert "fp8_block kernel coefficients" in kernel_path(block, "bf16", H100)
+    # a GPU without an fp8_block table takes its fp8 coefficients and says so
+    fb, f8 = K.gemm_coeffs(l40s, "fp8_block"), K.gemm_coeffs(l40s, "fp8")
+    assert not K.gemm_variant_fitted(l40s, "fp8_block")
+    assert replace(fb, elem_bytes=f8.elem_bytes) == f8
+    assert "no fp8_block kernel table for l40s" in kernel_path(block, "bf16", l40s)

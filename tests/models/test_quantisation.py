@@ -30,7 +30,7 @@ def test_qwen3_8b_fp8_offline_weights_about_half_of_bf16(capsys):
     assert 0.5 < ratio < 0.6
     prec = pred["precision"]
     assert "fp8" in prec["classes"]["mlp"]["format"] and "block 128x128" in prec["classes"]["mlp"]["format"]
-    assert prec["classes"]["mlp"]["gemm"] == "fp8 x fp8 GEMM at the fp8 rate"
+    assert prec["classes"]["mlp"]["gemm"] == "fp8 x fp8 GEMM at the fp8 rate (fp8_block kernel coefficients)"
     assert prec["classes"]["lm_head"]["format"] == "bf16"
     assert any("assumed the architecture of Qwen/Qwen3-8B" in n for n in prec["notes"])
 
@@ -99,7 +99,7 @@ def test_nvfp4_runs_at_the_fp4_rate_on_b200_and_dequantised_on_h100():
     mlp_bf = [o for o in h_bf16.prefill.ops if o.name.endswith("down_proj")][0]
     assert mlp.flops == mlp_bf.flops and mlp.bytes < mlp_bf.bytes  # same math (bf16), fewer weight bytes
     assert "dequantising" in h_fp4.extra["precision"]["classes"]["mlp"]["gemm"]
-    assert b_fp4.extra["precision"]["classes"]["mlp"]["gemm"] == "fp4 x fp4 GEMM at the fp4 rate"
+    assert b_fp4.extra["precision"]["classes"]["mlp"]["gemm"] == "fp4 x fp4 GEMM at the fp4 rate (nvfp4 kernel coefficients)"
 
 
 def test_checkpoint_formats_of_shipped_quantised_models():
