@@ -14,7 +14,7 @@ Which table rows each family uses:
 * prefill attention: ``<gpu>_0.24.0_context_attention`` (no cached prefix: T = S = ``isl``).
 * fused MoE: ``<gpu>_0.24.0_moe`` rows of the dtype; expected tokens per expert from the table's routing
   distribution (:func:`aic_expert_loads`).
-* all-reduce: ``<gpu>_0.24.0_custom_allreduce`` (reported only, see :func:`fit_allreduce`).
+* all-reduce: ``<gpu>_0.24.0_custom_allreduce``, CUDA-graph rows up to 8 MiB (vLLM's custom all-reduce).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from scipy.optimize import least_squares
 
 from energylens.calibration.tables import Table, load_table
 from energylens.cost import families as K
+from energylens.cost.custom_ar import CUSTOM_AR_MAX_BYTES
 from energylens.graph.precision import format_named, gemm_dtype, int_weights
 from energylens.hardware.profile import GPU
 
@@ -420,12 +421,11 @@ def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
                      in_profile=bool(d))
 
 
-# ---------------------------------------------------------------- vLLM custom all-reduce (reported only)
+# ---------------------------------------------------------------- vLLM custom all-reduce
 def fit_allreduce(gpu: GPU, table: Table) -> FamilyFit:
-    """vLLM custom all-reduce under CUDA graphs, ``t = alpha + 2 (n - 1) / n * bytes / bus_bw``, fitted on
-    2 and 8 GPUs and checked on 4. Reported only: collectives are costed by the NCCL tables of the
-    collectives module (being restructured, issue 15); these coefficients are for its owner."""
-    t = table.select(table["backend"] == "vllm_graph")
+    """vLLM custom all-reduce under CUDA graphs (``energylens.cost.custom_ar``): ``t = alpha + 2 (n - 1) / n *
+    bytes / bus_bw`` on the rows up to its 8 MiB buffer, fitted on 2 and 8 GPUs and checked on 4."""
+    t = table.select((table["backend"] == "vllm_graph") & (table["message_size"] <= CUSTOM_AR_MAX_BYTES))
     held = t["num_gpus"] == 4
     n, msg, y = t["num_gpus"], t["message_size"], t["latency_ms"] * 1e-3
 
@@ -434,10 +434,12 @@ def fit_allreduce(gpu: GPU, table: Table) -> FamilyFit:
 
     r = _lsq(lambda x: np.log(model(x) / y)[~held], [5.0, 200.0], [0.0, 1.0], [1e3, 1e4], [1.0, 100.0])
     ape = np.abs(model(r.x) / y - 1.0)
-    coeffs = [Coefficient("allreduce_latency", float(r.x[0]) * 1e-6, "s", "fixed time of one all-reduce (launch, flag handshake)"),
-              Coefficient("allreduce_bus_bandwidth", float(r.x[1]) * 1e9, "B/s", "NVLink bus bandwidth reached (bytes x 2(n-1)/n per second)")]
-    return FamilyFit(gpu.key, "all-reduce (vLLM custom, graph)", t.path, coeffs, int((~held).sum()), int(held.sum()),
-                     ape[held], ape[~held], in_profile=False)
+    coeffs = [Coefficient("custom_allreduce_latency", float(r.x[0]) * 1e-6, "s",
+                          "fixed time of one custom all-reduce (launch, cross-GPU flag handshake)"),
+              Coefficient("custom_allreduce_bus_bandwidth", float(r.x[1]) * 1e9, "B/s",
+                          "NVLink bus bandwidth the custom all-reduce reaches (bytes x 2(n-1)/n per second)")]
+    return FamilyFit(gpu.key, "all-reduce (vLLM custom, graph, <= 8 MiB)", t.path, coeffs, int((~held).sum()),
+                     int(held.sum()), ape[held], ape[~held])
 
 
 def fit_latency_families(gpu: GPU, every: int = 1) -> list[FamilyFit]:

@@ -112,6 +112,7 @@ from functools import cache
 
 import numpy as np
 
+from energylens.cost.custom_ar import custom_allreduce_s
 from energylens.cost.power import clamp_to_limit_w, comm_sm_power_w
 from energylens.datafiles import data_path, read_yaml
 from energylens.errors import DimensionError, LayoutError, SpecError, UnknownNameError
@@ -501,7 +502,7 @@ def collective_cost(
 def _combo_cost(kind: str, n: np.ndarray, p: int, k: int, sms: float, g: GPU, a: CommAssumptions):
     """(latency, active energy) of messages ``n`` > 0 on one (group size, nodes, SMs)."""
     r, e_link, e_net = _combo_params(g, a, sms)
-    t = _multi_node_time(kind, n, p, k, g, r, a) if k > 1 else _single_node_time(kind, n, p, g, r, a)
+    t = _multi_node_time(kind, n, p, k, g, r, a) if k > 1 else custom_allreduce_s(kind, n, p, g, _single_node_time(kind, n, p, g, r, a))
     hbm, intra, nic = _traffic(kind, n, p, k, a)
     return t, hbm * g.energy_per_byte_j + intra * e_link + nic * e_net
 

@@ -94,6 +94,8 @@ KERNEL_FAMILY_FIELDS: dict[str, tuple[str, bool]] = {
     "moe_tile_n_{dtype}": ("1", False),
     "moe_memory_efficiency_{dtype}": ("1", False),
     "moe_overhead_{dtype}": ("s", False),
+    "custom_allreduce_latency": ("s", False),
+    "custom_allreduce_bus_bandwidth": ("B/s", False),
 }
 FIELDS.update(KERNEL_FAMILY_FIELDS)
 
