@@ -1,6 +1,6 @@
 """The cost of one NCCL collective: latency (s), energy per GPU (J) and average power (W).
 
-Everything about "how long does an all-reduce take and what does it cost" lives here.
+Everything about the time and cost of an all-reduce lives here (vLLM's custom all-reduce: ``cost.custom_ar``).
 
 Conventions
 -----------
@@ -32,9 +32,8 @@ AIConfigurator, stas00 long sweeps, vidur send_recv; see SOURCE.md there) hold, 
   is slower than a larger message is replaced by that larger message's time);
 * inside the measured size range latency is interpolated log-log in size;
 * below the smallest size the latency floor (the smallest latency) is used;
-* above the largest size it continues at the table's largest busbw:
-  ``t = t_max + bus_factor * (n - n_max) / busbw_max``, so for large n the all-reduce time tends to
-  ``2(p-1)/p * n / busbw_max``.
+* above the largest size it continues at the table's largest busbw: ``t = t_max + bus_factor * (n -
+  n_max) / busbw_max`` (for large n the all-reduce time tends to ``2(p-1)/p * n / busbw_max``).
 
 Group sizes without a table use the alpha-beta model ``t = alpha + bus_factor * n / busbw``. If the
 GPU has tables for the collective at other group sizes, alpha (latency floor) and busbw are
