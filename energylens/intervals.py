@@ -17,8 +17,6 @@ import math
 from collections.abc import Mapping
 from functools import cache, lru_cache
 
-import numpy as np
-
 from energylens.datafiles import data_path, safe_load
 from energylens.errors import SpecError
 
@@ -96,7 +94,11 @@ def _static_batch_ratios() -> dict:
 def _median_ratio(key: str) -> float:
     fig = (_static_batch_ratios().get("figures") or {})[key.removeprefix("total_")]
     ratios = [float(r) for r in fig.get("ratios") or []]
-    return float(np.median(ratios)) if ratios else (float(fig["q10"]) + float(fig["q90"])) / 2.0
+    if not ratios:
+        return (float(fig["q10"]) + float(fig["q90"])) / 2.0
+    # The median, as np.median computes it, without np.median's first-call import of numpy.ma (cold start).
+    ordered, mid = sorted(ratios), len(ratios) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 def runtime_interval(energy_j: float, latency_s: float) -> dict:

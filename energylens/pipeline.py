@@ -30,7 +30,6 @@ from energylens.graph.precision import WEIGHT_DTYPE_NAMES
 from energylens.hardware.profile import GPU, load_gpu
 from energylens.models.registry import load_model
 from energylens.moe.binding import is_moe, resolve_routing
-from energylens.overlap.cost import evaluate_overlap
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import Program, build_program
 from energylens.results import MemoryReport
@@ -176,6 +175,8 @@ def evaluate(bound: Bound) -> Evaluated:
         pa = phase(bound, sizes, weights, decode=decode)
         ov = None
         if plans:
+            from energylens.overlap.cost import evaluate_overlap  # only with overlap plans (cold start)
+
             ov = evaluate_overlap(m, bound.gpu, bound.layout, bound.program, sizes, weights, decode=decode,
                                   plans=plans, baseline=pa, **moe_kw)
         out.append((pa, ov))

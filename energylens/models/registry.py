@@ -14,7 +14,6 @@ from energylens.datafiles import data_path
 from energylens.errors import SpecError, UnsupportedModelError
 from energylens.graph.model import Model
 from energylens.models.hf_config import HFConfig
-from energylens.specs.model_yaml import SPEC_SUFFIXES, load_model_spec
 
 SHORT_NAMES: dict[str, str] = {
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
@@ -53,6 +52,9 @@ HF_ALIASES: dict[str, str] = {
     "deepseek-ai/DeepSeek-V3.1": "deepseek-ai/DeepSeek-V3",
     "deepseek-ai/DeepSeek-R1-0528": "deepseek-ai/DeepSeek-R1",
 }
+# = ``energylens.specs.model_yaml.SPEC_SUFFIXES`` (a test checks): the YAML spec language is imported only
+# when a spec file is loaded, not for a shipped model (cold start, issue 19).
+SPEC_SUFFIXES = (".yaml", ".yml")
 QUANT_FILE_SUFFIX = ".hf_quant_config.json"  # shipped hf_quant_config.json beside <org>__<name>.json
 # Parts of an architecture the builders leave out, by model_type (added to the model's notes).
 ARCHITECTURE_NOTES = {
@@ -145,9 +147,7 @@ def _variant(name: str, why: str) -> Resolved | None:
 def resolve_model(name: str, *, hub: bool | None = None) -> Resolved:
     """Resolve a short name, shipped Hugging Face id (case-insensitive), config.json path, any Hugging Face id
     (``huggingface_hub``; ``hub=False`` never asks it) or a published variant of a shipped id."""
-    import energylens.models.hub as hf
     from energylens.checks import exists, text
-    from energylens.models.names import UnknownModelError, unsupported_model
 
     shipped = shipped_configs()
     key = text("model", name, error=SpecError, what="a model short name, Hugging Face id or config.json path").strip()
@@ -168,6 +168,9 @@ def resolve_model(name: str, *, hub: bool | None = None) -> Resolved:
         quant = _read_json(qpath, str(qpath)) if qpath.is_file() else None
         short = (path.parent.name or path.stem) if path.name == "config.json" else path.stem
         return Resolved(cfg, short, str(cfg.get("_name_or_path", "")), quant)
+    import energylens.models.hub as hf  # beyond the shipped names only (cold start, issue 19)
+    from energylens.models.names import UnknownModelError, unsupported_model
+
     bad = unsupported_model(key)
     if bad is not None:
         raise UnsupportedModelError(f"model {name!r} model_type", bad[1], f"not supported: {bad[2]}")
@@ -215,19 +218,22 @@ def load_model(name: str | Model, *, hub: bool | None = None) -> Model:
 @lru_cache(maxsize=32)
 def _load_spec_cached(path: str, mtime_ns: int, size: int) -> Model:
     """A spec file's model, cached per (path, modification time, size): an edited file is read again."""
+    from energylens.specs.model_yaml import load_model_spec
+
     return load_model_spec(Path(path))
 
 
 @lru_cache(maxsize=64)
 def _load_cached(name: str, hub: bool | None) -> Model:
     from energylens.models.builders import BUILDERS
-    from energylens.models.names import unsupported_reason
     from energylens.models.quant import checkpoint_precision, context_limit
 
     r = resolve_model(name, hub=hub)
     cfg = r.cfg
     builder = BUILDERS.get(cfg.model_type)
     if builder is None:
+        from energylens.models.names import unsupported_reason
+
         why = unsupported_reason(cfg.model_type) or unsupported_reason(str(cfg.get("_outer_model_type")))
         if why:
             raise UnsupportedModelError(f"model {name!r} model_type", cfg.model_type, f"not supported: {why}")

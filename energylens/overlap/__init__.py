@@ -11,25 +11,22 @@ shared power cap, phase totals), ``search`` (predictions, sweeps, Pareto), ``plo
 (the SM-split model against MuxServe's measurements).
 """
 
-from energylens.overlap.cost import (
-    ASSUMPTION_SOURCES,
-    OverlapAssumptions,
-    OverlapPhase,
-    PairCost,
-    Timeline,
-    evaluate_overlap,
-    gpu_partition,
-    overlap_timeline,
-)
 from energylens.overlap.rules import CONSUMER, PRODUCER, OverlapPlan, resolve_pairs, step_sequence
 
-# ``search`` builds on ``energylens.predict`` (which itself uses ``rules`` and ``cost``): its names are
-# imported on first use so that importing the package does not import ``predict``.
+# ``cost`` (the overlap cost model) and ``search`` (which builds on ``energylens.predict``) load on first
+# use: a prediction without overlap plans needs only ``rules`` (``Execution.overlap``), and importing the
+# package must not import ``predict`` (cold start, issue 19).
+_COST_NAMES = ("ASSUMPTION_SOURCES", "OverlapAssumptions", "OverlapPhase", "PairCost", "Timeline",
+               "evaluate_overlap", "gpu_partition", "overlap_timeline")
 _SEARCH_NAMES = ("DEFAULT_CHUNKS", "DEFAULT_COMM_SMS", "OverlapPhaseResult", "OverlapPrediction", "OverlapSweep",
                  "PairResult", "predict_with_overlap", "sweep_overlap")
 
 
 def __getattr__(name: str):
+    if name in _COST_NAMES:
+        from energylens.overlap import cost
+
+        return getattr(cost, name)
     if name in _SEARCH_NAMES:
         from energylens.overlap import search
 
