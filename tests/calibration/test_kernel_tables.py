@@ -103,3 +103,18 @@ def test_weight_only_moe_fits_recover_shipped_coefficients():
         for name in (f"moe_compute_efficiency_{key}", f"moe_memory_efficiency_{key}", f"moe_overhead_{key}"):
             _close(H100, name, got[name], tol=1e-3)
         assert fit.held_median_pct < 8.0  # held-out shapes: 32 experts (mxfp4), TP 4 and 16 shards (int4)
+
+
+def test_fp8_block_and_custom_allreduce_fits_recover_shipped_coefficients():
+    # fp8_block: device coefficients under the table's host-side floor (reported, not written to the profile)
+    gemm = CK.subsample(load_table("h100-sxm", "gemm"), EVERY)
+    block = CK.fit_gemm_block(H100, gemm, CK.fit_gemm(H100, gemm, "fp8"))
+    got = {c.name: c for c in block.coefficients}
+    _close(H100, "max_compute_efficiency_fp8_block", got["max_compute_efficiency_fp8_block"].value)
+    assert got["gemm_host_floor_fp8_block"].kind == "reported" and not H100.has("gemm_host_floor_fp8_block")
+    assert 5e-5 < got["gemm_host_floor_fp8_block"].value < 2e-4  # ~90 us on H100
+    # vLLM custom all-reduce (all rows: the table is small); held out on 4 GPUs
+    ar = CK.fit_allreduce(H100, load_table("h100-sxm", "custom_allreduce"))
+    for c in ar.coefficients:
+        _close(H100, c.name, c.value, tol=1e-3)
+    assert ar.held_median_pct < 8.0
