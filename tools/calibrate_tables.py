@@ -8,6 +8,8 @@ shipped NVIDIA AIConfigurator kernel tables and print the held-out error tables 
 Data: energylens/data/calibration/aiconfigurator/ (see its SOURCE.md). Formulas: energylens/cost/families.py
 (latency) and energylens/cost/roofline.py + cost/power.py (energy: idle + busy power, J/FLOP, J/B, power cap);
 fitting: energylens/calibration/{kernels,power,report}.py. H100 SXM has no power table: it takes the H200 power fit.
+The other built-in GPUs (A100, H100 PCIe, L40S) get busy power and J/FLOP by the rule in
+energylens/calibration/derived_power.py (written after the fitted profiles).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from energylens.calibration.derived_power import derived_profiles
 from energylens.calibration.profiles import write_profile
 from energylens.calibration.report import calibrate, markdown_table, power_for, profile_updates
 from energylens.calibration.tables import GPU_TAGS
@@ -33,6 +36,8 @@ def main() -> None:
         for key in gpus:
             path = write_profile(key, profile_updates(fits, key, power_for(powers, key)))
             print(f"wrote {path}")
+        for key, updates in derived_profiles().items():  # untabled GPUs, from the profiles just written
+            print(f"wrote {write_profile(key, updates)} (derived kernel power)")
     print(markdown_table(fits, powers))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
 

@@ -87,7 +87,7 @@ def test_derived_energy_per_flop_matches_formula(key, dtype):
         assert qty.kind in ("fitted", "derived") and gpu.has("busy_power")
         return
     assert qty.kind == "derived"
-    expected = (gpu.power_limit_w - gpu.idle_power_w) / (
+    expected = (gpu.power_limit_w - gpu.idle_power_w - gpu.busy_power_w) / (  # calibration/derived_power.py
         gpu.peak_flops(dtype) * gpu.max_compute_efficiency(dtype)
     )
     assert qty.value == pytest.approx(expected, rel=0.01)
