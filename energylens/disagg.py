@@ -15,8 +15,9 @@ types):
 
 * a prefill instance runs batches of ``prefill_batch`` prompts back to back (the static-batch
   prefill of :func:`energylens.cost.phase.evaluate_phase`, plus the serving host overhead per
-  iteration, during which its GPUs wait at idle power): ``r_A = prefill_batch / T_prefill``
-  requests/s;
+  iteration, during which its GPUs wait at idle power, and the per-request GPU work, which draws the
+  batch's mean kernel power as in ``serve``, :func:`energylens.cost.power.serving_gpu_energy_j`):
+  ``r_A = prefill_batch / T_prefill`` requests/s;
 * a decode instance runs pure decode iterations at ``concurrency`` running requests
   (:func:`energylens.serving.serve_arrays` with a chunked-prefill budget of zero, so no prompt
   shares an iteration; mean context ``prompt_len + output_len / 2``):
@@ -48,7 +49,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from energylens.cost.phase import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
-from energylens.cost.power import above_idle_energy_j, idle_energy_j, serving_active_power_w
+from energylens.cost.power import (
+    above_idle_energy_j,
+    idle_energy_j,
+    serving_active_power_w,
+    serving_gpu_energy_j,
+)
 from energylens.errors import LayoutError, WorkloadError
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
@@ -344,13 +350,17 @@ def disaggregated(model, prefill_pool: Pool, decode_pool: Pool, *, concurrency, 
     sizes, w = prefill_sizes(Workload(prefill_batch, 1, 0), np.asarray(float(bpr_a)))
     sizes = {"b": sizes["b"], "t": p, "s": p}
     pre = evaluate_phase(ma, ga, la, build_program(ma, la), sizes, w, decode=False)
-    # serving coefficients as serving.combine applies them: host time at idle power, per-sequence
-    # work and active static power while kernels run
+    # serving coefficients by serve's power rules (cost/power.py::serving_gpu_energy_j, per GPU): host time
+    # at idle power, the per-sequence work at the mean power of the batch's kernels, active static power
+    # while kernels run, the whole busy span capped at the limit
     host_a = coeffs.iteration_overhead_s
     seq_a = coeffs.per_sequence_overhead_s * bpr_a
     active_w = serving_active_power_w(ga, coeffs.active_power_fraction)
     t_pre = pre.latency_s + seq_a + host_a
-    e_pre = pre.energy_j + gpus_a * (idle_energy_j(ga, host_a + seq_a) + active_w * (seq_a + pre.kernel_time_s))
+    e_pre = gpus_a * serving_gpu_energy_j(
+        kernel_j=(pre.energy_j - pre.communication_j) / gpus_a, kernel_s=pre.kernel_time_s, active_s=pre.kernel_time_s,
+        seq_s=seq_a, host_s=host_a, collective_j=pre.communication_j / gpus_a, idle_power_w=ga.idle_power_w,
+        power_limit_w=ga.power_limit_w, active_power_w=active_w)
     r_a = prefill_batch / t_pre
     e_a = e_pre / prefill_batch
 

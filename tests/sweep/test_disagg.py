@@ -56,6 +56,32 @@ def test_colocated_is_serving_module():
     assert float(co.output_tokens_per_s) == pytest.approx(4 * float(ref.output_tokens_per_s))
 
 
+def test_prefill_per_request_work_draws_the_kernels_mean_power():
+    """The prefill pool's per-request GPU time draws the batch's mean kernel power (as serve does),
+    not idle + active static power: hand-built from the prefill phase and the serving coefficients."""
+    from energylens import Layout, load_gpu, load_model
+    from energylens.cost.phase import evaluate_phase
+    from energylens.program import build_program
+    from energylens.serving import load_coefficients
+    from energylens.workload import Workload, prefill_sizes
+
+    m, g, lay = load_model("llama3-8b"), load_gpu("h100-sxm"), Layout(tp=2)
+    d = disaggregated("llama3-8b", Pool(tp=2), Pool(tp=2), concurrency=8, prompt_len=1024, output_len=64,
+                      prefill_batch=4, max_gpus=4)
+    sizes, w = prefill_sizes(Workload(4, 1, 0), np.asarray(4.0))
+    pre = evaluate_phase(m, g, lay, build_program(m, lay), {"b": sizes["b"], "t": 1024.0, "s": 1024.0}, w,
+                         decode=False)
+    c = load_coefficients(g.key)
+    seq_s, host_s = 4 * c.per_sequence_overhead_s, c.iteration_overhead_s
+    active_w = c.active_power_fraction * (g.power_limit_w - g.idle_power_w)
+    kernels_j = (float(pre.energy_j) - float(pre.communication_j)) / 2 + active_w * float(pre.kernel_time_s)
+    mean_w = kernels_j / float(pre.kernel_time_s)
+    assert mean_w > g.idle_power_w + active_w + 50.0  # the kernels carry busy power: well above static
+    busy_j = min(kernels_j + mean_w * seq_s, g.power_limit_w * (float(pre.kernel_time_s) + seq_s))
+    per_gpu_j = busy_j + float(pre.communication_j) / 2 + g.idle_power_w * host_s
+    assert float(d.prefill_energy_per_request_j) == pytest.approx(2 * per_gpu_j / 4, rel=1e-9)
+
+
 def test_smallest_budget_gives_one_instance_each():
     d = disaggregated("llama3-8b", Pool(tp=1), Pool(tp=1), concurrency=8, prompt_len=512, output_len=64, max_gpus=2)
     assert int(d.prefill_instances) == 1 and int(d.decode_instances) == 1
