@@ -41,6 +41,7 @@ from scipy.optimize import least_squares
 from energylens.calibration.kernels import HOLDOUT, aic_expert_loads, subsample
 from energylens.calibration.tables import Table, has_table, load_table
 from energylens.cost.power import kernel_power_w
+from energylens.errors import SpecError
 from energylens.hardware.profile import GPU
 
 STREAM_SHARE_MAX = 0.95  # a weight stream at the achieved bandwidth uses at most this share of the headroom
@@ -230,6 +231,29 @@ def fit_power(gpu: GPU, every: int = 1) -> PowerFit:
     return fit
 
 
+# GPUs whose idle power is the floor of their own power tables (the profile's source is weaker), and why
+IDLE_FROM_TABLES = {
+    "b200": "the profile's 175 W (a screenshot of an idle air-cooled B200, 137 W, plus a CUDA-context increment) "
+            "is below every one of the tables' readings: that screenshot is deep idle (clocks down, no process); "
+            "a serving engine holds the context with the clocks up between kernels"}
+
+
+def table_floor_power_w(gpu_key: str) -> tuple[float, list[str]]:
+    """Lowest NVML reading over every power table of ``gpu_key`` (W) and the files: a process holding the
+    context with the clocks up, replaying a kernel that leaves the GPU idle most of the time (host-bound
+    replays). An upper bound of context-held idle at the maximum clock: on H200 it reads 126.3 W against
+    the 120.1 W measured at 1980 MHz by EnergAIzer (same GH100 die as H100), 5 % above."""
+    floors, paths = [], []
+    for fam in FAMILIES:
+        if has_table(gpu_key, fam, power=True):
+            t = load_table(gpu_key, fam, power=True)
+            floors.append(float(np.min(t["avg_power_w"])))
+            paths.append(t.path)
+    if not floors:
+        raise SpecError("gpu", gpu_key, "a GPU with kernel power tables")
+    return min(floors), paths
+
+
 def profile_power(gpu: GPU, every: int = 1) -> PowerFit:
     """The profile's own power coefficients (idle and busy power, J/FLOP per dtype, J/byte) scored on the
     same held-out power-table rows as :func:`fit_power` (``derived_from`` names the profile)."""
@@ -250,4 +274,4 @@ def scaled_fit(fit: PowerFit, gpu: GPU) -> PowerFit:
                     gpu.power_limit_w, 0, list(fit.sources), derived_from=f"{fit.gpu} power fit")
 
 
-__all__ = ["MIN_LATENCY_S", "NOT_FITTED", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "scaled_fit"]
+__all__ = ["IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "scaled_fit", "table_floor_power_w"]
