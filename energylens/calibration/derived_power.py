@@ -5,7 +5,7 @@ Rule (chosen before comparing against any benchmark, written into each profile a
 * ``busy_power = f x (power_limit - idle_power)`` with ``f`` the fitted share of the headroom of the donor
   architecture (``FRACTION_DONOR``). Every untabled built-in GPU is a single-die part of Hopper's
   generation or earlier, so the donor is H200 (GH100, fitted on NVIDIA's kernel power tables:
-  179.9 W / (700 - 120.1) W = 0.310). B200's share (0.49) is not used: it is a two-die package whose
+  179.9 W / (700 - 120.1) W = 0.310). B200's share (0.44 over its 243 W idle) is not used: it is a two-die package whose
   die-to-die link and second L2 stay awake whenever a kernel runs, a static cost a single die has not.
 * ``energy_per_flop_<dtype> = (power_limit - idle_power - busy_power) / (peak_flops x max_compute_efficiency)``
   for every dtype whose J/FLOP was derived from the datasheet (not measured): a large GEMM at its best
