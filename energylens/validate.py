@@ -243,16 +243,13 @@ def _number(row: dict, col: str, *, integer: bool = False) -> float:
     return v
 
 
-def _load_row_model(model_id: str, precision: str):
-    """(model with the row's weight precision, None) or (None, skip reason). Offline: the Hugging Face Hub is
-    not asked, so validation does not depend on the network."""
+def load_model_offline(model_id: str):
+    """(model, None) or (None, the reason a validation row is skipped). Offline: the Hugging Face Hub is not
+    asked, so validation does not depend on the network. Shared by the ML.ENERGY and silicon readers."""
     from energylens.models.registry import load_model
 
-    p = precision.strip().lower()
-    if p not in PRECISIONS:
-        return None, f"unknown weight_precision {precision!r} (known: {', '.join(PRECISIONS)})"
     try:
-        model = load_model(model_id, hub=False)
+        return load_model(model_id, hub=False), None
     except UnsupportedModelError as exc:
         return None, f"architecture not supported ({exc.value}): {exc.allowed.removeprefix('not supported: ')}"
     except UnknownNameError:
@@ -261,6 +258,16 @@ def _load_row_model(model_id: str, precision: str):
         if exc.field.endswith("model_type"):
             return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
         return None, f"model config not usable: {exc}"
+
+
+def _load_row_model(model_id: str, precision: str):
+    """(model with the row's weight precision, None) or (None, skip reason)."""
+    p = precision.strip().lower()
+    if p not in PRECISIONS:
+        return None, f"unknown weight_precision {precision!r} (known: {', '.join(PRECISIONS)})"
+    model, why = load_model_offline(model_id)
+    if model is None:
+        return None, why
     if model.weight_dtype == PRECISIONS[p]:
         return model, None
     return model.with_dtypes(weight_dtype=PRECISIONS[p]), None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energylens.errors import EnergyLensError, SpecError, UnknownNameError, UnsupportedModelError
+from energylens.errors import EnergyLensError, SpecError
 
 COLUMNS = ("model_path", "system", "precision", "mode", "isl", "osl", "batch_size", "tp_size", "pp_size",
            "attention_dp_size", "moe_tp_size", "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms")
@@ -168,21 +168,9 @@ def _positive(row: dict, col: str) -> float:
 
 def _model(model_path: str, precision: str):
     """(model with the row's precision, None) or (None, reason). Offline: the Hugging Face Hub is not asked."""
-    from energylens.models.registry import load_model
+    from energylens.validate import load_model_offline
 
-    def load(name: str):
-        try:
-            return load_model(name, hub=False), None
-        except UnsupportedModelError as exc:
-            return None, f"architecture not supported ({exc.value}): {exc.allowed.removeprefix('not supported: ')}"
-        except UnknownNameError:
-            return None, f"unknown model {name!r}: no shipped config.json"
-        except SpecError as exc:
-            if exc.field.endswith("model_type"):
-                return None, f"architecture not yet supported (model_type {exc.value!r} has no builder)"
-            return None, f"model config not usable: {exc}"
-
-    model, why = load(model_path)
+    model, why = load_model_offline(model_path)
     p = precision.strip().lower()
     if model is None or p in ("", "nan"):  # not recorded: the checkpoint's own formats
         return model, why
@@ -193,7 +181,7 @@ def _model(model_path: str, precision: str):
     formats, tag = QUANTISED[p]
     if model.weight_dtype in formats:
         return model, None
-    return load(model_path + tag)
+    return load_model_offline(model_path + tag)
 
 
 def prepare(rows: list[dict]):
