@@ -93,6 +93,19 @@ def _lsq(resid: Callable[[np.ndarray], np.ndarray], x0: Sequence[float], lo: Seq
                          loss="soft_l1", f_scale=0.05, x_scale=np.asarray(scale, float), max_nfev=400)
 
 
+def _grid_lsq(resid: Callable[[tuple, np.ndarray], np.ndarray], grid, x0: Sequence[float], lo: Sequence[float],
+              hi: Sequence[float], scale: Sequence[float]) -> tuple[tuple, np.ndarray]:
+    """Fit the free coefficients at every point of a grid of fixed (structural) values; the point whose fit has
+    the smallest median |log residual| wins. Returns (grid point, fitted coefficients)."""
+    best = None
+    for fixed in grid:
+        r = _lsq(lambda x, fixed=fixed: resid(fixed, x), x0, lo, hi, scale)
+        cost = float(np.median(np.abs(r.fun)))
+        if best is None or cost < best[0]:
+            best = (cost, fixed, r.x)
+    return best[1], best[2]
+
+
 # ---------------------------------------------------------------- GEMM
 # kernel structure of the GEMM vLLM runs per table dtype (not fitted): cuBLAS (bf16) splits K to fill idle
 # SMs; CUTLASS scaled_mm (fp8), DeepGEMM (fp8_block) and FlashInfer CuTe-DSL (nvfp4) never do and run a
@@ -161,16 +174,11 @@ def fit_gemm(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
     x0 = [0.7, 256.0, 0.8, 5e-6, 3.0 if quant else 0.0, 5e-7 if quant else 0.0, 2e11]
     lo = [0.05, 0.0, 0.05, 0.0, 0.0, 0.0, 1e10]
     hi = [1.0, 8192.0, 1.0, 1e-3, 16.0 if quant else 1e-9, 1e-5 if quant else 1e-15, 1e13]
-    best = None
-    for tm, tn in itertools.product((64.0, 128.0), (64.0, 128.0, 256.0)):
-        def resid(x, tm=tm, tn=tn):
-            c = _gemm_model(gpu, dtype, x, tm, tn)
-            return np.log(K.gemm_latency_s(c, m[~held], n[~held], k[~held], elem_bytes=eb) / y[~held])
-        r = _lsq(resid, x0, lo, hi, [1.0, 100.0, 1.0, 1e-6, 1.0, 1e-7, 1e11])
-        cost = float(np.median(np.abs(r.fun)))
-        if best is None or cost < best[0]:
-            best = (cost, tm, tn, r.x)
-    _, tm, tn, x = best
+    def resid(tiles, x):
+        c = _gemm_model(gpu, dtype, x, *tiles)
+        return np.log(K.gemm_latency_s(c, m[~held], n[~held], k[~held], elem_bytes=eb) / y[~held])
+    (tm, tn), x = _grid_lsq(resid, itertools.product((64.0, 128.0), (64.0, 128.0, 256.0)), x0, lo, hi,
+                            [1.0, 100.0, 1.0, 1e-6, 1.0, 1e-7, 1e11])
     c = _gemm_model(gpu, dtype, x, tm, tn)
     ape = np.abs(K.gemm_latency_s(c, m, n, k, elem_bytes=eb) / y - 1.0)
     d = dtype
@@ -220,19 +228,13 @@ def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
     lo = [0.0, 0.05, 0.0, 0.01, 0.1, 5e9, 0.0, 0.5, 0.0]
     hi = [1e-4, 1.0, 2e-5, 1.0, 1.2, 1e12, 2e-5, 4.0, 3e-5]
     sc = [1e-6, 1.0, 1e-6, 0.1, 0.1, 1e10, 1e-6, 1.0, 1e-6]
-    best = None
     keys = list(_DECODE_GRID)
-    for combo in itertools.product(*(_DECODE_GRID[k] for k in keys)):
-        fixed = dict(zip(keys, combo, strict=True))
 
-        def resid(x, fixed=fixed):
-            c = _attn(gpu, **fixed, **dict(zip(_DECODE_X, x, strict=True)))
-            return np.log(K.decode_attention_latency_s(c, *fit_args) / y[~held])
-        r = _lsq(resid, x0, lo, hi, sc)
-        cost = float(np.median(np.abs(r.fun)))
-        if best is None or cost < best[0]:
-            best = (cost, fixed, r.x)
-    _, fixed, x = best
+    def resid(combo, x):
+        c = _attn(gpu, **dict(zip(keys, combo, strict=True)), **dict(zip(_DECODE_X, x, strict=True)))
+        return np.log(K.decode_attention_latency_s(c, *fit_args) / y[~held])
+    combo, x = _grid_lsq(resid, itertools.product(*(_DECODE_GRID[k] for k in keys)), x0, lo, hi, sc)
+    fixed = dict(zip(keys, combo, strict=True))
     c = _attn(gpu, **fixed, **dict(zip(_DECODE_X, x, strict=True)))
     ape = np.abs(K.decode_attention_latency_s(c, *args) / y - 1.0)
     readings = {
@@ -275,16 +277,10 @@ def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
     x0, lo = [1e-5, 0.6, 128.0, 32.0, 8.0, 8.0, 1e-7, 1.5, 0.8], [0, 0.05, 0, 0, 0, 0, 0, 1.0, 0.05]
     hi = [1e-4, 1.0, 1e5, 1e4, 200.0, 200.0, 1e-5, 4.0, 1.0]
     sc = [1e-5, 1, 100, 10, 1, 1, 1e-7, 0.1, 0.1]
-    best = None
-    for q_tile in (64.0, 128.0):
-        def resid(x, q_tile=q_tile):
-            c = _attn(gpu, prefill_q_tile=q_tile, **dict(zip(_PREFILL_X, x, strict=True)))
-            return np.log(K.prefill_attention_latency_s(c, *fit_args) / y[~held])
-        r = _lsq(resid, x0, lo, hi, sc)
-        cost = float(np.median(np.abs(r.fun)))
-        if best is None or cost < best[0]:
-            best = (cost, q_tile, r.x)
-    _, q_tile, x = best
+    def resid(q_tile, x):
+        c = _attn(gpu, prefill_q_tile=q_tile, **dict(zip(_PREFILL_X, x, strict=True)))
+        return np.log(K.prefill_attention_latency_s(c, *fit_args) / y[~held])
+    q_tile, x = _grid_lsq(resid, (64.0, 128.0), x0, lo, hi, sc)
     c = _attn(gpu, prefill_q_tile=q_tile, **dict(zip(_PREFILL_X, x, strict=True)))
     ape = np.abs(K.prefill_attention_latency_s(c, *args) / y - 1.0)
     vals = dict(zip(_PREFILL_X, x, strict=True))
@@ -391,19 +387,14 @@ def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
         base = replace(base, peak_flops=gpu.peak_flops(gemm_dtype(fmt, "bf16", gpu)))
     sums = {tm: K.expert_tiles(load, hit, tm) for tm in _MOE_TILES_M}
     x0, lo, hi, sc = [0.6, 256.0, 0.7, 2e-5], [0.02, 0.0, 0.05, 0.0], [1.0, 8192.0, 1.0, 1e-3], [1, 100, 1, 1e-5]
-    best = None
-    for tm, tn in itertools.product(_MOE_TILES_M, (64.0, 128.0)):
-        mt, ex, tot = (a[~held] for a in sums[tm])
+    fit_sums = {tm: tuple(a[~held] for a in sums[tm]) for tm in _MOE_TILES_M}
 
-        def resid(x, tm=tm, tn=tn, mt=mt, ex=ex, tot=tot):
-            c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * x[2],
-                        overhead_s=x[3], tile_m=tm, tile_n=tn)
-            return np.log(K.moe_from_tiles_s(c, mt, ex, tot, hidden[~held], inter[~held], eb) / y[~held])
-        r = _lsq(resid, x0, lo, hi, sc)
-        cost = float(np.median(np.abs(r.fun)))
-        if best is None or cost < best[0]:
-            best = (cost, tm, tn, r.x)
-    _, tm, tn, x = best
+    def resid(tiles, x):
+        tm, tn = tiles
+        c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * x[2],
+                    overhead_s=x[3], tile_m=tm, tile_n=tn)
+        return np.log(K.moe_from_tiles_s(c, *fit_sums[tm], hidden[~held], inter[~held], eb) / y[~held])
+    (tm, tn), x = _grid_lsq(resid, itertools.product(_MOE_TILES_M, (64.0, 128.0)), x0, lo, hi, sc)
     c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=gpu.hbm_bandwidth_bytes_per_s * x[2],
                 overhead_s=x[3], tile_m=tm, tile_n=tn)
     ape = np.abs(K.moe_from_tiles_s(c, *sums[tm], hidden, inter, eb) / y - 1.0)
