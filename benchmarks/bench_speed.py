@@ -20,7 +20,7 @@ Workloads (Llama-3.1-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
   ``sweep_serving_columns_layout_heavy``: the same grid's rate for the ``serve_*`` columns alone (its time
   minus the same sweep without ``serving``).
 * ``stream_95m``: the issue's 95 M-configuration grid streamed with ``--pareto-only`` in a
-  subprocess; peak RSS from ``resource.getrusage(RUSAGE_CHILDREN)`` (takes minutes; ``--skip-95m``).
+  subprocess (Llama-3.1-70B: prompt + output reach 69,632 tokens, beyond Llama-3-70B's 8 k context); peak RSS from ``resource.getrusage(RUSAGE_CHILDREN)`` (takes minutes; ``--skip-95m``).
 * ``cold_cli``: wall time of ``python -m energylens.cli predict --json`` in a fresh process (bytecode
   cached, as after ``pip install``), next to ``python -c "import numpy"``, the floor on this machine,
   and ``cold_cli_beyond_numpy``: the CLI's own import and run time measured inside a fresh process
@@ -51,7 +51,7 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MODEL, GPU = "llama3.1-70b", "h100-sxm"  # 128 k context: the layout-heavy grid reaches 8,960 tokens
 TP, BATCH, PROMPT, OUTPUT = (1, 2, 4, 8), tuple(2**i for i in range(10)), (512, 2048, 8192), (128, 1024)
-GRID_95M = ["--tp", "1:128:x2", "--pp", "1,2,4,8", "--dp", "1:64:x2", "--batch", "1:4096:x2",
+GRID_95M = ["--model", MODEL, "--tp", "1:128:x2", "--pp", "1,2,4,8", "--dp", "1:64:x2", "--batch", "1:4096:x2",
             "--prompt-len", "128:65536:128", "--output-len", "64:4096:64"]
 
 

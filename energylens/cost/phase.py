@@ -214,14 +214,17 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         all_sizes = {**all_sizes, **moe.busiest}
         full_shape = np.broadcast_shapes(full_shape, *(np.shape(v) for v in moe.busiest.values()))
     # --- end MoE
-    out_shape = full_shape[:-1] if decode else full_shape
-    w = np.asarray(weights, dtype=float)
+    # a sweep may fold its decode points onto their distinct contexts (``sweep.points``): ``reduce_points``
+    folded = hasattr(weights, "reduce_points")
+    w = weights if folded else np.asarray(weights, dtype=float)
+    out_shape = full_shape if not decode else np.broadcast_shapes(full_shape[:-1], w.out_shape) if folded \
+        else full_shape[:-1]
 
     def reduce(x) -> np.ndarray:
         """Sum over decode points; shapes stay broadcastable (not expanded) until the totals."""
         x = np.asarray(x, dtype=float)
         if decode:
-            return np.sum(x * w, axis=-1)
+            return w.reduce_points(x) if folded else np.sum(x * w, axis=-1)
         return x
 
     variable = frozenset(sizes) | frozenset(moe.busiest if moe is not None else ())

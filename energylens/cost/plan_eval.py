@@ -443,8 +443,10 @@ class StepsCost:
         are added in the plan's ``sum_order`` (fixed at compile time, so the result does not depend on how
         they were stacked): {field: array ``[section, ...]`` when every kernel has the same shape, else a
         list per section}."""
-        shapes = {np.shape(kc.latency_s)[1:] for _, kc in self.costs}
         order = self.plan.sum_order
+        if hasattr(weights, "reduce_points"):
+            return self._folded_section_totals(attrs, section, n, weights)
+        shapes = {np.shape(kc.latency_s)[1:] for _, kc in self.costs}
         sec = section[order]
         bounds = np.flatnonzero(np.diff(sec, prepend=-1, append=n + 1))
         if len(shapes) == 1 and len(bounds) == n + 1:
@@ -463,6 +465,25 @@ class StepsCost:
             kc, r = self._where[j]
             for attr in attrs:
                 out[attr][section[j]] = out[attr][section[j]] + _points(getattr(kc, attr)[r], weights, 0)
+        return out
+
+    def _folded_section_totals(self, attrs: tuple[str, ...], section: np.ndarray, n: int, points) -> dict:
+        """:meth:`section_totals` with decode points folded onto distinct contexts (``energylens.sweep.points``):
+        each section's kernels are summed first (context-free ones, small arrays, first), then the section's
+        fields go through one stacked ``reduce_points`` lookup."""
+        self._index()
+        acc = [[np.asarray(0.0)] * len(attrs) for _ in range(n)]
+        for j in self.plan.sum_order:
+            kc, r = self._where[j]
+            a = acc[section[j]]
+            for i, attr in enumerate(attrs):
+                a[i] = a[i] + getattr(kc, attr)[r]
+        out: dict = {attr: [None] * n for attr in attrs}
+        for sec, a in enumerate(acc):
+            shape = np.broadcast_shapes(*(np.shape(x) for x in a))
+            red = points.reduce_points(np.stack([np.broadcast_to(x, shape) for x in a]), 1)
+            for i, attr in enumerate(attrs):
+                out[attr][sec] = red[i]
         return out
 
     def section_collective_totals(self, attr: str, section: np.ndarray, n: int, weights=None) -> list:
@@ -508,6 +529,8 @@ def _points(x, weights, lead: int):
     axes of ``x`` are not configuration axes (the weights align with the axes after them)."""
     if weights is None:
         return x
+    if hasattr(weights, "reduce_points"):  # points folded onto distinct contexts (energylens.sweep.points)
+        return weights.reduce_points(x, lead)
     x = np.asarray(x, dtype=float)
     missing = np.ndim(weights) - (x.ndim - lead)
     if missing > 0:

@@ -55,6 +55,7 @@ from energylens.errors import EnergyLensError
 from energylens.overlap.cost import evaluate_overlap
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
+from energylens.sweep.points import fold_contexts
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
 from energylens.workload import DECODE_POINTS, Workload, decode_sizes, prefill_sizes
@@ -477,6 +478,10 @@ def _decode_eval(m, g, lay, program, w: Workload, b_eval, plans=()) -> dict[str,
     t = np.asarray(sizes["t"])
     if np.all(t == 1.0):  # decode computes one query token per sequence: a scalar keeps arrays small
         sizes["t"] = np.asarray(1.0)
+        if all(p is None for p in plans):  # kernels costed once per distinct context (sweep.points)
+            folded = fold_contexts(sizes["s"], weights)
+            if folded is not None:
+                sizes["s"], weights = folded
     pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True,
                         distinct_batches=all(p is None for p in plans))
     out = {f: getattr(pa, f) for f in PHASE_FIELDS}
