@@ -17,13 +17,13 @@ Each of the three parts is costed by :func:`energylens.cost.phase.evaluate_phase
 program (same sharding, derived collectives, roofline and power cap) and the kernels are taken
 from the part they belong to (decode and prefill attention share one kernel launch).
 
-Three serving coefficients (:class:`ServingCoefficients`, the same for every model; fitted once by
+Four serving coefficients (:mod:`energylens.serving_coefficients`, the same for every model; fitted once by
 ``tools/fit_serving.py`` on development data; values, units and what they were fitted on are in
 ``energylens/data/validation/serving_coefficients.yaml``). The two overheads describe the serving
 platform (host CPU, driver, the engine's kernels for that GPU architecture), so a platform with
 development data (``platforms:`` in the file: H100 and B200 nodes) has its own pair; every other GPU
 uses the pooled pair fitted on all platforms together (:class:`CoefficientTable`). The active power
-fraction is shared by all GPUs:
+fraction and the routing skew are shared by all GPUs:
 
 * ``iteration_overhead_s``: host time per iteration that the GPUs do not overlap (scheduling,
   input preparation, output processing); the GPUs wait at idle power;
@@ -33,7 +33,10 @@ fraction is shared by all GPUs:
 * ``active_power_fraction``: while a GPU executes kernels its static power is
   ``idle_power + active_power_fraction * (power_limit - idle_power)`` rather than the
   context-held idle power (clocks up, SMs issuing while memory-bound); the GPU never draws more
-  than its power limit.
+  than its power limit;
+* ``routing_skew``: the Zipf exponent of expert popularity of a mixture-of-experts model when the
+  user names no routing (``zipf:S``; 0 is uniform): a trained router's skew makes a decode step hit
+  fewer distinct experts than uniform routing. An explicit ``routing`` always wins.
 
 Outputs (per deployment, all ``dp`` replicas together):
 
@@ -55,114 +58,32 @@ together): one call costs a whole sweep.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from functools import cache
 
 import numpy as np
 
 from energylens.cost.phase import evaluate_phase
 from energylens.cost.power import above_idle_energy_j, idle_energy_j, serving_gpu_energy_j
 from energylens.cost.subprogram import split_kernels
-from energylens.datafiles import data_path
 from energylens.engines import VLLM
 from energylens.errors import LayoutError, SpecError, WorkloadError
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
+from energylens.serving_coefficients import (  # noqa: F401  (re-exported: the serving API)
+    COEFFICIENT_NAMES,
+    OVERHEAD_NAMES,
+    CoefficientTable,
+    ServingCoefficients,
+    data_file,
+    load_coefficient_table,
+    load_coefficients,
+    resolve_coefficients,
+    serving_routing,
+)
 
 MAX_BATCHED_TOKENS = VLLM.max_batched_tokens  # energylens/data/engines/vllm.yaml
 DEFAULT_INTERVAL_LEVEL = 0.8
-COEFFICIENT_NAMES = ("iteration_overhead_s", "per_sequence_overhead_s", "active_power_fraction")
-
-
-@dataclass(frozen=True)
-class ServingCoefficients:
-    """Serving coefficients of one platform (the same for every model). Defaults: none (pure cost model)."""
-
-    iteration_overhead_s: float = 0.0
-    per_sequence_overhead_s: float = 0.0
-    active_power_fraction: float = 0.0
-    source: str = "none (pure per-op cost model)"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-OVERHEAD_NAMES = ("iteration_overhead_s", "per_sequence_overhead_s")  # per-platform; the fraction is shared
-
-
-@dataclass(frozen=True)
-class CoefficientTable:
-    """Pooled serving coefficients plus per-platform overheads (GPU key -> coefficients).
-
-    ``for_gpu(key)`` gives the coefficients a prediction on that GPU uses: the platform's own fitted
-    overheads when the development data covers it, else the pooled ones; the active power fraction
-    is always the pooled (shared) one."""
-
-    pooled: ServingCoefficients = field(default_factory=ServingCoefficients)
-    platforms: dict[str, ServingCoefficients] = field(default_factory=dict)
-
-    def for_gpu(self, gpu_key: str | None) -> ServingCoefficients:
-        return self.platforms.get(gpu_key or "", self.pooled)
-
-    def to_dict(self) -> dict:
-        return {"pooled": self.pooled.to_dict(), "platforms": {k: v.to_dict() for k, v in self.platforms.items()}}
-
-
-def resolve_coefficients(coefficients: ServingCoefficients | CoefficientTable | None,
-                         gpu_key: str | None) -> ServingCoefficients:
-    """The coefficients for one GPU: a table is resolved per platform, a single set is used as given,
-    ``None`` means the shipped table."""
-    if coefficients is None:
-        coefficients = load_coefficient_table()
-    if isinstance(coefficients, CoefficientTable):
-        return coefficients.for_gpu(gpu_key)
-    return coefficients
-
-
-def data_file(name: str):
-    """A file of ``energylens/data/validation``."""
-    return data_path("validation", name)
-
-
-def _value(entry, where: str) -> float:
-    if not isinstance(entry, dict) or not isinstance(entry.get("value"), (int, float)) \
-            or isinstance(entry.get("value"), bool):
-        raise SpecError(f"serving_coefficients.yaml: {where}", entry, "{value: <number>, unit, fitted_on, method}")
-    return float(entry["value"])
-
-
-@cache
-def load_coefficient_table() -> CoefficientTable:
-    """The fitted coefficients shipped in ``energylens/data/validation/serving_coefficients.yaml``."""
-    import yaml
-
-    path = data_file("serving_coefficients.yaml")
-    if not path.is_file():
-        return CoefficientTable()
-    data = yaml.safe_load(path.read_text()) or {}
-    source = "energylens/data/validation/serving_coefficients.yaml"
-    coeffs = data.get("coefficients") or {}
-    values = {name: _value(coeffs[name], f"coefficients.{name}") for name in COEFFICIENT_NAMES if name in coeffs}
-    pooled = ServingCoefficients(**values, source=f"{source} (pooled)")
-    platforms = {}
-    raw = data.get("platforms") or {}
-    if not isinstance(raw, dict):
-        raise SpecError("serving_coefficients.yaml: platforms", raw, "a mapping GPU key -> {overhead: {value, ...}}")
-    for key, entry in raw.items():
-        if not isinstance(entry, dict) or set(entry) - set(OVERHEAD_NAMES):
-            raise SpecError(f"serving_coefficients.yaml: platforms.{key}", entry,
-                            f"a mapping with only {', '.join(OVERHEAD_NAMES)}")
-        over = {name: _value(entry[name], f"platforms.{key}.{name}") for name in OVERHEAD_NAMES if name in entry}
-        platforms[str(key)] = replace(pooled, **over, source=f"{source} (platform {key})")
-    return CoefficientTable(pooled, platforms)
-
-
-def load_coefficients(gpu_key: str | None = None) -> ServingCoefficients:
-    """The shipped coefficients for ``gpu_key`` (its platform's overheads if fitted, else pooled)."""
-    return load_coefficient_table().for_gpu(gpu_key)
-
-
 @dataclass
 class ServingArrays:
     """Steady-state serving figures, arrays broadcast over the batch/length inputs."""
@@ -397,10 +318,11 @@ def serve_arrays(model: Model, gpu: GPU, layout: Layout, batch, input_len, outpu
     """Vectorised steady state over arrays of ``batch`` (mean running requests, whole deployment),
     ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be valid (:func:`resolve_layout`;
     sweeps pass arrays and ``batch`` per replica: ``per_replica``). Coefficients default to the shipped ones.
+    MoE routing: ``routing`` when given, else the coefficients' fitted skew (:func:`serving_routing`).
     A GPU with a user power limit or locked clock (``gpu.operating``) holds one SM clock per iteration,
     the highest whose mean power fits the limit (:func:`energylens.cost.clock_hold.hold_clock`)."""
     coeffs = resolve_coefficients(coefficients, gpu.key)
-    kw = dict(max_batched_tokens=max_batched_tokens, routing=routing, per_replica=per_replica)
+    kw = dict(max_batched_tokens=max_batched_tokens, routing=serving_routing(routing, coeffs), per_replica=per_replica)
 
     def at(g: GPU) -> ServingArrays:
         return combine(serving_parts(model, g, layout, batch, input_len, output_len, **kw), coeffs)

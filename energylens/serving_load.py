@@ -89,6 +89,7 @@ from energylens.serving import (
     poisson_median,
     resolve_coefficients,
     serving_parts,
+    serving_routing,
 )
 
 CLOSED_LOOP_WAIT_ITERATIONS = 1.0  # a closed-loop request waits for the iteration running when it arrives
@@ -267,6 +268,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     c_in, i, o = _inputs(concurrency, input_len, output_len, "concurrency")
     program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
                                   gpu_memory_utilization, capacity)
+    routing = serving_routing(routing, coeffs)  # the user's, else the fitted skew
     dp, mbt = layout_degree(layout.dp), int(max_batched_tokens)  # the layout may hold arrays (a planner's layouts)
     slots = _slots(cap, i, o, max_num_seqs)
     fits = slots >= 1
@@ -417,6 +419,7 @@ def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, 
     r_in, i, o = _inputs(request_rate, input_len, output_len, "request_rate")
     program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
                                   gpu_memory_utilization, capacity)
+    routing = serving_routing(routing, coeffs)  # the user's, else the fitted skew
     dp, mbt = int(layout.dp), int(max_batched_tokens)
     slots = _slots(cap, i, o, max_num_seqs)
     fits = slots >= 1

@@ -388,15 +388,19 @@ def prepare_rows(rows: list[dict], input_lens: dict[str, float] | None = None
     return results, groups, context
 
 
-def cost_groups(results: list[RowResult], groups: dict, context: dict, progress=None) -> dict[tuple, object]:
-    """``ServingParts`` per group (the coefficient-free, expensive part), vectorised per group."""
+def cost_groups(results: list[RowResult], groups: dict, context: dict, progress=None, routing=None,
+                only=None) -> dict[tuple, object]:
+    """``ServingParts`` per group (the coefficient-free, expensive part), vectorised per group, with MoE
+    ``routing`` (None: uniform); ``only(model)`` picks the groups to cost (default all)."""
     parts = {}
     for key, idx in groups.items():
         model, gpu, layout = context[key]
+        if only is not None and not only(model):
+            continue
         b = np.array([results[i].row["_batch"] for i in idx])
         o = np.array([results[i].row["_out"] for i in idx])
         p = np.array([results[i].input_len for i in idx])
-        parts[key] = serving_parts(model, gpu, layout, b, p, o)
+        parts[key] = serving_parts(model, gpu, layout, b, p, o, routing=routing)
         if progress:
             progress(len(idx))
     return parts
@@ -420,7 +424,7 @@ def validate_rows(rows: list[dict], *, coefficients: ServingCoefficients | Coeff
                   source: str = "", progress=None) -> Validation:
     coeffs = coefficients or load_coefficient_table()
     results, groups, context = prepare_rows(rows)
-    parts = cost_groups(results, groups, context, progress)
+    parts = cost_groups(results, groups, context, progress, routing=resolve_coefficients(coeffs, None).routing())
     apply(results, groups, parts, coeffs, context, level=level)
     for r in results:
         r.row.pop("_batch", None)

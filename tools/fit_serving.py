@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     print("fitted on FIT     FIT ", fmt(s["fit"]), "| TEST", fmt(s["test"]), "| ALL", fmt(s["all"]))
     print("                  ALL GPU-paced rows", fmt(s["all_gpu_paced"]))
     print("coefficients:", flat(out["coefficients"]))
+    print("routing skew profile (stage-a loss on the FIT half):",
+          "  ".join(f"{k:g}:{v:.4f}" for k, v in out["skew_profile"].items()))
     print("pooled overheads on every GPU  TEST", fmt(s["test_pooled_only"]), "| ALL", fmt(s["all_pooled_only"]))
     for g, v in out["lopo"].items():
         print(f"leave-platform-out {g:9s} (pooled fit on the other GPUs)", fmt(v))

@@ -28,12 +28,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from energylens.intervals import INTERVAL_LEVELS, interval_for
+from energylens.intervals import INTERVAL_LEVELS, interval_for, model_family
+from energylens.moe.spec import Routing
 from energylens.serving import COEFFICIENT_NAMES, OVERHEAD_NAMES, CoefficientTable, ServingCoefficients
 from energylens.validate import METRICS, apply, cost_groups, prepare_rows
 
 QUANTILES = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
-UNITS = {"iteration_overhead_s": "s", "per_sequence_overhead_s": "s", "active_power_fraction": "1"}
+UNITS = {"iteration_overhead_s": "s", "per_sequence_overhead_s": "s", "active_power_fraction": "1",
+         "routing_skew": "1"}
 MEANING = {
     "iteration_overhead_s": "host time per engine iteration not overlapped with GPU work (scheduling, input "
                             "preparation, output processing); the GPUs wait at idle power",
@@ -43,7 +45,15 @@ MEANING = {
                                "independent of context length, model size and vocabulary (tools/serving_excess.py)",
     "active_power_fraction": "static power of a busy GPU above its context-held idle power, as a fraction of "
                              "(power_limit - idle_power): clocks up and SMs issuing while memory-bound",
+    "routing_skew": "Zipf exponent S of expert popularity used for mixture-of-experts models when no routing is "
+                    "given (routing zipf:S; 0 = uniform): within an MoE layer the expert of popularity rank i gets a "
+                    "share proportional to 1/i**S of the tokens, so a decode step hits fewer distinct experts (fewer "
+                    "expert weights read) and, with expert parallelism, loads the busiest rank above the mean. A "
+                    "trained router is skewed; plausible 0.5-1.5 (AIConfigurator's MoE kernel tables are measured "
+                    "balanced and at power-law exponents 1.01 and 1.2)",
 }
+# routing skew (Zipf exponent) candidates: every MoE row is re-costed at each (the kernels change)
+SKEW_GRID = tuple(round(0.1 * i, 1) for i in range(21))
 X0_OVERHEADS = np.array([1e-3, 2e-5])
 UPPER_OVERHEADS = np.array([0.05, 1e-3])
 X0_FRACTION = 0.2
@@ -55,6 +65,8 @@ METHOD = {
     "iteration_overhead_s": LOSS_TEXT + "; pooled over all GPU types with the fraction fixed (stage b)",
     "per_sequence_overhead_s": LOSS_TEXT + "; pooled over all GPU types with the fraction fixed (stage b)",
     "platform": LOSS_TEXT + "; fitted jointly with the shared active power fraction (stage a)",
+    "routing_skew": LOSS_TEXT + "; profiled jointly with stage (a): the MoE rows are re-costed at each S of "
+                    "0, 0.1, ..., 2.0 and stage (a) refitted; the S of least loss is kept",
 }
 SOURCE = "energylens/calibration/serving_fit.py"
 
@@ -66,11 +78,14 @@ def split_models(model_ids) -> tuple[list[str], list[str]]:
 
 
 class ServingFit:
-    """The development rows, costed once; predictions for any coefficients; the fit."""
+    """The development rows, costed once per routing skew; predictions for any coefficients; the fit."""
 
-    def __init__(self, rows: list[dict], input_lens: dict[str, float] | None = None) -> None:
+    def __init__(self, rows: list[dict], input_lens: dict[str, float] | None = None,
+                 skews: tuple[float, ...] = SKEW_GRID) -> None:
         self.results, self.groups, self.context = prepare_rows(rows, input_lens)
         self.parts = cost_groups(self.results, self.groups, self.context)
+        self._parts_by_skew = {0.0: self.parts}
+        self.skews = tuple(skews)
         self.ok = [r for r in self.results if r.status == "ok"]
         self.fittable = [r for r in self.ok if not r.not_gpu_limited]  # rows the coefficients may be fitted on
         self.models = {}
@@ -78,15 +93,27 @@ class ServingFit:
             for i in idx:
                 self.models[i] = self.context[key][0]
 
+    def parts_at(self, skew: float) -> dict:
+        """Costed parts with the MoE groups routed by ``zipf:skew`` (cached; dense groups do not route)."""
+        skew = round(float(skew), 9)
+        if skew not in self._parts_by_skew:
+            moe = cost_groups(self.results, self.groups, self.context, routing=Routing.zipf(skew),
+                              only=lambda m: model_family(m) == "moe")
+            self._parts_by_skew[skew] = {**self.parts, **moe}
+        return self._parts_by_skew[skew]
+
     def predict(self, coeffs, intervals=None) -> None:
-        apply(self.results, self.groups, self.parts, coeffs, self.context, intervals=intervals or {})
+        skew = (coeffs.pooled if isinstance(coeffs, CoefficientTable) else coeffs).routing_skew
+        apply(self.results, self.groups, self.parts_at(skew), coeffs, self.context, intervals=intervals or {})
 
     def residuals(self, coeffs, rows) -> np.ndarray:
         self.predict(coeffs)
         return np.array([np.log(r.predicted[m] / r.measured[m]) for r in rows for m in METRICS])
 
-    def fit(self, rows) -> CoefficientTable:
-        """Stage (a): shared fraction + per-platform overheads; stage (b): pooled overheads, fraction fixed."""
+    def fit(self, rows, profile: dict | None = None) -> CoefficientTable:
+        """Stage (a): shared fraction + per-platform overheads, at each routing skew of the grid (MoE rows
+        only: without them the skew is 0, uniform), keeping the skew of the least loss; stage (b):
+        pooled overheads, fraction and skew fixed. ``profile`` (a dict) receives the loss per skew."""
         from scipy.optimize import least_squares
 
         platforms = sorted({r.gpu for r in rows})
@@ -94,18 +121,26 @@ class ServingFit:
         x0 = np.concatenate([[X0_FRACTION], np.tile(X0_OVERHEADS, n)])
         upper = np.concatenate([[1.0], np.tile(UPPER_OVERHEADS, n)])
 
-        def table(x, pooled=(0.0, 0.0)) -> CoefficientTable:
+        def table(x, skew: float, pooled=(0.0, 0.0)) -> CoefficientTable:
             f = float(x[0])
-            plat = {g: ServingCoefficients(float(x[1 + 2 * i]), float(x[2 + 2 * i]), f, source=SOURCE)
-                    for i, g in enumerate(platforms)}
-            return CoefficientTable(ServingCoefficients(*pooled, f, source=SOURCE), plat)
+            plat = {g: ServingCoefficients(float(x[1 + 2 * i]), float(x[2 + 2 * i]), f, source=SOURCE,
+                                           routing_skew=skew) for i, g in enumerate(platforms)}
+            return CoefficientTable(ServingCoefficients(*pooled, f, source=SOURCE, routing_skew=skew), plat)
 
-        sol = least_squares(lambda x: self.residuals(table(x), rows), x0, bounds=(np.zeros_like(x0), upper),
-                            x_scale=x0, **LOSS)
+        best = None
+        for skew in (self.skews if any(r.family == "moe" for r in rows) else (0.0,)):
+            sol = least_squares(lambda x, s=skew: self.residuals(table(x, s), rows), x0,
+                                bounds=(np.zeros_like(x0), upper), x_scale=x0, **LOSS)
+            if profile is not None:
+                profile[float(skew)] = float(sol.cost)
+            if best is None or sol.cost < best[0].cost:
+                best = (sol, float(skew))
+        sol, skew = best
         f = float(sol.x[0])
-        pooled = least_squares(lambda x: self.residuals(ServingCoefficients(x[0], x[1], f), rows), X0_OVERHEADS,
-                               bounds=(np.zeros(2), UPPER_OVERHEADS), x_scale=X0_OVERHEADS, **LOSS)
-        return table(sol.x, (float(pooled.x[0]), float(pooled.x[1])))
+        pooled = least_squares(
+            lambda x: self.residuals(ServingCoefficients(x[0], x[1], f, routing_skew=skew), rows), X0_OVERHEADS,
+            bounds=(np.zeros(2), UPPER_OVERHEADS), x_scale=X0_OVERHEADS, **LOSS)
+        return table(sol.x, skew, (float(pooled.x[0]), float(pooled.x[1])))
 
     def snapshot(self, rows) -> list:
         """Copies of ``rows`` with their current predictions (and model, for intervals)."""
@@ -258,12 +293,14 @@ def _pct(d: dict) -> dict:
     return {k: round(100 * v, 2) if v is not None else None for k, v in d.items()}
 
 
-def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: dict[str, float] | None = None) -> dict:
+def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: dict[str, float] | None = None,
+        skews: tuple[float, ...] = SKEW_GRID) -> dict:
     """Everything ``tools/fit_serving.py`` prints and writes: the fit on the FIT half, the held-out checks
-    and the two YAML documents (``serving_coefficients.yaml``, ``serving_intervals.yaml``)."""
+    and the two YAML documents (``serving_coefficients.yaml``, ``serving_intervals.yaml``). ``skews``:
+    the routing-skew candidates (the default grid; tests pass a short one)."""
     import datetime as _dt
 
-    fit = ServingFit(rows, input_lens)
+    fit = ServingFit(rows, input_lens, skews)
     fit_ids, test_ids = split_models(r["model_id"] for r in rows)
     fit_rows = [r for r in fit.ok if r.row["model_id"] in fit_ids]
     test_rows = [r for r in fit.ok if r.row["model_id"] in test_ids]
@@ -271,7 +308,8 @@ def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: di
     screened = [r for r in fit.ok if r.not_gpu_limited]
     fit.predict(ServingCoefficients())
     base = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(fit.ok)}
-    coeffs = fit.fit(fit_used)
+    profile: dict[float, float] = {}
+    coeffs = fit.fit(fit_used, profile)
     fit.predict(coeffs)
     split = {"fit": mape(fit_rows), "test": mape(test_rows), "all": mape(fit.ok), "all_gpu_paced": mape(fit.fittable)}
     shipped = fit.snapshot(fit.ok)
@@ -283,7 +321,7 @@ def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: di
     lomo = leave_one_model_out(fit)
     out = {"fit": fit, "coefficients": coeffs, "fit_ids": fit_ids, "test_ids": test_ids, "screened": screened,
            "counts": (len(rows), len(fit.ok), len(fit_rows), len(test_rows)), "base": base, "split": split,
-           "lopo": lopo, "lofo": lofo, "lomo": lomo, "shipped_rows": shipped,
+           "lopo": lopo, "lofo": lofo, "lomo": lomo, "shipped_rows": shipped, "skew_profile": profile,
            "lomo_by_family": grouped_mape(lomo["rows"], _family), "lomo_by_gpu": grouped_mape(lomo["rows"], _gpu),
            "lomo_by_family_gpu": grouped_mape(lomo["rows"], lambda r: f"{r.family}/{r.gpu}"),
            "worst_lomo": worst_rows(lomo["rows"])}

@@ -32,8 +32,8 @@ def serve_command(
                                          help="GEMM activations: bf16/fp16 (weight-only GEMMs), fp8 or fp4."),
     max_batched_tokens: int = typer.Option(VLLM.max_batched_tokens, "--max-batched-tokens", help="vLLM chunked-prefill token budget."),
     level: float = typer.Option(0.8, "--interval-level", help="Prediction interval level: 0.5, 0.8 or 0.9."),
-    routing: str = typer.Option(None, "--routing", help="MoE routing: uniform (default), zipf:S, dirichlet:A or a "
-                                "histogram FILE."),
+    routing: str = typer.Option(None, "--routing", help="MoE routing: uniform, zipf:S, dirichlet:A or a histogram "
+                                "FILE (default: the fitted routing_skew of serving_coefficients.yaml, zipf:S)."),
     concurrency: float = typer.Option(None, "--concurrency", "-c", help="Closed loop: C clients, each sending its "
                                       "next request when the previous one finishes (TTFT, TPOT, queueing)."),
     request_rate: float = typer.Option(None, "--request-rate", help="Open loop: Poisson arrivals, requests/s "

@@ -152,7 +152,7 @@ def test_coefficients_per_platform_with_pooled_fallback():
 
 
 def test_bad_platform_entry_is_a_clear_error(tmp_path, monkeypatch):
-    import energylens.serving as serving
+    import energylens.serving_coefficients as serving
     from energylens.errors import SpecError
 
     bad = tmp_path / "serving_coefficients.yaml"

@@ -6,7 +6,8 @@ from energylens.calibration.serving_fit import ServingFit, run
 from energylens.serving import ServingCoefficients
 from energylens.validate import METRICS
 
-TRUE = ServingCoefficients(8e-4, 4e-5, 0.35)
+TRUE = ServingCoefficients(8e-4, 4e-5, 0.35, routing_skew=0.8)
+SKEWS = (0.0, 0.4, 0.8, 1.2)  # a short routing-skew grid holding the true value
 MODELS = ("Qwen/Qwen3-8B", "Qwen/Qwen3-14B", "Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b")
 
 
@@ -21,7 +22,7 @@ def _rows():
                              "weight_precision": "bfloat16" if "gpt-oss" not in mid else "mxfp4",
                              "max_num_seqs": str(batch), "avg_batch_size": str(batch), "avg_output_len": "600",
                              "median_itl_ms": "1", "avg_power_watts": "1", "energy_per_token_joules": "1"})
-    fit = ServingFit(rows)
+    fit = ServingFit(rows, skews=SKEWS)
     fit.predict(TRUE)
     for r in fit.ok:
         rows[r.index].update({"median_itl_ms": str(r.predicted["decode_step_latency_s"] * 1e3),
@@ -32,20 +33,31 @@ def _rows():
 
 def test_fit_recovers_known_coefficients_and_held_out_checks_are_exact():
     rows = _rows()
-    out = run(rows, data_name="synthetic")
+    out = run(rows, data_name="synthetic", skews=SKEWS)
     fit = out["fit"]
     assert len(fit.ok) == len(rows)
-    table = fit.fit(fit.fittable)
+    profile = {}
+    table = fit.fit(fit.fittable, profile)
     assert table.pooled.active_power_fraction == pytest.approx(0.35, rel=1e-3)
+    # the routing skew is recovered from the MoE rows (the loss is least at the true exponent)
+    assert table.pooled.routing_skew == 0.8 and all(c.routing_skew == 0.8 for c in table.platforms.values())
+    assert set(profile) == set(SKEWS) and min(profile, key=profile.get) == 0.8
+    assert out["skew_profile"] == {0.0: pytest.approx(0.0, abs=1e-3)}  # the FIT half (8B, 14B) is dense
+    # fitted on dense rows only (leave-family-out, MoE held out) the skew cannot be seen: uniform
+    dense = fit.fit([r for r in fit.fittable if r.family == "dense"])
+    assert dense.pooled.routing_skew == 0.0
     for c in (table.pooled, *table.platforms.values()):
         assert c.iteration_overhead_s == pytest.approx(8e-4, rel=1e-3)
         assert c.per_sequence_overhead_s == pytest.approx(4e-5, rel=1e-3)
     for m in METRICS:  # data made by the model form: every held-out check is (nearly) exact
         assert out["lomo"]["mape"][m] < 1e-3
-        assert all(v[m] < 1e-3 for v in out["lofo"].values())
+        assert out["lofo"]["dense"][m] < 1e-3  # MoE rows fitted on dense ones cannot see the skew (below)
+    assert out["lofo"]["moe"]["decode_step_latency_s"] > 1e-3  # uniform routing where the data is skewed
     assert set(out["lofo"]) == {"dense", "moe"} and set(out["lopo"]) == {"h100-sxm", "b200"}
     doc = out["coefficient_doc"]
-    assert {"value", "unit", "meaning", "fitted_on", "method"} <= set(doc["coefficients"]["per_sequence_overhead_s"])
+    for name in ("per_sequence_overhead_s", "routing_skew"):
+        assert {"value", "unit", "meaning", "fitted_on", "method"} <= set(doc["coefficients"][name])
+    assert doc["coefficients"]["routing_skew"]["value"] == 0.0  # FIT half dense: no MoE row to see it
     assert set(out["interval_doc"]["cells"]) == {"*/*"}
 
 

@@ -1,0 +1,62 @@
+"""The fitted default MoE routing skew of serving predictions (issue 16): used when no routing is
+given, never over an explicit one, inert for dense models, and validated when loaded."""
+
+from dataclasses import replace
+
+import pytest
+
+import energylens.serving_coefficients as sc
+from energylens.errors import SpecError
+from energylens.moe.spec import Routing
+from energylens.serving import ServingCoefficients, load_coefficient_table, serve, serving_routing
+from energylens.serving_load import serve_load
+
+MOE = dict(model="qwen3-30b-a3b", gpu="h100-sxm", tp=2, batch=32, input_len=400, output_len=2000)
+
+
+def test_serving_routing_rule():
+    assert ServingCoefficients().routing() is None  # 0: uniform
+    assert ServingCoefficients(routing_skew=0.5).routing() == Routing.zipf(0.5)
+    c = ServingCoefficients(routing_skew=0.5)
+    assert serving_routing(None, c) == Routing.zipf(0.5)
+    assert serving_routing("uniform", c) == "uniform"  # an explicit routing always wins
+    assert serving_routing("dirichlet:0.3", c) == "dirichlet:0.3"
+
+
+def test_shipped_skew_is_the_default_of_serve_and_serve_load():
+    skew = load_coefficient_table().pooled.routing_skew
+    assert 0.0 < skew <= 2.0
+    assert all(c.routing_skew == skew for c in load_coefficient_table().platforms.values())  # shared
+    default = serve(**MOE)
+    named = serve(**MOE, routing=f"zipf:{skew:g}")
+    uniform = serve(**MOE, routing="uniform")
+    assert default.decode_step_latency_s == named.decode_step_latency_s
+    assert default.energy_per_output_token_j == named.energy_per_output_token_j
+    # a skewed router hits fewer experts in a decode step: fewer expert weights read than uniform
+    assert default.decode_step_latency_s < uniform.decode_step_latency_s
+    assert default.energy_per_output_token_j < uniform.energy_per_output_token_j
+    load = dict(model=MOE["model"], gpu=MOE["gpu"], tp=2, concurrency=32, input_len=400, output_len=500)
+    assert serve_load(**load).tpot_s == serve_load(**load, routing=f"zipf:{skew:g}").tpot_s
+    assert serve_load(**load).tpot_s < serve_load(**load, routing="uniform").tpot_s
+
+
+def test_skew_is_inert_for_dense_models():
+    kw = dict(batch=16, input_len=100, output_len=600)
+    a = serve("qwen3-8b", "h100-sxm", **kw)
+    b = serve("qwen3-8b", "h100-sxm", **kw,
+              coefficients=replace(load_coefficient_table().for_gpu("h100-sxm"), routing_skew=1.5))
+    assert a.decode_step_latency_s == b.decode_step_latency_s
+
+
+def test_bad_skew_in_the_file_is_a_clear_error(tmp_path, monkeypatch):
+    bad = tmp_path / "serving_coefficients.yaml"
+    monkeypatch.setattr(sc, "data_file", lambda name: bad)
+    try:
+        for value in ("-0.5", ".nan", "fast"):
+            bad.write_text(f"coefficients:\n  routing_skew: {{value: {value}}}\n")
+            sc.load_coefficient_table.cache_clear()
+            with pytest.raises(SpecError, match="coefficients.routing_skew"):
+                sc.load_coefficient_table()
+    finally:
+        monkeypatch.undo()
+        sc.load_coefficient_table.cache_clear()
