@@ -66,7 +66,7 @@ from energylens.cost.power import above_idle_energy_j, idle_energy_j, serving_gp
 from energylens.cost.subprogram import split_kernels
 from energylens.engines import VLLM
 from energylens.errors import LayoutError, SpecError, WorkloadError
-from energylens.graph.model import Model
+from energylens.graph.model import Model, is_moe
 from energylens.hardware.profile import GPU
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
@@ -492,6 +492,9 @@ def serve(
     arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
                        max_batched_tokens=int(max_batched_tokens), routing=routing)
     notes = list(notes)
+    if routing is None and coeffs.routing() is not None and is_moe(m):
+        notes.append(f"MoE routing {coeffs.routing().name}: the fitted routing_skew of serving_coefficients.yaml "
+                     "(expert popularity 1/rank^S); --routing overrides it")
 
     def f(x) -> float:
         return float(np.asarray(x).reshape(-1)[0])

@@ -172,7 +172,7 @@ def render(res) -> None:
     c = res.coefficients
     con.print(f"serving coefficients: iteration overhead {c['iteration_overhead_s'] * 1e3:.3g} ms, "
               f"per-sequence {c['per_sequence_overhead_s'] * 1e6:.3g} us, active power fraction "
-              f"{c['active_power_fraction']:.3g} ({c['source']})")
+              f"{c['active_power_fraction']:.3g}, MoE routing skew {c.get('routing_skew', 0.0):g} ({c['source']})")
     if not res.interval:
         con.print("[yellow]no prediction interval: no residual table for this model family/GPU[/]")
     for n in res.notes:

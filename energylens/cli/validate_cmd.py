@@ -143,7 +143,8 @@ def coefficient_lines(c) -> list[str]:
 
     def one(name: str, x) -> str:
         return (f"{name}: iteration overhead {x.iteration_overhead_s * 1e3:.3g} ms, per-sequence "
-                f"{x.per_sequence_overhead_s * 1e6:.3g} us, active power fraction {x.active_power_fraction:.3g}")
+                f"{x.per_sequence_overhead_s * 1e6:.3g} us, active power fraction {x.active_power_fraction:.3g}, "
+                f"MoE routing skew {x.routing_skew:g} (zipf exponent)")
 
     if isinstance(c, CoefficientTable):
         lines = [one(f"coefficients on {key}", x) for key, x in sorted(c.platforms.items())]

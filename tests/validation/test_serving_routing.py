@@ -31,6 +31,8 @@ def test_shipped_skew_is_the_default_of_serve_and_serve_load():
     named = serve(**MOE, routing=f"zipf:{skew:g}")
     uniform = serve(**MOE, routing="uniform")
     assert default.decode_step_latency_s == named.decode_step_latency_s
+    assert any(f"zipf:{skew:g}" in n and "routing_skew" in n for n in default.notes)  # says which routing
+    assert not any("routing_skew" in n for n in named.notes + uniform.notes)
     assert default.energy_per_output_token_j == named.energy_per_output_token_j
     # a skewed router hits fewer experts in a decode step: fewer expert weights read than uniform
     assert default.decode_step_latency_s < uniform.decode_step_latency_s
