@@ -31,7 +31,7 @@ from energylens.errors import EnergyLensError, SpecError
 from energylens.sweep.guard import check_size
 from energylens.sweep.runner import DEFAULT_CHUNK_CONFIGS, evaluate_chunk, plan_chunks
 from energylens.sweep.spec import SweepSpec
-from energylens.sweep.table import SweepTable, front_columns
+from energylens.sweep.table import SweepTable, front_columns, group_codes, group_ids
 
 FrontSpec = tuple[str, Sequence[str] | None]  # (front name, group-by columns or None)
 SpreadSpec = tuple[str, Sequence[str] | str | None]  # (column, group-by)
@@ -100,11 +100,19 @@ class Summary:
     spreads: Sequence[SpreadSpec] = ()
     top_k: int = 0
     top_by: str = "energy_per_output_token_j"
-    front_tables: dict[str, SweepTable] = field(default_factory=dict)
-    spread_tables: dict[str, dict] = field(default_factory=dict)
+    fronts_merged: dict[str, SweepTable] = field(default_factory=dict)
+    fronts_pending: dict[str, list[SweepTable]] = field(default_factory=dict)  # chunk fronts not merged yet
+    spread_tables: dict[str, _Spread] = field(default_factory=dict)
     top: SweepTable | None = None
     valid_configs: int = 0
     feasible_configs: int = 0
+
+    @property
+    def front_tables(self) -> dict[str, SweepTable]:
+        """The running fronts by key (pending chunk fronts merged in first)."""
+        for key in list(self.fronts_pending):
+            self._merge_front(key)
+        return self.fronts_merged
 
     def chunk_summary(self, t: SweepTable) -> Summary:
         """This summary's shape, over one chunk only (what a worker sends back)."""
@@ -122,13 +130,13 @@ class Summary:
         s.valid_configs = len(t)
         s.feasible_configs = int(np.count_nonzero(t["feasible"]))
         for name, by in self.fronts:
-            s.front_tables[_front_key(name, by)] = t.pareto(name, by=by)
+            s.fronts_merged[_front_key(name, by)] = t.pareto(name, by=by)
         for column, by in self.spreads:
-            s.spread_tables[_spread_key(column, by)] = t.spread(column, by=by, rows=False)
-        if self.top_k:
-            f = t.feasible()
-            if len(f):  # rows whose value is 0 (no tokens in the phase) are left out, as in spread()
-                s.top = _smallest(f.filter(f[self.top_by] > 0), self.top_by, self.top_k)
+            s.spread_tables[_spread_key(column, by)] = _Spread.of(t, column, by)
+        if self.top_k:  # rows whose value is 0 (no tokens in the phase) are left out, as in spread()
+            rows = np.flatnonzero(t["feasible"] & (t[self.top_by] > 0))
+            if len(rows):
+                s.top = _smallest(t, self.top_by, self.top_k, rows)
         return s
 
     def merge(self, other: Summary) -> None:
@@ -140,30 +148,121 @@ class Summary:
             new = other.front_tables.get(key)
             if new is None or not len(new):
                 continue
-            old = self.front_tables.get(key)
-            both = new if old is None or not len(old) else SweepTable.concat([old, new])
-            self.front_tables[key] = both.pareto(name, by=by, feasible_only=False)
+            pending = self.fronts_pending.setdefault(key, [])
+            pending.append(new)
+            # chunk fronts wait until they hold as many rows as the running front (or FRONT_BATCH_ROWS), then
+            # join it in one pass: front(A + B + C) = front(front(A) + front(B) + front(C)), and the running
+            # front (every workload's) is not re-sorted for each chunk
+            if sum(len(t) for t in pending) >= max(len(self.fronts_merged.get(key, ())), FRONT_BATCH_ROWS):
+                self._merge_front(key)
         for column, by in self.spreads:
             key = _spread_key(column, by)
-            acc = self.spread_tables.setdefault(key, {})
-            for k, v in other.spread_tables.get(key, {}).items():
-                if k not in acc:
-                    acc[k] = dict(v)
-                    continue
-                a = acc[k]
-                a["min"] = min(a["min"], v["min"])
-                a["max"] = max(a["max"], v["max"])
-                a["rows"] += v["rows"]
-                a["spread"] = a["max"] / a["min"]
+            new = other.spread_tables.get(key)
+            if new is not None:
+                old = self.spread_tables.get(key)
+                self.spread_tables[key] = new if old is None else old.merge(new)
         if other.top is not None and len(other.top):
             both = other.top if self.top is None else SweepTable.concat([self.top, other.top])
             self.top = _smallest(both, self.top_by, self.top_k)
+
+    def _merge_front(self, key: str) -> None:
+        name, by = next((n, b) for n, b in self.fronts if _front_key(n, b) == key)
+        old = self.fronts_merged.get(key)
+        tables = ([old] if old is not None and len(old) else []) + self.fronts_pending.pop(key, [])
+        if tables:
+            self.fronts_merged[key] = _merged_front(tables, name, by)
 
     def front(self, name: str, by: Sequence[str] | None = None) -> SweepTable:
         return self.front_tables.get(_front_key(name, by), SweepTable({}))
 
     def spread(self, column: str, by: Sequence[str] | str | None = "model") -> dict:
-        return self.spread_tables.get(_spread_key(column, by), {})
+        """As ``SweepTable.spread(column, by=by, rows=False)`` over every row seen."""
+        acc = self.spread_tables.get(_spread_key(column, by))
+        return {} if acc is None else acc.to_dict()
+
+
+@dataclass
+class _Spread:
+    """Running min, max and row count of a column per group of ``by`` values, groups in order of first
+    appearance; kept as arrays, so a chunk with tens of thousands of workloads folds in without a Python
+    loop over them (``to_dict`` gives ``SweepTable.spread``'s form)."""
+
+    by: tuple[str, ...] | None  # None: one group of all rows; a str ``by`` is a 1-tuple with ``single``
+    single: bool
+    keys: list[np.ndarray]
+    vmin: np.ndarray
+    vmax: np.ndarray
+    rows: np.ndarray
+
+    @classmethod
+    def of(cls, t: SweepTable, column: str, by) -> _Spread:
+        cols = (by,) if isinstance(by, str) else (tuple(by) if by else None)
+        keep = t[column] > 0
+        if "feasible" in t.columns:
+            keep &= t["feasible"]
+        sel = np.flatnonzero(keep)
+        v = t[column][sel]
+        gid = group_ids(t, cols, sel)[0] if cols else np.zeros(len(sel), dtype=np.int64)
+        return cls._reduce(cols, len(cols or ()) == 1, [t[c][sel] for c in cols or ()], v, v,
+                           np.ones(len(sel), dtype=np.int64), gid)
+
+    @classmethod
+    def _reduce(cls, by, single, keys, vmin, vmax, rows, gid) -> _Spread:
+        order = np.argsort(gid, kind="stable")
+        g = gid[order]
+        starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else np.zeros(0, np.intp)
+        first = order[starts]  # each group's first row (the sort is stable)
+        if len(g):
+            vmin = np.minimum.reduceat(vmin[order], starts)
+            vmax = np.maximum.reduceat(vmax[order], starts)
+            rows = np.add.reduceat(rows[order], starts)
+        by_first = np.argsort(first, kind="stable")
+        return cls(by, single, [k[first[by_first]] for k in keys], vmin[by_first], vmax[by_first], rows[by_first])
+
+    def merge(self, other: _Spread) -> _Spread:
+        """This spread with ``other`` (of later rows) folded in."""
+        keys = [np.concatenate([a, b]) for a, b in zip(self.keys, other.keys, strict=True)]
+        n = len(self.vmin) + len(other.vmin)
+        gid = group_codes(keys, n)[0] if self.by else np.zeros(n, dtype=np.int64)
+        return self._reduce(self.by, self.single, keys, np.concatenate([self.vmin, other.vmin]),
+                            np.concatenate([self.vmax, other.vmax]), np.concatenate([self.rows, other.rows]), gid)
+
+    def to_dict(self) -> dict:
+        vmin, vmax, rows = self.vmin.tolist(), self.vmax.tolist(), self.rows.tolist()
+        if self.by:
+            keys = list(zip(*(k.tolist() for k in self.keys), strict=True))
+            keys = [k[0] for k in keys] if self.single else keys
+        else:
+            keys = ["all"] * len(vmin)
+        return {key: {"min": vmin[n], "max": vmax[n], "spread": vmax[n] / vmin[n], "rows": int(rows[n])}
+                for n, key in enumerate(keys)}
+
+
+FRONT_BATCH_ROWS = 250_000  # chunk-front rows that may wait to be merged (about one chunk's worth of memory)
+FRONT_KEY_COLUMNS = ("feasible", "output_len", "num_gpus", "overlap_chunks", "overlap_comm_sms")
+
+
+def _merged_front(tables: list[SweepTable], name: str, by) -> SweepTable:
+    """``SweepTable.concat(tables).pareto(name, by=by, feasible_only=False)``, with only the columns the front
+    reads joined until the surviving rows are known (a running front holds every workload's front: joining
+    all its columns for every chunk would cost more than the chunk)."""
+    if len(tables) == 1:
+        return tables[0].pareto(name, by=by, feasible_only=False)
+    x, y, _ = front_columns(name, None, None, None)
+    first = tables[0].columns
+    need = [c for c in dict.fromkeys([x, y, *(by or ()), *FRONT_KEY_COLUMNS]) if c in first]
+    keys = SweepTable({c: np.concatenate([t.columns[c] for t in tables]) for c in need})
+    idx = keys.pareto(name, by=by, feasible_only=False, index=True)
+    starts = np.cumsum([0] + [len(t) for t in tables])
+    src = np.searchsorted(starts, idx, side="right") - 1  # the table each surviving row comes from
+    parts = [(pos, idx[pos] - starts[j]) for j in range(len(tables)) for pos in [np.flatnonzero(src == j)]]
+    cols = {}
+    for c in first:
+        out = np.empty(len(idx), dtype=np.result_type(*(t.columns[c] for t in tables)))
+        for (pos, rows), t in zip(parts, tables, strict=True):
+            out[pos] = t.columns[c][rows]
+        cols[c] = out
+    return SweepTable(cols, dict(tables[0].meta))
 
 
 def _front_key(name: str, by) -> str:
@@ -176,14 +275,15 @@ def _spread_key(column: str, by) -> str:
     return column + "@" + ",".join(cols)
 
 
-def _smallest(t: SweepTable, column: str, k: int) -> SweepTable:
-    """The ``k`` rows with the smallest ``column`` (ties: the earlier row), sorted."""
-    if len(t) > k:
-        v = t[column]
+def _smallest(t: SweepTable, column: str, k: int, rows: np.ndarray | None = None) -> SweepTable:
+    """The ``k`` rows (of ``rows``, default all) with the smallest ``column`` (ties: the earlier row), sorted."""
+    rows = np.arange(len(t)) if rows is None else rows
+    v = t[column][rows]
+    if len(rows) > k:
         cut = np.partition(v, k - 1)[k - 1]
-        t = t.filter(np.flatnonzero(v <= cut))
-    order = np.argsort(t[column], kind="stable")[:k]
-    return t.filter(order)
+        near = np.flatnonzero(v <= cut)
+        rows, v = rows[near], v[near]
+    return t.filter(rows[np.argsort(v, kind="stable")[:k]])
 
 
 # ---------------------------------------------------------------------------------- the stream

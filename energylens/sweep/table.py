@@ -60,6 +60,14 @@ class SweepTable:
             raise SpecError("column", name, "one of " + ", ".join(self.columns))
         return self.columns[name]
 
+    def single_text(self, name: str) -> bool:
+        """Whether column ``name`` is text with one value in every row (remembered per table)."""
+        memo = self.__dict__.setdefault("_single_text", {})
+        if name not in memo:
+            col = self[name]
+            memo[name] = col.dtype == object and len(col) > 0 and bool(np.all(col == col[0]))
+        return memo[name]
+
     def __contains__(self, name: str) -> bool:
         return name in self.columns
 
@@ -108,7 +116,7 @@ class SweepTable:
 
     def pareto(self, front: str = "decode-latency", *, x: str | None = None, y: str | None = None,
                minimize: Sequence[bool] | None = None, feasible_only: bool = True,
-               by: Sequence[str] | None = None) -> SweepTable:
+               by: Sequence[str] | None = None, index: bool = False) -> SweepTable | np.ndarray:
         """The non-dominated rows for a named front (``FRONTS``) or any two columns, sorted by x.
 
         Fronts are taken over feasible rows by default; rows with zero tokens in the phase
@@ -116,14 +124,15 @@ class SweepTable:
         ``("model", "prompt_len", "output_len")``) gives one front per group of those columns,
         concatenated in the order of the sorted group values (energy per token is only comparable
         between configurations serving the same requests); all groups are found in one vectorised
-        pass. Among rows tied in both objectives only the one with the fewest GPUs is kept."""
+        pass. Among rows tied in both objectives only the one with the fewest GPUs is kept. ``index``: the
+        front's row numbers instead of its table."""
         x, y, minimize = front_columns(front, x, y, minimize)
         keep = self["feasible"].copy() if (feasible_only and "feasible" in self.columns) else np.ones(len(self), bool)
         if len(self) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
             keep &= self["output_len"] > 0
         rows = np.flatnonzero(keep)  # only the columns the front needs are gathered until the end
         if not len(rows):
-            return self.filter(rows)
+            return rows if index else self.filter(rows)
         gid = group_ids(self, by, rows)[0] if by else np.zeros(len(rows), dtype=np.int64)
         sx, sy = (1.0 if minimize[0] else -1.0), (1.0 if minimize[1] else -1.0)
         xv, yv = self[x][rows], self[y][rows]
@@ -137,7 +146,7 @@ class SweepTable:
             idx = idx[np.concatenate([[True], ~same])]
         else:
             idx = idx[np.lexsort((oy[idx], ox[idx], gid[idx]))]
-        return self.filter(rows[idx])
+        return rows[idx] if index else self.filter(rows[idx])
 
     def spread(self, column: str, *, by: str | Sequence[str] | None = "model", feasible_only: bool = True,
                rows: bool = True) -> dict:
@@ -242,20 +251,40 @@ def front_columns(front: str, x: str | None, y: str | None, minimize) -> tuple[s
 def group_ids(t: SweepTable, by: Sequence[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """One integer per row (of ``rows``, default all) naming its group of ``by`` values, numbered in
     sorted order of the values."""
-    code = np.zeros(len(t) if rows is None else len(rows), dtype=np.int64)
-    for c in by:
-        col = t[c] if rows is None else t[c][rows]
-        if col.dtype == object and len(col) and bool(np.all(col == col[0])):  # one text value (one group)
-            uniq, inv = col[:1], np.zeros(len(col), dtype=np.int64)
-        elif col.dtype == object:  # text: a dict pass (np.unique sorts Python objects, ~10x slower)
-            uniq = sorted(set(col.tolist()))
-            pos = {u: i for i, u in enumerate(uniq)}
-            inv = np.fromiter((pos[u] for u in col.tolist()), dtype=np.int64, count=len(col))
-        else:
-            uniq, inv = np.unique(col, return_inverse=True)
-        code = code * len(uniq) + inv.reshape(-1)
-    uniq, gid = np.unique(code, return_inverse=True)
-    return gid.reshape(-1), len(uniq)
+    n = len(t) if rows is None else len(rows)
+    one = np.zeros(n, dtype=np.int64)  # a text column with one value (a chunk's model, GPU): one group, no pass
+    return group_codes([one if t.single_text(c) else t[c] if rows is None else t[c][rows] for c in by], n)
+
+
+def group_codes(columns: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, int]:
+    """``group_ids`` over columns given as arrays of ``n`` values each: (group of each row, groups)."""
+    code = np.zeros(n, dtype=np.int64)
+    for col in columns:
+        inv, k = _codes(col)
+        code = code * k + inv
+    return _codes(code)
+
+
+def _codes(col: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each value's position among the column's sorted distinct values, and their number. Integers over a
+    range not much wider than the column take a table (linear time; a sweep's prompt lengths, output lengths
+    and group codes), text a dict pass (np.unique sorts Python objects, ~10x slower), the rest a sort."""
+    if col.dtype == object and len(col) and bool(np.all(col == col[0])):  # one text value (one group)
+        return np.zeros(len(col), dtype=np.int64), 1
+    if col.dtype == object:
+        uniq = sorted(set(col.tolist()))
+        pos = {u: i for i, u in enumerate(uniq)}
+        return np.fromiter((pos[u] for u in col.tolist()), dtype=np.int64, count=len(col)), len(uniq)
+    if col.dtype.kind in "iu" and len(col):
+        lo, hi = int(col.min()), int(col.max())
+        if hi - lo <= 4 * len(col) + 4096:
+            rel = (col - lo).astype(np.intp)
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[rel] = True
+            pos = np.cumsum(present) - 1
+            return pos[rel].astype(np.int64), int(pos[-1]) + 1
+    uniq, inv = np.unique(col, return_inverse=True)
+    return inv.reshape(-1).astype(np.int64), len(uniq)
 
 
 def read_csv(path: str | Path) -> SweepTable:

@@ -43,7 +43,10 @@ def test_chunks_concatenate_in_canonical_order(table):
     assert_same(SweepTable.concat([evaluate_chunk(c) for c in chunks]), table)
 
 
-def test_stream_summary_equals_the_table(table, tmp_path):
+@pytest.mark.parametrize("batch_rows", [None, 1])  # chunk fronts merged at the end / after every chunk
+def test_stream_summary_equals_the_table(table, tmp_path, monkeypatch, batch_rows):
+    if batch_rows is not None:
+        monkeypatch.setattr("energylens.sweep.stream.FRONT_BATCH_ROWS", batch_rows)
     res = stream_sweep(SPEC, out=tmp_path / "t.csv", fronts=FRONTS, spreads=SPREADS, top_k=5,
                        max_chunk_configs=40)
     assert res.meta["chunks"] > 8
