@@ -50,12 +50,20 @@ from dataclasses import replace
 
 import numpy as np
 
-from energylens.cost.phase import USABLE_MEMORY_FRACTION, evaluate_phase, memory_per_gpu
+from energylens.cost.phase import evaluate_phase, memory_per_gpu
 from energylens.errors import EnergyLensError
 from energylens.overlap.cost import evaluate_overlap
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
 from energylens.sweep.points import fold_contexts
+from energylens.sweep.rows import (
+    OVERLAP_FIELDS,
+    RowGather,
+    derive,
+    expand_overlap,
+    interval_columns,
+    text_column,
+)
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
 from energylens.workload import DECODE_POINTS, Workload, decode_sizes, prefill_sizes
@@ -67,7 +75,6 @@ AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)
 # 1.1 GB (benchmarks/bench_speed.py). Memory grows ~2.5 KB per configuration of a chunk.
 DEFAULT_CHUNK_CONFIGS = 250_000
 PHASE_FIELDS = ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
-OVERLAP_FIELDS = ("latency_s", "energy_j")  # what the overlap model re-costs per setting
 BREAKDOWN = ("compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
 
 ProgressFn = Callable[[int, int, SweepSpec], None]  # (chunks done, chunks total, chunk just done)
@@ -223,13 +230,16 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     parts = []
     for sel in blocks:
         sub = {k: axes[k][ix] for k, ix in sel.items()}
-        cols, ix = _evaluate_grid(m, g, spec, sp, sub, *work)
-        if cols:
+        cols, index = _evaluate_grid(m, g, spec, sp, sub, *work)
+        if cols and len(blocks) == 1:  # rows already in grid order
+            parts.append((cols, None))
+        elif cols:
+            ix = index()
             for k, ax in (("tp", AX_TP), ("pp", AX_PP), ("dp", AX_DP), ("ep", AX_EP)):
                 ix[ax] = sel[k][ix[ax]]  # block index -> group grid index
             flat = np.ravel_multi_index(tuple(ix), logical_shape)  # overlap settings: innermost axis
             parts.append((cols, (flat[:, None] * n_settings + np.arange(n_settings)).reshape(-1)))
-    meta["valid_configs"] = sum(len(f) for _, f in parts)
+    meta["valid_configs"] = sum(len(c["tp"]) for c, _ in parts)
     meta["blocks"] = len(blocks)
     if not parts:
         return SweepTable({}, meta)
@@ -303,8 +313,8 @@ def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int,
 
 
 def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray], batch: np.ndarray,
-                   prompt: np.ndarray, out_len: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-    """Columns of the valid rows of one grid block (C order) and their block grid indices."""
+                   prompt: np.ndarray, out_len: np.ndarray) -> tuple[dict[str, np.ndarray], Callable | None]:
+    """Columns of the valid rows of one grid block (C order) and a function giving their block grid indices."""
     gpn = int(spec.gpus_per_node)
     tp, pp, dp, ep = (axes[k] for k in ("tp", "pp", "dp", "ep"))
     logical_shape = (len(tp), len(pp), len(dp), len(ep), len(batch), len(prompt), len(out_len))
@@ -314,10 +324,10 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
                          sp=sp, gpus_per_node=gpn)
     valid = check_layout(m, lay_logical, strict=False)
     divides = (batch[None, :] % dp[:, None] == 0) & (batch[None, :] >= dp[:, None])  # [dp, batch]
-    mask = valid & _axis_2d(divides)
-    mask = np.broadcast_to(mask, logical_shape)
-    if not mask.any():
-        return {}, []
+    # validity never depends on the workload lengths: a mask over the (layout, batch) axes
+    mask_outer = np.broadcast_to(valid & _axis_2d(divides), logical_shape[:AX_P] + (1, 1))[..., 0, 0]
+    if not mask_outer.any():
+        return {}, None
     tp_e = np.where(check_layout(m, Layout(tp=tp), strict=False), tp, 1)
     pp_e = np.where(check_layout(m, Layout(pp=pp), strict=False), pp, 1)
     ep_e = np.where(check_layout(m, Layout(ep=ep, dp=ep), strict=False), ep, 1)  # experts divisible by ep
@@ -349,48 +359,50 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
 
     mem = memory_per_gpu(m, lay, program, g, b_eval, p_eval + _axis(out_len, AX_O, float), p_eval)
 
-    # gather the valid rows
-    ix = list(np.nonzero(mask))
-    ix_eval = list(ix)
-    ix_eval[AX_B] = u_index[ix[AX_DP], ix[AX_B]]
-    take = _Gather(ix_eval, eval_shape)
-    n = len(ix[0])
+    # gather the valid rows: valid (layout, batch) combinations x every (prompt, output) pair
+    outer = list(np.nonzero(mask_outer))
+    outer_eval = list(outer)
+    outer_eval[AX_B] = u_index[outer[AX_DP], outer[AX_B]]
+    take = RowGather(outer_eval, eval_shape)
+    n = take.n_outer * len(prompt) * len(out_len)
     cols: dict[str, np.ndarray] = {
-        "model": _text(m.name, n),
-        "gpu": _text(g.key, n),
-        "dtype": _text(m.weight_dtype, n),
+        "model": text_column(m.name, n),
+        "gpu": text_column(g.key, n),
+        "dtype": text_column(m.weight_dtype, n),
         "sp": np.full(n, sp, dtype=bool),
-        "tp": tp[ix[AX_TP]], "pp": pp[ix[AX_PP]], "dp": dp[ix[AX_DP]], "ep": ep[ix[AX_EP]],
+        "tp": take.repeat(tp[outer[AX_TP]]), "pp": take.repeat(pp[outer[AX_PP]]), "dp": take.repeat(dp[outer[AX_DP]]),
+        "ep": take.repeat(ep[outer[AX_EP]]),
     }
-    cols["num_gpus"] = cols["tp"] * cols["pp"] * cols["dp"]
+    cols["num_gpus"] = take.repeat(tp[outer[AX_TP]] * pp[outer[AX_PP]] * dp[outer[AX_DP]])
     cols["power_limit_w"] = np.full(n, g.power_limit_w)  # per GPU, as run (cost.dvfs)
     cols["sm_clock_mhz"] = np.full(n, (g.operating.sm_clock_mhz or 0.0) if g.operating else 0.0)  # 0: free
-    cols["batch"] = batch[ix[AX_B]]
-    cols["prompt_len"] = prompt[ix[AX_P]]
-    cols["output_len"] = out_len[ix[AX_O]]
+    cols["batch"] = take.repeat(batch[outer[AX_B]])
+    cols["prompt_len"] = take.tile(prompt, AX_P)
+    cols["output_len"] = take.tile(out_len, AX_O)
     for f in PHASE_FIELDS:
         cols[f"prefill_{f}"] = take(prefill[f])
     for f in PHASE_FIELDS:
         cols[f"decode_{f}"] = take(decode[f])
     for f in ("weights_bytes", "kv_cache_bytes", "workspace_bytes"):
         cols[f] = take(mem[f])
-    cols = _expand_overlap(cols, spec, plans, prefill, decode, take)
-    _derive(cols, spec, float(mem["capacity_bytes"]))
+    cols = expand_overlap(cols, spec, plans, prefill, decode, take)
+    derive(cols, spec, float(mem["capacity_bytes"]))
     if spec.serving:  # SweepSpec allows serving with the sequential setting only: one row per configuration
         from energylens.sweep.serving_cols import serving_columns
 
         cols.update(serving_columns(m, g, lay, b_eval, p_eval, _axis(out_len, AX_O, float), take, cols["output_len"],
                                     cols["num_gpus"], spec.footprint()))
-    _interval_columns(cols, m, g.key)
-    for k, v in cols.items():
-        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+    interval_columns(cols, m, g.key)
+    for k, v in cols.items():  # a non-finite element makes the sum non-finite: one pass, no mask
+        if v.dtype.kind == "f" and not np.isfinite(v.sum()) and not np.all(np.isfinite(v)):
             raise FloatingPointError(f"non-finite values in sweep column {k!r}")  # a bug, never user error
-    return cols, ix
+    inner = (len(prompt), len(out_len))
 
+    def index() -> list[np.ndarray]:  # block grid indices of the rows (C order), for merging blocks
+        pairs = np.indices(inner).reshape(2, -1)
+        return [take.repeat(i) for i in outer] + [np.tile(pairs[0], take.n_outer), np.tile(pairs[1], take.n_outer)]
 
-def _text(value: str, n: int) -> np.ndarray:
-    """A text column: one shared Python string, n object references (np.repeat is ~8x np.full here)."""
-    return np.repeat(np.array([value], dtype=object), n)
+    return cols, index
 
 
 def _axis_2d(dp_batch: np.ndarray) -> np.ndarray:
@@ -400,57 +412,12 @@ def _axis_2d(dp_batch: np.ndarray) -> np.ndarray:
     return dp_batch.reshape(shape)
 
 
-class _Gather:
-    """Picks the valid rows out of arrays that broadcast to the evaluation grid (no expansion)."""
-
-    def __init__(self, index: list[np.ndarray], shape: tuple[int, ...]) -> None:
-        self.index = index
-        self.shape = shape
-        self.cache: dict[tuple, np.ndarray] = {}
-
-    def __call__(self, a) -> np.ndarray:
-        a = np.asarray(a, dtype=float)
-        if a.ndim < NDIM:
-            a = a.reshape((1,) * (NDIM - a.ndim) + a.shape)
-        if 0 in a.strides:  # a broadcast view: gather from the data it views, not an expanded copy
-            a = a[tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None) for st, n in zip(a.strides, a.shape,
-                                                                                           strict=True))]
-        key = a.shape
-        if key not in self.cache:
-            parts = [self.index[i] if key[i] > 1 else 0 for i in range(NDIM)]
-            parts = np.broadcast_arrays(*parts, self.index[0])[:NDIM]
-            self.cache[key] = np.ravel_multi_index(tuple(parts), key)
-        return np.ascontiguousarray(a).reshape(-1)[self.cache[key]]
-
-
 def _overlap_plans(spec: SweepSpec) -> list:
     """One entry per overlap setting: None (sequential) or the ``OverlapPlan`` of the setting."""
     from energylens.overlap.rules import OverlapPlan
 
     return [None if k == 0 else OverlapPlan(spec.overlap_collective, None, chunks=c, comm_sms=k)
             for k, c in spec.overlap_settings()]
-
-
-def _expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, prefill: dict, decode: dict,
-                    take: _Gather) -> dict[str, np.ndarray]:
-    """``n`` configuration rows -> ``n x settings`` rows (setting innermost) with the overlap columns."""
-    settings = spec.overlap_settings()
-    n_set = len(settings)
-    n = len(cols["tp"])
-    out = {k: (np.repeat(v, n_set) if n_set > 1 else v) for k, v in cols.items()}
-    comm_sms = np.asarray([k for k, _ in settings], dtype=np.int64)
-    chunks = np.asarray([c for _, c in settings], dtype=np.int64)
-    out["overlap_comm_sms"] = np.tile(comm_sms, n)
-    out["overlap_chunks"] = np.tile(chunks, n)
-    for ph, res in (("prefill", prefill), ("decode", decode)):
-        for f in OVERLAP_FIELDS:
-            base = cols[f"{ph}_{f}"]
-            per = [base if plan is None else take(res[f"ov{i}_{f}"]) for i, plan in enumerate(plans)]
-            out[f"{ph}_{f}"] = np.stack(per, axis=1).reshape(-1) if n_set > 1 else per[0]
-        # sequential - overlapped (0 for sequential rows); cols still holds the sequential values
-        out[f"{ph}_overlap_saved_s"] = np.repeat(cols[f"{ph}_latency_s"], n_set) - out[f"{ph}_latency_s"]
-        out[f"{ph}_overlap_saved_j"] = np.repeat(cols[f"{ph}_energy_j"], n_set) - out[f"{ph}_energy_j"]
-    return out
 
 
 def _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape, plans=()) -> dict[str, np.ndarray]:
@@ -490,74 +457,3 @@ def _decode_eval(m, g, lay, program, w: Workload, b_eval, plans=()) -> dict[str,
             op = evaluate_overlap(m, g, lay, program, sizes, weights, decode=True, plans=[plan], baseline=pa)
             out.update({f"ov{i}_{f}": getattr(op, f) for f in OVERLAP_FIELDS})
     return out
-
-
-def _derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float) -> None:
-    """Per-token figures, throughputs and the constraint flags, from the gathered columns."""
-    b = cols["batch"].astype(float)
-    p = cols["prompt_len"].astype(float)
-    o = cols["output_len"].astype(float)
-    has_out = o > 0
-    pre_t, dec_t = cols["prefill_latency_s"], cols["decode_latency_s"]
-    pre_e, dec_e = cols["prefill_energy_j"], cols["decode_energy_j"]
-    out_tokens = b * o
-    safe_out = np.where(has_out, out_tokens, 1.0)
-    cols["ttft_s"] = pre_t
-    cols["tpot_s"] = np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
-    cols["prefill_energy_per_token_j"] = pre_e / (b * p)
-    cols["prefill_tokens_per_s"] = b * p / pre_t
-    cols["decode_energy_per_token_j"] = np.where(has_out, dec_e / safe_out, 0.0)
-    cols["decode_tokens_per_s"] = np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0), 0.0)
-    cols["request_latency_s"] = pre_t + dec_t
-    cols["request_energy_j"] = pre_e + dec_e
-    cols["energy_per_output_token_j"] = np.where(has_out, (pre_e + dec_e) / safe_out, 0.0)
-    cols["request_tokens_per_s"] = out_tokens / (pre_t + dec_t)
-    cols["avg_power_w"] = (pre_e + dec_e) / (pre_t + dec_t)
-    required = cols["weights_bytes"] + cols["kv_cache_bytes"] + cols["workspace_bytes"]
-    cols["required_bytes"] = required
-    cols["fits"] = required <= capacity_bytes * USABLE_MEMORY_FRACTION
-    c = spec.constraints
-    slo = np.ones(len(b), dtype=bool)
-    if c.max_ttft_s is not None:
-        slo &= cols["ttft_s"] <= c.max_ttft_s
-    if c.max_tpot_s is not None:
-        slo &= cols["tpot_s"] <= c.max_tpot_s
-    budget = np.ones(len(b), dtype=bool)
-    if c.max_gpus is not None:
-        budget &= cols["num_gpus"] <= c.max_gpus
-    if c.min_gpus is not None:
-        budget &= cols["num_gpus"] >= c.min_gpus
-    cols["meets_slo"] = slo
-    cols["within_budget"] = budget
-    cols["feasible"] = slo & budget & (cols["fits"] if c.fits_memory else True)
-
-
-def _interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
-    """``<column>_low`` / ``<column>_high``: the 80 % intervals ``predict`` and ``serve`` report. Static-batch
-    request energy and latency get the measured/predicted ratios of public vLLM static-batch runs
-    (``intervals.runtime_interval``); ``serve_*`` columns the serving validation residuals of the model
-    family on this GPU (``intervals.interval_for``). Multiplicative, so one factor pair per column."""
-    from energylens.intervals import interval_for, runtime_interval
-
-    # TTFT and TPOT take the whole-request latency ratios (an assumption: the runs measured requests, not
-    # phases); throughputs the inverse of the latency interval
-    for col, key in (("request_energy_j", "total_energy_j"), ("request_latency_s", "total_latency_s"),
-                     ("energy_per_output_token_j", "total_energy_j"), ("ttft_s", "total_latency_s"),
-                     ("tpot_s", "total_latency_s")):
-        iv = runtime_interval(1.0, 1.0).get(key)
-        if iv:
-            cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv["low"], cols[col] * iv["high"]
-            if col == "request_latency_s":
-                tok = cols["request_tokens_per_s"]
-                cols["request_tokens_per_s_low"], cols["request_tokens_per_s_high"] = tok / iv["high"], tok / iv["low"]
-    if "serve_itl_s" in cols:
-        iv = interval_for(m, gpu_key, {"decode_step_latency_s": 1.0, "avg_power_w": 1.0,
-                                       "energy_per_output_token_j": 1.0})
-        for col, key in (("serve_itl_s", "decode_step_latency_s"), ("serve_avg_power_w", "avg_power_w"),
-                         ("serve_energy_per_output_token_j", "energy_per_output_token_j")):
-            if key in iv:
-                cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv[key]["low"], cols[col] * iv[key]["high"]
-        if "decode_step_latency_s" in iv:  # tokens/s = running requests / iteration time: the inverse
-            lat, tok = iv["decode_step_latency_s"], cols["serve_output_tokens_per_s"]
-            cols["serve_output_tokens_per_s_low"], cols["serve_output_tokens_per_s_high"] = tok / lat["high"], \
-                tok / lat["low"]

@@ -1,0 +1,159 @@
+"""Rows of a sweep block: the valid configurations gathered from the evaluation grid, the overlap rows, the
+derived per-token figures and constraint flags, and the 80 % interval columns (``sweep.runner`` evaluates,
+this module assembles the table's columns).
+
+The valid configurations of a block are its valid (layout, batch) combinations, the *outer* axes, times
+every (prompt, output) pair: validity never depends on the workload lengths. ``RowGather`` therefore copies
+each array's (prompt, output) block once per valid combination (a row block, not one index per row), and
+the identity columns are repeats and tiles of the axis values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from energylens.cost.phase import USABLE_MEMORY_FRACTION
+from energylens.sweep.spec import SweepSpec
+
+NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len (sweep.runner's grid)
+AX_P = 5  # the first workload-length axis: prompt_len, then output_len
+OVERLAP_FIELDS = ("latency_s", "energy_j")  # what the overlap model re-costs per setting
+
+
+class RowGather:
+    """Picks the valid rows out of arrays that broadcast to the evaluation grid (no expansion).
+
+    ``outer_index``: the valid (tp, pp, dp, ep, batch-of-evaluation) combinations as five index arrays (C
+    order); ``shape``: the evaluation grid. A row is (combination, prompt, output) in C order."""
+
+    def __init__(self, outer_index: list[np.ndarray], shape: tuple[int, ...]) -> None:
+        self.outer_index = outer_index
+        self.shape = shape
+        self.n_outer = len(outer_index[0])
+        self.cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, a) -> np.ndarray:
+        a = np.asarray(a, dtype=float)
+        if a.ndim < NDIM:
+            a = a.reshape((1,) * (NDIM - a.ndim) + a.shape)
+        if 0 in a.strides:  # a broadcast view: gather from the data it views, not an expanded copy
+            a = a[tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None) for st, n in zip(a.strides, a.shape,
+                                                                                           strict=True))]
+        outer, inner = a.shape[:AX_P], a.shape[AX_P:]
+        if outer not in self.cache:
+            parts = [self.outer_index[i] if outer[i] > 1 else 0 for i in range(AX_P)]
+            parts = np.broadcast_arrays(*parts, self.outer_index[0])[:AX_P]
+            self.cache[outer] = np.ravel_multi_index(tuple(parts), outer)
+        rows = np.ascontiguousarray(a).reshape(-1, inner[0] * inner[1])[self.cache[outer]]
+        full = self.shape[AX_P:]
+        if inner != full:  # constant along prompt or output: each row block spread over the pairs
+            rows = np.broadcast_to(rows.reshape((self.n_outer,) + inner), (self.n_outer,) + full)
+        return rows.reshape(-1)
+
+    def tile(self, values: np.ndarray, axis: int) -> np.ndarray:
+        """A workload-length axis's values (``axis`` 5: prompt, 6: output) on every row."""
+        p, o = self.shape[AX_P:]
+        inner = np.repeat(values, o) if axis == AX_P else np.tile(values, p)
+        return np.tile(inner, self.n_outer)
+
+    def repeat(self, values: np.ndarray) -> np.ndarray:
+        """One value per valid combination (``values[k]`` for the k-th) on each of its rows."""
+        return np.repeat(values, self.shape[AX_P] * self.shape[AX_P + 1])
+
+
+def text_column(value: str, n: int) -> np.ndarray:
+    """A text column: one shared Python string, n object references (np.repeat is ~8x np.full here)."""
+    return np.repeat(np.array([value], dtype=object), n)
+
+
+def expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, prefill: dict, decode: dict,
+                    take: RowGather) -> dict[str, np.ndarray]:
+    """``n`` configuration rows -> ``n x settings`` rows (setting innermost) with the overlap columns."""
+    settings = spec.overlap_settings()
+    n_set = len(settings)
+    n = len(cols["tp"])
+    out = {k: (np.repeat(v, n_set) if n_set > 1 else v) for k, v in cols.items()}
+    comm_sms = np.asarray([k for k, _ in settings], dtype=np.int64)
+    chunks = np.asarray([c for _, c in settings], dtype=np.int64)
+    out["overlap_comm_sms"] = np.tile(comm_sms, n)
+    out["overlap_chunks"] = np.tile(chunks, n)
+    for ph, res in (("prefill", prefill), ("decode", decode)):
+        for f in OVERLAP_FIELDS:
+            base = cols[f"{ph}_{f}"]
+            per = [base if plan is None else take(res[f"ov{i}_{f}"]) for i, plan in enumerate(plans)]
+            out[f"{ph}_{f}"] = np.stack(per, axis=1).reshape(-1) if n_set > 1 else per[0]
+        # sequential - overlapped (0 for sequential rows); cols still holds the sequential values
+        out[f"{ph}_overlap_saved_s"] = np.repeat(cols[f"{ph}_latency_s"], n_set) - out[f"{ph}_latency_s"]
+        out[f"{ph}_overlap_saved_j"] = np.repeat(cols[f"{ph}_energy_j"], n_set) - out[f"{ph}_energy_j"]
+    return out
+
+
+def derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float) -> None:
+    """Per-token figures, throughputs and the constraint flags, from the gathered columns."""
+    b = cols["batch"].astype(float)
+    p = cols["prompt_len"].astype(float)
+    o = cols["output_len"].astype(float)
+    has_out = o > 0
+    pre_t, dec_t = cols["prefill_latency_s"], cols["decode_latency_s"]
+    pre_e, dec_e = cols["prefill_energy_j"], cols["decode_energy_j"]
+    out_tokens = b * o
+    safe_out = np.where(has_out, out_tokens, 1.0)
+    cols["ttft_s"] = pre_t
+    cols["tpot_s"] = np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
+    cols["prefill_energy_per_token_j"] = pre_e / (b * p)
+    cols["prefill_tokens_per_s"] = b * p / pre_t
+    cols["decode_energy_per_token_j"] = np.where(has_out, dec_e / safe_out, 0.0)
+    cols["decode_tokens_per_s"] = np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0), 0.0)
+    cols["request_latency_s"] = pre_t + dec_t
+    cols["request_energy_j"] = pre_e + dec_e
+    cols["energy_per_output_token_j"] = np.where(has_out, (pre_e + dec_e) / safe_out, 0.0)
+    cols["request_tokens_per_s"] = out_tokens / (pre_t + dec_t)
+    cols["avg_power_w"] = (pre_e + dec_e) / (pre_t + dec_t)
+    required = cols["weights_bytes"] + cols["kv_cache_bytes"] + cols["workspace_bytes"]
+    cols["required_bytes"] = required
+    cols["fits"] = required <= capacity_bytes * USABLE_MEMORY_FRACTION
+    c = spec.constraints
+    slo = np.ones(len(b), dtype=bool)
+    if c.max_ttft_s is not None:
+        slo &= cols["ttft_s"] <= c.max_ttft_s
+    if c.max_tpot_s is not None:
+        slo &= cols["tpot_s"] <= c.max_tpot_s
+    budget = np.ones(len(b), dtype=bool)
+    if c.max_gpus is not None:
+        budget &= cols["num_gpus"] <= c.max_gpus
+    if c.min_gpus is not None:
+        budget &= cols["num_gpus"] >= c.min_gpus
+    cols["meets_slo"] = slo
+    cols["within_budget"] = budget
+    cols["feasible"] = slo & budget & (cols["fits"] if c.fits_memory else True)
+
+
+def interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
+    """``<column>_low`` / ``<column>_high``: the 80 % intervals ``predict`` and ``serve`` report. Static-batch
+    request energy and latency get the measured/predicted ratios of public vLLM static-batch runs
+    (``intervals.runtime_interval``); ``serve_*`` columns the serving validation residuals of the model
+    family on this GPU (``intervals.interval_for``). Multiplicative, so one factor pair per column."""
+    from energylens.intervals import interval_for, runtime_interval
+
+    # TTFT and TPOT take the whole-request latency ratios (an assumption: the runs measured requests, not
+    # phases); throughputs the inverse of the latency interval
+    for col, key in (("request_energy_j", "total_energy_j"), ("request_latency_s", "total_latency_s"),
+                     ("energy_per_output_token_j", "total_energy_j"), ("ttft_s", "total_latency_s"),
+                     ("tpot_s", "total_latency_s")):
+        iv = runtime_interval(1.0, 1.0).get(key)
+        if iv:
+            cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv["low"], cols[col] * iv["high"]
+            if col == "request_latency_s":
+                tok = cols["request_tokens_per_s"]
+                cols["request_tokens_per_s_low"], cols["request_tokens_per_s_high"] = tok / iv["high"], tok / iv["low"]
+    if "serve_itl_s" in cols:
+        iv = interval_for(m, gpu_key, {"decode_step_latency_s": 1.0, "avg_power_w": 1.0,
+                                       "energy_per_output_token_j": 1.0})
+        for col, key in (("serve_itl_s", "decode_step_latency_s"), ("serve_avg_power_w", "avg_power_w"),
+                         ("serve_energy_per_output_token_j", "energy_per_output_token_j")):
+            if key in iv:
+                cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv[key]["low"], cols[col] * iv[key]["high"]
+        if "decode_step_latency_s" in iv:  # tokens/s = running requests / iteration time: the inverse
+            lat, tok = iv["decode_step_latency_s"], cols["serve_output_tokens_per_s"]
+            cols["serve_output_tokens_per_s_low"], cols["serve_output_tokens_per_s_high"] = tok / lat["high"], \
+                tok / lat["low"]
