@@ -21,6 +21,8 @@ Workloads (Llama-3.1-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
   minus the same sweep without ``serving``).
 * ``stream_95m``: the issue's 95 M-configuration grid streamed with ``--pareto-only`` in a
   subprocess (Llama-3.1-70B: prompt + output reach 69,632 tokens, beyond Llama-3-70B's 8 k context); peak RSS from ``resource.getrusage(RUSAGE_CHILDREN)`` (takes minutes; ``--skip-95m``).
+* ``stream_chunk_<n>_cpu`` / ``_peak_rss``: the streamed summaries of ``--pareto-only`` over a 1.7 M slice of
+  the 95 M grid with chunks of at most ``n`` configurations (how ``DEFAULT_CHUNK_CONFIGS`` was chosen).
 * ``cold_cli``: wall time of ``python -m energylens.cli predict --json`` in a fresh process (bytecode
   cached, as after ``pip install``), next to ``python -c "import numpy"``, the floor on this machine,
   and ``cold_cli_beyond_numpy``: the CLI's own import and run time measured inside a fresh process
@@ -124,6 +126,38 @@ def cold_cli(repeat: int) -> tuple[float, float, float]:
     wall(cli)  # writes the bytecode cache
     runs = [(wall(cli), wall(numpy), beyond_numpy()) for _ in range(repeat)]
     return tuple(statistics.median(r[i] for r in runs) for i in range(3))
+
+
+CHUNK_SIZES = (100_000, 250_000, 500_000)
+STREAM_SUB = ("import resource, sys, time\n"
+              "from energylens.sweep import SweepSpec\n"
+              "from energylens.sweep.stream import stream_sweep\n"
+              "spec = SweepSpec(models=(sys.argv[1],), gpus=(sys.argv[2],), tp=(4, 8), pp=(2,), dp=(1, 2),\n"
+              "                 batch=tuple(2**i for i in range(13)), prompt_len=tuple(range(128, 65537, 128)),\n"
+              "                 output_len=tuple(range(64, 4097, 64)))\n"
+              "by = ('model', 'gpu', 'prompt_len', 'output_len')\n"
+              "spreads = [(f'{ph}_energy_per_token_j', b) for ph in ('prefill', 'decode')\n"
+              "           for b in ('model', ('model', 'prompt_len', 'output_len'))]\n"
+              "c0 = time.process_time()\n"
+              "stream_sweep(spec, fronts=[('decode-latency', by)], spreads=spreads, top_k=10,\n"
+              "             max_chunk_configs=int(sys.argv[3]))\n"
+              "print(spec.size / (time.process_time() - c0), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+
+
+def stream_chunks(repeat: int) -> None:
+    """``stream_chunk_<n>``: the CLI's streamed summaries (--pareto-only: the per-workload decode-latency front,
+    the spreads, top 10) over a 1.7 M-configuration slice of the 95 M grid (tp 4, 8 x pp 2 x dp 1, 2 x 13
+    batches x 512 prompts x 64 outputs) with chunks of at most ``n`` configurations, in a fresh process each:
+    configurations per CPU second (median of runs) and peak RSS (the largest)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for size in CHUNK_SIZES:
+        runs = []
+        for _ in range(max(1, repeat)):
+            r = subprocess.run([sys.executable, "-c", STREAM_SUB, MODEL, GPU, str(size)], cwd=ROOT, env=env, check=True,
+                               capture_output=True, text=True)
+            runs.append(tuple(float(x) for x in r.stdout.split()))
+        emit(f"stream_chunk_{size}_cpu", statistics.median(x for x, _ in runs), "configs/s", ".4g")
+        emit(f"stream_chunk_{size}_peak_rss", max(y for _, y in runs), "MB", ".0f")
 
 
 def stream_95m() -> tuple[float, float]:
@@ -233,6 +267,7 @@ def main() -> None:
     emit("python_import_numpy", numpy_s, "s", ".3f")
     emit("cold_cli_beyond_numpy", own_s, "s", ".3f")
     peers(args.repeat, predict)
+    stream_chunks(args.repeat)
     if not args.skip_95m:
         wall, rss = stream_95m()
         emit("stream_95m_wall", wall, "s", ".0f")

@@ -470,20 +470,27 @@ class StepsCost:
     def _folded_section_totals(self, attrs: tuple[str, ...], section: np.ndarray, n: int, points) -> dict:
         """:meth:`section_totals` with decode points folded onto distinct contexts (``energylens.sweep.points``):
         each section's kernels are summed first (context-free ones, small arrays, first), then the section's
-        fields go through one stacked ``reduce_points`` lookup."""
+        fields go through one stacked ``reduce_points`` lookup. A kernel's energy is the sum of its compute,
+        memory and static energy (``roofline.kernel_cost_from_terms``): with those asked for, the energy total is
+        their sum, one lookup fewer."""
         self._index()
-        acc = [[np.asarray(0.0)] * len(attrs) for _ in range(n)]
+        parts = ("compute_energy_j", "memory_energy_j", "static_energy_j")
+        derived = "energy_j" in attrs and all(p in attrs for p in parts)
+        looked = [a for a in attrs if not (derived and a == "energy_j")]
+        acc = [[np.asarray(0.0)] * len(looked) for _ in range(n)]
         for j in self.plan.sum_order:
             kc, r = self._where[j]
             a = acc[section[j]]
-            for i, attr in enumerate(attrs):
+            for i, attr in enumerate(looked):
                 a[i] = a[i] + getattr(kc, attr)[r]
         out: dict = {attr: [None] * n for attr in attrs}
         for sec, a in enumerate(acc):
             shape = np.broadcast_shapes(*(np.shape(x) for x in a))
             red = points.reduce_points(np.stack([np.broadcast_to(x, shape) for x in a]), 1)
-            for i, attr in enumerate(attrs):
+            for i, attr in enumerate(looked):
                 out[attr][sec] = red[i]
+            if derived:
+                out["energy_j"][sec] = out[parts[0]][sec] + out[parts[1]][sec] + out[parts[2]][sec]
         return out
 
     def section_collective_totals(self, attr: str, section: np.ndarray, n: int, weights=None) -> list:

@@ -70,9 +70,9 @@ from energylens.workload import DECODE_POINTS, Workload, decode_sizes, prefill_s
 
 NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len
 AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)
-# Configurations per vectorised evaluation. Measured on the 95 M grid of issue 19 (length-heavy chunks,
-# tp=4 pp=2, one core): 100 k -> 0.10 M configs/s, 313 MB peak; 250 k -> 0.12 M/s, 624 MB; 500 k -> 0.10 M/s,
-# 1.1 GB (benchmarks/bench_speed.py). Memory grows ~2.5 KB per configuration of a chunk.
+# Configurations per vectorised evaluation. Measured with the streamed --pareto-only summaries over a 1.7 M slice
+# of the 95 M grid of issue 19 (benchmarks/bench_speed.py, stream_chunk_*; one core, a loaded machine): 100 k ->
+# 0.61 M configs/s per CPU second, 488 MB peak; 250 k -> 0.79 M/s, 521 MB; 500 k -> 0.71 M/s, 729 MB.
 DEFAULT_CHUNK_CONFIGS = 250_000
 PHASE_FIELDS = ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")
 BREAKDOWN = ("compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j")

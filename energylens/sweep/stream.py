@@ -10,7 +10,8 @@ row, twice that while chunks are joined). ``stream_sweep`` evaluates the same ch
   min/max spreads and a running top-k, then drops it.
 
 Peak memory is one chunk's evaluation (``DEFAULT_CHUNK_CONFIGS`` configurations, a few hundred MB)
-plus the fronts, whatever the grid size. The fronts and spreads equal ``run_sweep(spec).pareto(...)``
+plus the fronts (and chunk fronts waiting to be merged, at most about as many rows as the running front or
+``FRONT_BATCH_ROWS``), whatever the grid size. The fronts and spreads equal ``run_sweep(spec).pareto(...)``
 and ``.spread(...)`` row for row (tests/sweep/test_stream.py).
 
 >>> res = stream_sweep(spec, out="grid.parquet", fronts=[("decode-latency", ("prompt_len",))])  # doctest: +SKIP
