@@ -83,8 +83,9 @@ def expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, pr
             per = [base if plan is None else take(res[f"ov{i}_{f}"]) for i, plan in enumerate(plans)]
             out[f"{ph}_{f}"] = np.stack(per, axis=1).reshape(-1) if n_set > 1 else per[0]
         # sequential - overlapped (0 for sequential rows); cols still holds the sequential values
-        out[f"{ph}_overlap_saved_s"] = np.repeat(cols[f"{ph}_latency_s"], n_set) - out[f"{ph}_latency_s"]
-        out[f"{ph}_overlap_saved_j"] = np.repeat(cols[f"{ph}_energy_j"], n_set) - out[f"{ph}_energy_j"]
+        for f, unit in (("latency_s", "s"), ("energy_j", "j")):
+            out[f"{ph}_overlap_saved_{unit}"] = np.zeros(n) if n_set == 1 and plans[0] is None \
+                else np.repeat(cols[f"{ph}_{f}"], n_set) - out[f"{ph}_{f}"]
     return out
 
 
@@ -97,18 +98,26 @@ def derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float) 
     pre_t, dec_t = cols["prefill_latency_s"], cols["decode_latency_s"]
     pre_e, dec_e = cols["prefill_energy_j"], cols["decode_energy_j"]
     out_tokens = b * o
-    safe_out = np.where(has_out, out_tokens, 1.0)
+    bp = b * p
+    req_t, req_e = pre_t + dec_t, pre_e + dec_e
     cols["ttft_s"] = pre_t
-    cols["tpot_s"] = np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
-    cols["prefill_energy_per_token_j"] = pre_e / (b * p)
-    cols["prefill_tokens_per_s"] = b * p / pre_t
-    cols["decode_energy_per_token_j"] = np.where(has_out, dec_e / safe_out, 0.0)
-    cols["decode_tokens_per_s"] = np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0), 0.0)
-    cols["request_latency_s"] = pre_t + dec_t
-    cols["request_energy_j"] = pre_e + dec_e
-    cols["energy_per_output_token_j"] = np.where(has_out, (pre_e + dec_e) / safe_out, 0.0)
-    cols["request_tokens_per_s"] = out_tokens / (pre_t + dec_t)
-    cols["avg_power_w"] = (pre_e + dec_e) / (pre_t + dec_t)
+    cols["prefill_energy_per_token_j"] = pre_e / bp
+    cols["prefill_tokens_per_s"] = bp / pre_t
+    if has_out.all() and (dec_t > 0).all():  # every row decodes: the divisions need no guard
+        cols["tpot_s"] = dec_t / o
+        cols["decode_energy_per_token_j"] = dec_e / out_tokens
+        cols["decode_tokens_per_s"] = out_tokens / dec_t
+        cols["energy_per_output_token_j"] = req_e / out_tokens
+    else:
+        safe_out = np.where(has_out, out_tokens, 1.0)
+        cols["tpot_s"] = np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
+        cols["decode_energy_per_token_j"] = np.where(has_out, dec_e / safe_out, 0.0)
+        cols["decode_tokens_per_s"] = np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0), 0.0)
+        cols["energy_per_output_token_j"] = np.where(has_out, req_e / safe_out, 0.0)
+    cols["request_latency_s"] = req_t
+    cols["request_energy_j"] = req_e
+    cols["request_tokens_per_s"] = out_tokens / req_t
+    cols["avg_power_w"] = req_e / req_t
     required = cols["weights_bytes"] + cols["kv_cache_bytes"] + cols["workspace_bytes"]
     cols["required_bytes"] = required
     cols["fits"] = required <= capacity_bytes * USABLE_MEMORY_FRACTION
@@ -137,10 +146,11 @@ def interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
 
     # TTFT and TPOT take the whole-request latency ratios (an assumption: the runs measured requests, not
     # phases); throughputs the inverse of the latency interval
+    runtime = runtime_interval(1.0, 1.0)
     for col, key in (("request_energy_j", "total_energy_j"), ("request_latency_s", "total_latency_s"),
                      ("energy_per_output_token_j", "total_energy_j"), ("ttft_s", "total_latency_s"),
                      ("tpot_s", "total_latency_s")):
-        iv = runtime_interval(1.0, 1.0).get(key)
+        iv = runtime.get(key)
         if iv:
             cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv["low"], cols[col] * iv["high"]
             if col == "request_latency_s":
