@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from energylens.graph.model import Block, Model
 from energylens.graph.ops import Op, Tensor
 from energylens.models.hf_config import HFConfig
-from energylens.models.layers import AttentionOptions, add, attention, embedding, lm_head, rmsnorm, swiglu_mlp
+from energylens.models.layers import (
+    AttentionOptions,
+    add,
+    attention,
+    embedding,
+    lm_head,
+    residual_in_norm,
+    rmsnorm,
+    swiglu_mlp,
+)
 
 
 @dataclass(frozen=True)
@@ -33,19 +42,37 @@ def attention_dims(cfg: HFConfig) -> dict[str, int]:
 
 def decoder_layer(mlp_builder, *, qk_norm: bool, opts: BuildOptions, window: int | None = None,
                   prefix: str = "") -> list[Op]:
-    """Pre-norm decoder layer: x -> norm -> attention -> +x -> norm -> MLP -> +x."""
-    x = Tensor("x", "btd")
+    """Pre-norm decoder layer: x -> norm -> attention -> +x -> norm -> MLP -> +x. With ``fused_add_norm``
+    (vLLM) both residual adds are fused into the next RMSNorm: the MLP's into the next layer's input norm
+    (:func:`residual_in_norm`), so the layer ends with the MLP output ``x_next``."""
     norm_grp = "add_norm" if opts.fused_add_norm else None
-    ops: list[Op] = [rmsnorm("attn_norm", x, "attn_norm.out")]
+    if opts.fused_add_norm:
+        x = Tensor("x_in", "btd")
+        ops: list[Op] = residual_in_norm("attn_norm", "attn_norm.out")
+    else:
+        x = Tensor("x", "btd")
+        ops = [rmsnorm("attn_norm", x, "attn_norm.out")]
     att_ops, o = attention(Tensor("attn_norm.out", "btd"),
                            AttentionOptions(qk_norm=qk_norm, window=window, flash=opts.flash_attention))
     ops += att_ops
-    ops.append(add("attn_residual", x, o, "x_mid", group=norm_grp))
-    ops.append(rmsnorm("mlp_norm", Tensor("x_mid", "btd"), "mlp_norm.out", group=norm_grp))
+    mid = "x" if opts.fused_add_norm else "x_mid"  # fused: the residual stream the next layer reads as x
+    ops.append(add("attn_residual", x, o, mid, group=norm_grp))
+    ops.append(rmsnorm("mlp_norm", Tensor(mid, "btd"), "mlp_norm.out", group=norm_grp))
     mlp_ops, m = mlp_builder(Tensor("mlp_norm.out", "btd"))
     ops += mlp_ops
+    if opts.fused_add_norm:
+        return name_output(ops, m)
     ops.append(add("mlp_residual", Tensor("x_mid", "btd"), m, "x_next"))
     return ops
+
+
+def name_output(ops: list[Op], m: Tensor) -> list[Op]:
+    """The layer's last op writes its output as ``x_next`` (what the next layer's residual add reads)."""
+    from dataclasses import replace
+
+    last = ops[-1]
+    assert last.output.name == m.name
+    return ops[:-1] + [replace(last, output=replace(last.output, name="x_next"))]
 
 
 def build_dense(cfg: HFConfig, name: str, hf_id: str = "", opts: BuildOptions = BuildOptions()) -> Model:

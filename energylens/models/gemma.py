@@ -22,7 +22,16 @@ from __future__ import annotations
 from energylens.graph.model import Block, Model
 from energylens.graph.ops import Op, Tensor, elementwise
 from energylens.models.hf_config import HFConfig
-from energylens.models.layers import AttentionOptions, add, attention, embedding, gated_mlp, lm_head, rmsnorm
+from energylens.models.layers import (
+    AttentionOptions,
+    add,
+    attention,
+    embedding,
+    gated_mlp,
+    lm_head,
+    residual_in_norm,
+    rmsnorm,
+)
 
 GELU_TANH_MUL_FLOPS = 9.0  # x^3, 2 mul-adds, tanh, add, 2 muls (0.5*x*(1+tanh(.))), multiply by up
 EMBED_SCALE_FLOPS = 1.0
@@ -37,18 +46,19 @@ def geglu_mlp(x: Tensor, *, prefix: str = "mlp") -> tuple[list[Op], Tensor]:
 
 
 def gemma3_layer(window: int | None) -> list[Op]:
-    """x -> norm -> attention -> post-norm -> +x -> norm -> GeGLU -> post-norm -> +x."""
-    x = Tensor("x", "btd")
-    ops: list[Op] = [rmsnorm("input_norm", x, "input_norm.out")]
+    """x -> norm -> attention -> post-norm -> +x -> norm -> GeGLU -> post-norm -> +x, as vLLM runs it: each
+    residual add fused into the next RMSNorm (the MLP's into the next layer's input norm,
+    :func:`residual_in_norm`), so the layer ends with the post-feed-forward norm's output ``x_next``."""
+    x = Tensor("x_in", "btd")
+    ops: list[Op] = residual_in_norm("input_norm", "input_norm.out")
     att, o = attention(Tensor("input_norm.out", "btd"), AttentionOptions(qk_norm=True, window=window))
     ops += att
     ops.append(rmsnorm("post_attn_norm", o, "post_attn_norm.out"))
-    ops.append(add("attn_residual", x, Tensor("post_attn_norm.out", "btd"), "x_mid", group="add_norm"))
-    ops.append(rmsnorm("pre_ffw_norm", Tensor("x_mid", "btd"), "pre_ffw_norm.out", group="add_norm"))
+    ops.append(add("attn_residual", x, Tensor("post_attn_norm.out", "btd"), "x", group="add_norm"))
+    ops.append(rmsnorm("pre_ffw_norm", Tensor("x", "btd"), "pre_ffw_norm.out", group="add_norm"))
     mlp, m = geglu_mlp(Tensor("pre_ffw_norm.out", "btd"))
     ops += mlp
-    ops.append(rmsnorm("post_ffw_norm", m, "post_ffw_norm.out"))
-    ops.append(add("mlp_residual", Tensor("x_mid", "btd"), Tensor("post_ffw_norm.out", "btd"), "x_next"))
+    ops.append(rmsnorm("post_ffw_norm", m, "x_next"))
     return ops
 
 

@@ -36,6 +36,19 @@ def add(name: str, a: Tensor, b: Tensor, out: str, *, group: str | None = None) 
     return elementwise(name, (a, b), Tensor(out, a.dims), flops_per_element=ADD_FLOPS, group=group)
 
 
+RESIDUAL_IN_GROUP = "residual_add_norm"
+
+
+def residual_in_norm(norm: str, out: str) -> list[Op]:
+    """The opening of a vLLM decoder layer: the previous layer's residual add fused into this layer's input
+    RMSNorm (vLLM's ``fused_add_rms_norm``: ``norm(h, residual)``), one kernel. ``x`` is the residual stream
+    entering the layer (the layer writes the next one as ``x`` after its attention), ``x_next`` the previous
+    layer's output (the block's output name); the sum ``x_in`` is the residual of this layer's attention. One add per layer, as before: the first layer's (vLLM adds
+    nothing there) stands for the last layer's, which vLLM fuses into the final norm."""
+    return [add("mlp_residual", Tensor("x", "btd"), Tensor("x_next", "btd"), "x_in", group=RESIDUAL_IN_GROUP),
+            rmsnorm(norm, Tensor("x_in", "btd"), out, group=RESIDUAL_IN_GROUP)]
+
+
 def attention(x: Tensor, opts: AttentionOptions = AttentionOptions()) -> tuple[list[Op], Tensor]:
     """GQA attention over ``x`` (btd): QKV projections, RoPE, KV-cache write, attention, output projection.
 

@@ -55,7 +55,7 @@ from energylens.errors import SpecError
 from energylens.graph.einsum import LEGEND
 from energylens.graph.model import Block, Model
 from energylens.graph.ops import Op, Role, Tensor, einsum, elementwise
-from energylens.models.dense import BuildOptions, attention_dims, decoder_layer
+from energylens.models.dense import BuildOptions, attention_dims, decoder_layer, name_output
 from energylens.models.hf_config import HFConfig
 from energylens.models.layers import (
     RMSNORM_FLOPS,
@@ -65,6 +65,7 @@ from energylens.models.layers import (
     add,
     embedding,
     lm_head,
+    residual_in_norm,
     rmsnorm,
 )
 
@@ -212,17 +213,16 @@ def mla_attention(x: Tensor, *, q_lora: bool, prefix: str = "attn") -> tuple[lis
 
 
 def mla_decoder_layer(mlp_builder: Callable[[Tensor], tuple[list[Op], Tensor]], *, q_lora: bool) -> list[Op]:
-    """Pre-norm layer with MLA: x -> norm -> MLA -> +x -> norm -> MLP/MoE -> +x (fused add+norm)."""
-    x = Tensor("x", "btd")
-    ops: list[Op] = [rmsnorm("attn_norm", x, "attn_norm.out")]
+    """Pre-norm layer with MLA: x -> norm -> MLA -> +x -> norm -> MLP/MoE -> +x, each residual add fused into
+    the next RMSNorm as vLLM does (the MLP's into the next layer's input norm, :func:`residual_in_norm`)."""
+    x = Tensor("x_in", "btd")
+    ops: list[Op] = residual_in_norm("attn_norm", "attn_norm.out")
     att, o = mla_attention(Tensor("attn_norm.out", "btd"), q_lora=q_lora)
     ops += att
-    ops.append(add("attn_residual", x, o, "x_mid", group="add_norm"))
-    ops.append(rmsnorm("mlp_norm", Tensor("x_mid", "btd"), "mlp_norm.out", group="add_norm"))
+    ops.append(add("attn_residual", x, o, "x", group="add_norm"))  # the residual the next layer reads as x
+    ops.append(rmsnorm("mlp_norm", Tensor("x", "btd"), "mlp_norm.out", group="add_norm"))
     mlp, m = mlp_builder(Tensor("mlp_norm.out", "btd"))
-    ops += mlp
-    ops.append(add("mlp_residual", Tensor("x_mid", "btd"), m, "x_next"))
-    return ops
+    return name_output(ops + mlp, m)
 
 
 # ----------------------------------------------------------------------------------------------

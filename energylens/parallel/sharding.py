@@ -292,12 +292,14 @@ class Deriver:
 
 def derive_block(ops: tuple[Op, ...], axes: Mapping[str, str], *, sp: bool, input_name: str, output_name: str,
                  input_state: TensorState = REPLICATED) -> tuple[list[Step], TensorState]:
-    """Steps of one repeated block in its steady state (the input sharded as the previous block's output)."""
-    d = Deriver(dict(axes), sp, {input_name: input_state})
+    """Steps of one repeated block in its steady state (the input sharded as the previous block's output).
+    A block may also read the previous block's ``output_name`` (vLLM's residual add at the start of a
+    layer): it enters in the same state as the input."""
+    d = Deriver(dict(axes), sp, {input_name: input_state, output_name: input_state})
     steps = d.derive(ops)
     out_state = d.state.get(output_name, REPLICATED)
     if out_state != input_state:
-        d = Deriver(dict(axes), sp, {input_name: out_state})
+        d = Deriver(dict(axes), sp, {input_name: out_state, output_name: out_state})
         steps = d.derive(ops)
         out_state = d.state.get(output_name, REPLICATED)
     return steps, out_state

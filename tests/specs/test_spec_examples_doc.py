@@ -41,7 +41,7 @@ def test_a_bad_spec_is_one_line_and_exit_2(capsys, tmp_path):
         '"btd,dgrk->btgrk"', '"btd,dgrk->btgrq"'))
     rc, out, err = run(capsys, "predict", "--model", str(bad))
     assert rc == 2 and "Traceback" not in err
-    assert f"{bad}: blocks[0].ops[1].einsum" in err.replace("\n", "")  # (the console wraps long lines)
+    assert f"{bad}: blocks[0].ops[2].einsum" in err.replace("\n", "")  # (the console wraps long lines)
 
 
 def test_export_then_predict_matches_the_shipped_model(capsys, tmp_path):
