@@ -12,8 +12,10 @@ every model) are fitted here on development rows in the ML.ENERGY column format:
 3. fit (:meth:`ServingFit.fit`): ``scipy.optimize.least_squares`` over ``log(pred / measured)`` of
    median ITL, average power and energy per token, robust loss ``soft_l1`` (``f_scale`` 0.1), bounds
    overheads >= 0 and 0 <= fraction <= 1; stage (a) the shared active power fraction with one overhead
-   pair per platform (GPU type) in the rows; stage (b) with that fraction fixed, one pooled pair for
-   GPUs without data of their own;
+   pair per platform (GPU type) in the rows, at each routing skew of ``SKEW_GRID`` (the MoE rows re-costed
+   with ``zipf:S`` routing, :meth:`ServingFit.parts_at`; the skew of least loss is kept, 0 when the rows
+   hold no MoE model); stage (b) with that fraction and skew fixed, one pooled pair for GPUs without data
+   of their own;
 4. held-out checks: a FIT/TEST split by model, leave-one-model-out (LOMO), leave-one-family-out
    (dense / MoE), leave-one-platform-out, and the per-(model, GPU) noise floor;
 5. prediction intervals: quantiles of the LOMO residuals (each row predicted by coefficients fitted
@@ -263,7 +265,8 @@ def grouped_mape(rows, key) -> dict[str, dict]:
 
 
 def noise_floor(fit: ServingFit) -> list:
-    """Rows predicted with the three coefficients refitted per (model, GPU) on that cell's own rows: what
+    """Rows predicted with the three power/time coefficients (routing skew 0: uniform) refitted per (model, GPU)
+    on that cell's own rows: what
     this model form could reach with a per-model correction (never shipped). Returns snapshots."""
     from scipy.optimize import least_squares
 
