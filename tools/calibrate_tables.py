@@ -4,6 +4,7 @@ shipped NVIDIA AIConfigurator kernel tables and print the held-out error tables 
     python tools/calibrate_tables.py              # fit, write the profiles, print the tables
     python tools/calibrate_tables.py --no-write   # fit and print only
     python tools/calibrate_tables.py --every 4    # every 4th row (quick look; do not write)
+    python tools/calibrate_tables.py --structural # write the structural power fit instead (experiment only)
 
 Data: energylens/data/calibration/aiconfigurator/ (see its SOURCE.md). Formulas: energylens/cost/families.py
 (latency) and energylens/cost/roofline.py + cost/power.py (energy: idle + busy power, J/FLOP, J/B, power cap);
@@ -28,15 +29,19 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not write the GPU profiles")
     ap.add_argument("--every", type=int, default=1, help="use every N-th table row (quick look; implies --no-write)")
     ap.add_argument("--gpu", action="append", choices=sorted(GPU_TAGS), help="only this GPU (repeatable)")
+    ap.add_argument("--structural", action="store_true",
+                    help="write the structural power fit (replay gaps, MoE J/B ratio) instead of the shipped one: "
+                         "an experiment (e.g. then python tools/fit_serving.py --dry-run), not to be committed")
     args = ap.parse_args()
     t0 = time.perf_counter()
     gpus = tuple(args.gpu or GPU_TAGS)
     fits, powers = calibrate(gpus, max(1, args.every))
     if not args.no_write and args.every <= 1:
         for key in gpus:
-            path = write_profile(key, profile_updates(fits, key, power_for(powers, key)))
+            path = write_profile(key, profile_updates(fits, key, power_for(powers, key, structural=args.structural)))
             print(f"wrote {path}")
-        for key, updates in derived_profiles().items():  # untabled GPUs, from the profiles just written
+        for key, updates in ({} if args.structural else derived_profiles()).items():  # untabled GPUs, from the
+            # profiles just written (not in the structural experiment: its busy share is not the derivation's)
             print(f"wrote {write_profile(key, updates)} (derived kernel power)")
     print(markdown_table(fits, powers))
     print(f"\n({time.perf_counter() - t0:.1f} s)")

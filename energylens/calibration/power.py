@@ -29,6 +29,15 @@ FLOPs and bytes per row are the physical counts of each family (GEMM ``2MNK`` an
 ``4·b·h·keys·D`` and the KV stream; fused MoE the expert GEMMs of the shard's tokens and the hit experts'
 weights). Whole shapes are held out (``HOLDOUT``; GEMM N or K = 7168) and the held-out error is the APE of
 energy per call at the measured latency (= power APE).
+
+The structural fit (``fit_power(structural=True)``; reported by ``tools/calibrate_tables.py``, written into
+the profiles only with ``--structural``, an experiment) adds two terms the residuals show: each family's
+replay gap, host time per replayed call with the GPU idle that the NVML mean averages in (decode attention
+reads 0.5 of the model's power above idle at 20-40 us, 0.65-0.8 at 0.1-0.2 ms and 1.0 from 0.33 ms on H200;
+GEMMs replay back to back), and the fused-MoE J per HBM byte over the dense one (``moe_byte_energy_ratio``).
+It is not shipped: removing the gap raises busy power (H200 180 -> 289 W) and the serving leave-one-model-out
+energy error (13.5 -> 15.6 %; README Accuracy). The tables' own noise (``tools/power_table_noise.py``: the
+same kernel collected twice) is ~10 % median APE for H200 decode attention at 0.1-0.33 ms.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from scipy.optimize import least_squares
 
 from energylens.calibration.kernels import HOLDOUT, aic_expert_loads, subsample
 from energylens.calibration.tables import Table, has_table, load_table
-from energylens.cost.power import kernel_power_w
+from energylens.cost.power import kernel_power_w, replay_reading_w
 from energylens.errors import SpecError
 from energylens.hardware.profile import GPU
 
@@ -54,6 +63,8 @@ _EB = {"bfloat16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "nvfp4": 0.5625, "int4_wo"
 _FLOP_CLASS = {"bfloat16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4", "int4_wo": "bf16"}
 CLASSES = ("bf16", "fp8", "fp4")
 CORNER_W = 10.0  # rounded cap corner while fitting (W)
+REPLAY_GAP_MAX_S = 2e-3  # upper bound of a family's fitted host gap per replayed call (s)
+STRUCTURAL = "structural fit (reported, not in the profiles)"  # PowerFit.derived_from of fit_power(structural=True)
 # (GPU, table, dtype) rows scored but never fitted, and why
 NOT_FITTED = {("b200", "gemm", "fp8_block"): "host-bound: about 0.16 ms per call whatever the shape (bf16 does the "
               "same GEMMs in 0.02 ms) at near-idle power, so the kernel time is mostly an idle GPU"}
@@ -71,6 +82,8 @@ class PowerFit:
     sources: list[str]
     held_energy_ape: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     derived_from: str = ""
+    moe_byte_energy_ratio: float = 1.0  # a fused-MoE kernel's J per HBM byte over energy_per_byte_j
+    replay_gap_s: dict[str, float] = field(default_factory=dict)  # collector host time per call, per family (s)
 
     @property
     def static_power_w(self) -> float:
@@ -170,12 +183,17 @@ def _dynamic_w(fit: PowerFit, p: _Part) -> np.ndarray:
     e_flop = np.zeros(len(p.flops))
     for c, v in fit.energy_per_flop_j.items():
         e_flop = np.where(p.cls == c, v, e_flop)
-    return (p.flops * e_flop + p.bytes * fit.energy_per_byte_j) / p.latency_s
+    e_byte = fit.energy_per_byte_j * (fit.moe_byte_energy_ratio if p.family == "moe" else 1.0)
+    return (p.flops * e_flop + p.bytes * e_byte) / p.latency_s
 
 
-def predicted_power_w(fit: PowerFit, part: _Part) -> np.ndarray:
-    """Power of each row of ``part`` under ``fit`` at the row's measured latency (W)."""
-    return kernel_power_w(fit.idle_power_w, fit.busy_power_w, _dynamic_w(fit, part), fit.power_limit_w)
+def predicted_power_w(fit: PowerFit, part: _Part, *, kernel_only: bool = False) -> np.ndarray:
+    """What the table reads for each row of ``part`` under ``fit`` at the row's measured latency (W): the
+    kernel's power diluted by the collector's host gap per call of the family (``kernel_only``: the
+    kernel's own power, what the cost engine charges)."""
+    p = kernel_power_w(fit.idle_power_w, fit.busy_power_w, _dynamic_w(fit, part), fit.power_limit_w)
+    gap = 0.0 if kernel_only else fit.replay_gap_s.get(part.family, 0.0)
+    return replay_reading_w(fit.idle_power_w, p, part.latency_s, gap)
 
 
 def _score(fit: PowerFit, parts: list[_Part]) -> None:
@@ -186,47 +204,74 @@ def _score(fit: PowerFit, parts: list[_Part]) -> None:
             fit.held_energy_ape[name] = ape[score & mask]
 
 
-def fit_power(gpu: GPU, every: int = 1) -> PowerFit:
+def _moe_stream_bw(gpu: GPU) -> float:
+    """Fastest fitted fused-MoE weight stream of ``gpu`` (B/s): the profile's best ``moe_memory_efficiency_*``
+    (the GEMM stream's where it has none) times the HBM bandwidth."""
+    effs = [gpu.q(n) for n in gpu.quantities if n.startswith("moe_memory_efficiency_")]
+    return gpu.hbm_bandwidth_bytes_per_s * max(effs or [gpu.max_memory_efficiency])
+
+
+def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False) -> PowerFit:
     """Fit busy power, J/FLOP per dtype class and J/byte on every power table of ``gpu`` (its idle power
     is the profile's). J/byte is fitted as a share ``u`` (0..STREAM_SHARE_MAX) of the headroom a weight
     stream at the profile's achieved bandwidth may use (``e_byte = u (limit - idle - busy) / (bw x
-    max_memory_efficiency)``): the latency tables reach that bandwidth, so a stream must not throttle."""
+    max_memory_efficiency)``): the latency tables reach that bandwidth, so a stream must not throttle.
+
+    ``structural`` (reported, not shipped: :data:`STRUCTURAL`) also fits the fused-MoE J/byte ratio, as a
+    share of the headroom at the fastest fitted MoE weight stream (:func:`_moe_stream_bw`, so a MoE stream
+    does not throttle either), and each family's replay gap: host time per replayed call at idle power
+    (:func:`energylens.cost.power.replay_reading_w`), a property of the collector that dilutes what the
+    table reads and is not a cost of the kernel."""
     parts = _parts(gpu, every)
     limit = float(np.median(np.concatenate([p.table["power_limit_w"] for p in parts])))
     idle = gpu.idle_power_w
-    rates, meas, weights = [], [], []
-    for p in parts:
+    rates, meas, weights, lat, fam = [], [], [], [], []
+    for i, p in enumerate(parts):
         use = p.fitted(gpu.key)
         rates.append(np.stack([np.where(p.cls == c, p.flops, 0.0) for c in CLASSES] + [p.bytes], axis=1)[use]
                      / p.latency_s[use, None])
         meas.append(p.table["avg_power_w"][use])
         weights.append(np.full(int(use.sum()), 1.0 / max(int(use.sum()), 1)))  # each family weighs the same
-    rate, measured = np.concatenate(rates), np.concatenate(meas)
+        lat.append(p.latency_s[use])
+        fam.append(np.full(int(use.sum()), i))
+    rate, measured, latency, fam_ix = (np.concatenate(a) for a in (rates, meas, lat, fam))
     sqrt_w = np.sqrt(np.concatenate(weights) * len(measured) / len(parts))
     classes = [c for i, c in enumerate(CLASSES) if rate[:, i].any()]  # bf16 first (CLASSES order)
     flop_rate = rate[:, [CLASSES.index(c) for c in classes]]
     stream_bw = gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency
+    moe_bw = _moe_stream_bw(gpu)
+    moe_rows = np.isin(fam_ix, [i for i, p in enumerate(parts) if p.family == "moe"])
     headroom = limit - idle
+    nc = len(classes)
 
     def unpack(x):
         busy = x[0] * headroom
         # bf16 J/FLOP, then each narrower class as a fraction (<= 1) of the one before: a narrower
         # tensor-core FLOP never costs more than a wider one
-        e_flop = 1e-13 * x[1] * np.cumprod(np.concatenate([[1.0], x[2:-1]]))
-        e_byte = x[-1] * (headroom - busy) / stream_bw
-        return busy, e_flop, e_byte
+        e_flop = 1e-13 * x[1] * np.cumprod(np.concatenate([[1.0], x[2:1 + nc]]))
+        e_byte = x[1 + nc] * (headroom - busy) / stream_bw
+        if not structural:
+            return busy, e_flop, e_byte, e_byte, np.zeros(len(parts))
+        return busy, e_flop, e_byte, x[2 + nc] * (headroom - busy) / moe_bw, 1e-4 * x[3 + nc:]
 
     def resid(x):
-        busy, e_flop, e_byte = unpack(x)
-        p = kernel_power_w(idle, busy, flop_rate @ e_flop + rate[:, -1] * e_byte, limit, corner_w=CORNER_W)
-        return sqrt_w * np.log(p / measured)
+        busy, e_flop, e_byte, e_moe, gaps = unpack(x)
+        dyn = flop_rate @ e_flop + rate[:, -1] * np.where(moe_rows, e_moe, e_byte)
+        p = kernel_power_w(idle, busy, dyn, limit, corner_w=CORNER_W)
+        return sqrt_w * np.log(replay_reading_w(idle, p, latency, gaps[fam_ix]) / measured)
 
-    x0 = np.array([0.3, 5.0] + [0.5] * (len(classes) - 1) + [0.5])
-    hi = np.array([0.95, np.inf] + [1.0] * (len(classes) - 1) + [STREAM_SHARE_MAX])
-    res = least_squares(resid, x0, bounds=(np.zeros_like(x0), hi), loss="soft_l1", f_scale=0.05)
-    busy, e_flop, e_byte = unpack(res.x)
+    x0 = [0.3, 5.0] + [0.5] * (nc - 1) + [0.5]
+    hi = [0.95, np.inf] + [1.0] * (nc - 1) + [STREAM_SHARE_MAX]
+    if structural:
+        x0 += [0.5] + [0.3] * len(parts)
+        hi += [STREAM_SHARE_MAX] + [1e4 * REPLAY_GAP_MAX_S] * len(parts)
+    res = least_squares(resid, np.array(x0), bounds=(np.zeros(len(x0)), np.array(hi)), loss="soft_l1", f_scale=0.05)
+    busy, e_flop, e_byte, e_moe, gaps = unpack(res.x)
     fit = PowerFit(gpu.key, idle, float(busy), dict(zip(classes, map(float, e_flop), strict=True)),
-                   float(e_byte), limit, len(measured), [p.table.path for p in parts])
+                   float(e_byte), limit, len(measured), [p.table.path for p in parts],
+                   derived_from=STRUCTURAL if structural else "",
+                   moe_byte_energy_ratio=float(e_moe / e_byte) if e_byte > 0 else 1.0,
+                   replay_gap_s={p.family: float(g) for p, g in zip(parts, gaps, strict=True)} if structural else {})
     _score(fit, parts)
     return fit
 
@@ -268,10 +313,12 @@ def profile_power(gpu: GPU, every: int = 1) -> PowerFit:
 def scaled_fit(fit: PowerFit, gpu: GPU) -> PowerFit:
     """``fit`` (of a GPU with a power table) carried to ``gpu``, a board with the same die and clocks but
     another memory and maybe another limit (H100 SXM from H200): busy power and J/FLOP are the die's and
-    kept; J/byte is kept (the whole-GPU path per byte is mostly on-die: L2, crossbar, PHY); idle power and
-    the limit are ``gpu``'s. Nothing is scored (no table)."""
+    kept; J/byte and a fused-MoE J/byte ratio are kept (the whole-GPU path per byte is mostly on-die: L2,
+    crossbar, PHY; ``gpu``'s slower HBM keeps a MoE stream further under the limit); idle power and the
+    limit are ``gpu``'s. Nothing is scored (no table)."""
     return PowerFit(gpu.key, gpu.idle_power_w, fit.busy_power_w, dict(fit.energy_per_flop_j), fit.energy_per_byte_j,
-                    gpu.power_limit_w, 0, list(fit.sources), derived_from=f"{fit.gpu} power fit")
+                    gpu.power_limit_w, 0, list(fit.sources), derived_from=f"{fit.gpu} power fit",
+                    moe_byte_energy_ratio=fit.moe_byte_energy_ratio)
 
 
-__all__ = ["IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "scaled_fit", "table_floor_power_w"]
+__all__ = ["IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "STRUCTURAL", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "scaled_fit", "table_floor_power_w"]

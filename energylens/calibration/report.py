@@ -9,8 +9,10 @@ import numpy as np
 
 from energylens.calibration.kernels import FamilyFit, fit_latency_families
 from energylens.calibration.power import (
+    FAMILY_NAMES,
     IDLE_FROM_TABLES,
     NOT_FITTED,
+    STRUCTURAL,
     PowerFit,
     _join_sources,
     fit_power,
@@ -33,7 +35,8 @@ POWER_DONOR = {"h100-sxm": "h200"}
 def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None) -> tuple[list[FamilyFit], list[PowerFit]]:
     """Latency fits for every GPU in ``gpus``; where a power table exists, the power fit and the check of
     the profile's own power coefficients (after the fit is written) on the same held-out rows; a GPU in
-    ``POWER_DONOR`` gets its donor's fit (:func:`energylens.calibration.power.scaled_fit`).
+    ``POWER_DONOR`` gets its donor's fit (:func:`energylens.calibration.power.scaled_fit`); every GPU with
+    a power table also gets the structural fit (reported, not written: ``fit_power(structural=True)``).
     ``base`` maps a GPU key to the profile fitted from (default: the built-in spec-sheet profile)."""
     fits: list[FamilyFit] = []
     powers: list[PowerFit] = []
@@ -41,10 +44,11 @@ def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None) 
     for key in gpus:
         fams[key] = fit_latency_families((base or {}).get(key) or load_gpu(key), every)
         fits += fams[key]
-    donors = {key: fit_power(_with_fits((base or {}).get(key) or load_gpu(key), fams.get(key) or
-                                        fit_latency_families(load_gpu(key), every)), every)
+    fitted = {key: _with_fits((base or {}).get(key) or load_gpu(key), fams.get(key) or
+                              fit_latency_families(load_gpu(key), every))
               for key in dict.fromkeys([k for k in gpus if has_table(k, "gemm", power=True)]
                                        + [POWER_DONOR[k] for k in gpus if k in POWER_DONOR])}
+    donors = {key: fit_power(g, every) for key, g in fitted.items()}
     for key in gpus:
         gpu = (base or {}).get(key) or load_gpu(key)
         if key in POWER_DONOR:
@@ -53,6 +57,7 @@ def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None) 
             powers.append(donors[key])
             shipped = gpu.with_quantities(profile_updates(fams[key], key, donors[key]))
             powers.append(profile_power(shipped, every))
+            powers.append(fit_power(fitted[key], every, structural=True))
     return fits, powers
 
 
@@ -92,14 +97,20 @@ def profile_updates(fits: Sequence[FamilyFit], gpu_key: str, power: PowerFit | N
     return out
 
 
-def power_for(powers: Sequence[PowerFit], gpu_key: str) -> PowerFit | None:
-    """The power fit (own or a donor's) to write into ``gpu_key``'s profile, or None."""
-    return next((p for p in powers if p.gpu == gpu_key and not p.derived_from.startswith("profile")), None)
+def power_for(powers: Sequence[PowerFit], gpu_key: str, *, structural: bool = False) -> PowerFit | None:
+    """The power fit (own or a donor's) to write into ``gpu_key``'s profile, or None; ``structural``: the
+    structural fit instead (an experiment, e.g. to see what it does to serving; not shipped)."""
+    if structural:
+        own = next((p for p in powers if p.gpu == gpu_key and p.derived_from == STRUCTURAL), None)
+        donor = next((p for p in powers if p.gpu == POWER_DONOR.get(gpu_key) and p.derived_from == STRUCTURAL), None)
+        return own or (scaled_fit(donor, load_gpu(gpu_key)) if donor else None)
+    return next((p for p in powers if p.gpu == gpu_key and not p.derived_from.startswith("profile")
+                 and p.derived_from != STRUCTURAL), None)
 
 
 def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
     """The power fit as profile quantities (kind ``fitted``; ``derived`` for a GPU that takes a donor's fit)."""
-    kind = "derived" if p.derived_from else "fitted"
+    kind = "derived" if p.derived_from and p.derived_from != STRUCTURAL else "fitted"
     held = "; ".join(f"{name} {100 * np.median(a):.1f} %" for name, a in p.held_energy_ape.items() if a.size)
     where = (f"taken from the {p.derived_from} (same GH100 die and clocks; {gpu.key} has no power table): "
              if p.derived_from else f"fitted with busy power, J/FLOP and J/B on {p.rows_fit} kernels of >= 0.1 ms; "
@@ -118,6 +129,11 @@ def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
                                                     "Board energy per counted tensor-core FLOP above busy power" + alias + pinned)
     out["energy_per_byte_hbm"] = Quantity(p.energy_per_byte_j, "J/B", kind, p.source, model + where +
                                           "Board energy per HBM byte above busy power (DRAM, PHY, L2 and crossbar path)")
+    if p.moe_byte_energy_ratio != 1.0:
+        out["moe_byte_energy_ratio"] = Quantity(p.moe_byte_energy_ratio, "1", kind, p.source, model + where + (
+            "A fused-MoE kernel's energy per counted HBM byte over energy_per_byte_hbm (each expert's weight tiles "
+            "re-read from L2 per block of its tokens, token rows gathered and scattered: on-chip traffic a dense "
+            "GEMM's stream has not), bounded so a MoE stream at the fastest fitted MoE bandwidth stays under the limit"))
     return out
 
 
@@ -141,14 +157,35 @@ def markdown_table(fits: Sequence[FamilyFit], powers: Sequence[PowerFit]) -> str
     rows += ["", "| GPU | busy power (W above idle) | idle (W, profile) | J/FLOP bf16 | J/FLOP fp8 | J/FLOP fp4 | J/B | "
              "limit (W) | from |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for p in powers:
-        if p.derived_from.startswith("profile"):
+        if p.derived_from.startswith("profile") or p.derived_from == STRUCTURAL:
             continue
         e = p.energy_per_flop_j
         fp4 = f"{e['fp4'] * 1e12:.3f} pJ" if "fp4" in e else "-"
         rows.append(f"| {p.gpu} | {p.busy_power_w:.0f} | {p.idle_power_w:.1f} | {e['bf16'] * 1e12:.3f} pJ | "
                     f"{e['fp8'] * 1e12:.3f} pJ | {fp4} | {p.energy_per_byte_j * 1e12:.1f} pJ | {p.power_limit_w:.0f} | "
                     f"{p.derived_from or f'{p.rows_fit} kernels'} |")
-    return "\n".join(rows)
+    return "\n".join(rows + structural_table(powers))
+
+
+def structural_table(powers: Sequence[PowerFit]) -> list[str]:
+    """The structural power fits (reported, not in the profiles): held-out energy per call of what the table
+    reads (kernel power diluted by the collector's replay gap) and their coefficients."""
+    fits = [p for p in powers if p.derived_from == STRUCTURAL]
+    if not fits:
+        return []
+    names = list(dict.fromkeys(n for p in fits for n in p.held_energy_ape))
+    rows = ["", f"{STRUCTURAL}: held-out energy per call, median APE (busy power, J/FLOP and J/B refitted with "
+            "the fused-MoE J/B ratio and each family's replay gap)", "",
+            "| GPU | " + " | ".join(names) + " | busy (W) | J/FLOP bf16 | J/B | MoE J/B ratio | replay gap "
+            "(us) |", "|---|" + "---:|" * (len(names) + 4) + "---|"]
+    for p in fits:
+        ape = [f"{100 * np.median(p.held_energy_ape[n]):.1f} %" if p.held_energy_ape.get(n, np.empty(0)).size
+               else "-" for n in names]
+        gaps = ", ".join(f"{FAMILY_NAMES[f]} {1e6 * g:.0f}" for f, g in p.replay_gap_s.items())
+        rows.append(f"| {p.gpu} | " + " | ".join(ape) + f" | {p.busy_power_w:.0f} | "
+                    f"{p.energy_per_flop_j['bf16'] * 1e12:.3f} pJ | {p.energy_per_byte_j * 1e12:.1f} pJ | "
+                    f"{p.moe_byte_energy_ratio:.2f} | {gaps} |")
+    return rows
 
 
 def _with_fits(gpu, fits: Sequence[FamilyFit]):

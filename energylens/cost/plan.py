@@ -91,6 +91,7 @@ class KernelPlan:
     memory_efficiency: float
     overhead_s: float
     attention: AttentionPlan | None
+    memory_energy_scale: float = 1.0  # J per HBM byte over the profile's (a fused-MoE kernel's ratio)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,8 @@ class _Compiler:
             first.group if (first.group and len(steps) > 1) else first.name,
             "fused" if len(steps) > 1 else first.kind, tuple(s.op.name for s in steps), tuple(terms),
             tuple(byte_terms.values()), gpu.max_memory_efficiency if mem_eff is None else float(mem_eff),
-            gpu.kernel_overhead_s if overhead is None else float(overhead), self.attention(steps))
+            gpu.kernel_overhead_s if overhead is None else float(overhead), self.attention(steps),
+            gpu.moe_byte_energy_ratio if any(t.family == "moe" for t in terms) else 1.0)
 
     def horizontal(self, steps: list[OpStep]) -> dict[str, tuple[Mono, ...]]:
         """Horizontally fused GEMMs (QKV, gate+up) of one kernel are one GEMM: the projections that read

@@ -140,10 +140,11 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
             col = (len(idx),) + (1,) * len(shape)
             mem = np.array([plan.kernels[j].memory_efficiency for j in idx]).reshape(col)
             ovh = np.array([plan.kernels[j].overhead_s for j in idx]).reshape(col)
+            mes = np.array([plan.kernels[j].memory_energy_scale for j in idx]).reshape(col)
             n = len(shape)
             kc = kernel_cost_from_terms(gpu, _stack([compute_s[j] for j in idx], n),
                                         _stack([bytes_k[j] for j in idx], n), _stack([e_compute[j] for j in idx], n),
-                                        memory_efficiency=mem, overhead_s=ovh,
+                                        memory_efficiency=mem, overhead_s=ovh, memory_energy_scale=mes,
                                         latency_s=_stack([att[j] for j in idx], n) if has_att else None)
             if kc.latency_s.shape[0] != len(idx):  # every input was shared: one row per kernel all the same
                 kc = _rows(kc, len(idx))
@@ -206,6 +207,7 @@ class FlatTables:
     byte_segments: Segments  # byte terms -> kernels
     memory_efficiency: np.ndarray  # [kernel]
     overhead_s: np.ndarray  # [kernel]
+    memory_energy_scale: np.ndarray  # [kernel] J per HBM byte over the profile's
     plain: np.ndarray  # kernels without a family latency formula
     attention: tuple  # per attention dtype: (kernels, coeffs, b, t, s, g, r, k quantities, kv bytes, window)
     coll_q: np.ndarray  # [collective] message quantity
@@ -272,6 +274,7 @@ def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
               for dt, g in gemm.items()),
         tuple(moe), Segments.of(op_starts, i), ix(byte_q, dtype=np.intp), Segments.of(byte_starts, len(byte_q)),
         ix([k.memory_efficiency for k in kernels], dtype=float), ix([k.overhead_s for k in kernels], dtype=float),
+        ix([k.memory_energy_scale for k in kernels], dtype=float),
         ix([j for j, k in enumerate(kernels) if k.attention is None], dtype=np.intp),
         tuple((ix(e[0]), e[1], *(ix(x) for x in e[2:8]), ix(e[8], dtype=float), ix(e[9], dtype=float))
               for e in att.values()),
@@ -307,22 +310,24 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
     bytes_k = ft.byte_segments.sums(qv[ft.byte_q])
     mem = ft.memory_efficiency.reshape(col)
     ovh = ft.overhead_s.reshape(col)
+    mes = ft.memory_energy_scale.reshape(col)
     costs = []
     n_k = len(plan.kernels)
     if len(ft.plain) == n_k:
         costs.append((range(n_k), kernel_cost_from_terms(gpu, compute_s, bytes_k, e_compute, memory_efficiency=mem,
-                                                          overhead_s=ovh)))
+                                                          overhead_s=ovh, memory_energy_scale=mes)))
     else:
         p = ft.plain
         if len(p):
             costs.append((p.tolist(), kernel_cost_from_terms(gpu, compute_s[p], bytes_k[p], e_compute[p],
-                                                             memory_efficiency=mem[p], overhead_s=ovh[p])))
+                                                             memory_efficiency=mem[p], overhead_s=ovh[p],
+                                                             memory_energy_scale=mes[p])))
         for ks, coeffs, b, t, s, g, r, k, kv, win in ft.attention:
             lat = fam.attention_latency_s(coeffs, qv[b], qv[t], qv[s], qv[g] * qv[r], qv[g], qv[k],
                                           kv.reshape(col), win.reshape(col))
             costs.append((ks.tolist(), kernel_cost_from_terms(gpu, compute_s[ks], bytes_k[ks], e_compute[ks],
                                                               memory_efficiency=mem[ks], overhead_s=ovh[ks],
-                                                              latency_s=lat)))
+                                                              latency_s=lat, memory_energy_scale=mes[ks])))
     msgs = qv[ft.coll_q]
     by_kind: dict[tuple, list[int]] = {}
     for j, c in enumerate(plan.collectives):

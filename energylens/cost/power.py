@@ -57,6 +57,17 @@ def kernel_power_w(idle_power_w, busy_power_w, dynamic_power_w, power_limit_w, *
     return np.minimum(p, limit)
 
 
+def replay_reading_w(idle_power_w, kernel_power_w, latency_s, gap_s) -> np.ndarray:
+    """Mean board power a sampler (NVML) reads over a loop that replays a kernel of ``latency_s`` drawing
+    ``kernel_power_w``, each call followed by ``gap_s`` of host time with the GPU at idle power (W): the
+    kernel's power above idle diluted by its duty cycle ``latency / (latency + gap)``. A measurement model
+    (what a kernel power table reads), not a cost of the kernel. Vectorised."""
+    lat = np.asarray(latency_s, dtype=float)
+    idle = np.asarray(idle_power_w, dtype=float)
+    duty = lat / (lat + np.asarray(gap_s, dtype=float))
+    return idle + (np.asarray(kernel_power_w, dtype=float) - idle) * duty
+
+
 def clamp_to_limit_w(gpu: GPU, power_w) -> np.ndarray:
     """A GPU never draws more than its power limit on average."""
     return np.minimum(np.asarray(power_w, dtype=float), gpu.power_limit_w)

@@ -116,20 +116,23 @@ def kernel_cost(
 def kernel_cost_from_terms(
     gpu: GPU, compute_s: ArrayLike, bytes_: ArrayLike, compute_energy_j: ArrayLike, *, launches: ArrayLike = 1.0,
     memory_efficiency: ArrayLike | None = None, overhead_s: ArrayLike | None = None,
-    latency_s: ArrayLike | None = None,
+    latency_s: ArrayLike | None = None, memory_energy_scale: ArrayLike = 1.0,
 ) -> KernelCost:
     """The roofline and power cap from a kernel's compute time and compute energy (already summed over
     the ops of a fusion group, each at its own dtype and efficiency) and its HBM bytes.
 
     A kernel family with its own fitted formula (:mod:`energylens.cost.families`) passes its
     ``memory_efficiency`` and ``overhead_s`` (per launch; default ``max_memory_efficiency`` and
-    ``kernel_overhead``), or its whole ``latency_s`` at the maximum clock."""
+    ``kernel_overhead``), or its whole ``latency_s`` at the maximum clock. ``memory_energy_scale``
+    multiplies the profile's J per HBM byte (a fused-MoE kernel: the profile's ``moe_byte_energy_ratio``)."""
     compute_s = np.asarray(compute_s, dtype=float)
     bytes_ = np.asarray(bytes_, dtype=float)
     e_compute = np.asarray(compute_energy_j, dtype=float)
     mem_eff = gpu.max_memory_efficiency if memory_efficiency is None else np.asarray(memory_efficiency, dtype=float)
     memory_s = bytes_ / (gpu.hbm_bandwidth_bytes_per_s * mem_eff)
     e_memory = bytes_ * gpu.energy_per_byte_j
+    if np.any(np.asarray(memory_energy_scale) != 1.0):
+        e_memory = e_memory * np.asarray(memory_energy_scale, dtype=float)
     overhead = (gpu.kernel_overhead_s if overhead_s is None else np.asarray(overhead_s, dtype=float)) \
         * np.asarray(launches, dtype=float)
     t_c, t_m = compute_s, memory_s

@@ -46,6 +46,7 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "power_limit": ("W", True),
     "idle_power": ("W", True),
     "busy_power": ("W", False),  # above idle while a kernel runs (0 when absent); fitted on kernel power tables
+    "moe_byte_energy_ratio": ("1", False),  # a fused-MoE kernel's J per HBM byte over energy_per_byte_hbm (1 when absent)
     "kernel_overhead": ("s", True),
     "gemm_tile_m": ("1", True),
     "gemm_tile_n": ("1", True),
@@ -254,6 +255,11 @@ class GPU(Sourced):
         return self.q("busy_power") if self.has("busy_power") else 0.0
 
     @property
+    def moe_byte_energy_ratio(self) -> float:
+        """Energy per HBM byte of a fused-MoE kernel over ``energy_per_byte_hbm`` (1 for a profile without it)."""
+        return self.q("moe_byte_energy_ratio") if self.has("moe_byte_energy_ratio") else 1.0
+
+    @property
     def kernel_overhead_s(self) -> float:
         return self.q("kernel_overhead")
 
@@ -345,6 +351,9 @@ def sanity_check(quantities: dict[str, Quantity], origin: str) -> None:
     if busy is not None and (not busy >= 0 or (idle is not None and limit is not None and not idle + busy < limit)):
         raise SpecError(f"{origin}: quantities.busy_power.value", busy,
                         "a busy power of at least 0 W that keeps idle_power + busy_power below the power limit")
+    ratio = val("moe_byte_energy_ratio")
+    if ratio is not None and not 0 < ratio <= 10:
+        raise SpecError(f"{origin}: quantities.moe_byte_energy_ratio.value", ratio, "a ratio in (0, 10]")
     k_half = val("gemm_k_half")
     if k_half is not None and k_half > 1e9:
         raise SpecError(f"{origin}: quantities.gemm_k_half.value", k_half, "at most 1e9")
