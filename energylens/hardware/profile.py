@@ -46,7 +46,6 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "power_limit": ("W", True),
     "idle_power": ("W", True),
     "busy_power": ("W", False),  # above idle while a kernel runs (0 when absent); fitted on kernel power tables
-    "moe_byte_energy_ratio": ("1", False),  # a fused-MoE kernel's J per HBM byte over energy_per_byte_hbm (1 when absent)
     "kernel_overhead": ("s", True),
     "gemm_tile_m": ("1", True),
     "gemm_tile_n": ("1", True),
@@ -56,6 +55,7 @@ FIELDS: dict[str, tuple[str, bool]] = {
 # Kernel-family coefficients (energylens/cost/families.py), fitted on NVIDIA's kernel tables where a GPU
 # has them (python tools/calibrate_tables.py); a GPU without tables lacks them and gets spec-derived defaults.
 KERNEL_FAMILY_FIELDS: dict[str, tuple[str, bool]] = {
+    "moe_byte_energy_ratio": ("1", False),  # a fused-MoE kernel's J per HBM byte over energy_per_byte_hbm (1 when absent)
     "gemm_k_half_{dtype}": ("1", False),
     "gemm_tile_m_{dtype}": ("1", False),
     "gemm_tile_n_{dtype}": ("1", False),
