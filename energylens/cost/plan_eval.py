@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost import families as fam
+from energylens.cost.distinct import distinct_call
 from energylens.cost.kernels import CollectiveRecord, KernelRecord, causal_fraction
 from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
 from energylens.hardware.profile import GPU
@@ -98,8 +99,8 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
             i += 1
     for (dtype, shape), members in gemms.items():
         if len(members) == 1 or _large(shape):  # big arrays: no stacked copies (their calls cost little)
-            for ix, args in members:
-                eff[ix] = gemm_efficiency(gpu, dtype, *args)
+            for ix, args in members:  # sweeps: once per distinct batch x context (cost.distinct)
+                eff[ix] = distinct_call(lambda *a, dt=dtype: gemm_efficiency(gpu, dt, *a), args)
             continue
         rows = gemm_efficiency(gpu, dtype, *(_stack([a[j] for _, a in members], len(shape)) for j in range(4)))
         for r, (ix, _) in enumerate(members):

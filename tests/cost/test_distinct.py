@@ -1,0 +1,57 @@
+"""``cost.distinct.distinct_call``: a formula once per distinct leading combination, bit for bit ``fn(*args)``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from energylens.cost import distinct
+from energylens.cost.distinct import distinct_call
+from energylens.cost.families import gemm_coeffs, gemm_math_s
+from energylens.hardware import load_gpu
+
+
+def _calls():
+    seen = []
+
+    def fn(*a):
+        seen.append(np.broadcast_shapes(*(np.shape(x) for x in a)))
+        return np.ceil(a[0] / 3.0) * a[1] + np.sqrt(a[2]) / np.maximum(a[0], 1.0)
+
+    return fn, seen
+
+
+def test_repeated_leading_values_are_costed_once_and_the_result_is_identical(monkeypatch):
+    monkeypatch.setattr(distinct, "MIN_ELEMENTS", 1)
+    tp = np.array([1.0, 2.0, 4.0, 8.0]).reshape(4, 1, 1)
+    b = (2.0 ** np.arange(10)).reshape(1, 10, 1)
+    batch = b * 8.0 / tp  # 13 distinct products over 40 (tp, b) pairs
+    s = np.linspace(100.0, 9000.0, 37).reshape(1, 1, 37)
+    fn, seen = _calls()
+    got = distinct_call(fn, (batch, s, np.asarray(128.0)))
+    want = fn(batch, s, np.asarray(128.0))
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert seen[0] == (13, 1, 1, 37)  # the distinct products times the contexts
+
+
+def test_axes_in_any_order_and_fallbacks(monkeypatch):
+    monkeypatch.setattr(distinct, "MIN_ELEMENTS", 1)
+    rng = np.random.default_rng(1)
+    lead = rng.integers(0, 3, size=(6, 1, 5, 1)).astype(float)  # lead axes 0 and 2, trailing axes 1 and 3
+    tail = rng.random((1, 4, 1, 9))
+    fn, seen = _calls()
+    assert np.array_equal(distinct_call(fn, (lead, tail, tail)), fn(lead, tail, tail))
+    assert seen[0] == (3, 1, 4, 1, 9)  # the 3 distinct leading values first, then the trailing axes
+    for args in ((rng.random((6, 1, 5, 1)), tail, tail),  # no repeats: plain call
+                 (rng.random((6, 4, 1, 1)), tail, tail),  # lead and trailing arguments share axis 1
+                 (lead, lead, lead)):  # nothing varies along the last axis
+        fn, seen = _calls()
+        assert np.array_equal(distinct_call(fn, args), fn(*args))
+        assert seen[0] == np.broadcast_shapes(*(np.shape(a) for a in args))
+
+
+def test_gemm_formula_over_a_sweep_grid_is_unchanged():
+    c = gemm_coeffs(load_gpu("h100-sxm"), "bf16")
+    batch = ((2.0 ** np.arange(10)).reshape(1, 10, 1) * 8.0 / np.array([1.0, 2.0, 4.0, 8.0]).reshape(4, 1, 1))
+    s = (128.0 + 32.0 * np.arange(600)).reshape(1, 1, 600)
+    args = (np.asarray(8.0), s, np.asarray(128.0), batch)
+    assert np.array_equal(distinct_call(lambda *a: gemm_math_s(c, *a), args), gemm_math_s(c, *args))
