@@ -328,6 +328,10 @@ def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, 
 def attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,
                         d: ArrayLike, kv_bytes: ArrayLike = 2.0, window: ArrayLike = 0.0) -> np.ndarray:
     """Decode formula where ``t == 1`` (one new token per sequence), prefill formula elsewhere."""
+    if np.ndim(t) == 0:  # one kind of call for all (a sweep's decode or prefill phase): only its formula
+        if float(t) <= 1.0:
+            return decode_attention_latency_s(c, b, s, h, g, d, kv_bytes, window)
+        return prefill_attention_latency_s(c, b, t, s, h, g, d, kv_bytes, window)
     dec = decode_attention_latency_s(c, b, s, h, g, d, kv_bytes, window)
     pre = prefill_attention_latency_s(c, b, t, s, h, g, d, kv_bytes, window)
     return np.where(_a(t) <= 1.0, dec, pre)
