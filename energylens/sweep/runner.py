@@ -50,12 +50,12 @@ from dataclasses import replace
 
 import numpy as np
 
+import energylens.sweep.points as points
 from energylens.cost.phase import evaluate_phase, memory_per_gpu
 from energylens.errors import EnergyLensError
 from energylens.overlap.cost import evaluate_overlap
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
-from energylens.sweep.points import fold_contexts
 from energylens.sweep.rows import (
     OVERLAP_FIELDS,
     RowGather,
@@ -440,15 +440,22 @@ def _decode(m, g, lay, program, b_eval, prompt, out_len, eval_shape, plans=()) -
     return out
 
 
+_FOLDED: dict[tuple, tuple | None] = {}  # the last (prompt, output) lengths -> folded contexts and points
+
+
 def _decode_eval(m, g, lay, program, w: Workload, b_eval, plans=()) -> dict[str, np.ndarray]:
     sizes, weights = decode_sizes(w, b_eval)
     t = np.asarray(sizes["t"])
     if np.all(t == 1.0):  # decode computes one query token per sequence: a scalar keeps arrays small
         sizes["t"] = np.asarray(1.0)
         if all(p is None for p in plans):  # kernels costed once per distinct context (sweep.points)
-            folded = fold_contexts(sizes["s"], weights)
-            if folded is not None:
-                sizes["s"], weights = folded
+            key = (points.FOLD_MAX_SHARE,) + tuple((np.shape(v), np.asarray(v).tobytes())
+                                                   for v in (w.prompt_len, w.output_len))
+            if key not in _FOLDED:  # chunks of one grid share their lengths: folded once
+                _FOLDED.clear()
+                _FOLDED[key] = points.fold_contexts(sizes["s"], weights)
+            if _FOLDED[key] is not None:
+                sizes["s"], weights = _FOLDED[key]
     pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True,
                         distinct_batches=all(p is None for p in plans))
     out = {f: getattr(pa, f) for f in PHASE_FIELDS}
