@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-FOLD_MAX_SHARE = 0.5  # fold only when the distinct contexts are at most this share of the points (measured on
-# the layout-heavy grid of benchmarks/bench_speed.py, 64 % distinct: folded and unfolded take the same time)
-
-
+FOLD_MAX_SHARE = 0.75  # fold only when the distinct contexts are at most this share of the points (measured on
+# the layout-heavy grid of benchmarks/bench_speed.py, 64 % distinct: folded 10-15 % faster than unfolded; with no
+# repeats the lookups only add work)
 ROW_BLOCK = 8  # rows looked up together (measured on the length-heavy and 95 M grids: 8 rows of the folded
 # cost table stay in cache, about twice as fast as all rows at once)
 

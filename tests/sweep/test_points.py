@@ -68,10 +68,13 @@ def test_folded_sweep_equals_unfolded_sweep_and_predict(monkeypatch):
             np.testing.assert_allclose(folded[k], plain[k], rtol=1e-13, atol=1e-300, err_msg=k)
         else:
             assert np.array_equal(folded[k], plain[k]), k
-    for i in np.linspace(0, len(folded) - 1, 7).astype(int):
+    for i in np.linspace(0, len(folded) - 1, 25).astype(int):
         r = folded.row(int(i))
         p = energylens.predict(r["model"], r["gpu"], tp=r["tp"], pp=r["pp"], dp=r["dp"], batch=r["batch"],
                                prompt_len=r["prompt_len"], output_len=r["output_len"])
-        assert r["decode_energy_j"] == pytest.approx(p.decode.energy_j, rel=1e-12)
-        assert r["decode_latency_s"] == pytest.approx(p.decode.latency_s, rel=1e-12)
-        assert r["decode_static_j"] == pytest.approx(p.decode.breakdown.static_j, rel=1e-12)
+        b = p.decode.breakdown
+        for want, got in ((p.decode.energy_j, r["decode_energy_j"]), (p.decode.latency_s, r["decode_latency_s"]),
+                          (b.compute_j, r["decode_compute_j"]), (b.memory_j, r["decode_memory_j"]),
+                          (b.static_j, r["decode_static_j"]), (b.communication_j, r["decode_communication_j"]),
+                          (b.idle_wait_j, r["decode_idle_wait_j"])):
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-12), r
