@@ -1,12 +1,14 @@
-"""An element-wise formula evaluated once per distinct combination of its arguments on the leading axes.
+"""An element-wise formula evaluated once per distinct combination of its arguments.
 
 In a sweep, a decode attention GEMM's batch is ``b g / tp`` (sequences times KV heads per rank): over TP
 degrees and batches (powers of two) most of those products repeat, while its other size, the context,
-varies along its own trailing axis. :func:`distinct_call` splits the arguments into those that vary along the
-last axis (with the axes they vary on) and the others; when the two sets of axes are disjoint and the
-others' values repeat (at most half of their combinations distinct), the formula runs on the distinct
-combinations times the trailing axes, and each configuration's row is copied back. Every element gets the
-same floating-point operations on the same values, so the result is bit for bit that of ``fn(*args)``.
+varies along its own trailing axis; a serving sweep's token-wise GEMMs see ``b + x`` tokens over batches,
+prompt and output lengths (about one value in five distinct on the serving benchmark grid) and ``N / tp``
+over TP degrees. :func:`distinct_call` splits the arguments into those that vary along the last axis (with
+the axes they vary on) and the others; when the two sets of axes are disjoint and the distinct combinations
+of each group multiply to at most half the elements, the formula runs on those combinations only and each
+configuration's value is gathered back. Every element gets the same floating-point operations on the same
+values, so the result is bit for bit that of ``fn(*args)``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ MIN_ELEMENTS = 1 << 14  # below this many results, the bookkeeping costs more th
 
 
 def distinct_call(fn: Callable[..., np.ndarray], args: Sequence) -> np.ndarray:
-    """``fn(*args)`` (element-wise over broadcasting arrays), computed per distinct leading combination."""
+    """``fn(*args)`` (element-wise over broadcasting arrays), computed per distinct combination of the leading
+    arguments times per distinct combination of the trailing ones."""
     arrs = [np.asarray(a, dtype=float) for a in args]
     shape = np.broadcast_shapes(*(a.shape for a in arrs))
     nd = len(shape)
@@ -27,23 +30,34 @@ def distinct_call(fn: Callable[..., np.ndarray], args: Sequence) -> np.ndarray:
         return fn(*arrs)
     arrs = [a.reshape((1,) * (nd - a.ndim) + a.shape) for a in arrs]
     vary = [{i for i, n in enumerate(a.shape) if n > 1} for a in arrs]
-    tail_axes = set().union(*(v for v in vary if nd - 1 in v))
-    lead_axes = set().union(*(v for v in vary if nd - 1 not in v))
+    tail = [j for j, v in enumerate(vary) if nd - 1 in v]
+    lead = [j for j, v in enumerate(vary) if v and nd - 1 not in v]
+    tail_axes = set().union(*(vary[j] for j in tail))
+    lead_axes = set().union(*(vary[j] for j in lead))
     if not lead_axes or lead_axes & tail_axes:
         return fn(*arrs)
-    lead = [j for j, v in enumerate(vary) if v and nd - 1 not in v]
-    lead_shape = tuple(shape[i] if i in lead_axes else 1 for i in range(nd))
-    rows = np.stack([np.broadcast_to(arrs[j], lead_shape).reshape(-1) for j in lead], axis=1)
-    uniq, inv = np.unique(rows, axis=0, return_inverse=True)
-    if 2 * len(uniq) > len(rows):
+    (lu, li, ls), (tu, ti, ts) = (_rows(arrs, members, axes, shape) for members, axes in ((lead, lead_axes),
+                                                                                          (tail, tail_axes)))
+    if 2 * len(lu) * len(tu) > len(li) * len(ti):
         return fn(*arrs)
-    compact = list(arrs)
+    compact = [a.reshape(1, 1) if not vary[j] else a for j, a in enumerate(arrs)]  # constants: one value
     for c, j in enumerate(lead):
-        compact[j] = uniq[:, c].reshape((-1,) + (1,) * nd)
-    for j in set(range(len(arrs))) - set(lead):
-        compact[j] = arrs[j].reshape((1,) + arrs[j].shape)
-    r = np.asarray(fn(*compact), dtype=float)  # [distinct, trailing axes (lead axes 1)]
-    r = np.broadcast_to(r, (len(uniq),) + tuple(shape[i] if i in tail_axes else 1 for i in range(nd)))
-    x = r[inv.reshape(lead_shape)]  # lead_shape + trailing shape
-    perm = [k for i in range(nd) for k in (i, nd + i)]  # interleave: each axis is lead or trailing, not both
+        compact[j] = lu[:, c].reshape(-1, 1)
+    for c, j in enumerate(tail):
+        compact[j] = tu[:, c].reshape(1, -1)
+    r = np.broadcast_to(np.asarray(fn(*compact), dtype=float), (len(lu), len(tu)))
+    x = r[li[:, None], ti[None, :]].reshape(ls + ts)  # leading positions, then trailing positions
+    perm = [k for i in range(nd) for k in (i, nd + i)]  # interleave: each axis is leading or trailing, not both
     return x.transpose(perm).reshape(shape)
+
+
+def _rows(arrs: list, members: list[int], axes: set, shape: tuple) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The distinct value combinations of ``members`` over their ``axes`` (rows), each position's row, and the
+    group's shape (1 off its axes). One argument strictly increasing along one axis (a sweep's distinct
+    contexts) is distinct already: no sort."""
+    gshape = tuple(shape[i] if i in axes else 1 for i in range(len(shape)))
+    rows = np.stack([np.broadcast_to(arrs[j], gshape).reshape(-1) for j in members], axis=1)
+    if len(members) == 1 and len(axes) == 1 and bool(np.all(rows[1:, 0] > rows[:-1, 0])):
+        return rows, np.arange(len(rows)), gshape
+    uniq, inv = np.unique(rows, axis=0, return_inverse=True)
+    return uniq, inv.reshape(-1), gshape

@@ -30,7 +30,7 @@ def test_repeated_leading_values_are_costed_once_and_the_result_is_identical(mon
     got = distinct_call(fn, (batch, s, np.asarray(128.0)))
     want = fn(batch, s, np.asarray(128.0))
     assert got.shape == want.shape and np.array_equal(got, want)
-    assert seen[0] == (13, 1, 1, 37)  # the distinct products times the contexts
+    assert seen[0] == (13, 37)  # the distinct products times the contexts
 
 
 def test_axes_in_any_order_and_fallbacks(monkeypatch):
@@ -40,13 +40,22 @@ def test_axes_in_any_order_and_fallbacks(monkeypatch):
     tail = rng.random((1, 4, 1, 9))
     fn, seen = _calls()
     assert np.array_equal(distinct_call(fn, (lead, tail, tail)), fn(lead, tail, tail))
-    assert seen[0] == (3, 1, 4, 1, 9)  # the 3 distinct leading values first, then the trailing axes
+    assert seen[0] == (3, 36)  # the 3 distinct leading values times the 4 x 9 trailing ones
     for args in ((rng.random((6, 1, 5, 1)), tail, tail),  # no repeats: plain call
                  (rng.random((6, 4, 1, 1)), tail, tail),  # lead and trailing arguments share axis 1
                  (lead, lead, lead)):  # nothing varies along the last axis
         fn, seen = _calls()
         assert np.array_equal(distinct_call(fn, args), fn(*args))
         assert seen[0] == np.broadcast_shapes(*(np.shape(a) for a in args))
+
+
+def test_repeated_trailing_values_are_costed_once(monkeypatch):
+    monkeypatch.setattr(distinct, "MIN_ELEMENTS", 1)
+    n_tp = np.array([4096.0, 2048.0, 1024.0]).reshape(3, 1, 1)  # N / tp
+    tokens = (np.arange(40) % 7 + 1.0).reshape(1, 5, 8) * 16.0  # 7 distinct token counts over 40 positions
+    fn, seen = _calls()
+    assert np.array_equal(distinct_call(fn, (tokens, n_tp, np.asarray(8192.0))), fn(tokens, n_tp, np.asarray(8192.0)))
+    assert seen[0] == (3, 7)
 
 
 def test_gemm_formula_over_a_sweep_grid_is_unchanged():
