@@ -253,6 +253,7 @@ def main() -> None:
     emit_rate("sweep_length_heavy", sweep_rate(length, args.repeat))
     serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
                         serving=True)
+    sweep_rate(serving, 1)  # warm-up (the serving coefficients and SciPy's Poisson quantile load on first use)
     emit_rate("sweep_serving_240", sweep_rate(serving, max(1, args.repeat // 2)))
     served = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
                        prompt_len=tuple(range(256, 7169, 448)), output_len=tuple(range(64, 1025, 64)), serving=True)
