@@ -43,6 +43,8 @@ from energylens.errors import SpecError, WorkloadError
 from energylens.hardware.profile import GPU, OperatingPoint, Quantity, safe_load
 
 BISECTION_STEPS = 24  # clock resolution (1 - s_min) / 2^24: far below the 15 MHz driver steps
+GRID_BITS = 8  # halvings per round of the few-kernel search (2^8 clocks evaluated at once)
+GRID_MAX_KERNELS = 16  # kernels up to which the halvings are walked over a grid of clocks per round
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,40 @@ def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle, busy):
     return lat, e_c, e_m, idle, power
 
 
+def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: float, limit: float,
+                           s_cap: float) -> np.ndarray:
+    """The clock of ``BISECTION_STEPS`` halvings of ``[s_min, s_cap]`` (``P(s_cap) > limit``): keep the upper
+    half where the power at its lower end fits the limit. Few kernels (a single prediction): the same halvings
+    walked over ``2^GRID_BITS`` clocks evaluated at once per round (the midpoints the halvings visit are among
+    them), ``BISECTION_STEPS / GRID_BITS`` rounds instead of one power evaluation per halving."""
+    n = len(args[0])
+    lo = np.full(n, cm.s_min)
+    if n > GRID_MAX_KERNELS:
+        hi = np.full(n, s_cap)
+        for _ in range(BISECTION_STEPS):  # invariant: P(hi) > limit; P(lo) <= limit unless lo = s_min fails
+            mid = 0.5 * (lo + hi)
+            fits = _at(cm, mid, *args, ref_idle, busy)[4] <= limit
+            lo = np.where(fits, mid, lo)
+            hi = np.where(fits, hi, mid)
+        return lo
+    points = 1 << GRID_BITS
+    frac = np.arange(points, dtype=float) / points  # clock j of a round: lo + width * j / points
+    cols = [a[:, None] for a in args]
+    base = np.arange(n) * points
+    width = s_cap - cm.s_min
+    for _ in range(BISECTION_STEPS // GRID_BITS):
+        clocks = lo[:, None] + width * frac
+        fits = (_at(cm, clocks, *cols, ref_idle, busy)[4] <= limit).ravel()
+        j = np.zeros(n, dtype=np.intp)
+        half = points
+        for _ in range(GRID_BITS):  # the halvings of this round: the lower end moves up where the midpoint fits
+            half >>= 1
+            j = j + half * fits[base + j + half]
+        width = width / points
+        lo = clocks.ravel()[base + j]
+    return lo
+
+
 def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
     """Latency and energy of kernels with roofline terms (at ``f_max``) ``compute_s``, ``memory_s``,
     dynamic energies and launch overhead, at the highest clock whose power fits the limit."""
@@ -261,13 +297,7 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     s = np.full(tc.shape, s_cap)
     lat, e_c, e_m, idle = (np.array(np.broadcast_to(a, tc.shape), dtype=float) for a in (lat, e_c, e_m, idle))
     args = [a[over] for a in (tc, tm, ec, em, ovh)]
-    lo = np.full(len(args[0]), cm.s_min)
-    hi = np.full(len(args[0]), s_cap)
-    for _ in range(BISECTION_STEPS):  # invariant: P(hi) > limit; P(lo) <= limit unless lo = s_min fails
-        mid = 0.5 * (lo + hi)
-        fits = _at(cm, mid, *args, ref_idle, busy)[4] <= limit
-        lo = np.where(fits, mid, lo)
-        hi = np.where(fits, hi, mid)
+    lo = _highest_fitting_clock(cm, args, ref_idle, busy, limit, s_cap)
     l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle, busy)
     # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit
     headroom = np.maximum(limit - i2, 1e-9)

@@ -147,3 +147,29 @@ def test_cli_serve_power_limit_json(capsys):
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and d["operating_point"] == {"power_limit_w": 300.0, "default_power_limit_w": 700.0,
                                                 "sm_clock_mhz": None}
+
+
+@pytest.mark.parametrize("key", ["h100-sxm", "a100-sxm-80gb", "b200"])
+def test_few_kernel_clock_search_walks_the_same_halvings(key, monkeypatch):
+    """The few-kernel search (a grid of clocks per round) lands on the clock of the plain halvings, including
+    kernels that fit only at the lowest clock and a locked clock below f_max."""
+    import energylens.cost.dvfs as dvfs
+
+    rng = np.random.default_rng(7)
+    n = 12
+    tc = 10 ** rng.uniform(-6, -2, n)
+    tm = tc * 10 ** rng.uniform(-1.5, 1.5, n)
+    ec, em, ovh = tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
+    base = load_gpu(key)
+    lowest = 0.0
+    for limit, clock in ((None, None), (300.0, None), (200.0, 1200.0)):
+        g = with_operating_point(base, power_limit_w=limit, sm_clock_mhz=clock)
+        grid = clocked_cost(g, tc, tm, ec, em, ovh)
+        monkeypatch.setattr(dvfs, "GRID_MAX_KERNELS", -1)
+        plain = clocked_cost(g, tc, tm, ec, em, ovh)
+        monkeypatch.undo()
+        assert np.any(plain.power_capped)
+        for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
+            np.testing.assert_allclose(getattr(grid, f), getattr(plain, f), rtol=1e-12, atol=0)
+        lowest = max(lowest, float(np.sum(np.asarray(plain.clock_fraction) == clock_model(g).s_min)))
+    assert lowest > 0  # some kernels stay at f_min (and stretch)
