@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost.phase import USABLE_MEMORY_FRACTION, PhaseArrays, evaluate_phase, memory_per_gpu
+from energylens.cost.phase_pair import evaluate_phases
 from energylens.errors import LayoutError, WorkloadError
 from energylens.graph.model import Model
 from energylens.graph.precision import WEIGHT_DTYPE_NAMES
@@ -169,10 +170,10 @@ def evaluate(bound: Bound) -> Evaluated:
     m, ex, w = bound.model, bound.execution, bound.workload
     moe_kw = {"routing": bound.route} if is_moe(m) else {}
     plans = tuple(p for p in (ex.overlap if ex.overlap is not None else m.overlap) if p.active)
+    both = (prefill_sizes(w, bound.batch_per_replica), decode_sizes(w, bound.batch_per_replica))
+    costed = evaluate_phases(m, bound.gpu, bound.layout, bound.program, *both, **moe_kw)  # one plan evaluation
     out = []
-    for sizer, decode in ((prefill_sizes, False), (decode_sizes, True)):
-        sizes, weights = sizer(w, bound.batch_per_replica)
-        pa = phase(bound, sizes, weights, decode=decode)
+    for (sizes, weights), decode, pa in zip(both, (False, True), costed, strict=True):
         ov = None
         if plans:
             from energylens.overlap.cost import evaluate_overlap  # only with overlap plans (cold start)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -165,7 +166,7 @@ def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
 
 def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
                    weights: np.ndarray, *, decode: bool, routing=None, microbatches=None,
-                   distinct_batches: bool = False) -> PhaseArrays:
+                   distinct_batches: bool = False, phase_rows=None, moe_binder=None) -> PhaseArrays:
     """``routing`` (MoE models only): a routing string or ``energylens.moe.Routing``; None = uniform.
 
     ``distinct_batches`` (totals only: no per-kernel records): where the batch per micro-batch is the only
@@ -177,7 +178,12 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     micro-batch's pass plus ``m - 1`` times the slowest stage (prefill), or, for decode, where a
     micro-batch's next token needs its previous one, the longer of one pass and ``m`` turns of the slowest
     stage per step; every GPU is busy ``m`` times its stage's share. None = ``min(batch, pp)`` (one
-    micro-batch per stage, as vLLM's pipeline engines); 1 = the whole batch at once."""
+    micro-batch per stage, as vLLM's pipeline engines); 1 = the whole batch at once.
+
+    ``phase_rows`` (with ``decode``; :func:`energylens.cost.phase_pair.evaluate_phases`): several phases of one
+    configuration stacked along the points axis, ``weights`` one row per phase and ``phase_rows`` a bool per
+    row (True: the decode rule for micro-batches); totals gain a trailing phase axis. ``moe_binder``: a callable
+    ``(b, t, tp, ep) -> MoEBinding`` in place of ``bind_moe`` (the stacked phases bind each phase's points)."""
     all_sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()}, **sizes}
     pp_layout = np.asarray(layout.pp, dtype=float)
     if microbatches is None:
@@ -209,7 +215,8 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     if is_moe(model) and ROUTED_EXPERTS_KEY not in sizes:
         from energylens.moe.binding import bind_moe
 
-        moe = bind_moe(model, routing, all_sizes["b"], all_sizes["t"], axes_pt["tp"], axes_pt["ep"])
+        moe = (moe_binder or partial(bind_moe, model, routing))(all_sizes["b"], all_sizes["t"], axes_pt["tp"],
+                                                                axes_pt["ep"])
         energy_sizes = {**all_sizes, **moe.mean}
         all_sizes = {**all_sizes, **moe.busiest}
         full_shape = np.broadcast_shapes(full_shape, *(np.shape(v) for v in moe.busiest.values()))
@@ -219,11 +226,13 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     w = weights if folded else np.asarray(weights, dtype=float)
     out_shape = full_shape if not decode else np.broadcast_shapes(full_shape[:-1], w.out_shape) if folded \
         else full_shape[:-1]
+    if phase_rows is not None:  # one configuration, phases stacked: a trailing phase axis after the sums
+        out_shape = out_shape + (len(phase_rows),)
 
     def reduce(x) -> np.ndarray:
         """Sum over decode points; shapes stay broadcastable (not expanded) until the totals."""
         x = np.asarray(x, dtype=float)
-        if decode:
+        if decode:  # stacked phases (one configuration): ``w`` has a row per phase
             return w.reduce_points(x) if folded else np.sum(x * w, axis=-1)
         return x
 
@@ -312,12 +321,16 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         hop = np.where(pp > 1, p2p_time / np.maximum(pp - 1.0, 1.0), 0.0)
         slowest_stage = blocks_t / pp + np.maximum(layer_time["pre"], layer_time["post"]) + hop
         one_pass = kernel_time + coll_time + p2p_time
-        if decode:
-            # each micro-batch's next token waits for its previous one to leave the last stage, so a step
-            # lasts the longer of one pass and m turns of the slowest stage (the pipeline stays full)
+        # decode: each micro-batch's next token waits for its previous one to leave the last stage, so a step
+        # lasts the longer of one pass and m turns of the slowest stage (the pipeline stays full); prefill:
+        # fill once, then one stage per micro-batch
+        if phase_rows is not None:
+            latency = np.where(phase_rows, np.maximum(one_pass, m * slowest_stage),
+                               one_pass + (m - 1.0) * slowest_stage)
+        elif decode:
             latency = np.maximum(one_pass, m * slowest_stage)
         else:
-            latency = one_pass + (m - 1.0) * slowest_stage  # fill once, then one stage per micro-batch
+            latency = one_pass + (m - 1.0) * slowest_stage
     else:
         latency = kernel_time + coll_time + p2p_time
 
