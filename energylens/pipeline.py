@@ -136,13 +136,35 @@ def bind(model: str | Model, execution: Execution, system: System) -> Bound:
     g.peak_flops(m.act_dtype)  # raises if the GPU lacks the activation dtype (weight formats fall back)
     check_context(m, np.asarray(execution.prompt_len) + np.asarray(execution.output_len))
     lay = execution.layout(system.gpus_per_node)
-    check_layout(m, lay, strict=True)
+    program = checked_program(m, lay)
     w = Workload(execution.batch, execution.prompt_len, execution.output_len)
     bpr = batch_per_replica(w, lay)
     route = None
     if execution.routing is not None or is_moe(m):
         route = execution.resolved_routing or resolve_routing(None)  # checked for every model; used by MoE only
-    return Bound(m, g, lay, w, bpr, build_program(m, lay), execution, route)
+    return Bound(m, g, lay, w, bpr, program, execution, route)
+
+
+_PROGRAMS: dict[tuple, tuple[Model, Program]] = {}
+
+
+def checked_program(model: Model, layout: Layout) -> Program:
+    """``check_layout`` (strict) and ``build_program`` of a model and layout; for a layout of plain integers
+    kept per (model object, every layout field): a layout that passed once passes again."""
+    f = (layout.tp, layout.pp, layout.dp, layout.ep, layout.gpus_per_node)
+    key = None
+    if all(type(v) is int for v in f) and type(layout.sp) is bool and isinstance(layout.axes, dict):
+        key = (id(model), *f, layout.sp, tuple(layout.axes.items()))
+        hit = _PROGRAMS.get(key)
+        if hit is not None and hit[0] is model:
+            return hit[1]
+    check_layout(model, layout, strict=True)
+    program = build_program(model, layout)
+    if key is not None:
+        if len(_PROGRAMS) > 256:
+            _PROGRAMS.clear()
+        _PROGRAMS[key] = (model, program)
+    return program
 
 
 def phase(bound: Bound, sizes, weights, *, decode: bool, microbatches=None) -> PhaseArrays:

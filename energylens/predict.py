@@ -124,10 +124,9 @@ def predict(
     lay = layout or Layout(tp=tp, pp=pp, dp=dp, ep=ep, sp=sp, gpus_per_node=gpus_per_node)
     ex = Execution.from_layout(lay, batch=int(batch), prompt_len=int(prompt_len), output_len=_int(output_len),
                                routing=routing, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz)
-    m, _ = prepare(model, gpu if gpu is not None else execution, merge_dtype(dtype, weight_dtype),
+    m, g = prepare(model, gpu if gpu is not None else execution, merge_dtype(dtype, weight_dtype),
                    kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
-    return predict_specs(m, ex, System.for_execution(gpu if gpu is not None else execution, ex,
-                                                     int(lay.gpus_per_node)), detail=detail)
+    return predict_specs(m, ex, System.for_execution(g, ex, int(lay.gpus_per_node)), detail=detail)
 
 
 def _int(value):

@@ -32,6 +32,8 @@ class Workload:
                                       ("prompt_len", 1, MAX_TOKENS, "a positive integer"),
                                       ("output_len", 0, MAX_TOKENS, "a non-negative integer (0 = prefill only)")):
             raw = getattr(self, name)
+            if type(raw) is int and low <= raw <= high:  # one configuration (no array checks needed)
+                continue
             try:
                 v = np.asarray(raw)
                 ok = v.dtype.kind in "iuf" and v.size > 0

@@ -43,8 +43,8 @@ from energylens.errors import SpecError, WorkloadError
 from energylens.hardware.profile import GPU, OperatingPoint, Quantity, safe_load
 
 BISECTION_STEPS = 24  # clock resolution (1 - s_min) / 2^24: far below the 15 MHz driver steps
-GRID_BITS = 8  # halvings per round of the few-kernel search (2^8 clocks evaluated at once)
-GRID_MAX_KERNELS = 16  # kernels up to which the halvings are walked over a grid of clocks per round
+GRID_BITS = 4  # halvings per round of the few-kernel search (2^4 clocks evaluated at once; measured best)
+GRID_MAX_KERNELS = 256  # kernels up to which the halvings are walked over a grid of clocks per round
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,23 @@ def with_operating_point(gpu: GPU, *, power_limit_w: float | None = None, sm_clo
     locked clock's idle power. ``None`` for both returns ``gpu`` unchanged."""
     if power_limit_w is None and sm_clock_mhz is None:
         return gpu
+    if not all(v is None or type(v) in (int, float) for v in (power_limit_w, sm_clock_mhz)):
+        return _with_operating_point(gpu, power_limit_w, sm_clock_mhz)  # checked there (errors name the value)
+    key = (id(gpu), power_limit_w, sm_clock_mhz)
+    hit = _AT_POINT.get(key)
+    if hit is not None and hit[0] is gpu:
+        return hit[1]  # the same GPU object each time: compiled plans (cached per GPU object) are reused
+    out = _with_operating_point(gpu, power_limit_w, sm_clock_mhz)
+    if len(_AT_POINT) > 256:
+        _AT_POINT.clear()
+    _AT_POINT[key] = (gpu, out)
+    return out
+
+
+_AT_POINT: dict[tuple, tuple] = {}
+
+
+def _with_operating_point(gpu: GPU, power_limit_w, sm_clock_mhz) -> GPU:
     ref_limit = reference_power_limit_w(gpu)
     ref_idle = reference_idle_power_w(gpu)
     cm = clock_model(gpu)
@@ -235,7 +252,8 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
     """The clock of ``BISECTION_STEPS`` halvings of ``[s_min, s_cap]`` (``P(s_cap) > limit``): keep the upper
     half where the power at its lower end fits the limit. Few kernels (a single prediction): the same halvings
     walked over ``2^GRID_BITS`` clocks evaluated at once per round (the midpoints the halvings visit are among
-    them), ``BISECTION_STEPS / GRID_BITS`` rounds instead of one power evaluation per halving."""
+    them, computed as they compute them), ``BISECTION_STEPS / GRID_BITS`` rounds instead of one power evaluation
+    per halving: the same clocks bit for bit."""
     n = len(args[0])
     lo = np.full(n, cm.s_min)
     if n > GRID_MAX_KERNELS:
@@ -247,21 +265,37 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
             hi = np.where(fits, hi, mid)
         return lo
     points = 1 << GRID_BITS
-    frac = np.arange(points, dtype=float) / points  # clock j of a round: lo + width * j / points
     cols = [a[:, None] for a in args]
-    base = np.arange(n) * points
-    width = s_cap - cm.s_min
+    bits = 1 << np.arange(points - 1)
+    walk = _walk_table(GRID_BITS)
+    flat = np.arange(n) * (points + 1)
+    clocks = np.empty((n, points + 1))  # a round's ends (columns 0, points) and every midpoint between
+    clocks[:, 0], clocks[:, points] = lo, s_cap
     for _ in range(BISECTION_STEPS // GRID_BITS):
-        clocks = lo[:, None] + width * frac
-        fits = (_at(cm, clocks, *cols, ref_idle, busy)[4] <= limit).ravel()
-        j = np.zeros(n, dtype=np.intp)
-        half = points
-        for _ in range(GRID_BITS):  # the halvings of this round: the lower end moves up where the midpoint fits
-            half >>= 1
-            j = j + half * fits[base + j + half]
-        width = width / points
-        lo = clocks.ravel()[base + j]
-    return lo
+        step = points
+        while step > 1:  # each midpoint as the halvings compute it (bit for bit): 0.5 * (lower + upper end)
+            half = step // 2
+            clocks[:, half:points:step] = 0.5 * (clocks[:, 0:points - half:step] + clocks[:, step::step])
+            step = half
+        fits = _at(cm, clocks[:, 1:points], *cols, ref_idle, busy)[4] <= limit
+        j = flat + walk[fits @ bits]  # where this round's halvings end, from which of its clocks fit
+        clocks[:, 0], clocks[:, points] = clocks.ravel()[j], clocks.ravel()[j + 1]
+    return clocks[:, 0].copy()
+
+
+@cache
+def _walk_table(bits: int) -> np.ndarray:
+    """For every pattern of which clocks ``1 .. 2^bits - 1`` of a round fit (bit ``j - 1`` of the index: clock
+    ``j`` fits), the clock ``bits`` halvings end on: start at 0, step ``2^(bits-1)``, move up where the midpoint
+    fits, halve the step."""
+    points = 1 << bits
+    patterns = np.arange(1 << (points - 1))
+    j = np.zeros(len(patterns), dtype=np.intp)
+    half = points
+    for _ in range(bits):
+        half >>= 1
+        j = j + half * ((patterns >> (j + half - 1)) & 1)
+    return j
 
 
 def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:

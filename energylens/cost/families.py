@@ -104,7 +104,22 @@ def gemm_variant_fitted(gpu: GPU, dtype: str) -> bool:
     return gpu.has(f"gemm_overhead_{dtype}") or gpu.has(f"gemm_k_half_{dtype}")
 
 
+_GEMM_COEFFS: dict[tuple, tuple[GPU, GemmCoeffs]] = {}
+
+
 def gemm_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
+    """:func:`profile_gemm_coeffs`, kept per GPU object (profiles are immutable) and dtype."""
+    hit = _GEMM_COEFFS.get((id(gpu), dtype))
+    if hit is not None and hit[0] is gpu:
+        return hit[1]
+    c = profile_gemm_coeffs(gpu, dtype)
+    if len(_GEMM_COEFFS) > 256:
+        _GEMM_COEFFS.clear()
+    _GEMM_COEFFS[(id(gpu), dtype)] = (gpu, c)
+    return c
+
+
+def profile_gemm_coeffs(gpu: GPU, dtype: str) -> GemmCoeffs:
     """The profile's GEMM coefficients for ``dtype`` (a plain dtype or a kernel variant of ``KERNEL_MATH``):
     ``*_<dtype>`` fields when fitted; a variant without its own fit takes its math dtype's coefficients
     (fp8_block on a GPU without an fp8_block table: the per-tensor fp8 ones); else the dtype-independent
@@ -152,7 +167,7 @@ def gemm_math_s(c: GemmCoeffs, m: ArrayLike, n: ArrayLike, k: ArrayLike, batch: 
     batch = np.maximum(_a(batch), 1.0)
     tile_m = np.where(m <= c.small_m, min(c.tile_m, 64.0), c.tile_m)
     tiles = np.ceil(m / tile_m) * np.ceil(n / c.tile_n) * batch
-    split = np.clip(np.floor(c.sms / tiles), 1.0, np.maximum(1.0, np.floor(k / SPLIT_K_MIN_K)))
+    split = np.minimum(np.maximum(np.floor(c.sms / tiles), 1.0), np.maximum(1.0, np.floor(k / SPLIT_K_MIN_K)))
     split = np.where(c.split_k > 0, split, 1.0)
     units = tiles * split
     waves = np.ceil(units / c.sms)
@@ -272,14 +287,15 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
     """Latency of one decode-attention call: ``b`` sequences, ``s`` KV tokens each (the new one included),
     ``h`` query heads, ``g`` KV heads, head dim ``d``, ``kv_bytes`` per KV element (2 bf16, 1 fp8).
     ``b < 1`` is an expected count (a call made in that share of iterations): ``b`` times one sequence's."""
-    share = np.clip(_a(b), 0.0, 1.0)
+    share = np.minimum(np.maximum(_a(b), 0.0), 1.0)  # (np.clip: the same, at more cost per call)
     b = np.maximum(_a(b), 1.0)
     h, g, d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (h, g, d, kv_bytes))
     se = decode_kv_tokens(c, s, window)
     slots = c.sms * c.decode_ctas_per_sm
     m_blocks = np.ceil(h / g / c.decode_q_rows)
     units = b * g * m_blocks
-    split = np.clip(np.floor(slots / units), 1.0, np.minimum(c.decode_max_splits, np.ceil(se / c.decode_split_min_tokens)))
+    split = np.minimum(np.maximum(np.floor(slots / units), 1.0),
+                       np.minimum(c.decode_max_splits, np.ceil(se / c.decode_split_min_tokens)))
     ctas = units * split
     waves = np.ceil(ctas / slots)
     tok = np.ceil(se / split)
@@ -308,7 +324,7 @@ def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, 
                                 window: ArrayLike = 0.0) -> np.ndarray:
     """Latency of one prefill-attention call: ``b`` sequences of ``t`` new tokens over ``s`` keys each
     (``b < 1``: an expected count, ``b`` times one sequence's call)."""
-    share = np.clip(_a(b), 0.0, 1.0)
+    share = np.minimum(np.maximum(_a(b), 0.0), 1.0)
     b = np.maximum(_a(b), 1.0)
     h, g, d = (np.maximum(_a(x), 1e-9) for x in (h, g, d))
     t = np.maximum(_a(t), 1.0)

@@ -80,7 +80,7 @@ def causal_fraction(t, s) -> np.ndarray:
     """Share of the t x s score matrix a causal kernel computes (t new tokens after s - t cached)."""
     t = np.asarray(t, dtype=float)
     s = np.asarray(s, dtype=float)
-    return np.clip((s - (t - 1.0) / 2.0) / s, 0.0, 1.0)
+    return np.minimum(np.maximum((s - (t - 1.0) / 2.0) / s, 0.0), 1.0)
 
 
 class Binder:

@@ -189,7 +189,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     if microbatches is None:
         b_in = np.asarray(all_sizes["b"], dtype=float)
         pp_b = pp_layout[..., None] if (decode and pp_layout.ndim) else pp_layout
-        m_b = np.where(pp_b > 1, np.clip(np.minimum(b_in, pp_b), 1.0, None), 1.0)
+        m_b = np.where(pp_b > 1, np.maximum(np.minimum(b_in, pp_b), 1.0), 1.0)
     else:
         m_b = np.asarray(microbatches, dtype=float)
     if np.any(m_b != 1.0):

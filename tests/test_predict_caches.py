@@ -1,0 +1,117 @@
+"""What a single ``predict`` keeps between calls (the GPU at an operating point, the checked program, GEMM
+coefficients, compiled plans) never changes a result: every input that differs gives its own, correct answer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import energylens
+from energylens.cost import dvfs, families
+from energylens.errors import LayoutError
+from energylens.hardware.profile import Quantity, load_gpu
+from energylens.parallel.layout import Layout
+from energylens.pipeline import _PROGRAMS, checked_program, prepare
+from energylens.program import build_program
+
+KW = dict(tp=2, batch=8, prompt_len=1024, output_len=64)
+
+
+def _totals(p) -> dict:
+    d = p.to_dict(ops=False)
+    return {k: d[k] for k in ("prefill", "decode", "memory")}
+
+
+def _fresh(*args, **kw):
+    """The prediction with every cache emptied first (as in a new process)."""
+    dvfs._AT_POINT.clear()
+    _PROGRAMS.clear()
+    families._GEMM_COEFFS.clear()
+    return energylens.predict(*args, **kw)
+
+
+def test_operating_point_is_one_gpu_object_per_limit_and_clock():
+    g = load_gpu("h100-sxm")
+    a = dvfs.with_operating_point(g, power_limit_w=400.0)
+    assert dvfs.with_operating_point(g, power_limit_w=400.0) is a
+    b = dvfs.with_operating_point(g, power_limit_w=500.0)
+    assert b is not a and b.power_limit_w == 500.0 and a.power_limit_w == 400.0
+    c = dvfs.with_operating_point(g, power_limit_w=400.0, sm_clock_mhz=1500.0)
+    assert c is not a and c.operating.sm_clock_mhz == 1500.0
+    # another GPU object (a copied profile with other numbers) is never served the first one's result
+    other = g.with_quantities({"idle_power": Quantity(g.idle_power_w + 10.0, "W", "user", "test")})
+    d = dvfs.with_operating_point(other, power_limit_w=400.0)
+    assert d is not a and d.idle_power_w == other.idle_power_w
+    with pytest.raises(energylens.errors.WorkloadError):
+        dvfs.with_operating_point(g, power_limit_w=10.0)  # an error is raised each time, never cached
+    with pytest.raises(energylens.errors.WorkloadError):
+        dvfs.with_operating_point(g, power_limit_w=10.0)
+
+
+@pytest.mark.parametrize("change", [
+    dict(power_limit_w=400.0), dict(power_limit_w=500.0), dict(sm_clock_mhz=1400.0), dict(gpu="a100-sxm-80gb"),
+    dict(weight_dtype="fp8"), dict(kv_cache_dtype="fp8"), dict(tp=4), dict(tp=2, pp=2), dict(dp=2),
+    dict(sp=True), dict(gpus_per_node=1),
+])
+def test_each_input_gives_its_own_result_whatever_was_predicted_before(change):
+    base = _totals(_fresh("llama3.1-8b", "h100-sxm", **KW))
+    kw = {**KW, **change}
+    gpu = kw.pop("gpu", "h100-sxm")
+    warm = _totals(energylens.predict("llama3.1-8b", gpu, **kw))  # after the base call: caches warm
+    assert warm == _totals(_fresh("llama3.1-8b", gpu, **kw))
+    assert warm != base
+    assert _totals(energylens.predict("llama3.1-8b", "h100-sxm", **KW)) == base  # and back
+
+
+def test_routing_and_model_objects_are_not_confused():
+    kw = dict(dp=4, ep=4, batch=8, prompt_len=128, output_len=4)
+    uniform = _totals(_fresh("llama4-scout", "h100-sxm", **kw))
+    skewed = _totals(energylens.predict("llama4-scout", "h100-sxm", routing="zipf:1.2", **kw))
+    assert skewed != uniform
+    assert skewed == _totals(_fresh("llama4-scout", "h100-sxm", routing="zipf:1.2", **kw))
+    # two model objects of one checkpoint at different weight formats: each its own program and plan
+    m8, g = prepare("llama3.1-8b", "h100-sxm", "fp8")
+    m16, _ = prepare("llama3.1-8b", "h100-sxm", None)
+    a = _totals(energylens.predict(m8, g, **KW))
+    b = _totals(energylens.predict(m16, g, **KW))
+    assert a != b and b == _totals(_fresh("llama3.1-8b", "h100-sxm", **KW))
+
+
+def test_checked_program_still_checks_every_new_layout():
+    m, _ = prepare("llama3.1-8b", "h100-sxm", None)
+    checked_program(m, Layout(tp=2))
+    with pytest.raises(LayoutError):
+        checked_program(m, Layout(tp=3))  # 32 heads: not divisible
+    assert checked_program(m, Layout(tp=2)) is checked_program(m, Layout(tp=2))
+    for lay in (Layout(tp=4), Layout(tp=2, sp=True), Layout(pp=2), Layout(tp=1)):
+        assert checked_program(m, lay) is build_program(m, lay)  # the program of that layout (built once)
+    with pytest.raises(LayoutError):
+        checked_program(m, Layout(tp=3))
+
+
+def test_gemm_coefficients_follow_the_gpu_object():
+    g = load_gpu("h100-sxm")
+    a = families.gemm_coeffs(g, "bf16")
+    other = g.with_quantities({"kernel_overhead": Quantity(g.kernel_overhead_s * 3.0, "s", "user", "test")})
+    assert families.gemm_coeffs(g, "bf16") is a
+    assert families.gemm_coeffs(other, "bf16") == families.profile_gemm_coeffs(other, "bf16")
+    assert families.gemm_coeffs(g, "fp8") == families.profile_gemm_coeffs(g, "fp8")
+
+
+@settings(max_examples=12, deadline=None)
+@given(tp=st.sampled_from([1, 2, 4, 8]), pp=st.sampled_from([1, 2]), batch=st.integers(1, 256),
+       prompt=st.integers(1, 8192), output=st.integers(0, 600), limit=st.sampled_from([None, 350.0, 600.0]))
+def test_totals_without_detail_are_the_detailed_totals(tp, pp, batch, prompt, output, limit):
+    kw = dict(tp=tp, pp=pp, batch=batch, prompt_len=prompt, output_len=output, power_limit_w=limit)
+    full = energylens.predict("llama3.1-70b", "h100-sxm", **kw)
+    fast = energylens.predict("llama3.1-70b", "h100-sxm", detail=False, **kw)
+    assert _totals(fast) == _totals(full)
+    assert fast.prefill.per_gpu == full.prefill.per_gpu and fast.decode.per_gpu == full.decode.per_gpu
+    assert fast.prefill.ops == () and len(full.prefill.ops) > 0
+    # the detailed rows add up to the phase's kernel and collective energy
+    for ph in (full.prefill, full.decode):
+        rows = sum(o.energy_j for o in ph.ops) + sum(c.energy_j for c in ph.collectives)
+        assert math.isclose(rows, ph.energy_j - ph.breakdown.idle_wait_j, rel_tol=1e-9, abs_tol=1e-12)
