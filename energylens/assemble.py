@@ -7,10 +7,11 @@ the MoE routing report live here; the phase totals they refine come from ``energ
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
-from energylens.cost.phase import PhaseArrays
+from energylens.cost.phase import PhaseArrays, record_field
 from energylens.cost.power import idle_energy_j
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
@@ -106,20 +107,21 @@ def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], l
     # (per step x steps) and a message's bytes are per call, so bytes x count = bytes moved in the phase
     steps = _f(reduce(np.asarray(1.0)))
     ops = []
-    # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank
-    energy_records = pa.kernels_energy if pa.kernels_energy is not None else pa.kernels
-    for (_, r), (_, re) in zip(pa.kernels, energy_records, strict=True):
-        lat = _f(reduce(r.cost.latency_s)) * r.count * mb
-        comp = _f(reduce(r.cost.compute_s))
-        mem = _f(reduce(r.cost.memory_s))
-        n = r.count * tp * dp * mb
+    # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank;
+    # every field of every kernel summed over the phase's points at once (columns of the stacked arrays)
+    sums = pa.kernel_sums or partial(kernel_sums, pa)
+    lat, comp, mem, capped = (sums(f, False).tolist() for f in ("latency_s", "compute_s", "memory_s", "power_capped"))
+    flops, bytes_, e, e_c, e_m, e_s = (sums(f, True).tolist() for f in (
+        "flops", "bytes", "energy_j", "compute_energy_j", "memory_energy_j", "static_energy_j"))
+    meta = pa.kernel_table.meta() if pa.kernel_table is not None else [(r.name, r.kind, r.ops, r.count)
+                                                                        for _, r in pa.kernels]
+    for i, (name, kind, op_names, count) in enumerate(meta):
+        n = count * tp * dp * mb
         ops.append(OpResult(
-            name=r.name, kind=r.kind, ops=r.ops, count=int(round(n * steps)),
-            flops=_f(reduce(re.flops)) * n, bytes=_f(reduce(re.bytes)) * n, latency_s=lat,
-            energy_j=_f(reduce(re.cost.energy_j)) * n, compute_energy_j=_f(reduce(re.cost.compute_energy_j)) * n,
-            memory_energy_j=_f(reduce(re.cost.memory_energy_j)) * n,
-            static_energy_j=_f(reduce(re.cost.static_energy_j)) * n,
-            bound="compute" if comp >= mem else "memory", power_capped=bool(np.any(r.cost.power_capped)),
+            name=name, kind=kind, ops=op_names, count=int(round(n * steps)), flops=flops[i] * n,
+            bytes=bytes_[i] * n, latency_s=lat[i] * count * mb, energy_j=e[i] * n, compute_energy_j=e_c[i] * n,
+            memory_energy_j=e_m[i] * n, static_energy_j=e_s[i] * n,
+            bound="compute" if comp[i] >= mem[i] else "memory", power_capped=bool(capped[i]),
         ))
     colls = []
 
@@ -139,6 +141,21 @@ def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], l
                                       _f(pa.p2p_time_s) * mb,
                                       _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp * mb, c.reason))
     return ops, colls
+
+
+def kernel_sums(pa: PhaseArrays, field: str, energy: bool) -> np.ndarray:
+    """``field`` of every kernel of ``pa`` (``energy``: the mean-rank records) summed over the phase's points
+    (``power_capped``: whether any point is), first configuration: one array over the kernels."""
+    if pa.kernel_table is not None:
+        x = pa.kernel_table.field(field, energy)
+    else:
+        records = pa.kernels_energy if energy and pa.kernels_energy is not None else pa.kernels
+        xs = [np.asarray(record_field(r, field), dtype=float) for _, r in records]
+        x = np.stack(np.broadcast_arrays(*xs)) if xs else np.zeros(0)
+    k = len(x)
+    if field == "power_capped":
+        return np.any(x.reshape(k, -1), axis=1)
+    return np.asarray(pa.reduce(x)).reshape(k, -1)[:, 0]
 
 
 def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: float) -> tuple[GPUResult, ...]:

@@ -68,13 +68,36 @@ class PhaseArrays:
     moe_idle_wait_j: np.ndarray | None = None
     moe: object = None  # energylens.moe.binding.MoEBinding
     microbatches: np.ndarray | float = 1.0  # pipeline micro-batches per replica (records are per micro-batch)
+    # the kernels as a table (``KernelTable``: names, kinds, ops, counts; every field stacked [kernel, ...]);
+    # None without records. ``kernel_sums``: ``(field, energy) -> array over kernels``, each kernel's field
+    # summed over the phase's points, where the caller has them at once (``energylens.cost.phase_pair``: then
+    # the table's fields hold every stacked phase's points); None: ``energylens.assemble.kernel_sums``
+    kernel_table: object = None
+    kernel_sums: object = None
+
+
+def _stacked_field(cost, name: str, n: int) -> np.ndarray:
+    if name in ("flops", "bytes"):
+        v = getattr(cost, name)
+        return np.asarray(v, dtype=float) if isinstance(v, np.ndarray) else np.stack(np.broadcast_arrays(*v))
+    shape = np.broadcast_shapes(*(np.shape(getattr(kc, name))[1:] for _, kc in cost.costs))
+    out = np.empty((n,) + shape)
+    for idx, kc in cost.costs:
+        v = getattr(kc, name)
+        out[idx] = v if np.ndim(v) else np.broadcast_to(v, (len(idx),) + shape)
+    return out
+
+
+def record_field(r: KernelRecord, field: str):
+    """``flops``, ``bytes`` or a ``KernelCost`` field of a kernel record."""
+    return getattr(r, field) if field in ("flops", "bytes") else getattr(r.cost, field)
 
 
 class _Lazy(Sequence):
     """A list built on first use (per-kernel records are views of the stacked cost arrays; totals do
     not need them)."""
 
-    def __init__(self, owner: _Records, which: int) -> None:
+    def __init__(self, owner: KernelTable, which: int) -> None:
         self._owner, self._which = owner, which
 
     def _items(self) -> list:
@@ -87,11 +110,30 @@ class _Lazy(Sequence):
         return len(self._items())
 
 
-class _Records:
-    """Records of the costed sections: (section, record) lists of kernels, mean-rank kernels, collectives."""
+class KernelTable:
+    """Records of the costed sections: (section, record) lists of kernels, mean-rank kernels, collectives; and
+    the kernels as a table in the same order (``meta``; ``field``: one array over all kernels, no records)."""
 
     def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c) -> None:
         self._args, self._built = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None
+
+    def meta(self) -> list[tuple[str, str, tuple, int]]:
+        """(name, kind, ops, count) of every kernel, in record order."""
+        sections, plan, k_sec = self._args[:3]
+        return [(sections[i][3] + plan.kernels[j].name, plan.kernels[j].kind, plan.kernels[j].ops, sections[i][2])
+                for i in range(len(sections)) for j in np.flatnonzero(k_sec == i)]
+
+    def field(self, name: str, energy: bool = False) -> np.ndarray:
+        """``flops``, ``bytes`` or a ``KernelCost`` field of every kernel (``energy``: the mean-rank costs of MoE
+        sections), ``[kernel, ...]`` in record order, from the stacked cost arrays."""
+        sections, plan, k_sec, c_sec, cost, cost_e, has_c = self._args
+        order = np.concatenate([np.flatnonzero(k_sec == i) for i in range(len(sections))])
+        x = _stacked_field(cost, name, len(plan.kernels))
+        if energy and cost_e is not cost:
+            use = np.asarray(has_c, dtype=bool)[k_sec]
+            xe = _stacked_field(cost_e, name, len(plan.kernels))
+            x = np.where(use.reshape(use.shape + (1,) * (xe.ndim - 1)), xe, x)
+        return x[order]
 
     def built(self) -> tuple[list, list, list]:
         if self._built is None:
@@ -288,9 +330,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     if moe is None:
         kernel_time_e = kernel_time
     # (section, record) lists built on first use; no reference cycle, so the arrays go with the PhaseArrays
-    records = None
+    records = rec = None
     if classes is None:
-        rec = _Records(sections, plan, k_sec, c_sec, cost, cost_e, has_c)
+        rec = KernelTable(sections, plan, k_sec, c_sec, cost, cost_e, has_c)
         records = (_Lazy(rec, 0), _Lazy(rec, 1), _Lazy(rec, 2))
     tp = axes["tp"]
     dp = axes["dp"]
@@ -355,7 +397,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
                        records[2] if records else [], p2p, reduce, layer_time, layer_energy, layer_time,
                        layer_energy, kernels_energy=records[1] if records else [],
                        moe_idle_wait_j=moe_wait,
-                       moe=moe, microbatches=full(m))
+                       moe=moe, microbatches=full(m), kernel_table=rec)
 
 
 def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,

@@ -48,7 +48,8 @@ def evaluate_phases(model: Model, gpu: GPU, layout: Layout, program: Program, pr
     both = evaluate_phase(model, gpu, layout, program, sizes, rows, decode=True, phase_rows=np.array([False, True]),
                           moe_binder=binder, **moe_kw)
     bindings = binder.bindings if binder is not None else (None, None)
-    return (_phase(both, 0, None, bindings[0]), _phase(both, 1, np.asarray(d_w, dtype=float), bindings[1]))
+    sums = _StackedSums(both, rows)
+    return (_phase(both, 0, None, bindings[0], sums), _phase(both, 1, np.asarray(d_w, dtype=float), bindings[1], sums))
 
 
 def _one_configuration(layout: Layout, p_sizes: dict, p_w, d_sizes: dict, d_w) -> bool:
@@ -106,6 +107,28 @@ def _collective(r: CollectiveRecord | None, which: int) -> CollectiveRecord | No
                    energy_j_per_gpu=_points(r.energy_j_per_gpu, which))
 
 
+class _StackedSums:
+    """Each kernel's fields summed over each phase's points, one call per field for all kernels and both phases
+    (the per-op rows of ``energylens.assemble``): ``column(which)`` is one phase's ``kernel_sums``."""
+
+    def __init__(self, both: PhaseArrays, rows: np.ndarray) -> None:
+        self.both, self.rows, self.done = both, rows, {}
+
+    def column(self, which: int):
+        return lambda field, energy: self.get(field, energy)[:, which]
+
+    def get(self, field: str, energy: bool) -> np.ndarray:
+        key = (field, bool(energy and self.both.moe is not None))
+        if key not in self.done:
+            x = self.both.kernel_table.field(field, key[1])
+            x = np.broadcast_to(x.reshape(len(x), -1), (len(x), self.rows.shape[-1]))
+            if field == "power_capped":  # whether any of the phase's points is capped
+                self.done[key] = np.stack([x[:, -1] > 0, np.any(x[:, :-1] > 0, axis=1)], axis=1)
+            else:
+                self.done[key] = np.sum(x[:, None, :] * self.rows, axis=-1)
+        return self.done[key]
+
+
 class _Sliced(Sequence):
     """(section, record) pairs of one phase, sliced from the stacked records on first use."""
 
@@ -124,7 +147,7 @@ class _Sliced(Sequence):
         return len(self._records)
 
 
-def _phase(both: PhaseArrays, which: int, weights, moe) -> PhaseArrays:
+def _phase(both: PhaseArrays, which: int, weights, moe, sums: _StackedSums) -> PhaseArrays:
     def total(x):
         return None if x is None else x[..., which]
 
@@ -145,4 +168,5 @@ def _phase(both: PhaseArrays, which: int, weights, moe) -> PhaseArrays:
         {k: total(v) for k, v in both.section_time_s.items()}, {k: total(v) for k, v in both.section_energy_j.items()},
         kernels_energy=kernels if both.moe is None else _Sliced(both.kernels_energy or [], which, _kernel),
         moe_idle_wait_j=total(both.moe_idle_wait_j), moe=moe, microbatches=total(np.asarray(both.microbatches)),
+        kernel_table=both.kernel_table, kernel_sums=sums.column(which),
     )
