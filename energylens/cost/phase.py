@@ -101,7 +101,7 @@ class _Lazy(Sequence):
         self._owner, self._which = owner, which
 
     def _items(self) -> list:
-        return self._owner.built()[self._which]
+        return self._owner.collectives() if self._which == 2 else self._owner.built()[self._which]
 
     def __getitem__(self, i):
         return self._items()[i]
@@ -115,19 +115,27 @@ class KernelTable:
     the kernels as a table in the same order (``meta``; ``field``: one array over all kernels, no records)."""
 
     def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c) -> None:
-        self._args, self._built = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None
+        self._args, self._built, self._colls = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None, None
+        self._order = None
+
+    def order(self) -> list[np.ndarray]:
+        """Each section's kernels (indices into the plan), in record order."""
+        if self._order is None:
+            k_sec = self._args[2]
+            self._order = [np.flatnonzero(k_sec == i) for i in range(len(self._args[0]))]
+        return self._order
 
     def meta(self) -> list[tuple[str, str, tuple, int]]:
         """(name, kind, ops, count) of every kernel, in record order."""
-        sections, plan, k_sec = self._args[:3]
+        sections, plan = self._args[:2]
         return [(sections[i][3] + plan.kernels[j].name, plan.kernels[j].kind, plan.kernels[j].ops, sections[i][2])
-                for i in range(len(sections)) for j in np.flatnonzero(k_sec == i)]
+                for i, ks in enumerate(self.order()) for j in ks]
 
     def field(self, name: str, energy: bool = False) -> np.ndarray:
         """``flops``, ``bytes`` or a ``KernelCost`` field of every kernel (``energy``: the mean-rank costs of MoE
         sections), ``[kernel, ...]`` in record order, from the stacked cost arrays."""
         sections, plan, k_sec, c_sec, cost, cost_e, has_c = self._args
-        order = np.concatenate([np.flatnonzero(k_sec == i) for i in range(len(sections))])
+        order = np.concatenate(self.order())
         x = _stacked_field(cost, name, len(plan.kernels))
         if energy and cost_e is not cost:
             use = np.asarray(has_c, dtype=bool)[k_sec]
@@ -136,18 +144,26 @@ class KernelTable:
         return x[order]
 
     def built(self) -> tuple[list, list, list]:
+        """(kernels, mean-rank kernels, collectives): (section, record) lists."""
         if self._built is None:
             sections, plan, k_sec, c_sec, cost, cost_e, has_c = self._args
-            kernels, kernels_e, colls = [], [], []
+            kernels, kernels_e = [], []
             for i, (name, _, count, prefix) in enumerate(sections):
-                ks = np.flatnonzero(k_sec == i)
-                k, c = cost.records(count, prefix, ks, np.flatnonzero(c_sec == i))
+                ks = self.order()[i]
+                k = cost.records(count, prefix, ks, ())[0]
                 k_e = cost_e.records(count, prefix, ks, ())[0] if has_c[i] else k
                 kernels += [(name, r) for r in k]
                 kernels_e += [(name, r) for r in k_e]
-                colls += [(name, r) for r in c]
-            self._built = (kernels, kernels_e, colls)
+            self._built = (kernels, kernels_e, self.collectives())
         return self._built
+
+    def collectives(self) -> list:
+        """(section, record) of every collective (built without the kernels' records)."""
+        if self._colls is None:
+            sections, c_sec, cost = self._args[0], self._args[3], self._args[4]
+            self._colls = [(name, r) for i, (name, _, count, prefix) in enumerate(sections)
+                           for r in cost.records(count, prefix, (), np.flatnonzero(c_sec == i))[1]]
+        return self._colls
 
 
 @dataclass(frozen=True)
