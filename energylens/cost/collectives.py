@@ -144,8 +144,7 @@ _V = {k: q.value for k, q in ASSUMPTION_SOURCES.items()}
 
 @dataclass(frozen=True)
 class CommAssumptions:
-    """Model constants of the collective cost model; calibration may replace any of them.
-    Defaults (with units and sources) are in ``energylens/data/hardware/comm_assumptions.yaml``."""
+    """Collective cost model constants; calibration may replace any (defaults: comm_assumptions.yaml)."""
 
     nccl_base_latency_s: float = _V["nccl_base_latency_s"]
     sm_saturation_k0: float = _V["sm_saturation_k0"]
@@ -217,8 +216,9 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def _bus_factor_scalar(kind: str, p: float) -> float:
-    return float(bus_factor(kind, p))
+def _bus_factor_scalar(kind: str, p: float) -> float:  # a checked group: bus_factor's formula on floats
+    bad = kind not in COLLECTIVES or kind == "send_recv" or not p >= 1 or p % 1
+    return float(bus_factor(kind, p)) if bad else _nsteps(kind, float(p)) / float(p)
 
 
 def bus_factor(kind: str, group_size) -> np.ndarray:

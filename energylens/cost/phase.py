@@ -405,8 +405,8 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         x = np.asarray(x, dtype=float)
         return x if x.shape == out_shape else np.broadcast_to(x, out_shape)
 
-    layer_time = {k: np.broadcast_to(v, out_shape) for k, v in layer_time.items()}
-    layer_energy = {k: np.broadcast_to(v, out_shape) for k, v in layer_energy.items()}
+    layer_time = {k: full(v) for k, v in layer_time.items()}
+    layer_energy = {k: full(v) for k, v in layer_energy.items()}
     moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
                        full(kernel_time), full(coll_time), full(p2p_time), records[0] if records else [],
