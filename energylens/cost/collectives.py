@@ -511,11 +511,11 @@ _PARAMS: dict[tuple, tuple] = {}
 
 def _combo_params(g: GPU, a: CommAssumptions, sms: float) -> tuple[float, float, float]:
     """(bandwidth-time ratio at ``sms`` SMs, J/B of the intra-node link, J/B of the network), per GPU object."""
-    key = (id(g), a, sms)
+    key = (id(g), id(a), sms)  # per objects (hashing the assumptions' fields each call costs more than the rest)
     hit = _PARAMS.get(key)
-    if hit is None or hit[0] is not g:
+    if hit is None or hit[0] is not g or hit[2] is not a:
         r = _sm_ratio(sms, default_comm_sms(g, a), sm_saturation_k0(g, a))
-        hit = (g, (r, get_link(g.link).energy_per_byte_j, _network_link(g, a).energy_per_byte_j))
+        hit = (g, (r, get_link(g.link).energy_per_byte_j, _network_link(g, a).energy_per_byte_j), a)
         if len(_PARAMS) > 256:
             _PARAMS.clear()
         _PARAMS[key] = hit

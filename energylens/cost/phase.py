@@ -429,6 +429,8 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
         sizes["c"] = sizes["b"] * sizes["t"] * float(model.dims["x"]) / float(model.dims["e"])
     plan = compile_memory(gpu, model, program, frozenset(("b", "t", "s", "c") if "c" in sizes else ("b", "t", "s")))
     vals = {key: key_value(key, sizes, degs) for key in plan.keys}
+    if all(np.ndim(v) == 0 for v in vals.values()):  # one configuration: the products on floats (the same values)
+        vals = {k: float(v) for k, v in vals.items()}
 
     def total(monos) -> np.ndarray:
         out = np.asarray(0.0)
