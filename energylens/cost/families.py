@@ -47,7 +47,10 @@ Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q
 
 Fused MoE (two grouped GEMMs per expert shard: gate+up N = 2I, K = H; down N = H, K = I; c_e tokens on
 expert e): the GEMM formula with ``batch`` = experts hit and M = tokens per expert, the MoE family's own
-tile, efficiency and overhead (:func:`moe_coeffs`), and only the hit experts' weights read.
+tile, efficiency and overhead (:func:`moe_coeffs`), and only the hit experts' weights read. The measured
+vLLM call also runs the gate/up activation and the top-k combine over every routed (token, expert) pair
+(under expert parallelism the pairs of other ranks' experts too, as zero tiles): :func:`moe_routed_s`,
+fitted with the kernel tables and reported; the cost path costs those as its own element-wise ops.
 """
 
 from __future__ import annotations
@@ -420,3 +423,12 @@ def moe_from_tiles_s(c: GemmCoeffs, m_tiles, experts, total, hidden, inter, elem
     up = grouped_gemm_s(c, m_tiles, experts, total, 2.0 * _a(inter), hidden, elem_bytes)
     down = grouped_gemm_s(c, m_tiles, experts, total, hidden, inter, elem_bytes)
     return c.overhead_s + up + down
+
+
+def moe_routed_s(routed: ArrayLike, hidden: ArrayLike, inter: ArrayLike, bytes_inter: float, bytes_hidden: float,
+                 bandwidth_bytes_per_s: float) -> np.ndarray:
+    """Time of the element-wise passes of a fused-MoE call over its ``routed`` (token, expert) pairs (all
+    experts, not only this GPU's): ``bytes_inter`` HBM bytes per pair per element of the (sharded) intermediate
+    (activation in and out, zero tiles of non-local experts) and ``bytes_hidden`` per hidden element (the
+    down output and the top-k combine reading it)."""
+    return _a(routed) * (bytes_inter * _a(inter) + bytes_hidden * _a(hidden)) / bandwidth_bytes_per_s

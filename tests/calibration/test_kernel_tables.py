@@ -70,14 +70,32 @@ def test_busy_power_enters_kernel_energy():
 
 
 def test_expert_loads_balanced_and_power_law():
-    load, hit = CK.aic_expert_loads([64, 64, 1], [8, 8, 8], [256, 256, 256], [8, 8, 1],
-                                    ["balanced", "power_law_1.2", "balanced"])
+    load, hit = CK.aic_expert_loads([64, 64, 1, 64], [8, 8, 8, 8], [256, 256, 256, 256], [8, 8, 1, 1],
+                                    ["balanced", "power_law_1.2", "balanced", "power_law_1.2"])
     # balanced, EP 8: 32 local experts with 64*8/256 = 2 tokens each
     assert load[0, :32] == pytest.approx(2.0) and hit[0, :32] == pytest.approx(1.0) and not load[0, 32:].any()
-    # power law: the shard holds the hottest experts, so it gets more than its 1/8 share, at most 64 per expert
-    assert load[1].sum() > 64 * 8 / 8 and load[1].max() <= 64
+    # power law: the shard holds one expert in every 8 of the ranking (ranks 0, 8, ...): the hottest expert and a
+    # thin tail, so more than its 1/8 share but far less than the 32 hottest experts would get
+    full = load[3]
+    assert load[1, :32] == pytest.approx(full[::8]) and not load[1, 32:].any()
+    assert 64 * 8 / 8 < load[1].sum() < 0.5 * full[:32].sum()
+    # each token takes 8 distinct experts: an expert gets at most every token, and no routed pair is lost
+    assert full.max() <= 64 + 1e-9 and full.sum() == pytest.approx(64 * 8)
+    assert hit[3] == pytest.approx(-np.expm1(-full))
     # one token, top-8 of 256: 8 experts hit in expectation
     assert hit[2].sum() == pytest.approx(8.0)
+    # a flatter routing (smaller exponent scale) spreads the same pairs over more experts
+    flat, flat_hit = CK.aic_expert_loads([64], [8], [256], [1], ["power_law_1.2"], 0.6)
+    assert flat.sum() == pytest.approx(64 * 8) and flat_hit.sum() > hit[3].sum() and flat.max() < full.max()
+
+
+def test_moe_routed_passes_scale_with_routed_pairs():
+    from energylens.cost import families as K
+
+    one = K.moe_routed_s(1024, 4096, 1024, 10.0, 6.0, 3.35e12)
+    assert float(one) == pytest.approx(1024 * (10.0 * 1024 + 6.0 * 4096) / 3.35e12)
+    assert float(K.moe_routed_s(2048, 4096, 1024, 10.0, 6.0, 3.35e12)) == pytest.approx(2 * float(one))
+    assert float(K.moe_routed_s(1024, 4096, 1024, 0.0, 0.0, 3.35e12)) == 0.0
 
 
 def test_profile_writer_replaces_and_appends(tmp_path):
