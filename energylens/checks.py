@@ -113,7 +113,7 @@ def text(field: str, value: object, *, error: type[EnergyLensError] = EnergyLens
 def is_file(path: object) -> bool:
     """``Path(path).is_file()`` that never raises (over-long or NUL-holding names are not files)."""
     try:
-        return Path(str(path)).is_file()
+        return os.path.isfile(str(path))  # (no Path object: called for every GPU name of every prediction)
     except (OSError, ValueError):
         return False
 

@@ -16,10 +16,22 @@ from energylens.results import Prediction
 from energylens.specs.execution import Execution
 from energylens.specs.system import System
 
+_PROVENANCE: dict[tuple, tuple] = {}
+
 
 def provenance(gpu: GPU, model: Model) -> dict:
     """Kind (spec, measured, derived, fitted, assumed) and source of every GPU coefficient this prediction
-    used, so a reader sees which numbers came from measurement and which from estimates."""
+    used, so a reader sees which numbers came from measurement and which from estimates (a fresh copy of
+    what was found for these GPU and model objects before)."""
+    hit = _PROVENANCE.get((id(gpu), id(model)))
+    if hit is None or hit[0] is not gpu or hit[1] is not model:
+        if len(_PROVENANCE) > 256:
+            _PROVENANCE.clear()
+        hit = _PROVENANCE[(id(gpu), id(model))] = (gpu, model, _provenance(gpu, model))
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in hit[2].items()}
+
+
+def _provenance(gpu: GPU, model: Model) -> dict:
     from energylens.graph.precision import gemm_dtype
 
     dtypes = {model.act_dtype, "fp32"} | {gemm_dtype(model.weight_format(n), model.act_dtype, gpu)

@@ -115,3 +115,16 @@ def test_totals_without_detail_are_the_detailed_totals(tp, pp, batch, prompt, ou
     for ph in (full.prefill, full.decode):
         rows = sum(o.energy_j for o in ph.ops) + sum(c.energy_j for c in ph.collectives)
         assert math.isclose(rows, ph.energy_j - ph.breakdown.idle_wait_j, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_provenance_is_a_fresh_copy_per_prediction_and_follows_the_objects():
+    from energylens.predict import _provenance, provenance
+
+    m16, g = prepare("llama3.1-8b", "h100-sxm", None)
+    m8, _ = prepare("llama3.1-8b", "h100-sxm", "fp8")
+    a = provenance(g, m16)
+    a["idle_power"]["value"] = -1.0  # a caller editing its copy changes no other prediction
+    assert provenance(g, m16) == _provenance(g, m16) and provenance(g, m16)["idle_power"]["value"] > 0
+    assert provenance(g, m8) == _provenance(g, m8) != _provenance(g, m16)  # fp8 GEMM coefficients listed
+    lowered = dvfs.with_operating_point(g, power_limit_w=400.0)
+    assert provenance(lowered, m16)["power_limit"]["value"] == 400.0
