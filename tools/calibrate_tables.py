@@ -5,6 +5,7 @@ shipped NVIDIA AIConfigurator kernel tables and print the held-out error tables 
     python tools/calibrate_tables.py --no-write   # fit and print only
     python tools/calibrate_tables.py --every 4    # every 4th row (quick look; do not write)
     python tools/calibrate_tables.py --structural # write the structural power fit instead (experiment only)
+    python tools/calibrate_tables.py --structural --gaps generation_attention --no-moe-ratio   # a variant
 
 Data: energylens/data/calibration/aiconfigurator/ (see its SOURCE.md). Formulas: energylens/cost/families.py
 (latency) and energylens/cost/roofline.py + cost/power.py (energy: idle + busy power, J/FLOP, J/B, power cap);
@@ -19,6 +20,7 @@ import argparse
 import time
 
 from energylens.calibration.derived_power import derived_profiles
+from energylens.calibration.power import FAMILIES
 from energylens.calibration.profiles import write_profile
 from energylens.calibration.report import calibrate, markdown_table, power_for, profile_updates
 from energylens.calibration.tables import GPU_TAGS
@@ -32,10 +34,17 @@ def main() -> None:
     ap.add_argument("--structural", action="store_true",
                     help="write the structural power fit (replay gaps, MoE J/B ratio) instead of the shipped one: "
                          "an experiment (e.g. then python tools/fit_serving.py --dry-run), not to be committed")
+    ap.add_argument("--gaps", default=",".join(FAMILIES), metavar="FAMILY[,FAMILY]",
+                    help="structural fit: the families with a replay gap (" + ", ".join(FAMILIES) + "; 'none')")
+    ap.add_argument("--no-moe-ratio", action="store_true", help="structural fit: no fused-MoE J/B ratio")
     args = ap.parse_args()
+    gaps = tuple(f for f in args.gaps.split(",") if f and f != "none")
+    if set(gaps) - set(FAMILIES):
+        ap.error(f"--gaps {args.gaps!r}: expected families among {', '.join(FAMILIES)} or 'none'")
     t0 = time.perf_counter()
     gpus = tuple(args.gpu or GPU_TAGS)
-    fits, powers = calibrate(gpus, max(1, args.every))
+    fits, powers = calibrate(gpus, max(1, args.every),
+                             structural={"gap_families": gaps, "moe_ratio": not args.no_moe_ratio})
     if not args.no_write and args.every <= 1:
         for key in gpus:
             path = write_profile(key, profile_updates(fits, key, power_for(powers, key, structural=args.structural)))

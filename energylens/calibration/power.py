@@ -211,7 +211,8 @@ def _moe_stream_bw(gpu: GPU) -> float:
     return gpu.hbm_bandwidth_bytes_per_s * max(effs or [gpu.max_memory_efficiency])
 
 
-def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False) -> PowerFit:
+def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_families: tuple[str, ...] = FAMILIES,
+              moe_ratio: bool = True) -> PowerFit:
     """Fit busy power, J/FLOP per dtype class and J/byte on every power table of ``gpu`` (its idle power
     is the profile's). J/byte is fitted as a share ``u`` (0..STREAM_SHARE_MAX) of the headroom a weight
     stream at the profile's achieved bandwidth may use (``e_byte = u (limit - idle - busy) / (bw x
@@ -221,7 +222,8 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False) -> PowerFit
     share of the headroom at the fastest fitted MoE weight stream (:func:`_moe_stream_bw`, so a MoE stream
     does not throttle either), and each family's replay gap: host time per replayed call at idle power
     (:func:`energylens.cost.power.replay_reading_w`), a property of the collector that dilutes what the
-    table reads and is not a cost of the kernel."""
+    table reads and is not a cost of the kernel. ``gap_families`` and ``moe_ratio`` select those terms
+    (variants of the structural fit, ``tools/calibrate_tables.py --gaps/--no-moe-ratio``)."""
     parts = _parts(gpu, every)
     limit = float(np.median(np.concatenate([p.table["power_limit_w"] for p in parts])))
     idle = gpu.idle_power_w
@@ -243,6 +245,8 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False) -> PowerFit
     moe_rows = np.isin(fam_ix, [i for i, p in enumerate(parts) if p.family == "moe"])
     headroom = limit - idle
     nc = len(classes)
+    with_moe = structural and moe_ratio
+    gapped = [i for i, p in enumerate(parts) if structural and p.family in gap_families]
 
     def unpack(x):
         busy = x[0] * headroom
@@ -250,9 +254,10 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False) -> PowerFit
         # tensor-core FLOP never costs more than a wider one
         e_flop = 1e-13 * x[1] * np.cumprod(np.concatenate([[1.0], x[2:1 + nc]]))
         e_byte = x[1 + nc] * (headroom - busy) / stream_bw
-        if not structural:
-            return busy, e_flop, e_byte, e_byte, np.zeros(len(parts))
-        return busy, e_flop, e_byte, x[2 + nc] * (headroom - busy) / moe_bw, 1e-4 * x[3 + nc:]
+        e_moe = x[2 + nc] * (headroom - busy) / moe_bw if with_moe else e_byte
+        gaps = np.zeros(len(parts))
+        gaps[gapped] = 1e-4 * x[2 + nc + with_moe:]
+        return busy, e_flop, e_byte, e_moe, gaps
 
     def resid(x):
         busy, e_flop, e_byte, e_moe, gaps = unpack(x)
@@ -262,16 +267,15 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False) -> PowerFit
 
     x0 = [0.3, 5.0] + [0.5] * (nc - 1) + [0.5]
     hi = [0.95, np.inf] + [1.0] * (nc - 1) + [STREAM_SHARE_MAX]
-    if structural:
-        x0 += [0.5] + [0.3] * len(parts)
-        hi += [STREAM_SHARE_MAX] + [1e4 * REPLAY_GAP_MAX_S] * len(parts)
+    x0 += [0.5] * with_moe + [0.3] * len(gapped)
+    hi += [STREAM_SHARE_MAX] * with_moe + [1e4 * REPLAY_GAP_MAX_S] * len(gapped)
     res = least_squares(resid, np.array(x0), bounds=(np.zeros(len(x0)), np.array(hi)), loss="soft_l1", f_scale=0.05)
     busy, e_flop, e_byte, e_moe, gaps = unpack(res.x)
     fit = PowerFit(gpu.key, idle, float(busy), dict(zip(classes, map(float, e_flop), strict=True)),
                    float(e_byte), limit, len(measured), [p.table.path for p in parts],
                    derived_from=STRUCTURAL if structural else "",
                    moe_byte_energy_ratio=float(e_moe / e_byte) if e_byte > 0 else 1.0,
-                   replay_gap_s={p.family: float(g) for p, g in zip(parts, gaps, strict=True)} if structural else {})
+                   replay_gap_s={parts[i].family: float(gaps[i]) for i in gapped})
     _score(fit, parts)
     return fit
 

@@ -32,12 +32,14 @@ ALIASES = {"bf16": ("bf16", "fp16")}
 POWER_DONOR = {"h100-sxm": "h200"}
 
 
-def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None) -> tuple[list[FamilyFit], list[PowerFit]]:
+def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None,
+              structural: dict | None = None) -> tuple[list[FamilyFit], list[PowerFit]]:
     """Latency fits for every GPU in ``gpus``; where a power table exists, the power fit and the check of
     the profile's own power coefficients (after the fit is written) on the same held-out rows; a GPU in
     ``POWER_DONOR`` gets its donor's fit (:func:`energylens.calibration.power.scaled_fit`); every GPU with
     a power table also gets the structural fit (reported, not written: ``fit_power(structural=True)``).
-    ``base`` maps a GPU key to the profile fitted from (default: the built-in spec-sheet profile)."""
+    ``base`` maps a GPU key to the profile fitted from (default: the built-in spec-sheet profile);
+    ``structural``: keyword arguments of the structural fit (``gap_families``, ``moe_ratio``)."""
     fits: list[FamilyFit] = []
     powers: list[PowerFit] = []
     fams: dict[str, list[FamilyFit]] = {}
@@ -57,7 +59,7 @@ def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None) 
             powers.append(donors[key])
             shipped = gpu.with_quantities(profile_updates(fams[key], key, donors[key]))
             powers.append(profile_power(shipped, every))
-            powers.append(fit_power(fitted[key], every, structural=True))
+            powers.append(fit_power(fitted[key], every, structural=True, **(structural or {})))
     return fits, powers
 
 
@@ -175,13 +177,13 @@ def structural_table(powers: Sequence[PowerFit]) -> list[str]:
         return []
     names = list(dict.fromkeys(n for p in fits for n in p.held_energy_ape))
     rows = ["", f"{STRUCTURAL}: held-out energy per call, median APE (busy power, J/FLOP and J/B refitted with "
-            "the fused-MoE J/B ratio and each family's replay gap)", "",
+            "the fused-MoE J/B ratio, 1 where not fitted, and the families' replay gaps listed)", "",
             "| GPU | " + " | ".join(names) + " | busy (W) | J/FLOP bf16 | J/B | MoE J/B ratio | replay gap "
             "(us) |", "|---|" + "---:|" * (len(names) + 4) + "---|"]
     for p in fits:
         ape = [f"{100 * np.median(p.held_energy_ape[n]):.1f} %" if p.held_energy_ape.get(n, np.empty(0)).size
                else "-" for n in names]
-        gaps = ", ".join(f"{FAMILY_NAMES[f]} {1e6 * g:.0f}" for f, g in p.replay_gap_s.items())
+        gaps = ", ".join(f"{FAMILY_NAMES[f]} {1e6 * g:.0f}" for f, g in p.replay_gap_s.items()) or "none"
         rows.append(f"| {p.gpu} | " + " | ".join(ape) + f" | {p.busy_power_w:.0f} | "
                     f"{p.energy_per_flop_j['bf16'] * 1e12:.3f} pJ | {p.energy_per_byte_j * 1e12:.1f} pJ | "
                     f"{p.moe_byte_energy_ratio:.2f} | {gaps} |")

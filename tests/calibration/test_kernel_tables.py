@@ -152,3 +152,8 @@ def test_structural_power_fit_explains_decode_and_moe_better():
     # a fused-MoE weight stream at the fastest fitted MoE bandwidth does not throttle
     moe_w = fit.static_power_w + fit.energy_per_byte_j * fit.moe_byte_energy_ratio * _moe_stream_bw(H200)
     assert moe_w < fit.power_limit_w
+
+
+def test_structural_power_fit_variants_fit_only_the_terms_asked_for():
+    fit = fit_power(H200, every=8, structural=True, gap_families=("generation_attention",), moe_ratio=False)
+    assert set(fit.replay_gap_s) == {"generation_attention"} and fit.moe_byte_energy_ratio == 1.0
