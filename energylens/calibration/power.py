@@ -35,8 +35,8 @@ the profiles only with ``--structural``, an experiment) adds two terms the resid
 replay gap, host time per replayed call with the GPU idle that the NVML mean averages in (decode attention
 reads 0.5 of the model's power above idle at 20-40 us, 0.65-0.8 at 0.1-0.2 ms and 1.0 from 0.33 ms on H200;
 GEMMs replay back to back), and the fused-MoE J per HBM byte over the dense one (``moe_byte_energy_ratio``).
-It is not shipped: removing the gap raises busy power (H200 180 -> 289 W) and the serving leave-one-model-out
-energy error (13.0 -> 13.9 %, while ITL 15.2 -> 14.5 % and power 17.3 -> 16.6 %; README Accuracy). The tables' own noise (``tools/power_table_noise.py``: the
+It is not shipped: removing the gap raises busy power (H200 188 -> 293 W) and the serving leave-one-model-out
+energy error (12.7 -> 13.7 %, while ITL 15.2 -> 15.0 % and power 17.7 -> 16.5 %; README Accuracy). The tables' own noise (``tools/power_table_noise.py``: the
 same kernel collected twice) is ~10 % median APE for H200 decode attention at 0.1-0.33 ms.
 """
 
