@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from energylens.cost.distinct import distinct_call
 from energylens.graph.precision import DTYPE_BYTES
 from energylens.hardware.profile import GPU
 
@@ -289,14 +290,28 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
                                d: ArrayLike, kv_bytes: ArrayLike = 2.0, window: ArrayLike = 0.0) -> np.ndarray:
     """Latency of one decode-attention call: ``b`` sequences, ``s`` KV tokens each (the new one included),
     ``h`` query heads, ``g`` KV heads, head dim ``d``, ``kv_bytes`` per KV element (2 bf16, 1 fp8).
-    ``b < 1`` is an expected count (a call made in that share of iterations): ``b`` times one sequence's."""
+    ``b < 1`` is an expected count (a call made in that share of iterations): ``b`` times one sequence's.
+    Past the share, the call depends on ``b`` and ``g`` only through ``b g`` (its work units) and ``h / g``: a
+    sweep's (TP, batch) grid repeats few of those, so its contexts are costed once per distinct pair."""
     share = np.minimum(np.maximum(_a(b), 0.0), 1.0)  # (np.clip: the same, at more cost per call)
-    b = np.maximum(_a(b), 1.0)
-    h, g, d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (h, g, d, kv_bytes))
+    g = np.maximum(_a(g), 1e-9)
+    args = (np.maximum(_a(b), 1.0) * g, np.maximum(_a(h), 1e-9) / g, s, d, kv_bytes, window)
+    if np.ndim(s) == 0:  # one context (a single prediction): nothing to fold
+        lat = _decode_call_s(c, *args)
+    else:
+        lat = distinct_call(lambda *a: _decode_call_s(c, *a), args)
+    return lat if bool(np.all(share == 1.0)) else share * lat  # (x 1.0 changes nothing)
+
+
+def _decode_call_s(c: AttentionCoeffs, bg: ArrayLike, hg: ArrayLike, s: ArrayLike, d: ArrayLike,
+                   kv_bytes: ArrayLike, window: ArrayLike) -> np.ndarray:
+    """One decode-attention call of ``bg`` (sequences x KV heads, at least one sequence) work units with
+    ``hg`` query heads per KV head: :func:`decode_attention_latency_s` before its share."""
+    d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (d, kv_bytes))
     se = decode_kv_tokens(c, s, window)
     slots = c.sms * c.decode_ctas_per_sm
-    m_blocks = np.ceil(h / g / c.decode_q_rows)
-    units = b * g * m_blocks
+    m_blocks = np.ceil(hg / c.decode_q_rows)
+    units = bg * m_blocks
     split = np.minimum(np.maximum(np.floor(slots / units), 1.0),
                        np.minimum(c.decode_max_splits, np.ceil(se / c.decode_split_min_tokens)))
     ctas = units * split
@@ -306,10 +321,10 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
     eff = c.decode_memory_efficiency * np.where(fp8, c.decode_fp8_kv_efficiency, 1.0)
     bw_cta = np.minimum(c.decode_cta_bandwidth, c.hbm_bandwidth * eff * m_blocks / np.minimum(ctas, slots))
     t_mem = tok * d * 2.0 * kv_bytes / bw_cta
-    t_math = 4.0 * tok * d * np.maximum(h / g / m_blocks, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
+    t_math = 4.0 * tok * d * np.maximum(hg / m_blocks, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
     t_fill = c.decode_cta_latency_s * d / 128.0 * np.where(fp8, c.decode_fp8_cta_factor, 1.0)
     cta = c.decode_cta_overhead_s + np.maximum(t_fill, np.maximum(t_mem, t_math))
-    return share * (c.decode_overhead_s + waves * cta + np.where(split > 1.0, c.decode_combine_s, 0.0))
+    return c.decode_overhead_s + waves * cta + np.where(split > 1.0, c.decode_combine_s, 0.0)
 
 
 def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from energylens.cost import distinct
+from energylens.cost import distinct, families
 from energylens.cost.distinct import distinct_call
 from energylens.cost.families import gemm_coeffs, gemm_math_s
 from energylens.hardware import load_gpu
@@ -64,3 +64,33 @@ def test_gemm_formula_over_a_sweep_grid_is_unchanged():
     s = (128.0 + 32.0 * np.arange(600)).reshape(1, 1, 600)
     args = (np.asarray(8.0), s, np.asarray(128.0), batch)
     assert np.array_equal(distinct_call(lambda *a: gemm_math_s(c, *a), args), gemm_math_s(c, *args))
+
+
+def test_decode_attention_over_a_sweep_grid_is_costed_per_distinct_work_units(monkeypatch):
+    """Decode attention depends on (TP, batch) only through b g and h / g past its share: a sweep's 40 (TP, batch)
+    pairs with KV heads 8 / tp give 13 distinct b g, each costed once over the contexts, every value bit for bit
+    the one-configuration call's (fractional batches, fp8 KV and a window included)."""
+    monkeypatch.setattr(distinct, "MIN_ELEMENTS", 1)
+    c = families.attention_coeffs(load_gpu("h100-sxm"), "bf16")
+    g = (8.0 / np.array([1.0, 2.0, 4.0, 8.0])).reshape(4, 1, 1)
+    h = g * 8.0
+    b = (2.0 ** np.arange(10)).reshape(1, 10, 1)
+    s = (1.0 + 227.0 * np.arange(37)).reshape(1, 1, 37)  # 1 .. 8,173 tokens, across the split thresholds
+    seen = []
+    core = families._decode_call_s
+
+    def spy(c_, bg, *rest):
+        seen.append(np.broadcast_shapes(np.shape(bg), *(np.shape(x) for x in rest)))
+        return core(c_, bg, *rest)
+
+    monkeypatch.setattr(families, "_decode_call_s", spy)
+    # 13 distinct b g; fractional batches: 7 (1 .. 64); b + 0.5: all 40 distinct, so one plain call
+    for batch, kv, win, shape in ((b, 2.0, 0.0, (13, 37)), (b / 64.0, 1.0, 0.0, (7, 37)),
+                                  (b + 0.5, 2.0, 1000.0, (4, 10, 37))):
+        seen.clear()
+        got = families.decode_attention_latency_s(c, batch, s, h, g, 128.0, kv, win)
+        assert seen == [shape]
+        for i, j, k in np.ndindex(got.shape):
+            one = families.decode_attention_latency_s(c, batch[0, j, 0], s[0, 0, k], h[i, 0, 0], g[i, 0, 0], 128.0,
+                                                      kv, win)
+            assert got[i, j, k] == one
