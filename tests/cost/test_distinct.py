@@ -94,3 +94,13 @@ def test_decode_attention_over_a_sweep_grid_is_costed_per_distinct_work_units(mo
             one = families.decode_attention_latency_s(c, batch[0, j, 0], s[0, 0, k], h[i, 0, 0], g[i, 0, 0], 128.0,
                                                       kv, win)
             assert got[i, j, k] == one
+
+
+def test_distinct_trailing_values_out_of_order_are_gathered_in_place(monkeypatch):
+    """Every trailing value distinct but decreasing: the sorted distinct values are not the positions' order."""
+    monkeypatch.setattr(distinct, "MIN_ELEMENTS", 1)
+    lead = np.array([1.0, 2.0, 1.0, 2.0]).reshape(4, 1)
+    for tail in (np.linspace(900.0, 100.0, 9).reshape(1, 9), np.linspace(100.0, 900.0, 9).reshape(1, 9)):
+        fn, seen = _calls()
+        assert np.array_equal(distinct_call(fn, (lead, tail, np.asarray(2.0))), fn(lead, tail, np.asarray(2.0)))
+        assert seen[0] == (2, 9)
