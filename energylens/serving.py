@@ -81,6 +81,7 @@ from energylens.serving_coefficients import (  # noqa: F401  (re-exported: the s
     resolve_coefficients,
     serving_routing,
 )
+from energylens.serving_fold import fold_call
 
 MAX_BATCHED_TOKENS = VLLM.max_batched_tokens  # energylens/data/engines/vllm.yaml
 DEFAULT_INTERVAL_LEVEL = 0.8
@@ -170,6 +171,24 @@ def _collectives(pa, pp: int) -> tuple[np.ndarray, np.ndarray]:
     return t, e
 
 
+def _token_wise(model: Model, gpu: GPU, layout: Layout, rest_program, b, t, ctx, routing, attention) -> tuple:
+    """Time, energy, active time and clock-scaled time of the token-wise kernels, and the collectives' time and
+    energy, of ``b`` sequences carrying ``t`` tokens each (``ctx``: their context, read only by attention)."""
+    mixed = evaluate_phase(model, gpu, layout, rest_program, {"b": b, "t": t, "s": ctx}, np.asarray(1.0), decode=False,
+                           microbatches=1, routing=routing)
+    t_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False)
+    a_rest = t_rest
+    if mixed.kernels_energy is not None and mixed.moe is not None:
+        # MoE: the busiest expert-parallel rank sets the pace (kernels); energy is the mean rank's
+        # kernels (kernels_energy) plus idle power while it waits for the busiest rank
+        a_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False, records=mixed.kernels_energy)
+        e_rest = e_rest + idle_energy_j(gpu, np.maximum(t_rest - a_rest, 0.0))
+        s_rest = s_rest * np.minimum(1.0, t_rest / np.maximum(a_rest, 1e-300))
+        a_rest = np.minimum(a_rest, t_rest)
+    t_coll, e_coll = _collectives(mixed, layout_degree(layout.pp))
+    return t_rest, e_rest, a_rest, s_rest, t_coll, e_coll
+
+
 def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, prefill_tokens, input_len,
                    context_len, program=None, routing=None) -> IterationCost:
     """Per-rank GPU time (s) and energy (J) of one engine iteration: ``batch_per_replica`` decode
@@ -182,30 +201,27 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     attention = _attention_ops(model)
     one = np.asarray(1.0)
     att_program, rest_program = split_kernels(program, attention)  # each evaluation costs only what it keeps
-    pp = layout_degree(layout.pp)
-    # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each
-    mixed = evaluate_phase(model, gpu, layout, rest_program, {"b": b, "t": (b + x) / b, "s": ctx}, one, decode=False, microbatches=1,
-                           routing=routing)
-    t_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False)
-    a_rest = t_rest
-    if mixed.kernels_energy is not None and mixed.moe is not None:
-        # MoE: the busiest expert-parallel rank sets the pace (kernels); energy is the mean rank's
-        # kernels (kernels_energy) plus idle power while it waits for the busiest rank
-        a_rest, e_rest, _, s_rest = _kernels(mixed, attention, want_attention=False, records=mixed.kernels_energy)
-        e_rest = e_rest + idle_energy_j(gpu, np.maximum(t_rest - a_rest, 0.0))
-        s_rest = s_rest * np.minimum(1.0, t_rest / np.maximum(a_rest, 1e-300))
-        a_rest = np.minimum(a_rest, t_rest)
-    t_coll, e_coll = _collectives(mixed, pp)
+    # token-wise kernels and collectives: b sequences carrying (b + x) / b tokens each, costed once per distinct
+    # (layout, b, tokens) combination (serving_fold). Only attention ops read the context: where the split
+    # removed them, one context stands for all (a scalar, so that it does not spoil the folding)
+    token_args = (b, x) + ((ctx,) if rest_program is program else (np.asarray(np.max(ctx)),))
+    t_rest, e_rest, a_rest, s_rest, t_coll, e_coll = fold_call(
+        lambda lay, bb, xx, cc: _token_wise(model, gpu, lay, rest_program, bb, (bb + xx) / bb, cc, routing, attention),
+        layout, token_args)
     # decode attention: b sequences, one query token each, mean context
     dec = evaluate_phase(model, gpu, layout, att_program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False, microbatches=1,
                          routing=routing)
     t_dec, e_dec, _, s_dec = _kernels(dec, attention, want_attention=True)
     # prefill attention: x / p whole prompts of p tokens, in the same kernel launches as decode
     has_prefill = x > 0
-    n_prompts = np.where(has_prefill, x / p, 1.0)
-    pre = evaluate_phase(model, gpu, layout, att_program, {"b": n_prompts, "t": p, "s": p}, one, decode=False, microbatches=1,
-                         routing=routing)
-    t_pre, e_pre, launches, s_pre = _kernels(pre, attention, want_attention=True)
+
+    def prefill(lay, xx, pp_):  # once per distinct (layout, x, p) combination (serving_fold)
+        n_prompts = np.where(xx > 0, xx / pp_, 1.0)
+        pre = evaluate_phase(model, gpu, lay, att_program, {"b": n_prompts, "t": pp_, "s": pp_}, one, decode=False,
+                             microbatches=1, routing=routing)
+        return _kernels(pre, attention, want_attention=True)
+
+    t_pre, e_pre, launches, s_pre = fold_call(prefill, layout, (x, p))
     shared = launches * gpu.kernel_overhead_s
     s_pre = np.where(has_prefill, s_pre * np.maximum(t_pre - shared, 0.0) / np.maximum(t_pre, 1e-300), 0.0)
     t_pre = np.where(has_prefill, np.maximum(t_pre - shared, 0.0), 0.0)
