@@ -117,6 +117,7 @@ class IterationCost:
     active_s: np.ndarray
     active_scaled_s: np.ndarray | None = None  # active_s weighted by v^2 f / f_max of each kernel (cost.dvfs)
     decode_attention_s: np.ndarray | None = None  # the decode-attention kernels' share of kernel_s
+    decode_parts: tuple | None = field(default=None, repr=False)  # decode attention's (time, energy, scaled time)
 
     @property
     def time_s(self) -> np.ndarray:
@@ -189,12 +190,23 @@ def _token_wise(model: Model, gpu: GPU, layout: Layout, rest_program, b, t, ctx,
     return t_rest, e_rest, a_rest, s_rest, t_coll, e_coll
 
 
+def _decode_attention(model: Model, gpu: GPU, layout: Layout, att_program, b, ctx, routing, attention) -> tuple:
+    """Time, energy and clock-scaled time of the attention kernels for ``b`` sequences of one query token at
+    context ``ctx``."""
+    dec = evaluate_phase(model, gpu, layout, att_program, {"b": b, "t": np.ones_like(b), "s": ctx}, np.asarray(1.0),
+                         decode=False, microbatches=1, routing=routing)
+    t_dec, e_dec, _, s_dec = _kernels(dec, attention, want_attention=True)
+    return t_dec, e_dec, s_dec
+
+
 def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, prefill_tokens, input_len,
-                   context_len, program=None, routing=None) -> IterationCost:
+                   context_len, program=None, routing=None, decode_attention: tuple | None = None) -> IterationCost:
     """Per-rank GPU time (s) and energy (J) of one engine iteration: ``batch_per_replica`` decode
     tokens at mean KV context ``context_len`` plus ``prefill_tokens`` prompt tokens (whole prompts of
     ``input_len``), through all layers. Arrays broadcast. MoE models bind tokens per expert from
-    ``routing`` (default uniform): the busiest expert-parallel rank sets the pace."""
+    ``routing`` (default uniform): the busiest expert-parallel rank sets the pace. ``decode_attention``: the
+    decode-attention part of an earlier call with the same batch, context, layout and program (its time,
+    energy and clock-scaled time, :attr:`IterationCost.decode_parts`), which does not depend on the prefill."""
     program = program or build_program(model, layout)
     # not broadcast together: each kernel is costed over the axes its own sizes vary on (sweeps)
     b, x, p, ctx = (np.asarray(v, dtype=float) for v in (batch_per_replica, prefill_tokens, input_len, context_len))
@@ -208,10 +220,8 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     t_rest, e_rest, a_rest, s_rest, t_coll, e_coll = fold_call(
         lambda lay, bb, xx, cc: _token_wise(model, gpu, lay, rest_program, bb, (bb + xx) / bb, cc, routing, attention),
         layout, token_args)
-    # decode attention: b sequences, one query token each, mean context
-    dec = evaluate_phase(model, gpu, layout, att_program, {"b": b, "t": np.ones_like(b), "s": ctx}, one, decode=False, microbatches=1,
-                         routing=routing)
-    t_dec, e_dec, _, s_dec = _kernels(dec, attention, want_attention=True)
+    # decode attention: b sequences, one query token each, mean context (the same at every prefill load)
+    t_dec, e_dec, s_dec = decode_attention or _decode_attention(model, gpu, layout, att_program, b, ctx, routing, attention)
     # prefill attention: x / p whole prompts of p tokens, in the same kernel launches as decode
     has_prefill = x > 0
 
@@ -228,7 +238,8 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     e_pre = np.where(has_prefill, above_idle_energy_j(gpu, e_pre, shared), 0.0)
     active = a_rest + t_dec + t_pre
     scaled = None if gpu.operating is None else s_rest + s_dec + s_pre  # default clocks: scale 1
-    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec)
+    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec,
+                         (t_dec, e_dec, s_dec))
 
 
 def layout_degree(v):  # a layout degree: an int (scalar layout) or a float array (a sweep's layout of arrays)
@@ -279,7 +290,8 @@ def serving_parts(model: Model, gpu: GPU, layout: Layout, batch, input_len, outp
     program = build_program(model, layout)
     # pp micro-batches of br / pp in flight; each crosses all stages (pp = 1: one forward pass)
     mean = iteration_cost(model, gpu, layout, br / pp, x_mean / pp, input_len, ctx, program, routing)
-    median = iteration_cost(model, gpu, layout, br / pp, x_median / pp, input_len, ctx, program, routing)
+    median = iteration_cost(model, gpu, layout, br / pp, x_median / pp, input_len, ctx, program, routing,
+                            decode_attention=mean.decode_parts)
     whole = br * dp if per_replica else batch
     return ServingParts(np.broadcast_to(whole, np.broadcast_shapes(whole.shape, shape)), br, mean, median, x_mean, pp,
                         tp * pp * dp, gpu.idle_power_w, gpu.power_limit_w, reference_power_limit_w(gpu),

@@ -48,6 +48,8 @@ def fold_call(fn: Callable[..., tuple], layout, args: Sequence) -> tuple:
     if nd - 1 not in axes or points < MIN_POINTS or any(
             degs[n].shape[i] > 1 for n in folded for i in range(nd) if i not in axes):
         return fn(layout, *args)
+    if max(np.unique(a).size for a in arrs) > MAX_SHARE * points:  # one argument alone repeats too little
+        return fn(layout, *args)
     members = arrs + [degs[n] for n in folded]
     uniq, inv, gshape = distinct_rows(members, list(range(len(members))), axes, shape)
     if len(uniq) > MAX_SHARE * points:
