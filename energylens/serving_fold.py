@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from energylens.cost.distinct import _rows as distinct_rows
+from energylens.cost.distinct import distinct_rows, interleave
 
 DEGREES = ("tp", "pp", "dp", "ep")
 MIN_POINTS = 2048  # below this many argument combinations the bookkeeping costs more than it saves
@@ -68,7 +68,4 @@ def _gather(v: np.ndarray, inv: np.ndarray, gshape: tuple) -> np.ndarray:
     if v.shape[-1] == 1:  # the same at every combination
         return v
     ls = v.shape[:-1] + (1,)
-    x = np.take(v, inv, axis=-1).reshape(ls + gshape)
-    nd = len(gshape)
-    perm = [k for i in range(nd) for k in (i, nd + i)]  # interleave: each axis is either kept or folded
-    return x.transpose(perm).reshape(tuple(a * b for a, b in zip(ls, gshape, strict=True)))
+    return interleave(np.take(v, inv, axis=-1).reshape(ls + gshape), ls, gshape)

@@ -36,8 +36,8 @@ def distinct_call(fn: Callable[..., np.ndarray], args: Sequence) -> np.ndarray:
     lead_axes = set().union(*(vary[j] for j in lead))
     if not lead_axes or lead_axes & tail_axes:
         return fn(*arrs)
-    (lu, li, ls), (tu, ti, ts) = (_rows(arrs, members, axes, shape) for members, axes in ((lead, lead_axes),
-                                                                                          (tail, tail_axes)))
+    (lu, li, ls), (tu, ti, ts) = (distinct_rows(arrs, members, axes, shape)
+                                  for members, axes in ((lead, lead_axes), (tail, tail_axes)))
     if 2 * len(lu) * len(tu) > len(li) * len(ti):
         return fn(*arrs)
     compact = [a.reshape(1, 1) if not vary[j] else a for j, a in enumerate(arrs)]  # constants: one value
@@ -50,11 +50,18 @@ def distinct_call(fn: Callable[..., np.ndarray], args: Sequence) -> np.ndarray:
         x = r.take(li, axis=0).reshape(ls + ts)  # (one gather of whole rows: a tenth of the 2-D index's cost)
     else:
         x = r[li[:, None], ti[None, :]].reshape(ls + ts)  # leading positions, then trailing positions
-    perm = [k for i in range(nd) for k in (i, nd + i)]  # interleave: each axis is leading or trailing, not both
-    return x.transpose(perm).reshape(shape)
+    return interleave(x, ls, ts)
 
 
-def _rows(arrs: list, members: list[int], axes: set, shape: tuple) -> tuple[np.ndarray, np.ndarray, tuple]:
+def interleave(x: np.ndarray, first: tuple, second: tuple) -> np.ndarray:
+    """``x`` of shape ``first + second`` (two groups of the same axes, each axis of size 1 in at least one
+    group) as one array of the combined shape: each axis takes its size from the group it varies in."""
+    nd = len(first)
+    perm = [k for i in range(nd) for k in (i, nd + i)]
+    return x.transpose(perm).reshape(tuple(a * b for a, b in zip(first, second, strict=True)))
+
+
+def distinct_rows(arrs: list, members: list[int], axes: set, shape: tuple) -> tuple[np.ndarray, np.ndarray, tuple]:
     """The distinct value combinations of ``members`` over their ``axes`` (rows), each position's row, and the
     group's shape (1 off its axes). One argument strictly increasing along one axis (a sweep's distinct
     contexts) is distinct already: no sort."""
