@@ -116,7 +116,6 @@ class IterationCost:
     collective_j: np.ndarray
     active_s: np.ndarray
     active_scaled_s: np.ndarray | None = None  # active_s weighted by v^2 f / f_max of each kernel (cost.dvfs)
-    decode_attention_s: np.ndarray | None = None  # the decode-attention kernels' share of kernel_s
     decode_parts: tuple | None = field(default=None, repr=False)  # decode attention's (time, energy, scaled time)
 
     @property
@@ -238,7 +237,7 @@ def iteration_cost(model: Model, gpu: GPU, layout: Layout, batch_per_replica, pr
     e_pre = np.where(has_prefill, above_idle_energy_j(gpu, e_pre, shared), 0.0)
     active = a_rest + t_dec + t_pre
     scaled = None if gpu.operating is None else s_rest + s_dec + s_pre  # default clocks: scale 1
-    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled, t_dec,
+    return IterationCost(t_rest + t_dec + t_pre, e_rest + e_dec + e_pre, t_coll, e_coll, active, scaled,
                          (t_dec, e_dec, s_dec))
 
 

@@ -77,15 +77,17 @@ def expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, pr
     chunks = np.asarray([c for _, c in settings], dtype=np.int64)
     out["overlap_comm_sms"] = np.tile(comm_sms, n)
     out["overlap_chunks"] = np.tile(chunks, n)
+    sequential: dict[str, np.ndarray] = {}
     for ph, res in (("prefill", prefill), ("decode", decode)):
         for f in OVERLAP_FIELDS:
             base = cols[f"{ph}_{f}"]
+            sequential[f] = out[f"{ph}_{f}"]  # the sequential values, one per overlap setting (repeated above)
             per = [base if plan is None else take(res[f"ov{i}_{f}"]) for i, plan in enumerate(plans)]
             out[f"{ph}_{f}"] = np.stack(per, axis=1).reshape(-1) if n_set > 1 else per[0]
-        # sequential - overlapped (0 for sequential rows); cols still holds the sequential values
+        # sequential - overlapped (0 for sequential rows)
         for f, unit in (("latency_s", "s"), ("energy_j", "j")):
             out[f"{ph}_overlap_saved_{unit}"] = np.zeros(n) if n_set == 1 and plans[0] is None \
-                else np.repeat(cols[f"{ph}_{f}"], n_set) - out[f"{ph}_{f}"]
+                else sequential[f] - out[f"{ph}_{f}"]
     return out
 
 

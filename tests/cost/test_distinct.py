@@ -63,7 +63,14 @@ def test_gemm_formula_over_a_sweep_grid_is_unchanged():
     batch = ((2.0 ** np.arange(10)).reshape(1, 10, 1) * 8.0 / np.array([1.0, 2.0, 4.0, 8.0]).reshape(4, 1, 1))
     s = (128.0 + 32.0 * np.arange(600)).reshape(1, 1, 600)
     args = (np.asarray(8.0), s, np.asarray(128.0), batch)
-    assert np.array_equal(distinct_call(lambda *a: gemm_math_s(c, *a), args), gemm_math_s(c, *args))
+    seen = []
+
+    def formula(*a):
+        seen.append(np.broadcast_shapes(*(np.shape(x) for x in a)))
+        return gemm_math_s(c, *a)
+
+    assert np.array_equal(distinct_call(formula, args), gemm_math_s(c, *args))
+    assert seen[0] == (13, 600)  # it folded: 13 distinct batches of the 40 (TP, batch) pairs, 600 contexts
 
 
 def test_decode_attention_over_a_sweep_grid_is_costed_per_distinct_work_units(monkeypatch):
