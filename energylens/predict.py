@@ -37,7 +37,7 @@ def _provenance(gpu: GPU, model: Model) -> dict:
     dtypes = {model.act_dtype, "fp32"} | {gemm_dtype(model.weight_format(n), model.act_dtype, gpu)
                                           for n in model.weight_names()}
     names = ["hbm_bandwidth", "max_memory_efficiency", "energy_per_byte_hbm", "idle_power", "power_limit",
-             "kernel_overhead", "gemm_tile_m", "gemm_tile_n", "gemm_k_half", "sm_count", "hbm_capacity"]
+             "kernel_overhead", "gemm_tile_m", "gemm_tile_n", "gemm_k_half", "sm_count", "hbm_capacity", "busy_power"]
     for dt in sorted(dtypes):
         names += [f"peak_flops_{dt}", f"max_compute_efficiency_{dt}", f"energy_per_flop_{dt}"]
     # kernel-family coefficients (cost/families.py) of the dtypes in use, where the profile has them

@@ -158,7 +158,7 @@ def test_prediction_says_how_sure_it_is():
 def test_prediction_carries_the_provenance_of_its_coefficients():
     d = energylens.predict("llama3-8b", "h100-sxm", dtype="fp8").to_dict()["provenance"]
     assert d["gpu_profile"].endswith("h100-sxm.yaml")
-    for name in ("peak_flops_fp8", "energy_per_flop_fp8", "energy_per_byte_hbm", "idle_power"):
+    for name in ("peak_flops_fp8", "energy_per_flop_fp8", "energy_per_byte_hbm", "idle_power", "busy_power"):
         assert d[name]["kind"] in ("spec", "measured", "derived", "fitted", "assumed") and d[name]["source"]
     assert d["peak_flops_fp8"]["kind"] == "spec"
     # the kernel-family coefficients it used, fitted on NVIDIA's kernel tables (python tools/calibrate_tables.py)

@@ -113,7 +113,7 @@ def jtoken_figures(text: str) -> str:
     values = [f"{p.decode.energy_per_token_j:.3f}", f"{p.energy_per_output_token_j:.3g}",
               f"{s.energy_per_output_token_j:.3g}"]
     for row, v in zip(rows[1:4], values, strict=True):
-        sec = sec.replace(row, re.sub(r"\| [\d.]+ J \|$", f"| {v} J |", row))
+        sec = sec.replace(row, _sub_once(r"\| [\d.]+ J \|$", f"| {v} J |", row, "a J/token table value"), 1)
     sec = _sub_once(r"about [\d.]+ J per output token, 80 % interval [\d.]+–[\d.]+ J",
                     f"about {iv['estimate'] / n:.3g} J per output token, 80 % interval {iv['low'] / n:.3g}–"
                     f"{iv['high'] / n:.3g} J", sec, "the J/token interval sentence")
