@@ -27,9 +27,16 @@ def _totals(p) -> dict:
 
 def _fresh(*args, **kw):
     """The prediction with every cache emptied first (as in a new process)."""
-    dvfs._AT_POINT.clear()
-    _PROGRAMS.clear()
-    families._GEMM_COEFFS.clear()
+    import importlib
+
+    from energylens import program
+
+    predict_module = importlib.import_module("energylens.predict")
+    from energylens.cost import collectives, plan, subprogram
+
+    for cache in (dvfs._AT_POINT, _PROGRAMS, families._GEMM_COEFFS, plan._CACHE, program._CACHE,
+                  subprogram._CACHE, collectives._PARAMS, predict_module._PROVENANCE):
+        cache.clear()
     return energylens.predict(*args, **kw)
 
 
