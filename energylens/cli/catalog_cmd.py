@@ -19,12 +19,12 @@ def gpus_command() -> None:
         return f"{g.peak_flops(dt) / 1e12:.0f}" if g.has(f"peak_flops_{dt}") else "-"
 
     table = Table(title="GPU profiles (energylens/data/hardware/gpus)")
-    for col, just in (("key", "left"), ("TFLOP/s bf16/fp8/fp4", "right"), ("HBM GB", "right"), ("TB/s", "right"),
+    for col, just in (("key", "left"), ("TFLOP/s bf16/fp8/fp4", "right"), ("HBM GiB usable", "right"), ("TB/s", "right"),
                       ("W max/idle", "right"), ("pJ/B", "right")):
         table.add_column(col, justify=just)
     gpus = [load_gpu(k) for k in known_gpus()]
     for g in gpus:
-        table.add_row(g.key, f"{tf(g, 'bf16')}/{tf(g, 'fp8')}/{tf(g, 'fp4')}", f"{g.hbm_capacity_bytes / 1e9:.0f}",
+        table.add_row(g.key, f"{tf(g, 'bf16')}/{tf(g, 'fp8')}/{tf(g, 'fp4')}", f"{g.hbm_capacity_bytes / 2**30:.1f}",
                       f"{g.hbm_bandwidth_bytes_per_s / 1e12:.2f}", f"{g.power_limit_w:.0f}/{g.idle_power_w:.0f}",
                       f"{g.energy_per_byte_j * 1e12:.0f}")
     con = Console()

@@ -314,12 +314,18 @@ def checkpoint_precision(model: Model, cfg: HFConfig, quant_file: Mapping | None
                          f"{fmt.name if fmt else act} in every layer")
         if fmt is not None:
             weights[name] = fmt
-    if kv_scales:
+    kv = act
+    if kv_scales and scheme.method == "modelopt":
+        kv = "fp8"
+        notes.append("the checkpoint's ModelOpt config quantises the KV cache to FP8: vLLM's --kv-cache-dtype "
+                     "'auto' resolves to fp8 for such checkpoints (vLLM >= 0.11), so the KV cache is costed in fp8; "
+                     f"--kv-cache-dtype {act} costs an unquantised cache")
+    elif kv_scales:
         notes.append("the checkpoint carries FP8 KV-cache scales: --kv-cache-dtype fp8 uses them (vLLM's "
-                     f"default 'auto' keeps the KV cache in {act})")
+                     f"default 'auto' keeps the KV cache in {act} for {scheme.method} checkpoints)")
     if not weights:
         notes.append(f"{scheme.source}: no modelled weight is quantised (all excluded); weights costed in {act}")
-    return Precision(default, act, act, weights, scheme.source, tuple(notes))
+    return Precision(default, act, kv, weights, scheme.source, tuple(notes))
 
 
 def context_limit(cfg: HFConfig) -> tuple[int | None, str]:

@@ -249,3 +249,19 @@ def test_gpus_listing_fits_80_columns(monkeypatch, capsys):
     table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
     assert table and max(len(line) for line in table) <= 80
     assert "NVIDIA H100 SXM5 80GB" in out and "2250/4500/9000" in out
+
+
+def test_hbm_capacity_is_what_a_process_can_allocate():
+    """vLLM multiplies gpu_memory_utilization by the memory CUDA reports, not the datasheet's decimal GB:
+    measured nvidia-smi totals on H100 SXM and H200, and the derived GPUs follow the same rule (datasheet figure
+    read as GiB, less the driver reserve the two readings share)."""
+    mib = 2**20
+    h100, h200 = load_gpu("h100-sxm"), load_gpu("h200")
+    assert h100.hbm_capacity_bytes == 81559 * mib and h200.hbm_capacity_bytes == 143771 * mib
+    assert h100.quantities["hbm_capacity"].kind == "measured" == h200.quantities["hbm_capacity"].kind
+    r100, r200 = h100.hbm_capacity_bytes / (80 * 2**30), h200.hbm_capacity_bytes / (141 * 2**30)
+    assert r100 == pytest.approx(r200, abs=3e-4)  # the same reserve on both parts
+    reserve = (r100 + r200) / 2
+    for key, nominal_gib in (("b200", 180), ("h100-pcie", 80), ("a100-sxm-80gb", 80), ("a100-sxm-40gb", 40)):
+        q = load_gpu(key).quantities["hbm_capacity"]
+        assert q.kind == "derived" and q.value == pytest.approx(nominal_gib * 2**30 * reserve, abs=mib), key

@@ -130,7 +130,8 @@ def test_mixed_precision_and_unknown_method(tmp_path):
     assert m.weight_format("mlp.w_down").name == "nvfp4" and m.weight_format("mlp.w_down").activation is None
     assert m.weight_format("mlp.w_up").name == "bf16" and m.weight_format("attn.wq").name == "fp8"
     assert any("attn.wq differs by layer" in n for n in m.precision.notes)
-    assert any("FP8 KV-cache scales" in n for n in m.precision.notes)
+    # a ModelOpt FP8 KV-cache config: vLLM's --kv-cache-dtype auto resolves to fp8, so the cache is costed in fp8
+    assert m.kv_dtype == "fp8" and any("quantises the KV cache to FP8" in n for n in m.precision.notes)
     base["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     (tmp_path / "bnb.json").write_text(json.dumps(base))
     with pytest.raises(SpecError) as err:
@@ -162,3 +163,18 @@ def test_context_length_is_checked(capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "42000" in err and "40960" in err
     assert energylens.predict("gemma3-12b", "h100-sxm", prompt_len=100000, output_len=16).total_energy_j > 0
+
+
+def test_modelopt_fp8_kv_cache_is_the_default_and_can_be_overridden():
+    """nvidia/*-NVFP4 checkpoints set kv_cache_quant_algo FP8 (or an 8-bit float kv_cache_scheme): vLLM serves their
+    KV cache in fp8 unless told otherwise, halving the bytes per token; publisher checkpoints without it keep bf16."""
+    kw = dict(batch=8, prompt_len=4096, output_len=64)
+    nv = energylens.predict("nvidia/MiniMax-M2.5-NVFP4", "b200", **kw)
+    pub = energylens.predict("MiniMaxAI/MiniMax-M2.5", "b200", **kw)  # block-fp8 weights, no KV-cache scales
+    assert nv.extra["precision"]["classes"]["kv_cache"]["format"] == "fp8"
+    assert pub.extra["precision"]["classes"]["kv_cache"]["format"] == "bf16"
+    assert nv.memory.kv_cache_bytes == pytest.approx(pub.memory.kv_cache_bytes / 2)
+    kimi = load_model("nvidia/Kimi-K2.5-NVFP4")  # ModelOpt 0.41 format: kv_cache_scheme {num_bits: 8, type: float}
+    assert kimi.kv_dtype == "fp8"
+    back = energylens.predict("nvidia/MiniMax-M2.5-NVFP4", "b200", kv_cache_dtype="bf16", **kw)
+    assert back.memory.kv_cache_bytes == pytest.approx(pub.memory.kv_cache_bytes)
