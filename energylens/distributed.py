@@ -82,10 +82,10 @@ def run_sweep_dask(spec: SweepSpec, *, client=None, address: str | None = None,
         tables = client.gather(futures)  # in chunk order, whatever order they finished in
     finally:
         _close(own, address)
-    skipped = list(dict.fromkeys(t.meta["skipped"] for t in tables if not t.columns and "skipped" in t.meta))
+    skipped = list(dict.fromkeys(t.meta["skipped"] for t in tables if not t.names and "skipped" in t.meta))
     meta = {"spec": spec.to_dict(), "skipped": skipped, "chunks": len(chunks), "grid_configs": spec.size,
             "engine": "dask"}
-    if skipped and not any(t.columns for t in tables):
+    if skipped and not any(t.names for t in tables):
         raise EnergyLensError("spec", spec.name, "at least one group that can run: " + "; ".join(skipped))
     table = assemble(spec, chunks, list(tables), meta)
     table.meta["elapsed_s"] = time.perf_counter() - t0
@@ -118,7 +118,7 @@ def _evaluate_part(spec: SweepSpec, index: int, out_dir: str | None, suffix: str
                    template: Summary, skip_errors: bool) -> tuple[Summary, str | None]:
     """On a worker: one chunk evaluated, its rows written as one part file, its summary returned."""
     t = _evaluate(spec, skip_errors)
-    if not t.columns:
+    if not t.names:
         return template.chunk_summary(t), t.meta.get("skipped")
     if out_dir is not None:
         rows = t if write_all else t.feasible()

@@ -14,6 +14,7 @@ import numpy as np
 
 from energylens.cost.phase import USABLE_MEMORY_FRACTION
 from energylens.sweep.spec import SweepSpec
+from energylens.sweep.table import Source
 
 NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len (sweep.runner's grid)
 AX_P = 5  # the first workload-length axis: prompt_len, then output_len
@@ -32,7 +33,9 @@ class RowGather:
         self.n_outer = len(outer_index[0])
         self.cache: dict[tuple, np.ndarray] = {}
 
-    def __call__(self, a) -> np.ndarray:
+    def _prepared(self, a) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+        """``a`` as [evaluation rows of its outer axes, its (prompt, output) block], its block shape and each
+        valid combination's row."""
         a = np.asarray(a, dtype=float)
         if a.ndim < NDIM:
             a = a.reshape((1,) * (NDIM - a.ndim) + a.shape)
@@ -44,11 +47,44 @@ class RowGather:
             parts = [self.outer_index[i] if outer[i] > 1 else 0 for i in range(AX_P)]
             parts = np.broadcast_arrays(*parts, self.outer_index[0])[:AX_P]
             self.cache[outer] = np.ravel_multi_index(tuple(parts), outer)
-        rows = np.ascontiguousarray(a).reshape(-1, inner[0] * inner[1])[self.cache[outer]]
+        return np.ascontiguousarray(a).reshape(-1, inner[0] * inner[1]), inner, self.cache[outer]
+
+    def __call__(self, a) -> np.ndarray:
+        flat, inner, outer_rows = self._prepared(a)
+        rows = flat[outer_rows]
         full = self.shape[AX_P:]
         if inner != full:  # constant along prompt or output: each row block spread over the pairs
             rows = np.broadcast_to(rows.reshape((self.n_outer,) + inner), (self.n_outer,) + full)
         return rows.reshape(-1)
+
+    def at(self, a, rows: np.ndarray) -> np.ndarray:
+        """``self(a)[rows]`` without gathering the other rows."""
+        flat, inner, outer_rows = self._prepared(a)
+        p, o = self.shape[AX_P:]
+        k, i = np.divmod(rows, p * o)
+        pi, oi = np.divmod(i, o)
+        ix = outer_rows[k] * (inner[0] * inner[1])
+        if inner[0] > 1:
+            ix = ix + pi * inner[1]
+        if inner[1] > 1:
+            ix = ix + oi
+        return flat.reshape(-1)[ix]
+
+    def source(self, a) -> Source:
+        """A lazy column gathered from ``a`` (an array over the evaluation grid)."""
+        return lambda rows, get: self(a) if rows is None else self.at(a, rows)
+
+    def repeated(self, values: np.ndarray) -> Source:
+        """A lazy column of one value per valid combination (``repeat``)."""
+        block = self.shape[AX_P] * self.shape[AX_P + 1]
+        return lambda rows, get: self.repeat(values) if rows is None else values[rows // block]
+
+    def tiled(self, values: np.ndarray, axis: int) -> Source:
+        """A lazy column of a workload-length axis's values (``tile``)."""
+        p, o = self.shape[AX_P:]
+        if axis == AX_P:
+            return lambda rows, get: self.tile(values, axis) if rows is None else values[(rows % (p * o)) // o]
+        return lambda rows, get: self.tile(values, axis) if rows is None else values[rows % o]
 
     def tile(self, values: np.ndarray, axis: int) -> np.ndarray:
         """A workload-length axis's values (``axis`` 5: prompt, 6: output) on every row."""
@@ -64,6 +100,13 @@ class RowGather:
 def text_column(value: str, n: int) -> np.ndarray:
     """A text column: one shared Python string, n object references (np.repeat is ~8x np.full here)."""
     return np.repeat(np.array([value], dtype=object), n)
+
+
+def constant(value, n: int, dtype=None) -> Source:
+    """A lazy column holding ``value`` on every row (text: one shared string)."""
+    if isinstance(value, str):
+        return lambda rows, get: text_column(value, n if rows is None else len(rows))
+    return lambda rows, get: np.full(n if rows is None else len(rows), value, dtype=dtype)
 
 
 def expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, prefill: dict, decode: dict,
@@ -91,55 +134,80 @@ def expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, pr
     return out
 
 
-def derive(cols: dict[str, np.ndarray], spec: SweepSpec, capacity_bytes: float) -> None:
-    """Per-token figures, throughputs and the constraint flags, from the gathered columns."""
-    b = cols["batch"].astype(float)
-    p = cols["prompt_len"].astype(float)
-    o = cols["output_len"].astype(float)
-    has_out = o > 0
-    pre_t, dec_t = cols["prefill_latency_s"], cols["decode_latency_s"]
-    pre_e, dec_e = cols["prefill_energy_j"], cols["decode_energy_j"]
-    out_tokens = b * o
-    bp = b * p
-    req_t, req_e = pre_t + dec_t, pre_e + dec_e
-    cols["ttft_s"] = pre_t
-    cols["prefill_energy_per_token_j"] = pre_e / bp
-    cols["prefill_tokens_per_s"] = bp / pre_t
-    if has_out.all() and (dec_t > 0).all():  # every row decodes: the divisions need no guard
-        cols["tpot_s"] = dec_t / o
-        cols["decode_energy_per_token_j"] = dec_e / out_tokens
-        cols["decode_tokens_per_s"] = out_tokens / dec_t
-        cols["energy_per_output_token_j"] = req_e / out_tokens
-    else:
-        safe_out = np.where(has_out, out_tokens, 1.0)
-        cols["tpot_s"] = np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
-        cols["decode_energy_per_token_j"] = np.where(has_out, dec_e / safe_out, 0.0)
-        cols["decode_tokens_per_s"] = np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0), 0.0)
-        cols["energy_per_output_token_j"] = np.where(has_out, req_e / safe_out, 0.0)
-    cols["request_latency_s"] = req_t
-    cols["request_energy_j"] = req_e
-    cols["request_tokens_per_s"] = out_tokens / req_t
-    cols["avg_power_w"] = req_e / req_t
-    required = cols["weights_bytes"] + cols["kv_cache_bytes"] + cols["workspace_bytes"]
-    cols["required_bytes"] = required
-    cols["fits"] = required <= capacity_bytes * USABLE_MEMORY_FRACTION
+def _phase_tokens(get) -> tuple[np.ndarray, np.ndarray]:
+    b = get("batch").astype(float)
+    return b * get("prompt_len").astype(float), b * get("output_len").astype(float)
+
+
+def _decode_figure(name: str) -> Source:
+    """``tpot_s``, ``decode_energy_per_token_j``, ``decode_tokens_per_s`` or ``energy_per_output_token_j``: 0 on
+    rows without output tokens (the guarded forms give the same values on rows that decode)."""
+
+    def source(rows, get):
+        o = get("output_len").astype(float)
+        dec_t = get("decode_latency_s")
+        has_out = o > 0
+        plain = bool(has_out.all() and (dec_t > 0).all())  # every row decodes: the divisions need no guard
+        if name == "tpot_s":
+            return dec_t / o if plain else np.where(has_out, dec_t / np.where(has_out, o, 1.0), 0.0)
+        out_tokens = _phase_tokens(get)[1]
+        if name == "decode_tokens_per_s":
+            return out_tokens / dec_t if plain else np.where(has_out, out_tokens / np.where(dec_t > 0, dec_t, 1.0),
+                                                              0.0)
+        e = get("decode_energy_j") if name == "decode_energy_per_token_j" else get("request_energy_j")
+        return e / out_tokens if plain else np.where(has_out, e / np.where(has_out, out_tokens, 1.0), 0.0)
+
+    return source
+
+
+def derive(cols: dict, spec: SweepSpec, capacity_bytes: float, n: int) -> None:
+    """Per-token figures, throughputs and the constraint flags, as lazy columns over the gathered ones (``n``
+    rows)."""
     c = spec.constraints
-    slo = np.ones(len(b), dtype=bool)
-    if c.max_ttft_s is not None:
-        slo &= cols["ttft_s"] <= c.max_ttft_s
-    if c.max_tpot_s is not None:
-        slo &= cols["tpot_s"] <= c.max_tpot_s
-    budget = np.ones(len(b), dtype=bool)
-    if c.max_gpus is not None:
-        budget &= cols["num_gpus"] <= c.max_gpus
-    if c.min_gpus is not None:
-        budget &= cols["num_gpus"] >= c.min_gpus
-    cols["meets_slo"] = slo
-    cols["within_budget"] = budget
-    cols["feasible"] = slo & budget & (cols["fits"] if c.fits_memory else True)
+    usable = capacity_bytes * USABLE_MEMORY_FRACTION
+
+    def slo(rows, get):
+        ok = np.ones(n if rows is None else len(rows), dtype=bool)
+        if c.max_ttft_s is not None:
+            ok &= get("ttft_s") <= c.max_ttft_s
+        if c.max_tpot_s is not None:
+            ok &= get("tpot_s") <= c.max_tpot_s
+        return ok
+
+    def budget(rows, get):
+        ok = np.ones(n if rows is None else len(rows), dtype=bool)
+        if c.max_gpus is not None:
+            ok &= get("num_gpus") <= c.max_gpus
+        if c.min_gpus is not None:
+            ok &= get("num_gpus") >= c.min_gpus
+        return ok
+
+    cols.update({
+        "ttft_s": lambda rows, get: get("prefill_latency_s"),
+        "prefill_energy_per_token_j": lambda rows, get: get("prefill_energy_j") / _phase_tokens(get)[0],
+        "prefill_tokens_per_s": lambda rows, get: _phase_tokens(get)[0] / get("prefill_latency_s"),
+        "tpot_s": _decode_figure("tpot_s"),
+        "decode_energy_per_token_j": _decode_figure("decode_energy_per_token_j"),
+        "decode_tokens_per_s": _decode_figure("decode_tokens_per_s"),
+        "energy_per_output_token_j": _decode_figure("energy_per_output_token_j"),
+        "request_latency_s": lambda rows, get: get("prefill_latency_s") + get("decode_latency_s"),
+        "request_energy_j": lambda rows, get: get("prefill_energy_j") + get("decode_energy_j"),
+        "request_tokens_per_s": lambda rows, get: _phase_tokens(get)[1] / get("request_latency_s"),
+        "avg_power_w": lambda rows, get: get("request_energy_j") / get("request_latency_s"),
+        "required_bytes": lambda rows, get: get("weights_bytes") + get("kv_cache_bytes") + get("workspace_bytes"),
+        "fits": lambda rows, get: get("required_bytes") <= usable,
+        "meets_slo": slo,
+        "within_budget": budget,
+        "feasible": lambda rows, get: get("meets_slo") & get("within_budget") & (get("fits") if c.fits_memory
+                                                                                else True),
+    })
 
 
-def interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
+def _scaled(col: str, factor: float, divide: bool = False) -> Source:
+    return (lambda rows, get: get(col) / factor) if divide else (lambda rows, get: get(col) * factor)
+
+
+def interval_columns(cols: dict, m, gpu_key: str) -> None:
     """``<column>_low`` / ``<column>_high``: the 80 % intervals ``predict`` and ``serve`` report. Static-batch
     request energy and latency get the measured/predicted ratios of public vLLM static-batch runs
     (``intervals.runtime_interval``); ``serve_*`` columns the serving validation residuals of the model
@@ -154,18 +222,17 @@ def interval_columns(cols: dict[str, np.ndarray], m, gpu_key: str) -> None:
                      ("tpot_s", "total_latency_s")):
         iv = runtime.get(key)
         if iv:
-            cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv["low"], cols[col] * iv["high"]
+            cols[f"{col}_low"], cols[f"{col}_high"] = _scaled(col, iv["low"]), _scaled(col, iv["high"])
             if col == "request_latency_s":
-                tok = cols["request_tokens_per_s"]
-                cols["request_tokens_per_s_low"], cols["request_tokens_per_s_high"] = tok / iv["high"], tok / iv["low"]
+                tok = "request_tokens_per_s"
+                cols[f"{tok}_low"], cols[f"{tok}_high"] = _scaled(tok, iv["high"], True), _scaled(tok, iv["low"], True)
     if "serve_itl_s" in cols:
         iv = interval_for(m, gpu_key, {"decode_step_latency_s": 1.0, "avg_power_w": 1.0,
                                        "energy_per_output_token_j": 1.0})
         for col, key in (("serve_itl_s", "decode_step_latency_s"), ("serve_avg_power_w", "avg_power_w"),
                          ("serve_energy_per_output_token_j", "energy_per_output_token_j")):
             if key in iv:
-                cols[f"{col}_low"], cols[f"{col}_high"] = cols[col] * iv[key]["low"], cols[col] * iv[key]["high"]
+                cols[f"{col}_low"], cols[f"{col}_high"] = _scaled(col, iv[key]["low"]), _scaled(col, iv[key]["high"])
         if "decode_step_latency_s" in iv:  # tokens/s = running requests / iteration time: the inverse
-            lat, tok = iv["decode_step_latency_s"], cols["serve_output_tokens_per_s"]
-            cols["serve_output_tokens_per_s_low"], cols["serve_output_tokens_per_s_high"] = tok / lat["high"], \
-                tok / lat["low"]
+            lat, tok = iv["decode_step_latency_s"], "serve_output_tokens_per_s"
+            cols[f"{tok}_low"], cols[f"{tok}_high"] = _scaled(tok, lat["high"], True), _scaled(tok, lat["low"], True)

@@ -59,10 +59,10 @@ from energylens.program import build_program
 from energylens.sweep.rows import (
     OVERLAP_FIELDS,
     RowGather,
+    constant,
     derive,
     expand_overlap,
     interval_columns,
-    text_column,
 )
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
@@ -152,7 +152,7 @@ def run_sweep(spec: SweepSpec, *, progress: ProgressFn | None = None,
                 skipped.append(msg)
         if progress is not None:
             progress(i + 1, len(chunks), chunk)
-    if errors and not any(t.columns for t in tables):
+    if errors and not any(t.names for t in tables):
         raise errors[0]
     meta = {"spec": spec.to_dict(), "skipped": skipped, "chunks": len(chunks),
             "grid_configs": spec.size, "elapsed_s": 0.0}
@@ -172,7 +172,7 @@ def assemble(spec: SweepSpec, chunks: list[SweepSpec], results: list[SweepTable]
     spec order, whatever the chunking."""
     if len(results) != len(chunks):
         raise ValueError("assemble needs one result table per chunk")
-    pairs = [(c, t) for c, t in zip(chunks, results, strict=True) if t.columns]
+    pairs = [(c, t) for c, t in zip(chunks, results, strict=True) if t.names]
     if not pairs:
         return SweepTable({}, meta)
     table = SweepTable.concat([t for _, t in pairs], meta)
@@ -186,7 +186,7 @@ def assemble(spec: SweepSpec, chunks: list[SweepSpec], results: list[SweepTable]
     settings = np.asarray(spec.overlap_settings(), dtype=np.int64)
     code = table["overlap_comm_sms"].astype(np.int64) * 1_000 + table["overlap_chunks"].astype(np.int64)
     setting_key = _positions(code, settings[:, 0] * 1_000 + settings[:, 1])
-    return table.filter(np.lexsort((setting_key, *sort_keys, gid)))
+    return SweepTable.concat([table], table.meta, np.lexsort((setting_key, *sort_keys, gid)))
 
 
 def _positions(column: np.ndarray, values) -> np.ndarray:
@@ -231,23 +231,22 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     for sel in blocks:
         sub = {k: axes[k][ix] for k, ix in sel.items()}
         cols, index = _evaluate_grid(m, g, spec, sp, sub, *work)
-        if cols and len(blocks) == 1:  # rows already in grid order
+        if len(cols) and len(blocks) == 1:  # rows already in grid order
             parts.append((cols, None))
-        elif cols:
+        elif len(cols):
             ix = index()
             for k, ax in (("tp", AX_TP), ("pp", AX_PP), ("dp", AX_DP), ("ep", AX_EP)):
                 ix[ax] = sel[k][ix[ax]]  # block index -> group grid index
             flat = np.ravel_multi_index(tuple(ix), logical_shape)  # overlap settings: innermost axis
             parts.append((cols, (flat[:, None] * n_settings + np.arange(n_settings)).reshape(-1)))
-    meta["valid_configs"] = sum(len(c["tp"]) for c, _ in parts)
+    meta["valid_configs"] = sum(len(c) for c, _ in parts)
     meta["blocks"] = len(blocks)
     if not parts:
         return SweepTable({}, meta)
-    if len(parts) == 1:
-        return SweepTable(parts[0][0], meta)
+    if len(parts) == 1:  # its columns stay lazy
+        return SweepTable.concat([parts[0][0]], meta)
     order = np.argsort(np.concatenate([f for _, f in parts]), kind="stable")
-    cols = {k: np.concatenate([c[k] for c, _ in parts])[order] for k in parts[0][0]}
-    return SweepTable(cols, meta)
+    return SweepTable.concat([c for c, _ in parts], meta, order)  # blocks merged in grid order
 
 
 def _kernel_partition(program, collectives: bool = False) -> tuple:
@@ -313,7 +312,7 @@ def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int,
 
 
 def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray], batch: np.ndarray,
-                   prompt: np.ndarray, out_len: np.ndarray) -> tuple[dict[str, np.ndarray], Callable | None]:
+                   prompt: np.ndarray, out_len: np.ndarray) -> tuple[SweepTable, Callable | None]:
     """Columns of the valid rows of one grid block (C order) and a function giving their block grid indices."""
     gpn = int(spec.gpus_per_node)
     tp, pp, dp, ep = (axes[k] for k in ("tp", "pp", "dp", "ep"))
@@ -327,7 +326,7 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     # validity never depends on the workload lengths: a mask over the (layout, batch) axes
     mask_outer = np.broadcast_to(valid & _axis_2d(divides), logical_shape[:AX_P] + (1, 1))[..., 0, 0]
     if not mask_outer.any():
-        return {}, None
+        return SweepTable({}), None
     tp_e = np.where(check_layout(m, Layout(tp=tp), strict=False), tp, 1)
     pp_e = np.where(check_layout(m, Layout(pp=pp), strict=False), pp, 1)
     ep_e = np.where(check_layout(m, Layout(ep=ep, dp=ep), strict=False), ep, 1)  # experts divisible by ep
@@ -365,44 +364,47 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     outer_eval[AX_B] = u_index[outer[AX_DP], outer[AX_B]]
     take = RowGather(outer_eval, eval_shape)
     n = take.n_outer * len(prompt) * len(out_len)
-    cols: dict[str, np.ndarray] = {
-        "model": text_column(m.name, n),
-        "gpu": text_column(g.key, n),
-        "dtype": text_column(m.weight_dtype, n),
-        "sp": np.full(n, sp, dtype=bool),
-        "tp": take.repeat(tp[outer[AX_TP]]), "pp": take.repeat(pp[outer[AX_PP]]), "dp": take.repeat(dp[outer[AX_DP]]),
-        "ep": take.repeat(ep[outer[AX_EP]]),
+    # lazy columns (sweep.table.Source): a column is gathered or derived when it is read
+    cols: dict = {
+        "model": constant(m.name, n),
+        "gpu": constant(g.key, n),
+        "dtype": constant(m.weight_dtype, n),
+        "sp": constant(sp, n, bool),
+        "tp": take.repeated(tp[outer[AX_TP]]), "pp": take.repeated(pp[outer[AX_PP]]),
+        "dp": take.repeated(dp[outer[AX_DP]]), "ep": take.repeated(ep[outer[AX_EP]]),
+        "num_gpus": take.repeated(tp[outer[AX_TP]] * pp[outer[AX_PP]] * dp[outer[AX_DP]]),
+        "power_limit_w": constant(float(g.power_limit_w), n, float),  # per GPU, as run (cost.dvfs)
+        "sm_clock_mhz": constant(float((g.operating.sm_clock_mhz or 0.0) if g.operating else 0.0), n, float),  # 0: free
+        "batch": take.repeated(batch[outer[AX_B]]),
+        "prompt_len": take.tiled(prompt, AX_P),
+        "output_len": take.tiled(out_len, AX_O),
     }
-    cols["num_gpus"] = take.repeat(tp[outer[AX_TP]] * pp[outer[AX_PP]] * dp[outer[AX_DP]])
-    cols["power_limit_w"] = np.full(n, g.power_limit_w)  # per GPU, as run (cost.dvfs)
-    cols["sm_clock_mhz"] = np.full(n, (g.operating.sm_clock_mhz or 0.0) if g.operating else 0.0)  # 0: free
-    cols["batch"] = take.repeat(batch[outer[AX_B]])
-    cols["prompt_len"] = take.tile(prompt, AX_P)
-    cols["output_len"] = take.tile(out_len, AX_O)
     for f in PHASE_FIELDS:
-        cols[f"prefill_{f}"] = take(prefill[f])
+        cols[f"prefill_{f}"] = take.source(prefill[f])
     for f in PHASE_FIELDS:
-        cols[f"decode_{f}"] = take(decode[f])
+        cols[f"decode_{f}"] = take.source(decode[f])
     for f in ("weights_bytes", "kv_cache_bytes", "workspace_bytes"):
-        cols[f] = take(mem[f])
-    cols = expand_overlap(cols, spec, plans, prefill, decode, take)
-    derive(cols, spec, float(mem["capacity_bytes"]))
+        cols[f] = take.source(mem[f])
+    if len(plans) == 1 and plans[0] is None:  # sequential only: one row per configuration, nothing re-costed
+        cols.update(overlap_comm_sms=constant(0, n, np.int64), overlap_chunks=constant(1, n, np.int64))
+        for ph in ("prefill", "decode"):
+            cols.update({f"{ph}_overlap_saved_s": constant(0.0, n, float), f"{ph}_overlap_saved_j": constant(0.0, n, float)})
+    else:
+        cols = expand_overlap(SweepTable(cols, length=n).columns, spec, plans, prefill, decode, take)
+        n = len(cols["tp"])
+    derive(cols, spec, float(mem["capacity_bytes"]), n)
     if spec.serving:  # SweepSpec allows serving with the sequential setting only: one row per configuration
         from energylens.sweep.serving_cols import serving_columns
 
-        cols.update(serving_columns(m, g, lay, b_eval, p_eval, _axis(out_len, AX_O, float), take, cols["output_len"],
-                                    cols["num_gpus"], spec.footprint()))
+        cols.update(serving_columns(m, g, lay, b_eval, p_eval, _axis(out_len, AX_O, float), take, spec.footprint()))
     interval_columns(cols, m, g.key)
-    for k, v in cols.items():  # a non-finite element makes the sum non-finite: one pass, no mask
-        if v.dtype.kind == "f" and not np.isfinite(v.sum()) and not np.all(np.isfinite(v)):
-            raise FloatingPointError(f"non-finite values in sweep column {k!r}")  # a bug, never user error
     inner = (len(prompt), len(out_len))
 
     def index() -> list[np.ndarray]:  # block grid indices of the rows (C order), for merging blocks
         pairs = np.indices(inner).reshape(2, -1)
         return [take.repeat(i) for i in outer] + [np.tile(pairs[0], take.n_outer), np.tile(pairs[1], take.n_outer)]
 
-    return cols, index
+    return SweepTable(cols, length=n), index
 
 
 def _axis_2d(dp_batch: np.ndarray) -> np.ndarray:

@@ -30,22 +30,31 @@ FOOTPRINT_FIELDS = ("gco2e_per_output_token", "gco2e_per_million_tokens", "usd_p
                     "usd_per_million_tokens")
 
 
-def serving_columns(m, g, lay, batch_per_replica, prompt_len, output_len, take, row_output_len,
-                    row_num_gpus, footprint=None) -> dict[str, np.ndarray]:
-    """The ``serve_*`` columns of the rows ``take`` gathers from the evaluation grid.
+def serving_columns(m, g, lay, batch_per_replica, prompt_len, output_len, take, footprint=None) -> dict:
+    """The ``serve_*`` columns of the rows ``take`` gathers from the evaluation grid, as lazy columns
+    (``sweep.table.Source``: the serving state is evaluated here, the rows gathered when read).
 
     ``lay``: the block's layout of arrays; ``batch_per_replica``, ``prompt_len``, ``output_len``: the
     grid's workload axes (float arrays broadcasting with ``lay``); ``take``: the runner's gather of valid
-    rows; ``row_output_len``/``row_num_gpus``: those rows' output lengths and GPU counts."""
+    rows (``sweep.rows.RowGather``); the rows' ``output_len`` and ``num_gpus`` are read from the table."""
     from energylens.serving import serve_arrays
 
     res = serve_arrays(m, g, lay, batch_per_replica, prompt_len, np.maximum(output_len, 1.0), per_replica=True)
-    has_out = np.asarray(row_output_len) > 0
-    cols = {col: np.where(has_out, take(getattr(res, name)), 0.0) for name, col in SERVE_FIELDS.items()}
+
+    def gathered(name: str):
+        src = take.source(getattr(res, name))
+        return lambda rows, get: np.where(get("output_len") > 0, src(rows, get), 0.0)
+
+    cols = {col: gathered(name) for name, col in SERVE_FIELDS.items()}
     if footprint is not None and footprint.asked:
-        per_gpu = cols["serve_output_tokens_per_s"] / np.asarray(row_num_gpus, dtype=float)
-        fp = footprint.per_token(cols["serve_energy_per_output_token_j"], per_gpu)
-        for name in FOOTPRINT_FIELDS:
-            if fp[name] is not None:
-                cols[f"serve_{name}"] = np.where(has_out, fp[name], 0.0)
+        probe = footprint.per_token(np.ones(1), np.ones(1))
+
+        def per_token(name: str):
+            def source(rows, get):
+                per_gpu = get("serve_output_tokens_per_s") / np.asarray(get("num_gpus"), dtype=float)
+                fp = footprint.per_token(get("serve_energy_per_output_token_j"), per_gpu)
+                return np.where(get("output_len") > 0, fp[name], 0.0)
+            return source
+
+        cols.update({f"serve_{name}": per_token(name) for name in FOOTPRINT_FIELDS if probe[name] is not None})
     return cols

@@ -10,8 +10,7 @@ structured array), ``to_pandas()`` (if pandas is installed), ``to_csv(path)`` an
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,30 +34,77 @@ FRONTS: dict[str, tuple[str, str, bool, bool]] = {
 }
 
 
-@dataclass
+Source = Callable[[np.ndarray | None, Callable[[str], np.ndarray]], np.ndarray]
+"""A lazy column: ``source(rows, get)`` gives the column's values at ``rows`` (None: every row); ``get(name)``
+gives another column at the same rows (a derived column reads its inputs through it)."""
+
+
 class SweepTable:
-    """Columns of equal length; ``meta`` holds the spec, timings and skipped groups."""
+    """Columns of equal length; ``meta`` holds the spec, timings and skipped groups.
 
-    columns: dict[str, np.ndarray]
-    meta: dict = field(default_factory=dict)
+    A column is an array or a ``Source`` (see above) computed on first read: a sweep builds its ~65 columns
+    as sources, and a reader that wants a Pareto front or a spread computes the few columns it reads. ``t[name]``
+    computes the whole column once and keeps it; ``filter`` computes the kept rows only; ``columns`` (every
+    column as an array, a ``dict``) and the writers compute the rest."""
 
-    def __post_init__(self) -> None:
-        lengths = {len(v) for v in self.columns.values()}
+    def __init__(self, columns: Mapping | None = None, meta: dict | None = None, *, length: int | None = None) -> None:
+        self._data: dict = dict(columns or {})
+        self.meta = {} if meta is None else meta
+        lengths = {len(v) for v in self._data.values() if isinstance(v, np.ndarray)}
+        if length is not None:
+            lengths.add(int(length))
         if len(lengths) > 1:
             raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+        if self._data and not lengths:
+            raise ValueError("a table of lazy columns needs its length")
+        self._n = lengths.pop() if lengths else 0
 
     def __repr__(self) -> str:
-        return f"SweepTable({len(self):,} rows x {len(self.columns)} columns)"
+        return f"SweepTable({len(self):,} rows x {len(self._data)} columns)"
+
+    def __getstate__(self) -> dict:  # pickled (a Dask worker's table): every column as an array
+        return {"_data": self.columns, "meta": self.meta, "_n": self._n}
 
     # ------------------------------------------------------------------ access
 
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every column as an array (lazy ones computed now), in column order."""
+        for name, v in self._data.items():
+            if not isinstance(v, np.ndarray):
+                self[name]
+        return self._data
+
     def __len__(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
+        return self._n
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.columns:
-            raise SpecError("column", name, "one of " + ", ".join(self.columns))
-        return self.columns[name]
+        v = self._data.get(name)
+        if v is None:
+            raise SpecError("column", name, "one of " + ", ".join(self._data))
+        if not isinstance(v, np.ndarray):
+            v = _checked(name, v(None, self.__getitem__))
+            self._data[name] = v
+        return v
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` at ``rows`` (integer indices); a lazy column is computed at those rows only, unless they
+        are a quarter of the table or more."""
+        v = self._data.get(name)
+        if v is None:
+            raise SpecError("column", name, "one of " + ", ".join(self._data))
+        if isinstance(v, np.ndarray):
+            return v[rows]
+        if 4 * len(rows) >= self._n:  # most rows: the whole column (gathered in blocks, kept) is cheaper
+            return self[name][rows]
+        memo: dict[str, np.ndarray] = {}
+
+        def get(k: str) -> np.ndarray:
+            if k not in memo:
+                memo[k] = self.take(k, rows)
+            return memo[k]
+
+        return _checked(name, v(rows, get))
 
     def single_text(self, name: str) -> bool:
         """Whether column ``name`` is text with one value in every row (remembered per table)."""
@@ -69,16 +115,18 @@ class SweepTable:
         return memo[name]
 
     def __contains__(self, name: str) -> bool:
-        return name in self.columns
+        return name in self._data
 
     @property
     def names(self) -> list[str]:
-        return list(self.columns)
+        return list(self._data)
 
     def filter(self, mask) -> SweepTable:
-        """Rows where ``mask`` is true (a boolean array or integer indices)."""
+        """Rows where ``mask`` is true (a boolean array or integer indices); lazy columns are computed at
+        those rows only."""
         mask = np.asarray(mask)
-        return SweepTable({k: v[mask] for k, v in self.columns.items()}, dict(self.meta))
+        rows = np.flatnonzero(mask) if mask.dtype == bool else mask
+        return SweepTable({k: self.take(k, rows) for k in self._data}, dict(self.meta), length=len(rows))
 
     def feasible(self) -> SweepTable:
         """Rows that meet every constraint of the spec (memory, SLOs, GPU budget)."""
@@ -91,26 +139,47 @@ class SweepTable:
     def rows(self, limit: int | None = None) -> list[dict]:
         """Rows as plain dicts (Python scalars), the first ``limit`` of them."""
         n = len(self) if limit is None else min(limit, len(self))
-        cols = {k: v[:n].tolist() for k, v in self.columns.items()}
+        idx = np.arange(n)
+        cols = {k: self.take(k, idx).tolist() for k in self._data}
         return [{k: cols[k][i] for k in cols} for i in range(n)]
 
     def row(self, i: int) -> dict:
         """Row ``i`` as a dict of Python scalars."""
-        return {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in self.columns.items()}
+        at = np.array([i])
+        return {k: self.take(k, at).tolist()[0] for k in self._data}
 
     @staticmethod
-    def concat(tables: Iterable[SweepTable], meta: Mapping | None = None) -> SweepTable:
-        tables = [t for t in tables if t.columns]
+    def concat(tables: Iterable[SweepTable], meta: Mapping | None = None, order: np.ndarray | None = None
+               ) -> SweepTable:
+        """The tables' rows one after another (``order``: those rows, by position, in that order); lazy columns
+        stay lazy (a column is joined when it is read)."""
+        tables = [t for t in tables if t._data]
+        meta = dict(meta or (tables[0].meta if tables else {}))
         if not tables:
-            return SweepTable({}, dict(meta or {}))
-        if len(tables) == 1:
-            return SweepTable(tables[0].columns, dict(meta or tables[0].meta))
+            return SweepTable({}, meta)
+        if len(tables) == 1 and order is None:  # the same columns
+            return SweepTable(tables[0]._data, meta, length=len(tables[0]))
         names = tables[0].names
         for t in tables[1:]:
             if t.names != names:
                 raise ValueError("tables with different columns")
-        cols = {k: np.concatenate([t.columns[k] for t in tables]) for k in names}
-        return SweepTable(cols, dict(meta or tables[0].meta))
+        starts = np.cumsum([0] + [len(t) for t in tables])
+
+        def column(name: str) -> Source:
+            def source(rows, get):
+                sel = order if rows is None else (rows if order is None else order[rows])
+                if sel is None:
+                    return np.concatenate([t[name] for t in tables])
+                part = np.searchsorted(starts, sel, side="right") - 1
+                vals = [(pos, t.take(name, sel[pos] - starts[j]))
+                        for j, t in enumerate(tables) for pos in [np.flatnonzero(part == j)]]
+                out = np.empty(len(sel), dtype=np.result_type(*(v for _, v in vals)))
+                for pos, v in vals:
+                    out[pos] = v
+                return out
+            return source
+
+        return SweepTable({k: column(k) for k in names}, meta, length=int(starts[-1]) if order is None else len(order))
 
     # ------------------------------------------------------------------ Pareto fronts
 
@@ -127,7 +196,7 @@ class SweepTable:
         pass. Among rows tied in both objectives only the one with the fewest GPUs is kept. ``index``: the
         front's row numbers instead of its table."""
         x, y, minimize = front_columns(front, x, y, minimize)
-        keep = self["feasible"].copy() if (feasible_only and "feasible" in self.columns) else np.ones(len(self), bool)
+        keep = self["feasible"].copy() if (feasible_only and "feasible" in self) else np.ones(len(self), bool)
         if len(self) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
             keep &= self["output_len"] > 0
         rows = np.flatnonzero(keep)  # only the columns the front needs are gathered until the end
@@ -138,10 +207,10 @@ class SweepTable:
         xv, yv = self[x][rows], self[y][rows]
         ox, oy = xv * sx, yv * sy
         idx = np.flatnonzero(pareto_mask_grouped(gid, np.column_stack([xv, yv]), list(minimize)))
-        if "num_gpus" in self.columns and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
+        if "num_gpus" in self and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
             # (then the least overlap: a setting that changes nothing ties with sequential execution)
-            ov = [self[c][rows[idx]] for c in ("overlap_chunks", "overlap_comm_sms") if c in self.columns]
-            idx = idx[np.lexsort((*ov, self["num_gpus"][rows[idx]], oy[idx], ox[idx], gid[idx]))]
+            ov = [self.take(c, rows[idx]) for c in ("overlap_chunks", "overlap_comm_sms") if c in self]
+            idx = idx[np.lexsort((*ov, self.take("num_gpus", rows[idx]), oy[idx], ox[idx], gid[idx]))]
             same = (gid[idx][1:] == gid[idx][:-1]) & (ox[idx][1:] == ox[idx][:-1]) & (oy[idx][1:] == oy[idx][:-1])
             idx = idx[np.concatenate([[True], ~same])]
         else:
@@ -158,7 +227,7 @@ class SweepTable:
         if not len(self):
             return {}
         keep = self[column] > 0
-        if feasible_only and "feasible" in self.columns:
+        if feasible_only and "feasible" in self:
             keep &= self["feasible"]
         sel = np.flatnonzero(keep)
         if not len(sel):
@@ -178,10 +247,11 @@ class SweepTable:
         keys = list(zip(*(self[c][sel[lo]].tolist() for c in cols), strict=True)) if cols else [()] * len(lo)
         vmin, vmax = v[lo].tolist(), v[hi].tolist()
         out = {}
+        ends = self.filter(np.concatenate([sel[lo], sel[hi]])).rows() if rows else []  # best rows, then worst
         for n, key in enumerate(keys):
             entry = {"min": vmin[n], "max": vmax[n], "spread": vmax[n] / vmin[n], "rows": int(counts[n])}
             if rows:
-                entry.update(best=self.row(int(sel[lo[n]])), worst=self.row(int(sel[hi[n]])))
+                entry.update(best=ends[n], worst=ends[len(lo) + n])
             out[(key if len(cols) > 1 else key[0]) if cols else "all"] = entry
         return out
 
@@ -236,6 +306,14 @@ class SweepTable:
         if suffix in (".parquet", ".pq"):
             return self.to_parquet(path)
         raise SpecError("out", str(path), "a path ending in .csv or .parquet")
+
+
+def _checked(name: str, v: np.ndarray) -> np.ndarray:
+    """A computed column; a non-finite element is a bug (never user error), so it fails loudly."""
+    v = np.asarray(v)
+    if v.dtype.kind == "f" and not np.isfinite(v.sum()) and not np.all(np.isfinite(v)):
+        raise FloatingPointError(f"non-finite values in sweep column {name!r}")
+    return v
 
 
 def front_columns(front: str, x: str | None, y: str | None, minimize) -> tuple[str, str, tuple[bool, bool]]:
