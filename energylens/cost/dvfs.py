@@ -325,12 +325,14 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     if not np.any(over):
         scale = 1.0 if s_cap == 1.0 else float(cm.dynamic_scale(s_cap))
         return ClockedCost(lat, e_c, e_m, idle * lat, s_cap, scale, over)
-    tc, tm, ec, em, ovh = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (
-        compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s, lat)))[:5]
-    over = np.broadcast_to(over, tc.shape)
-    s = np.full(tc.shape, s_cap)
-    lat, e_c, e_m, idle = (np.array(np.broadcast_to(a, tc.shape), dtype=float) for a in (lat, e_c, e_m, idle))
-    args = [a[over] for a in (tc, tm, ec, em, ovh)]
+    shape = np.shape(over)
+    args = [np.asarray(a, dtype=float) for a in (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)]
+    if not all(a.shape == shape for a in args):  # (``over`` has every input's axes)
+        args = np.broadcast_arrays(*args, over)[:5]
+    args = [a[over] for a in args]
+    s = np.full(shape, s_cap)
+    lat, e_c, e_m = (np.array(np.broadcast_to(a, shape), dtype=float) for a in (lat, e_c, e_m))
+    idle = np.full(shape, idle) if np.ndim(idle) == 0 else np.array(np.broadcast_to(idle, shape), dtype=float)
     lo = _highest_fitting_clock(cm, args, ref_idle, busy, limit, s_cap)
     l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle, busy)
     # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit

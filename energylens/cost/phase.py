@@ -23,14 +23,13 @@ from functools import partial
 import numpy as np
 
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, CollectiveRecord, KernelRecord
-from energylens.cost.plan import compile_memory, compile_sections
+from energylens.cost.phase_context import axis_nodes, axis_sizes, phase_context  # noqa: F401 (re-exported)
 from energylens.cost.plan_eval import key_value
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model, is_moe
 from energylens.hardware.profile import DTYPE_BYTES, GPU
-from energylens.parallel.layout import Layout, degrees
-from energylens.parallel.sharding import OpStep
+from energylens.parallel.layout import Layout
 from energylens.program import Program
 
 # engine defaults are sourced data (energylens/data/engines/vllm.yaml)
@@ -116,7 +115,7 @@ class KernelTable:
 
     def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c) -> None:
         self._args, self._built, self._colls = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None, None
-        self._order = None
+        self._order = self._flat_order = None
 
     def order(self) -> list[np.ndarray]:
         """Each section's kernels (indices into the plan), in record order."""
@@ -134,14 +133,26 @@ class KernelTable:
     def field(self, name: str, energy: bool = False) -> np.ndarray:
         """``flops``, ``bytes`` or a ``KernelCost`` field of every kernel (``energy``: the mean-rank costs of MoE
         sections), ``[kernel, ...]`` in record order, from the stacked cost arrays."""
+        return self.fields((name,), energy)[0]
+
+    def fields(self, names: tuple[str, ...], energy: bool = False) -> np.ndarray:
+        """Several of :meth:`field` stacked: ``[name, kernel, ...]`` (each broadcast to their common shape)."""
         sections, plan, k_sec, c_sec, cost, cost_e, has_c = self._args
-        order = np.concatenate(self.order())
-        x = _stacked_field(cost, name, len(plan.kernels))
+        if self._flat_order is None:
+            self._flat_order = np.concatenate(self.order())
+        n = len(plan.kernels)
+        xs = [_stacked_field(cost, name, n) for name in names]
         if energy and cost_e is not cost:
             use = np.asarray(has_c, dtype=bool)[k_sec]
-            xe = _stacked_field(cost_e, name, len(plan.kernels))
-            x = np.where(use.reshape(use.shape + (1,) * (xe.ndim - 1)), xe, x)
-        return x[order]
+            for i, name in enumerate(names):
+                xe = _stacked_field(cost_e, name, n)
+                xs[i] = np.where(use.reshape(use.shape + (1,) * (xe.ndim - 1)), xe, xs[i])
+        if len(xs) == 1:
+            return xs[0][self._flat_order][None]
+        out = np.empty((len(xs),) + np.broadcast_shapes(*(x.shape for x in xs)))
+        for i, x in enumerate(xs):
+            out[i] = x
+        return out[:, self._flat_order]
 
     def built(self) -> tuple[list, list, list]:
         """(kernels, mean-rank kernels, collectives): (section, record) lists."""
@@ -212,14 +223,8 @@ def _batch_classes(decode: bool, sizes: dict, *others: dict) -> _BatchClasses | 
     return _BatchClasses(values, index, ax)
 
 
-def axis_sizes(layout: Layout) -> dict[str, np.ndarray]:
-    return {a: np.asarray(getattr(layout, a), dtype=float) for a in ("tp", "pp", "dp", "ep")}
-
-
-def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
-    gpn = float(layout.gpus_per_node)
-    tp = np.asarray(layout.tp, dtype=float)
-    return {"tp": np.ceil(tp / gpn), "ep": np.ceil(np.asarray(layout.ep, dtype=float) / gpn)}
+_ONE = np.asarray(1.0)
+_ONE.setflags(write=False)
 
 
 def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
@@ -242,29 +247,21 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     configuration stacked along the points axis, ``weights`` one row per phase and ``phase_rows`` a bool per
     row (True: the decode rule for micro-batches); totals gain a trailing phase axis. ``moe_binder``: a callable
     ``(b, t, tp, ep) -> MoEBinding`` in place of ``bind_moe`` (the stacked phases bind each phase's points)."""
-    all_sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()}, **sizes}
-    pp_layout = np.asarray(layout.pp, dtype=float)
+    ctx = phase_context(model, gpu, layout, program, decode)
+    all_sizes = {**ctx.dims, **sizes}
+    pp_layout = ctx.axes["pp"]
     if microbatches is None:
         b_in = np.asarray(all_sizes["b"], dtype=float)
         pp_b = pp_layout[..., None] if (decode and pp_layout.ndim) else pp_layout
-        m_b = np.where(pp_b > 1, np.maximum(np.minimum(b_in, pp_b), 1.0), 1.0)
+        m_b = np.where(pp_b > 1, np.maximum(np.minimum(b_in, pp_b), 1.0), 1.0) if ctx.pipelined else _ONE
     else:
         m_b = np.asarray(microbatches, dtype=float)
     if np.any(m_b != 1.0):
         all_sizes["b"] = np.asarray(all_sizes["b"], dtype=float) / m_b
-    degs = degrees(model, layout)
-    axes = axis_sizes(layout)
-    nodes = axis_nodes(layout)
-
-    def per_point(v):  # decode: layout arrays gain the trailing decode-point axis of the sizes
-        v = np.asarray(v)
-        return v[..., None] if decode and v.ndim else v
-
-    degs_pt = {k: per_point(v) for k, v in degs.items()}
-    axes_pt = {k: per_point(v) for k, v in axes.items()}
-    nodes_pt = {k: per_point(v) for k, v in nodes.items()}
-    full_shape = np.broadcast(*[np.asarray(v) for v in all_sizes.values()], *degs_pt.values(),
-                              *axes_pt.values()).shape
+    axes, degs_pt, axes_pt, nodes_pt = ctx.axes, ctx.degs_pt, ctx.axes_pt, ctx.nodes_pt
+    full_shape = np.broadcast_shapes(*(np.shape(v) for v in all_sizes.values()),
+                                     *(np.shape(v) for v in degs_pt.values()),
+                                     *(np.shape(v) for v in axes_pt.values()))
     # --- MoE: tokens per expert and experts touched, on the busiest and on the mean expert-parallel rank
     # (a caller that binds them itself, passing ``c`` and ``ROUTED_EXPERTS_KEY`` in ``sizes``, gets those
     # sizes as they are, for latency and energy alike)
@@ -295,12 +292,10 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         return x
 
     variable = frozenset(sizes) | frozenset(moe.busiest if moe is not None else ())
-    sections = [("pre", program.pre, 1, "")] + [
-        (b.name, steps, b.count, f"{b.name}.") for b, steps in program.blocks
-    ] + [("post", program.post, 1, "")]
+    sections = ctx.sections
     layer_time: dict[str, np.ndarray] = {}
     layer_energy: dict[str, np.ndarray] = {}
-    plan, k_sec, c_sec = compile_sections(gpu, model, [steps for _, steps, _, _ in sections], variable)
+    plan, k_sec, c_sec = ctx.compiled(variable)
     n_sec = len(sections)
     classes = None
     if distinct_batches and moe is None:
@@ -310,8 +305,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     expand = (lambda x: x) if classes is None else classes.expand
     cost = plan.evaluate(all_sizes if classes is None else {**all_sizes, "b": classes.values}, degs_pt, axes_pt,
                          nodes_pt)
-    has_c = [moe is not None and any(isinstance(st, OpStep) and "c" in st.op.dims for st in steps)
-             for _, steps, _, _ in sections]
+    has_c = ctx.has_c if moe is not None else ctx.no_c
     cost_e = plan.evaluate(energy_sizes, degs_pt, axes_pt, nodes_pt) if any(has_c) else cost
     fields = ("latency_s", "energy_j", "compute_energy_j", "memory_energy_j", "static_energy_j")
     pts = w if decode else None
@@ -420,17 +414,24 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
                    prompt_len, *, max_batched_tokens=PREFILL_CHUNK_TOKENS) -> dict[str, np.ndarray]:
     """Weights, KV cache and workspace on the most loaded GPU (bytes), vectorised. ``max_batched_tokens``:
     the engine's chunked-prefill budget, which bounds the tokens whose activations are live at once."""
-    degs = degrees(model, layout)
-    pp = np.asarray(layout.pp, dtype=float)
-    sizes = {**{k: np.asarray(float(v)) for k, v in model.dims.items()},
-             "b": np.asarray(batch_per_replica, dtype=float), "t": np.asarray(prompt_len, dtype=float),
+    ctx = phase_context(model, gpu, layout, program, False)
+    degs = ctx.degs_pt
+    pp = ctx.axes["pp"]
+    sizes = {**ctx.dims, "b": np.asarray(batch_per_replica, dtype=float), "t": np.asarray(prompt_len, dtype=float),
              "s": np.asarray(max_context, dtype=float)}
     if is_moe(model):  # MoE dispatch buffers: tokens per expert of the prompt (mean over experts)
         sizes["c"] = sizes["b"] * sizes["t"] * float(model.dims["x"]) / float(model.dims["e"])
-    plan = compile_memory(gpu, model, program, frozenset(("b", "t", "s", "c") if "c" in sizes else ("b", "t", "s")))
-    vals = {key: key_value(key, sizes, degs) for key in plan.keys}
-    if all(np.ndim(v) == 0 for v in vals.values()):  # one configuration: the products on floats (the same values)
+    workload = ("b", "t", "s", "c") if "c" in sizes else ("b", "t", "s")
+    plan, static = ctx.memory(workload)
+    vals = {key: key_value(key, sizes, degs) for key in plan.keys if key[0] in workload}
+    one = np.ndim(pp) == 0 and np.ndim(max_batched_tokens) == 0 and all(np.ndim(v) == 0 for v in vals.values())
+    if one:  # one configuration: every product on floats (the same values)
         vals = {k: float(v) for k, v in vals.items()}
+        vals.update(static.floats)
+        maximum = max
+    else:
+        vals.update(static.arrays)
+        maximum = np.maximum
 
     def total(monos) -> np.ndarray:
         out = np.asarray(0.0)
@@ -441,27 +442,23 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
             out = out + p
         return out
 
-    weights = np.asarray(0.0)
     kv = np.asarray(0.0)
     act = np.asarray(0.0)
-    for count, w_terms, kv_terms, act_terms in plan.blocks:
-        weights = weights + total(w_terms) * count / pp
-        kv = kv + total(kv_terms) * count / pp
+    for count, _, kv_terms, act_terms in plan.blocks:
+        kv = kv + total(kv_terms) * count / (static.pp if one else pp)
         for m in act_terms:
             p = m.coef
             for k in m.keys:
                 p = p * vals[k]
-            act = np.maximum(act, p)
-    pre_w, post_w = total(plan.pre_weights), total(plan.post_weights)
-    if model.info.get("tied_embeddings"):
-        edge = np.where(pp > 1, np.maximum(pre_w, post_w), pre_w)
-    else:
-        edge = np.where(pp > 1, np.maximum(pre_w, post_w), pre_w + post_w)
-    weights = weights + edge
+            act = maximum(act, p)
+    weights = static.weights_bytes if one else static.weights(pp, total)
     # Serving engines prefill in chunks (vLLM max-num-batched-tokens): activations are live for at most
     # that many tokens at once, however long the batch of prompts.
-    tokens = sizes["b"] * sizes["t"]
-    act = act * np.minimum(1.0, np.asarray(max_batched_tokens, dtype=float) / np.maximum(tokens, 1.0))
+    if one:
+        act = act * min(1.0, float(max_batched_tokens) / max(float(sizes["b"]) * float(sizes["t"]), 1.0))
+    else:
+        tokens = sizes["b"] * sizes["t"]
+        act = act * np.minimum(1.0, np.asarray(max_batched_tokens, dtype=float) / np.maximum(tokens, 1.0))
     workspace = RUNTIME_OVERHEAD_BYTES + 2.0 * act
-    return {"weights_bytes": weights, "kv_cache_bytes": kv, "workspace_bytes": np.asarray(workspace),
-            "capacity_bytes": np.asarray(gpu.hbm_capacity_bytes)}
+    return {"weights_bytes": np.asarray(weights), "kv_cache_bytes": np.asarray(kv),
+            "workspace_bytes": np.asarray(workspace), "capacity_bytes": np.asarray(gpu.hbm_capacity_bytes)}

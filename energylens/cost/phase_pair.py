@@ -107,6 +107,11 @@ def _collective(r: CollectiveRecord | None, which: int) -> CollectiveRecord | No
                    energy_j_per_gpu=_points(r.energy_j_per_gpu, which))
 
 
+# the per-kernel fields the per-op rows sum over each phase's points (``energylens.assemble``)
+ROW_FIELDS = ("latency_s", "compute_s", "memory_s", "flops", "bytes", "energy_j", "compute_energy_j",
+              "memory_energy_j", "static_energy_j")
+
+
 class _StackedSums:
     """Each kernel's fields summed over each phase's points, one call per field for all kernels and both phases
     (the per-op rows of ``energylens.assemble``): ``column(which)`` is one phase's ``kernel_sums``."""
@@ -120,13 +125,20 @@ class _StackedSums:
     def get(self, field: str, energy: bool) -> np.ndarray:
         key = (field, bool(energy and self.both.moe is not None))
         if key not in self.done:
-            x = self.both.kernel_table.field(field, key[1])
-            x = np.broadcast_to(x.reshape(len(x), -1), (len(x), self.rows.shape[-1]))
             if field == "power_capped":  # whether any of the phase's points is capped
+                x = self._points(self.both.kernel_table.fields((field,), key[1]))[0]
                 self.done[key] = np.stack([x[:, -1] > 0, np.any(x[:, :-1] > 0, axis=1)], axis=1)
-            else:
-                self.done[key] = np.sum(x[:, None, :] * self.rows, axis=-1)
+            else:  # every summed field of the rows at once (the same sums, one NumPy call)
+                names = ROW_FIELDS if field in ROW_FIELDS else (field,)
+                x = self._points(self.both.kernel_table.fields(names, key[1]))
+                for name, v in zip(names, np.sum(x[:, :, None, :] * self.rows, axis=-1), strict=True):
+                    self.done[(name, key[1])] = v
         return self.done[key]
+
+    def _points(self, x: np.ndarray) -> np.ndarray:
+        """``[field, kernel, point]``: the stacked points of every kernel (a field that does not vary over them
+        repeated)."""
+        return np.broadcast_to(x.reshape(x.shape[:2] + (-1,)), x.shape[:2] + (self.rows.shape[-1],))
 
 
 class _Sliced(Sequence):

@@ -317,18 +317,16 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
     if len(ft.plain) == n_k:
         costs.append((range(n_k), kernel_cost_from_terms(gpu, compute_s, bytes_k, e_compute, memory_efficiency=mem,
                                                           overhead_s=ovh, memory_energy_scale=mes)))
-    else:
-        p = ft.plain
-        if len(p):
-            costs.append((p.tolist(), kernel_cost_from_terms(gpu, compute_s[p], bytes_k[p], e_compute[p],
-                                                             memory_efficiency=mem[p], overhead_s=ovh[p],
-                                                             memory_energy_scale=mes[p])))
+    else:  # the attention kernels' family latency and the plain kernels' roofline in one call
+        lat = np.zeros((n_k,) + shape)
+        formula = np.ones(n_k, dtype=bool)
+        formula[ft.plain] = False
         for ks, coeffs, b, t, s, g, r, k, kv, win in ft.attention:
-            lat = fam.attention_latency_s(coeffs, qv[b], qv[t], qv[s], qv[g] * qv[r], qv[g], qv[k],
-                                          kv.reshape(col), win.reshape(col))
-            costs.append((ks.tolist(), kernel_cost_from_terms(gpu, compute_s[ks], bytes_k[ks], e_compute[ks],
-                                                              memory_efficiency=mem[ks], overhead_s=ovh[ks],
-                                                              latency_s=lat, memory_energy_scale=mes[ks])))
+            lat[ks] = fam.attention_latency_s(coeffs, qv[b], qv[t], qv[s], qv[g] * qv[r], qv[g], qv[k],
+                                              kv.reshape(col), win.reshape(col))
+        costs.append((range(n_k), kernel_cost_from_terms(gpu, compute_s, bytes_k, e_compute, memory_efficiency=mem,
+                                                          overhead_s=ovh, latency_s=lat, memory_energy_scale=mes,
+                                                          formula=formula.reshape(col))))
     msgs = qv[ft.coll_q]
     by_kind: dict[tuple, list[int]] = {}
     for j, c in enumerate(plan.collectives):

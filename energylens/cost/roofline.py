@@ -116,7 +116,7 @@ def kernel_cost(
 def kernel_cost_from_terms(
     gpu: GPU, compute_s: ArrayLike, bytes_: ArrayLike, compute_energy_j: ArrayLike, *, launches: ArrayLike = 1.0,
     memory_efficiency: ArrayLike | None = None, overhead_s: ArrayLike | None = None,
-    latency_s: ArrayLike | None = None, memory_energy_scale: ArrayLike = 1.0,
+    latency_s: ArrayLike | None = None, memory_energy_scale: ArrayLike = 1.0, formula: ArrayLike | None = None,
 ) -> KernelCost:
     """The roofline and power cap from a kernel's compute time and compute energy (already summed over
     the ops of a fusion group, each at its own dtype and efficiency) and its HBM bytes.
@@ -124,7 +124,9 @@ def kernel_cost_from_terms(
     A kernel family with its own fitted formula (:mod:`energylens.cost.families`) passes its
     ``memory_efficiency`` and ``overhead_s`` (per launch; default ``max_memory_efficiency`` and
     ``kernel_overhead``), or its whole ``latency_s`` at the maximum clock. ``memory_energy_scale``
-    multiplies the profile's J per HBM byte (a fused-MoE kernel: the profile's ``moe_byte_energy_ratio``)."""
+    multiplies the profile's J per HBM byte (a fused-MoE kernel: the profile's ``moe_byte_energy_ratio``).
+    ``formula`` (with ``latency_s``; bool, broadcasting): which kernels ``latency_s`` is for; the others keep
+    their plain roofline terms (kernels of both kinds costed in one call)."""
     compute_s = np.asarray(compute_s, dtype=float)
     bytes_ = np.asarray(bytes_, dtype=float)
     e_compute = np.asarray(compute_energy_j, dtype=float)
@@ -143,6 +145,8 @@ def kernel_cost_from_terms(
         compute_bound = compute_s >= memory_s
         t_c = np.where(compute_bound, body, np.minimum(compute_s, body))
         t_m = np.where(compute_bound, np.minimum(memory_s, body), body)
+        if formula is not None:
+            t_c, t_m = np.where(formula, t_c, compute_s), np.where(formula, t_m, memory_s)
     clocked = clocked_cost(gpu, t_c, t_m, e_compute, e_memory, overhead)
     latency = clocked.latency_s
     static = clocked.static_energy_j
