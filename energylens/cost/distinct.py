@@ -69,5 +69,28 @@ def distinct_rows(arrs: list, members: list[int], axes: set, shape: tuple) -> tu
     rows = np.stack([np.broadcast_to(arrs[j], gshape).reshape(-1) for j in members], axis=1)
     if len(members) == 1 and len(axes) == 1 and bool(np.all(rows[1:, 0] > rows[:-1, 0])):
         return rows, np.arange(len(rows)), gshape
-    uniq, inv = np.unique(rows, axis=0, return_inverse=True)
-    return uniq, inv.reshape(-1), gshape
+    uniq, inv = unique_rows(rows)
+    return uniq, inv, gshape
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 2-D float array (bit patterns compared, as ``np.unique(rows, axis=0)``) and each
+    row's position among them, ordered by first appearance. Each column is coded by a 1-D sort of its bit
+    patterns and the codes combined into one integer per row: a few 1-D sorts instead of a sort of whole rows
+    (``np.unique`` with ``axis`` compares rows as byte strings, about ten times slower)."""
+    n, k = rows.shape
+    bits = np.ascontiguousarray(rows, dtype=float).view(np.int64)
+    code = np.zeros(n, dtype=np.int64)
+    span = 1
+    for c in range(k):
+        u, inv = np.unique(bits[:, c], return_inverse=True)
+        if span * len(u) >= 1 << 62:  # the combined code would overflow: number the combinations so far
+            u0, code = np.unique(code, return_inverse=True)
+            span = len(u0)
+        code = code * len(u) + inv.reshape(-1)
+        span *= len(u)
+    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # distinct rows in order of first appearance
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    return rows[first[order]], rank[inv.reshape(-1)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from energylens.cost import distinct, families
-from energylens.cost.distinct import distinct_call
+from energylens.cost.distinct import distinct_call, unique_rows
 from energylens.cost.families import gemm_coeffs, gemm_math_s
 from energylens.hardware import load_gpu
 
@@ -111,3 +113,22 @@ def test_distinct_trailing_values_out_of_order_are_gathered_in_place(monkeypatch
         fn, seen = _calls()
         assert np.array_equal(distinct_call(fn, (lead, tail, np.asarray(2.0))), fn(lead, tail, np.asarray(2.0)))
         assert seen[0] == (2, 9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 4), st.integers(1, 6), st.integers(0, 2**31))
+def test_unique_rows_equals_numpy_unique_by_rows(n, k, values, seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, values, (n, k)) / 3.0
+    uniq, inv = unique_rows(rows)
+    np.testing.assert_array_equal(uniq[inv], rows)  # every row recovered
+    ref = np.unique(rows, axis=0)
+    assert len(uniq) == len(ref)
+    np.testing.assert_array_equal(uniq[np.lexsort(uniq.T[::-1])], ref)
+    first = [int(np.flatnonzero(inv == j)[0]) for j in range(len(uniq))]
+    assert first == sorted(first)  # numbered in order of first appearance
+
+
+def test_unique_rows_compares_bit_patterns():
+    uniq, inv = unique_rows(np.array([[0.0, 1.0], [-0.0, 1.0], [0.0, 1.0]]))
+    assert len(uniq) == 2 and inv.tolist() == [0, 1, 0]  # -0.0 and 0.0 kept apart, as np.unique(axis=0)
