@@ -75,22 +75,45 @@ def distinct_rows(arrs: list, members: list[int], axes: set, shape: tuple) -> tu
 
 def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of a 2-D float array (bit patterns compared, as ``np.unique(rows, axis=0)``) and each
-    row's position among them, ordered by first appearance. Each column is coded by a 1-D sort of its bit
-    patterns and the codes combined into one integer per row: a few 1-D sorts instead of a sort of whole rows
-    (``np.unique`` with ``axis`` compares rows as byte strings, about ten times slower)."""
+    row's position among them, ordered by first appearance. The columns' bit patterns are mixed into one
+    integer per row and those sorted (one 1-D sort instead of ``np.unique``'s sort of rows as byte strings,
+    about ten times slower); where two different rows share a mixed value, each column is coded by its own
+    sort and the codes combined exactly."""
     n, k = rows.shape
     bits = np.ascontiguousarray(rows, dtype=float).view(np.int64)
-    code = np.zeros(n, dtype=np.int64)
-    span = 1
-    for c in range(k):
-        u, inv = np.unique(bits[:, c], return_inverse=True)
-        if span * len(u) >= 1 << 62:  # the combined code would overflow: number the combinations so far
-            u0, code = np.unique(code, return_inverse=True)
-            span = len(u0)
-        code = code * len(u) + inv.reshape(-1)
-        span *= len(u)
-    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # distinct rows in order of first appearance
-    rank = np.empty(len(order), dtype=np.intp)
-    rank[order] = np.arange(len(order))
-    return rows[first[order]], rank[inv.reshape(-1)]
+    mixed = bits[:, 0].copy()
+    for c in range(1, k):
+        mixed *= _MIX  # wraps modulo 2^64: a hash, checked below
+        mixed ^= bits[:, c]
+    first, inv = _groups(mixed)
+    if not np.array_equal(bits[first][inv], bits):  # a collision: exact codes, column by column
+        code = np.zeros(n, dtype=np.int64)
+        span = 1
+        for c in range(k):
+            u, ci = np.unique(bits[:, c], return_inverse=True)
+            if span * len(u) >= 1 << 62:  # the combined code would overflow: number the combinations so far
+                u0, code = np.unique(code, return_inverse=True)
+                span = len(u0)
+            code = code * len(u) + ci.reshape(-1)
+            span *= len(u)
+        first, inv = _groups(code)
+    return rows[first], inv
+
+
+def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of equal values of an integer array, numbered in order of first appearance: each group's first
+    position and each element's group."""
+    order = np.argsort(key)
+    ks = key[order]
+    starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+    first = np.minimum.reduceat(order, starts)  # each group's earliest position (the sort need not be stable)
+    by_first = np.argsort(first)
+    rank = np.empty(len(first), dtype=np.intp)
+    rank[by_first] = np.arange(len(first))
+    gid = np.cumsum(np.concatenate(([False], ks[1:] != ks[:-1])))  # sorted position -> group (in value order)
+    inv = np.empty(len(key), dtype=np.intp)
+    inv[order] = rank[gid]
+    return first[by_first], inv
+
+
+_MIX = np.int64(0x5851F42D4C957F2D)  # an odd 64-bit multiplier (a linear congruential generator's)

@@ -39,6 +39,7 @@ from importlib import resources
 
 import numpy as np
 
+from energylens.cost.distinct import unique_rows
 from energylens.errors import SpecError, WorkloadError
 from energylens.hardware.profile import GPU, OperatingPoint, Quantity, safe_load
 
@@ -283,6 +284,21 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
     return clocks[:, 0].copy()
 
 
+SEARCH_DISTINCT_MIN = 1 << 14  # capped kernels from which the clock search runs on their distinct terms only
+
+
+def _search_distinct(cm: ClockModel, args: list, ref_idle: float, busy: float, limit: float, s_cap: float
+                     ) -> np.ndarray:
+    """``_highest_fitting_clock`` of many capped kernels (a sweep's grid), searched once per distinct combination
+    of their terms where those are at most half of them (the search is element-wise: the same clocks)."""
+    if len(args[0]) >= SEARCH_DISTINCT_MIN:
+        uniq, inv = unique_rows(np.stack(args, axis=1))
+        if 2 * len(uniq) <= len(args[0]):
+            cols = [np.ascontiguousarray(uniq[:, j]) for j in range(len(args))]
+            return _highest_fitting_clock(cm, cols, ref_idle, busy, limit, s_cap)[inv]
+    return _highest_fitting_clock(cm, args, ref_idle, busy, limit, s_cap)
+
+
 @cache
 def _walk_table(bits: int) -> np.ndarray:
     """For every pattern of which clocks ``1 .. 2^bits - 1`` of a round fit (bit ``j - 1`` of the index: clock
@@ -333,7 +349,7 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     s = np.full(shape, s_cap)
     lat, e_c, e_m = (np.array(np.broadcast_to(a, shape), dtype=float) for a in (lat, e_c, e_m))
     idle = np.full(shape, idle) if np.ndim(idle) == 0 else np.array(np.broadcast_to(idle, shape), dtype=float)
-    lo = _highest_fitting_clock(cm, args, ref_idle, busy, limit, s_cap)
+    lo = _search_distinct(cm, args, ref_idle, busy, limit, s_cap)
     l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle, busy)
     # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit
     headroom = np.maximum(limit - i2, 1e-9)

@@ -173,3 +173,29 @@ def test_few_kernel_clock_search_walks_the_same_halvings(key, monkeypatch):
             np.testing.assert_array_equal(getattr(grid, f), getattr(plain, f))  # bit for bit
         lowest = max(lowest, float(np.sum(np.asarray(plain.clock_fraction) == clock_model(g).s_min)))
     assert lowest > 0  # some kernels stay at f_min (and stretch)
+
+
+def test_many_kernel_clock_search_once_per_distinct_terms_is_the_same(monkeypatch):
+    """A sweep's capped kernels repeat their terms: the search runs on the distinct ones (``_search_distinct``) and
+    every kernel gets the clock the search of all of them gives, bit for bit."""
+    import energylens.cost.dvfs as dvfs
+
+    rng = np.random.default_rng(11)
+    n = 40
+    tc = 10 ** rng.uniform(-6, -2, n)
+    tm = tc * 10 ** rng.uniform(-1.5, 1.5, n)
+    ec, em, ovh = tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
+    pick = rng.integers(0, n, 3000)  # 3,000 kernels, 40 distinct
+    terms = [x[pick] for x in (tc, tm, ec, em, ovh)]
+    g = with_operating_point(load_gpu("h100-sxm"), power_limit_w=300.0)
+    seen = []
+    search = dvfs._highest_fitting_clock
+    monkeypatch.setattr(dvfs, "_highest_fitting_clock", lambda cm, args, *a: seen.append(len(args[0])) or search(
+        cm, args, *a))
+    monkeypatch.setattr(dvfs, "SEARCH_DISTINCT_MIN", 1)
+    folded = clocked_cost(g, *terms)
+    monkeypatch.setattr(dvfs, "SEARCH_DISTINCT_MIN", 1 << 62)
+    plain = clocked_cost(g, *terms)
+    assert seen[0] <= n < seen[1]  # searched once per distinct kernel, then over all
+    for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
+        np.testing.assert_array_equal(getattr(folded, f), getattr(plain, f))  # bit for bit
