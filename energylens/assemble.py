@@ -128,7 +128,14 @@ def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], l
     def per_call(message_bytes) -> float:
         return _f(reduce(message_bytes)) / steps if steps > 0 else _f(message_bytes)
 
-    for _, c in pa.collectives:
+    if pa.collective_sums is not None:  # every collective's row from the stacked sums (the same numbers)
+        meta, (lat_s, en_s, msg_s), first = pa.collective_sums()
+        lat_s, en_s, msg_s, first = lat_s.tolist(), en_s.tolist(), msg_s.tolist(), first.tolist()
+        for i, (name, kind, axis, count, group, reason) in enumerate(meta):
+            colls.append(CollectiveResult(name, kind, axis, int(_f(group)), msg_s[i] / steps if steps > 0 else first[i],
+                                          int(round(count * mb * steps)), lat_s[i] * count * mb,
+                                          en_s[i] * count * tp * dp * mb, reason))
+    for _, c in (pa.collectives if pa.collective_sums is None else ()):
         n = c.count * tp * dp * mb
         colls.append(CollectiveResult(c.name, c.kind, c.axis, int(_f(c.group_size)), per_call(c.message_bytes),
                                       int(round(c.count * mb * steps)),

@@ -78,21 +78,35 @@ def context_limit(model: Model) -> int | None:
 def check_context(model: Model, total_tokens, what: str = "prompt_len + output_len") -> None:
     """Exit-2 error when prompt + output tokens exceed the model's context length."""
     limit = context_limit(model)
-    worst = float(np.max(np.asarray(total_tokens, dtype=float)))
+    worst = float(total_tokens) if type(total_tokens) is int else float(np.max(np.asarray(total_tokens, dtype=float)))
     if limit is not None and worst > limit:
         raise WorkloadError(what, int(worst) if worst == int(worst) else worst,
                             f"at most the context length of {model.hf_id or model.name}: {limit} tokens "
                             f"({model.info.get('max_context_source', 'max_position_embeddings')})")
 
 
+_PRECISION: dict[tuple, tuple] = {}
+
+
 def precision_report(model: Model, gpu: GPU) -> dict:
-    """Per tensor class: stored format and the GEMM path it is costed on; plus where it was read and notes."""
-    notes = list(model.info.get("resolution_notes", ()) if model.info else ()) + list(model.precision.notes)
-    return {"classes": model.precision.describe(model.weight_names(), gpu), "source": model.precision.source,
-            "notes": notes}
+    """Per tensor class: stored format and the GEMM path it is costed on; plus where it was read and notes
+    (a fresh copy of what was found for these model and GPU objects before)."""
+    hit = _PRECISION.get((id(model), id(gpu)))
+    if hit is None or hit[0] is not model or hit[1] is not gpu:
+        notes = list(model.info.get("resolution_notes", ()) if model.info else ()) + list(model.precision.notes)
+        report = {"classes": model.precision.describe(model.weight_names(), gpu), "source": model.precision.source,
+                  "notes": notes}
+        if len(_PRECISION) > 256:
+            _PRECISION.clear()
+        hit = _PRECISION[(id(model), id(gpu))] = (model, gpu, report)
+    report = hit[2]
+    return {"classes": {k: dict(v) for k, v in report["classes"].items()}, "source": report["source"],
+            "notes": list(report["notes"])}
 
 
 def batch_per_replica(workload: Workload, layout: Layout):
+    if type(workload.batch) is int and type(layout.dp) is int and workload.batch % layout.dp == 0:
+        return np.int64(workload.batch // layout.dp)  # one configuration that divides (as below)
     b = np.asarray(workload.batch)
     dp = np.asarray(layout.dp)
     if np.any(b % dp != 0):
@@ -134,7 +148,7 @@ def bind(model: str | Model, execution: Execution, system: System) -> Bound:
     system.check(execution)
     g = system.gpu_for(execution)
     g.peak_flops(m.act_dtype)  # raises if the GPU lacks the activation dtype (weight formats fall back)
-    check_context(m, np.asarray(execution.prompt_len) + np.asarray(execution.output_len))
+    check_context(m, execution.prompt_len + execution.output_len)  # integers (checked by Execution)
     lay = execution.layout(system.gpus_per_node)
     program = checked_program(m, lay)
     w = Workload(execution.batch, execution.prompt_len, execution.output_len)

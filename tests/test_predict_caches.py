@@ -29,13 +29,14 @@ def _fresh(*args, **kw):
     """The prediction with every cache emptied first (as in a new process)."""
     import importlib
 
-    from energylens import program
+    from energylens import pipeline, program
 
     predict_module = importlib.import_module("energylens.predict")
     from energylens.cost import collectives, phase_context, plan, subprogram
 
     for cache in (dvfs._AT_POINT, _PROGRAMS, families._GEMM_COEFFS, plan._CACHE, program._CACHE,
-                  subprogram._CACHE, collectives._PARAMS, predict_module._PROVENANCE, phase_context.CONTEXTS):
+                  subprogram._CACHE, collectives._PARAMS, predict_module._PROVENANCE, phase_context.CONTEXTS,
+                  pipeline._PRECISION):
         cache.clear()
     return energylens.predict(*args, **kw)
 
@@ -184,3 +185,36 @@ def test_phase_contexts_are_bounded_and_follow_every_layout_field():
     ctx = phase_context.phase_context(m, g, lay, checked_program(m, lay), True)
     with pytest.raises(ValueError):
         ctx.axes["tp"][...] = 3.0
+
+
+@settings(max_examples=15, deadline=None)
+@given(model=st.sampled_from(["llama3.1-8b", "qwen3-30b-a3b"]), tp=st.sampled_from([1, 2, 4]),
+       pp=st.sampled_from([1, 2]), batch=st.integers(1, 64), prompt=st.integers(1, 4096), output=st.integers(0, 40))
+def test_per_op_rows_from_the_stacked_sums_equal_the_rows_of_the_records(model, tp, pp, batch, prompt, output):
+    """``predict``'s per-op and per-collective rows come from the phases' stacked cost arrays summed at once
+    (``kernel_sums``, ``collective_sums``); the same rows built record by record agree."""
+    from dataclasses import replace
+
+    from energylens.assemble import _rows
+    from energylens.pipeline import bind, evaluate
+    from energylens.specs.execution import Execution
+    from energylens.specs.system import System
+
+    m, g = prepare(model, "h100-sxm", None)
+    ex = Execution(tp=tp, pp=pp, batch=batch, prompt_len=prompt, output_len=output)
+    try:
+        ev = evaluate(bind(m, ex, System.for_execution(g, ex)))
+    except energylens.errors.LayoutError:
+        return
+    for pa in (ev.prefill, ev.decode):
+        assert pa.kernel_sums is not None and pa.collective_sums is not None
+        fast = _rows(pa, tp, 1, pp)
+        slow = _rows(replace(pa, kernel_sums=None, collective_sums=None, kernel_table=None), tp, 1, pp)
+        assert len(fast[0]) == len(slow[0]) and len(fast[1]) == len(slow[1])
+        for a, b in zip(fast[0] + fast[1], slow[0] + slow[1], strict=True):
+            for f in a.__dataclass_fields__:
+                x, y = getattr(a, f), getattr(b, f)
+                if isinstance(x, float):
+                    assert math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-300), (a.name, f, x, y)
+                else:
+                    assert x == y, (a.name, f, x, y)

@@ -73,12 +73,18 @@ class PhaseArrays:
     # the table's fields hold every stacked phase's points); None: ``energylens.assemble.kernel_sums``
     kernel_table: object = None
     kernel_sums: object = None
+    # ``() -> (meta, sums, first)``: the collectives' ``KernelTable.collective_meta``, their per-call latency, energy
+    # per GPU and message bytes each summed over the phase's points (``[field, collective]``) and the message at
+    # the phase's first point, where the caller has them at once (``energylens.cost.phase_pair``); None: records
+    collective_sums: object = None
 
 
 def _stacked_field(cost, name: str, n: int) -> np.ndarray:
     if name in ("flops", "bytes"):
         v = getattr(cost, name)
         return np.asarray(v, dtype=float) if isinstance(v, np.ndarray) else np.stack(np.broadcast_arrays(*v))
+    if len(cost.costs) == 1 and isinstance(cost.costs[0][0], range) and len(cost.costs[0][0]) == n:
+        return getattr(cost.costs[0][1], name)  # every kernel in one stacked call, in plan order (a view)
     shape = np.broadcast_shapes(*(np.shape(getattr(kc, name))[1:] for _, kc in cost.costs))
     out = np.empty((n,) + shape)
     for idx, kc in cost.costs:
@@ -113,22 +119,30 @@ class KernelTable:
     """Records of the costed sections: (section, record) lists of kernels, mean-rank kernels, collectives; and
     the kernels as a table in the same order (``meta``; ``field``: one array over all kernels, no records)."""
 
-    def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c) -> None:
+    def __init__(self, sections, plan, k_sec, c_sec, cost, cost_e, has_c, memo: dict | None = None) -> None:
         self._args, self._built, self._colls = (sections, plan, k_sec, c_sec, cost, cost_e, has_c), None, None
-        self._order = self._flat_order = None
+        # the record order and names depend on the sections and plan alone: ``memo`` (``PhaseContext.plans``,
+        # which holds the plan) keeps them for every evaluation of the plan
+        self._memo = {} if memo is None else memo
+
+    def _layout(self) -> tuple:
+        key = ("table", id(self._args[1]))
+        hit = self._memo.get(key)
+        if hit is None:
+            sections, plan, k_sec = self._args[:3]
+            order = [np.flatnonzero(k_sec == i) for i in range(len(sections))]
+            meta = [(sections[i][3] + plan.kernels[j].name, plan.kernels[j].kind, plan.kernels[j].ops,
+                     sections[i][2]) for i, ks in enumerate(order) for j in ks]
+            hit = self._memo[key] = (order, np.concatenate(order), meta)
+        return hit
 
     def order(self) -> list[np.ndarray]:
         """Each section's kernels (indices into the plan), in record order."""
-        if self._order is None:
-            k_sec = self._args[2]
-            self._order = [np.flatnonzero(k_sec == i) for i in range(len(self._args[0]))]
-        return self._order
+        return self._layout()[0]
 
     def meta(self) -> list[tuple[str, str, tuple, int]]:
         """(name, kind, ops, count) of every kernel, in record order."""
-        sections, plan = self._args[:2]
-        return [(sections[i][3] + plan.kernels[j].name, plan.kernels[j].kind, plan.kernels[j].ops, sections[i][2])
-                for i, ks in enumerate(self.order()) for j in ks]
+        return self._layout()[2]
 
     def field(self, name: str, energy: bool = False) -> np.ndarray:
         """``flops``, ``bytes`` or a ``KernelCost`` field of every kernel (``energy``: the mean-rank costs of MoE
@@ -138,8 +152,7 @@ class KernelTable:
     def fields(self, names: tuple[str, ...], energy: bool = False) -> np.ndarray:
         """Several of :meth:`field` stacked: ``[name, kernel, ...]`` (each broadcast to their common shape)."""
         sections, plan, k_sec, c_sec, cost, cost_e, has_c = self._args
-        if self._flat_order is None:
-            self._flat_order = np.concatenate(self.order())
+        flat_order = self._layout()[1]
         n = len(plan.kernels)
         xs = [_stacked_field(cost, name, n) for name in names]
         if energy and cost_e is not cost:
@@ -148,11 +161,14 @@ class KernelTable:
                 xe = _stacked_field(cost_e, name, n)
                 xs[i] = np.where(use.reshape(use.shape + (1,) * (xe.ndim - 1)), xe, xs[i])
         if len(xs) == 1:
-            return xs[0][self._flat_order][None]
-        out = np.empty((len(xs),) + np.broadcast_shapes(*(x.shape for x in xs)))
+            return xs[0][flat_order][None]
+        shape = xs[0].shape
+        if any(x.shape != shape for x in xs):
+            shape = np.broadcast_shapes(*(x.shape for x in xs))
+        out = np.empty((len(xs),) + shape)
         for i, x in enumerate(xs):
             out[i] = x
-        return out[:, self._flat_order]
+        return out[:, flat_order]
 
     def built(self) -> tuple[list, list, list]:
         """(kernels, mean-rank kernels, collectives): (section, record) lists."""
@@ -167,6 +183,35 @@ class KernelTable:
                 kernels_e += [(name, r) for r in k_e]
             self._built = (kernels, kernels_e, self.collectives())
         return self._built
+
+    def collective_meta(self) -> list[tuple]:
+        """(name, kind, axis, count, group size, reason) of every collective, in record order."""
+        key = ("collectives", id(self._args[1]))
+        hit = self._memo.get(key)
+        if hit is None:
+            sections, plan, _, c_sec, cost = self._args[:5]
+            groups = {j: group for idx, group, _ in cost.colls for j in idx}
+            hit = self._memo[key] = [
+                (prefix + plan.collectives[j].step.name, plan.collectives[j].step.kind, plan.collectives[j].step.axis,
+                 count, groups[j], plan.collectives[j].step.reason)
+                for i, (_, _, count, prefix) in enumerate(sections) for j in np.flatnonzero(c_sec == i)]
+        return hit
+
+    def collective_fields(self) -> np.ndarray:
+        """``[latency_s, energy_j_per_gpu, message_bytes]`` of every collective (per call), ``[field, collective,
+        ...]`` in record order, from the stacked cost arrays."""
+        sections, plan, _, c_sec, cost = self._args[:5]
+        order = np.argsort(c_sec, kind="stable")
+        msgs = cost.msgs if isinstance(cost.msgs, np.ndarray) else np.stack(np.broadcast_arrays(*cost.msgs))
+        shape = np.broadcast_shapes(msgs.shape[1:], *(np.shape(cc.latency_s)[1 if len(idx) > 1 else 0:]
+                                                      for idx, _, cc in cost.colls))
+        out = np.empty((3, len(plan.collectives)) + shape)
+        for idx, _, cc in cost.colls:
+            rows = idx if len(idx) > 1 else idx[0]
+            out[0, rows] = cc.latency_s
+            out[1, rows] = cc.energy_j_per_gpu
+        out[2] = msgs
+        return out[:, order]
 
     def collectives(self) -> list:
         """(section, record) of every collective (built without the kernels' records)."""
@@ -342,7 +387,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     # (section, record) lists built on first use; no reference cycle, so the arrays go with the PhaseArrays
     records = rec = None
     if classes is None:
-        rec = KernelTable(sections, plan, k_sec, c_sec, cost, cost_e, has_c)
+        rec = KernelTable(sections, plan, k_sec, c_sec, cost, cost_e, has_c, ctx.plans)
         records = (_Lazy(rec, 0), _Lazy(rec, 1), _Lazy(rec, 2))
     tp = axes["tp"]
     dp = axes["dp"]

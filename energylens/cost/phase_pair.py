@@ -103,8 +103,8 @@ def _kernel(r: KernelRecord, which: int) -> KernelRecord:
 def _collective(r: CollectiveRecord | None, which: int) -> CollectiveRecord | None:
     if r is None:
         return None
-    return replace(r, message_bytes=_points(r.message_bytes, which), latency_s=_points(r.latency_s, which),
-                   energy_j_per_gpu=_points(r.energy_j_per_gpu, which))
+    return CollectiveRecord(r.name, r.kind, r.axis, r.count, r.group_size, _points(r.message_bytes, which),
+                            _points(r.latency_s, which), _points(r.energy_j_per_gpu, which), r.reason)
 
 
 # the per-kernel fields the per-op rows sum over each phase's points (``energylens.assemble``)
@@ -122,17 +122,27 @@ class _StackedSums:
     def column(self, which: int):
         return lambda field, energy: self.get(field, energy)[:, which]
 
+    def collective_column(self, which: int):
+        def sums():
+            if "collectives" not in self.done:
+                x = self.both.kernel_table.collective_fields()
+                x = self._points(x) if x.shape[1] else np.zeros((3, 0, self.rows.shape[-1]))
+                self.done["collectives"] = (np.sum(x[:, :, None, :] * self.rows, axis=-1), x[2, :, 0], x[2, :, -1])
+            total, first_decode, prefill = self.done["collectives"]
+            return self.both.kernel_table.collective_meta(), total[..., which], (prefill, first_decode)[which]
+
+        return sums
+
     def get(self, field: str, energy: bool) -> np.ndarray:
         key = (field, bool(energy and self.both.moe is not None))
-        if key not in self.done:
-            if field == "power_capped":  # whether any of the phase's points is capped
-                x = self._points(self.both.kernel_table.fields((field,), key[1]))[0]
-                self.done[key] = np.stack([x[:, -1] > 0, np.any(x[:, :-1] > 0, axis=1)], axis=1)
-            else:  # every summed field of the rows at once (the same sums, one NumPy call)
-                names = ROW_FIELDS if field in ROW_FIELDS else (field,)
-                x = self._points(self.both.kernel_table.fields(names, key[1]))
-                for name, v in zip(names, np.sum(x[:, :, None, :] * self.rows, axis=-1), strict=True):
-                    self.done[(name, key[1])] = v
+        if key not in self.done:  # every field of the rows at once (the same sums, one NumPy call)
+            names = ROW_FIELDS if field in ROW_FIELDS else (field,)
+            x = self._points(self.both.kernel_table.fields(names + ("power_capped",), key[1]))
+            for name, v in zip(names, np.sum(x[:-1, :, None, :] * self.rows, axis=-1), strict=True):
+                self.done[(name, key[1])] = v
+            capped = x[-1]  # whether any of the phase's points is capped
+            self.done[("power_capped", key[1])] = np.stack([capped[:, -1] > 0, np.any(capped[:, :-1] > 0, axis=1)],
+                                                           axis=1)
         return self.done[key]
 
     def _points(self, x: np.ndarray) -> np.ndarray:
@@ -180,5 +190,5 @@ def _phase(both: PhaseArrays, which: int, weights, moe, sums: _StackedSums) -> P
         {k: total(v) for k, v in both.section_time_s.items()}, {k: total(v) for k, v in both.section_energy_j.items()},
         kernels_energy=kernels if both.moe is None else _Sliced(both.kernels_energy or [], which, _kernel),
         moe_idle_wait_j=total(both.moe_idle_wait_j), moe=moe, microbatches=total(np.asarray(both.microbatches)),
-        kernel_table=both.kernel_table, kernel_sums=sums.column(which),
+        kernel_table=both.kernel_table, kernel_sums=sums.column(which), collective_sums=sums.collective_column(which),
     )
