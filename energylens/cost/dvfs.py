@@ -338,17 +338,20 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
         lat, e_c, e_m, idle, power = _at(cm, s_cap, compute_s, memory_s, compute_energy_j, memory_energy_j,
                                          overhead_s, ref_idle, busy)
         over = power > limit
-    if not np.any(over):
+    over = np.asarray(over)
+    if not over.any():
         scale = 1.0 if s_cap == 1.0 else float(cm.dynamic_scale(s_cap))
         return ClockedCost(lat, e_c, e_m, idle * lat, s_cap, scale, over)
-    shape = np.shape(over)
-    args = [np.asarray(a, dtype=float) for a in (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)]
-    if not all(a.shape == shape for a in args):  # (``over`` has every input's axes)
-        args = np.broadcast_arrays(*args, over)[:5]
-    args = [a[over] for a in args]
-    s = np.full(shape, s_cap)
-    lat, e_c, e_m = (np.array(np.broadcast_to(a, shape), dtype=float) for a in (lat, e_c, e_m))
-    idle = np.full(shape, idle) if np.ndim(idle) == 0 else np.array(np.broadcast_to(idle, shape), dtype=float)
+    shape = over.shape  # (every input's axes)
+
+    def full(a) -> np.ndarray:  # a writable array of the full shape
+        out = np.empty(shape)
+        out[...] = a
+        return out
+
+    args = [a[over] if np.shape(a) == shape else full(a)[over]
+            for a in (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)]
+    s, lat, e_c, e_m, idle = full(s_cap), full(lat), full(e_c), full(e_m), full(idle)
     lo = _search_distinct(cm, args, ref_idle, busy, limit, s_cap)
     l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle, busy)
     # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit

@@ -24,7 +24,7 @@ import numpy as np
 
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, CollectiveRecord, KernelRecord
 from energylens.cost.phase_context import axis_nodes, axis_sizes, phase_context  # noqa: F401 (re-exported)
-from energylens.cost.plan_eval import key_value
+from energylens.cost.plan_eval import broadcast_shape, key_value
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model, is_moe
@@ -164,7 +164,7 @@ class KernelTable:
             return xs[0][flat_order][None]
         shape = xs[0].shape
         if any(x.shape != shape for x in xs):
-            shape = np.broadcast_shapes(*(x.shape for x in xs))
+            shape = broadcast_shape(*(x.shape for x in xs))
         out = np.empty((len(xs),) + shape)
         for i, x in enumerate(xs):
             out[i] = x
@@ -301,12 +301,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         m_b = np.where(pp_b > 1, np.maximum(np.minimum(b_in, pp_b), 1.0), 1.0) if ctx.pipelined else _ONE
     else:
         m_b = np.asarray(microbatches, dtype=float)
-    if np.any(m_b != 1.0):
+    if (m_b != 1.0).any():
         all_sizes["b"] = np.asarray(all_sizes["b"], dtype=float) / m_b
     axes, degs_pt, axes_pt, nodes_pt = ctx.axes, ctx.degs_pt, ctx.axes_pt, ctx.nodes_pt
-    full_shape = np.broadcast_shapes(*(np.shape(v) for v in all_sizes.values()),
-                                     *(np.shape(v) for v in degs_pt.values()),
-                                     *(np.shape(v) for v in axes_pt.values()))
+    full_shape = broadcast_shape(*(np.shape(v) for v in all_sizes.values()), *(np.shape(v) for v in degs_pt.values()),
+                                 *(np.shape(v) for v in axes_pt.values()))
     # --- MoE: tokens per expert and experts touched, on the busiest and on the mean expert-parallel rank
     # (a caller that binds them itself, passing ``c`` and ``ROUTED_EXPERTS_KEY`` in ``sizes``, gets those
     # sizes as they are, for latency and energy alike)
@@ -396,7 +395,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     p2p = None
     p2p_time = np.asarray(0.0)
     p2p_energy = np.asarray(0.0)
-    if np.any(pp > 1):
+    if ctx.pipelined:
         from energylens.cost.collectives import collective_cost
 
         sharded_t = any(d == "t" for d, _ in program.residual_state.shard)
@@ -413,7 +412,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     # micro-batches: one pass through all stages, then one slowest stage per further micro-batch
     m = np.take(m_b, 0, axis=-1) if (decode and np.ndim(m_b) and np.shape(m_b)[-1] == 1) else m_b
     m = np.asarray(m, dtype=float)
-    if np.any(m != 1.0):
+    if (m != 1.0).any():
         blocks_t = sum((layer_time[b.name] * b.count for b, _ in program.blocks), np.asarray(0.0))
         hop = np.where(pp > 1, p2p_time / np.maximum(pp - 1.0, 1.0), 0.0)
         slowest_stage = blocks_t / pp + np.maximum(layer_time["pre"], layer_time["post"]) + hop
@@ -442,7 +441,13 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
 
     def full(x) -> np.ndarray:  # a read-only view of the phase shape (sweeps gather rows without expanding)
         x = np.asarray(x, dtype=float)
-        return x if x.shape == out_shape else np.broadcast_to(x, out_shape)
+        if x.shape == out_shape:
+            return x
+        if x.ndim == 0 and len(out_shape) <= 1:  # one configuration: a small array
+            out = np.empty(out_shape)
+            out[...] = x
+            return out
+        return np.broadcast_to(x, out_shape)
 
     layer_time = {k: full(v) for k, v in layer_time.items()}
     layer_energy = {k: full(v) for k, v in layer_energy.items()}

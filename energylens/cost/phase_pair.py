@@ -40,7 +40,11 @@ def evaluate_phases(model: Model, gpu: GPU, layout: Layout, program: Program, pr
     for k in d_sizes:  # decode points, then the prefill point (decode sums keep their order of addition)
         d, p = np.asarray(d_sizes[k], dtype=float), np.asarray(p_sizes[k], dtype=float)
         same = d.shape == (1,) and float(d[0]) == float(p)  # the batch: one value for both phases
-        sizes[k] = d if same else np.append(np.broadcast_to(d, (n,)), p)
+        if not same:
+            x = np.empty(n + 1)
+            x[:n], x[n] = d, p
+            d = x
+        sizes[k] = d
     rows = np.zeros((2, n + 1))
     rows[0, n] = 1.0
     rows[1, :n] = d_w

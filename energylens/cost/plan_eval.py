@@ -16,6 +16,7 @@ Both give the same numbers (``tests/cost/test_cost_plan.py`` compares them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,15 +38,31 @@ def evaluate_plan(plan, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, n
     """Costs of ``plan`` (a ``StepsPlan``) at the sizes; ``flat`` forces (True) or forbids (False) stacking
     all ops in one array (default: by size, see the module docstring)."""
     vals = {key: key_value(key, sizes, degrees) for key in plan.keys}
-    shape = np.broadcast_shapes(*(np.shape(v) for v in vals.values()))
+    shape = broadcast_shape(*(np.shape(v) for v in vals.values()))
     if flat is None:
-        flat = plan.flat.ok and int(np.prod(shape)) <= FLAT_MAX_ELEMENTS
+        flat = plan.flat.ok and math.prod(shape) <= FLAT_MAX_ELEMENTS
     products = _Products(vals)
     if flat:
         for sig in plan.flat.sigs[1:]:
             products[sig]  # noqa: B018 - every product, for the one stacked array
         return _evaluate_flat(plan, products, shape, axis_sizes, nodes)
     return _evaluate_grouped(plan, products, axis_sizes, nodes)
+
+
+def broadcast_shape(*shapes: tuple) -> tuple:
+    """``np.broadcast_shapes`` of ``shapes``, without its overhead for shapes of at most one axis (a single
+    configuration's points)."""
+    n, axis = 1, False
+    for sh in shapes:
+        if len(sh) > 1:
+            return np.broadcast_shapes(*shapes)
+        if sh:
+            axis = True
+            if sh[0] != 1:
+                if n not in (1, sh[0]):
+                    return np.broadcast_shapes(*shapes)  # raises: they do not broadcast
+                n = sh[0]
+    return (n,) if axis else ()
 
 
 class _Products(dict):
@@ -306,8 +323,9 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
 
         for i, term in ft.moe:
             eff[i] = _moe_efficiency(gpu, term, flops[i], ev)
-    per_op = np.stack([flops / (ft.op_peak.reshape(col) * eff), flops * ft.op_epf.reshape(col), flops], axis=1)
-    compute_s, e_compute, flops_k = np.moveaxis(ft.op_segments.sums(per_op), 1, 0)
+    per_op = np.empty((len(flops), 3) + shape)
+    per_op[:, 0], per_op[:, 1], per_op[:, 2] = flops / (ft.op_peak.reshape(col) * eff), flops * ft.op_epf.reshape(col), flops
+    compute_s, e_compute, flops_k = ft.op_segments.sums(per_op).swapaxes(0, 1)
     bytes_k = ft.byte_segments.sums(qv[ft.byte_q])
     mem = ft.memory_efficiency.reshape(col)
     ovh = ft.overhead_s.reshape(col)
@@ -451,17 +469,19 @@ class StepsCost:
         if hasattr(weights, "reduce_points"):
             return self._folded_section_totals(attrs, section, n, weights)
         shapes = {np.shape(kc.latency_s)[1:] for _, kc in self.costs}
-        sec = section[order]
-        bounds = np.flatnonzero(np.diff(sec, prepend=-1, append=n + 1))
-        if len(shapes) == 1 and len(bounds) == n + 1:
+        sec = section[order].tolist()
+        bounds = [0] + [i for i in range(1, len(sec)) if sec[i] != sec[i - 1]] + [len(sec)]
+        if len(shapes) == 1 and sec and sec[0] == 0 and sec[-1] == n - 1 and len(bounds) == n + 1:
             shape = shapes.pop()
             x = np.empty((len(attrs), len(self.plan.kernels)) + shape)
             for idx, kc in self.costs:
+                rows = slice(None) if isinstance(idx, range) and len(idx) == len(self.plan.kernels) else idx
                 for a, attr in enumerate(attrs):
-                    x[a, idx] = getattr(kc, attr)
+                    x[a, rows] = getattr(kc, attr)
             x = _points(x[:, order], weights, 2)
-            sums = np.stack([np.cumsum(x[:, lo:hi], axis=1)[:, -1] for lo, hi in zip(bounds[:-1], bounds[1:],
-                                                                                   strict=True)], axis=1)
+            sums = np.empty((len(attrs), n) + x.shape[2:])
+            for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+                sums[:, i] = x[:, lo:hi].cumsum(axis=1)[:, -1]  # kernel after kernel (``np.sum`` adds pairwise)
             return dict(zip(attrs, sums, strict=True))
         self._index()
         out = {attr: [np.asarray(0.0)] * n for attr in attrs}
@@ -552,7 +572,7 @@ def _points(x, weights, lead: int):
     missing = np.ndim(weights) - (x.ndim - lead)
     if missing > 0:
         x = x.reshape(x.shape[:lead] + (1,) * missing + x.shape[lead:])
-    return np.sum(x * weights, axis=-1)
+    return (x * weights).sum(axis=-1)
 
 
 def _row(x, r):

@@ -133,7 +133,7 @@ def kernel_cost_from_terms(
     mem_eff = gpu.max_memory_efficiency if memory_efficiency is None else np.asarray(memory_efficiency, dtype=float)
     memory_s = bytes_ / (gpu.hbm_bandwidth_bytes_per_s * mem_eff)
     e_memory = bytes_ * gpu.energy_per_byte_j
-    if np.any(np.asarray(memory_energy_scale) != 1.0):
+    if (np.asarray(memory_energy_scale) != 1.0).any():
         e_memory = e_memory * np.asarray(memory_energy_scale, dtype=float)
     overhead = (gpu.kernel_overhead_s if overhead_s is None else np.asarray(overhead_s, dtype=float)) \
         * np.asarray(launches, dtype=float)
