@@ -284,16 +284,17 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
     return clocks[:, 0].copy()
 
 
-SEARCH_DISTINCT_MIN = 1 << 14  # capped kernels from which the clock search runs on their distinct terms only
+SEARCH_DISTINCT_MIN = 1 << 12  # capped kernels from which the clock search runs on their distinct terms only
+# (measured on the benchmark sweeps, bench_speed.py: from 4 k the row search costs less than the halvings it saves)
 
 
 def _search_distinct(cm: ClockModel, args: list, ref_idle: float, busy: float, limit: float, s_cap: float
                      ) -> np.ndarray:
     """``_highest_fitting_clock`` of many capped kernels (a sweep's grid), searched once per distinct combination
-    of their terms where those are at most half of them (the search is element-wise: the same clocks)."""
+    of their terms where those are at most two thirds of them (the search is element-wise: the same clocks)."""
     if len(args[0]) >= SEARCH_DISTINCT_MIN:
         uniq, inv = unique_rows(np.stack(args, axis=1))
-        if 2 * len(uniq) <= len(args[0]):
+        if 3 * len(uniq) <= 2 * len(args[0]):
             cols = [np.ascontiguousarray(uniq[:, j]) for j in range(len(args))]
             return _highest_fitting_clock(cm, cols, ref_idle, busy, limit, s_cap)[inv]
     return _highest_fitting_clock(cm, args, ref_idle, busy, limit, s_cap)
