@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from energylens.errors import DimensionError
-from energylens.pareto import dominates, pareto_front, pareto_mask, pareto_mask_grouped
+from energylens.pareto import dominates, pareto_front, pareto_mask, pareto_mask_grouped, pareto_mask_rows
 
 
 def brute_mask(obj: np.ndarray) -> np.ndarray:
@@ -108,3 +108,17 @@ def test_grouped_mask_errors():
     with pytest.raises(DimensionError, match="two objective"):
         pareto_mask_grouped([0], np.zeros((1, 3)))
     assert pareto_mask_grouped([], np.zeros((0, 2))).shape == (0,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 15), st.integers(1, 5), st.integers(0, 2**31))
+def test_row_wise_mask_equals_the_grouped_one(groups, members, values, seed):
+    """``pareto_mask_rows`` (one group per row, ties and repeats included) marks the rows ``pareto_mask_grouped``
+    marks over the same groups."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, values, (groups, members)).astype(float)
+    y = rng.integers(0, values, (groups, members)).astype(float)
+    y[rng.random((groups, members)) < 0.2] = np.inf  # rows left out of a front are set to +inf
+    got = pareto_mask_rows(x, y)
+    want = pareto_mask_grouped(np.repeat(np.arange(groups), members), np.column_stack([x.ravel(), y.ravel()]))
+    np.testing.assert_array_equal(got.ravel(), want)

@@ -32,6 +32,8 @@ class RowGather:
         self.shape = shape
         self.n_outer = len(outer_index[0])
         self.cache: dict[tuple, np.ndarray] = {}
+        self._rows: np.ndarray | None = None  # the rows last asked for (a filter asks for every column at them)
+        self._at: dict = {}  # their positions: (combination, prompt, output), and per array shape
 
     def _prepared(self, a) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
         """``a`` as [evaluation rows of its outer axes, its (prompt, output) block], its block shape and each
@@ -57,18 +59,28 @@ class RowGather:
             rows = np.broadcast_to(rows.reshape((self.n_outer,) + inner), (self.n_outer,) + full)
         return rows.reshape(-1)
 
+    def positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(valid combination, prompt, output) of each of ``rows`` (kept for the next call with the same rows)."""
+        if rows is not self._rows:
+            p, o = self.shape[AX_P:]
+            k, i = np.divmod(rows, p * o)
+            self._rows, self._at = rows, {"": (k, *np.divmod(i, o))}
+        return self._at[""]
+
     def at(self, a, rows: np.ndarray) -> np.ndarray:
         """``self(a)[rows]`` without gathering the other rows."""
         flat, inner, outer_rows = self._prepared(a)
-        p, o = self.shape[AX_P:]
-        k, i = np.divmod(rows, p * o)
-        pi, oi = np.divmod(i, o)
-        ix = outer_rows[k] * (inner[0] * inner[1])
-        if inner[0] > 1:
-            ix = ix + pi * inner[1]
-        if inner[1] > 1:
-            ix = ix + oi
-        return flat.reshape(-1)[ix]
+        k, pi, oi = self.positions(rows)
+        key = (flat.shape[0], inner)
+        ix = self._at.get(key)
+        if ix is None or ix[0] is not outer_rows:
+            pos = outer_rows[k] * (inner[0] * inner[1])
+            if inner[0] > 1:
+                pos = pos + pi * inner[1]
+            if inner[1] > 1:
+                pos = pos + oi
+            ix = self._at[key] = (outer_rows, pos)
+        return flat.reshape(-1)[ix[1]]
 
     def source(self, a) -> Source:
         """A lazy column gathered from ``a`` (an array over the evaluation grid)."""
@@ -76,15 +88,11 @@ class RowGather:
 
     def repeated(self, values: np.ndarray) -> Source:
         """A lazy column of one value per valid combination (``repeat``)."""
-        block = self.shape[AX_P] * self.shape[AX_P + 1]
-        return lambda rows, get: self.repeat(values) if rows is None else values[rows // block]
+        return lambda rows, get: self.repeat(values) if rows is None else values[self.positions(rows)[0]]
 
     def tiled(self, values: np.ndarray, axis: int) -> Source:
         """A lazy column of a workload-length axis's values (``tile``)."""
-        p, o = self.shape[AX_P:]
-        if axis == AX_P:
-            return lambda rows, get: self.tile(values, axis) if rows is None else values[(rows % (p * o)) // o]
-        return lambda rows, get: self.tile(values, axis) if rows is None else values[rows % o]
+        return lambda rows, get: self.tile(values, axis) if rows is None else values[self.positions(rows)[axis - 4]]
 
     def tile(self, values: np.ndarray, axis: int) -> np.ndarray:
         """A workload-length axis's values (``axis`` 5: prompt, 6: output) on every row."""

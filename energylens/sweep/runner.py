@@ -404,7 +404,9 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
         pairs = np.indices(inner).reshape(2, -1)
         return [take.repeat(i) for i in outer] + [np.tile(pairs[0], take.n_outer), np.tile(pairs[1], take.n_outer)]
 
-    return SweepTable(cols, length=n), index
+    table = SweepTable(cols, length=n)
+    table.grid = (take.n_outer, len(prompt), len(out_len), len(plans))  # row order (Pareto fronts by workload)
+    return table, index
 
 
 def _axis_2d(dp_batch: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from energylens.errors import EnergyLensError, SpecError
-from energylens.pareto import pareto_mask_grouped
+from energylens.pareto import pareto_mask_grouped, pareto_mask_rows
 
 # Pareto fronts by name: (x column, y column, minimise x?, minimise y?).
 FRONTS: dict[str, tuple[str, str, bool, bool]] = {
@@ -58,12 +58,13 @@ class SweepTable:
         if self._data and not lengths:
             raise ValueError("a table of lazy columns needs its length")
         self._n = lengths.pop() if lengths else 0
+        self.grid: tuple[int, int, int, int] | None = None  # see ``pareto``
 
     def __repr__(self) -> str:
         return f"SweepTable({len(self):,} rows x {len(self._data)} columns)"
 
     def __getstate__(self) -> dict:  # pickled (a Dask worker's table): every column as an array
-        return {"_data": self.columns, "meta": self.meta, "_n": self._n}
+        return {"_data": self.columns, "meta": self.meta, "_n": self._n, "grid": self.grid}
 
     # ------------------------------------------------------------------ access
 
@@ -158,7 +159,9 @@ class SweepTable:
         if not tables:
             return SweepTable({}, meta)
         if len(tables) == 1 and order is None:  # the same columns
-            return SweepTable(tables[0]._data, meta, length=len(tables[0]))
+            out = SweepTable(tables[0]._data, meta, length=len(tables[0]))
+            out.grid = tables[0].grid
+            return out
         names = tables[0].names
         for t in tables[1:]:
             if t.names != names:
@@ -199,14 +202,21 @@ class SweepTable:
         keep = self["feasible"].copy() if (feasible_only and "feasible" in self) else np.ones(len(self), bool)
         if len(self) and (y.startswith(("decode", "energy_per_output", "serve")) or x.startswith(("tpot", "decode"))):
             keep &= self["output_len"] > 0
-        rows = np.flatnonzero(keep)  # only the columns the front needs are gathered until the end
+        sx, sy = (1.0 if minimize[0] else -1.0), (1.0 if minimize[1] else -1.0)
+        on_grid = self._grid_axes(by)
+        if on_grid is not None:  # groups of the same rows of a sweep grid: each group sorted on its own
+            rows = np.flatnonzero(self._grid_mask(on_grid, self[x] * sx, self[y] * sy, keep))
+        else:
+            rows = np.flatnonzero(keep)  # only the columns the front needs are gathered until the end
         if not len(rows):
             return rows if index else self.filter(rows)
         gid = group_ids(self, by, rows)[0] if by else np.zeros(len(rows), dtype=np.int64)
-        sx, sy = (1.0 if minimize[0] else -1.0), (1.0 if minimize[1] else -1.0)
         xv, yv = self[x][rows], self[y][rows]
         ox, oy = xv * sx, yv * sy
-        idx = np.flatnonzero(pareto_mask_grouped(gid, np.column_stack([xv, yv]), list(minimize)))
+        if on_grid is not None:
+            idx = np.arange(len(rows))
+        else:
+            idx = np.flatnonzero(pareto_mask_grouped(gid, np.column_stack([xv, yv]), list(minimize)))
         if "num_gpus" in self and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
             # (then the least overlap: a setting that changes nothing ties with sequential execution)
             ov = [self.take(c, rows[idx]) for c in ("overlap_chunks", "overlap_comm_sms") if c in self]
@@ -216,6 +226,31 @@ class SweepTable:
         else:
             idx = idx[np.lexsort((oy[idx], ox[idx], gid[idx]))]
         return rows[idx] if index else self.filter(rows[idx])
+
+    def _grid_axes(self, by) -> tuple[int, ...] | None:
+        """With ``grid`` (a sweep block's rows: (valid layout and batch combinations, prompts, outputs, overlap
+        settings), the last innermost, as ``sweep.runner`` lays them out), the grid axes that the ``by`` groups
+        follow (prompt 1, output 2), or None where they do not follow grid axes."""
+        if self.grid is None or not self._n:
+            return None
+        axes = {"prompt_len": 1, "output_len": 2}
+        if any(c not in axes and not self.single_text(c) for c in by or ()):
+            return None
+        return tuple(sorted({axes[c] for c in by or () if c in axes}))
+
+    def _grid_mask(self, group_axes: tuple[int, ...], ox: np.ndarray, oy: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """``pareto_mask_grouped`` over the rows ``keep`` holds, the groups given by grid axes: the grid's other
+        axes are each group's members (one row per group in a 2-D array, sorted row by row)."""
+        members = tuple(a for a in range(4) if a not in group_axes)
+        perm = group_axes + members
+        shape = tuple(self.grid[a] for a in perm)
+        g = int(np.prod(shape[:len(group_axes)]))
+
+        def rows_of(v):
+            return np.where(keep, v, np.inf).reshape(self.grid).transpose(perm).reshape(g, -1)
+
+        mask = pareto_mask_rows(rows_of(ox), rows_of(oy)).reshape(shape).transpose(np.argsort(perm)).reshape(-1)
+        return mask & keep
 
     def spread(self, column: str, *, by: str | Sequence[str] | None = "model", feasible_only: bool = True,
                rows: bool = True) -> dict:

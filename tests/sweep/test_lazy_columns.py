@@ -74,3 +74,28 @@ def test_lazy_table_needs_its_length_and_checks_values():
     bad = SweepTable({"a": lambda rows, get: np.array([1.0, np.nan])}, length=2)
     with pytest.raises(FloatingPointError, match="'a'"):
         bad["a"]
+
+
+@pytest.mark.parametrize("name", ["dense", "serving"])
+def test_fronts_by_workload_on_the_grid_equal_the_general_search(name):
+    """A chunk's fronts grouped by workload columns sort each workload on its own (``SweepTable.grid``); the rows
+    and their order equal the general grouped search's."""
+    from energylens.sweep.runner import evaluate_chunk, plan_chunks
+    from energylens.sweep.table import FRONTS
+
+    spec = SPECS[name]
+    t = evaluate_chunk(plan_chunks(spec)[0])
+    assert t.grid is not None
+    checked = 0
+    for front in FRONTS:
+        if front.startswith("serving") and not spec.serving:
+            continue
+        for by in (None, ("prompt_len",), ("output_len",), ("model", "prompt_len", "output_len"), ("tp",)):
+            for feasible_only in (True, False):
+                grid = t.pareto(front, by=by, index=True, feasible_only=feasible_only)
+                saved, t.grid = t.grid, None
+                general = t.pareto(front, by=by, index=True, feasible_only=feasible_only)
+                t.grid = saved
+                np.testing.assert_array_equal(grid, general)
+                checked += len(grid) > 0
+    assert checked > 20
