@@ -10,7 +10,10 @@ Workloads (Llama-3.1-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
   the median over runs of the mean time per call, wall clock and this process's CPU time
   (``*_cpu``: ``time.process_time``, less sensitive to other processes on a shared machine).
 * ``sweep_240``: the same 240 configurations as one ``run_sweep`` (each sweep figure also as ``*_cpu``, by CPU
-  time).
+  time). A sweep table's columns are computed when read: the ``sweep_*`` figures evaluate the grid and build
+  the table without reading it; ``*_front`` also take the decode-latency front of each workload (what
+  ``--pareto-only`` keeps), ``*_all_columns`` compute every column (what writing the table does, before the
+  file is written).
 * ``sweep_layout_heavy``: tp x pp x dp in {1,2,4,8}^3, batch 1..512, 16 prompts, 16 outputs (163,840).
 * ``sweep_length_heavy``: tp 1..8, batch 1..512, prompts 128..8192 step 128, outputs 64..2048 step 64
   (81,920 = 4 x 10 x 64 x 32): the workload axes dominate.
@@ -81,17 +84,29 @@ def time_calls(fn, items, repeat: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def sweep_rate(spec, repeat: int) -> tuple[float, float]:
-    """Configurations per second, median over runs: (by wall clock, by CPU time)."""
+def sweep_rate(spec, repeat: int, read=None) -> tuple[float, float]:
+    """Configurations per second, median over runs: (by wall clock, by CPU time). ``read``: what is done with
+    the table (its columns are computed when read): nothing by default."""
     from energylens.sweep import run_sweep
 
     walls, cpus = [], []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        run_sweep(spec)
+        if read is None:
+            run_sweep(spec)
+        else:
+            read(run_sweep(spec))  # (the table goes at once in both cases, as memory a later run could reuse)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return spec.size / statistics.median(walls), spec.size / statistics.median(cpus)
+
+
+def workload_front(table) -> None:  # what --pareto-only keeps: the decode-latency front of each workload
+    table.pareto("decode-latency", by=("model", "gpu", "prompt_len", "output_len"))
+
+
+def every_column(table) -> None:  # what writing the table computes: all its columns
+    table.columns  # noqa: B018
 
 
 def emit_rate(name: str, rates: tuple[float, float]) -> None:
@@ -247,10 +262,14 @@ def main() -> None:
                        prompt_len=tuple(range(256, 8193, 512)), output_len=tuple(range(64, 1025, 64)))
     sweep_rate(layout, 1)  # warm-up (plans compiled)
     emit_rate("sweep_layout_heavy", sweep_rate(layout, args.repeat))
+    emit_rate("sweep_layout_heavy_front", sweep_rate(layout, args.repeat, workload_front))
+    emit_rate("sweep_layout_heavy_all_columns", sweep_rate(layout, args.repeat, every_column))
     length = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=tuple(range(128, 8193, 128)),
                        output_len=tuple(range(64, 2049, 64)))
     sweep_rate(length, 1)
     emit_rate("sweep_length_heavy", sweep_rate(length, args.repeat))
+    emit_rate("sweep_length_heavy_front", sweep_rate(length, args.repeat, workload_front))
+    emit_rate("sweep_length_heavy_all_columns", sweep_rate(length, args.repeat, every_column))
     serving = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, batch=BATCH, prompt_len=PROMPT, output_len=OUTPUT,
                         serving=True)
     sweep_rate(serving, 1)  # warm-up (the serving coefficients and SciPy's Poisson quantile load on first use)

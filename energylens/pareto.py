@@ -134,18 +134,22 @@ def pareto_mask_grouped(groups, objectives, minimize: bool | Sequence[bool] = Tr
 
 def pareto_mask_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``pareto_mask_grouped`` of two minimised objectives where each row of the 2-D arrays ``x``, ``y`` is one
-    group (groups of equal size: a sweep chunk's workloads, each over the same layouts): each row sorted on its
-    own, no sort across groups. Values must not be NaN."""
+    group (groups of equal size: a sweep chunk's workloads, each over the same layouts): each row sorted by x on
+    its own, no sort across groups. Values must not be NaN."""
     g, m = x.shape
     if m == 0:
         return np.zeros((g, 0), dtype=bool)
-    order = np.lexsort((y, x), axis=1)  # each row by x, then y
+    order = np.argsort(x, axis=1)  # each row by x (points of equal x in any order: a run)
     xs, ys = np.take_along_axis(x, order, 1), np.take_along_axis(y, order, 1)
     new_run = np.ones((g, m), dtype=bool)
     new_run[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    flat = new_run.reshape(-1)
+    starts = np.flatnonzero(flat)
+    run_min = np.minimum.reduceat(ys.reshape(-1), starts)[np.cumsum(flat) - 1].reshape(g, m)  # best y of its run
     run_start = np.maximum.accumulate(np.where(new_run, np.arange(m), 0), axis=1)
-    before = np.take_along_axis(np.minimum.accumulate(ys, axis=1), np.maximum(run_start - 1, 0), 1)
-    dominated = ((run_start > 0) & (before <= ys)) | (np.take_along_axis(ys, run_start, 1) < ys)
+    before = np.take_along_axis(np.minimum.accumulate(ys, axis=1), np.maximum(run_start - 1, 0), 1)  # x' < x
+    # a point with smaller x and no worse y, or one with the same x and a better y
+    dominated = ((run_start > 0) & (before <= ys)) | (run_min < ys)
     mask = np.empty((g, m), dtype=bool)
     np.put_along_axis(mask, order, ~dominated, 1)
     return mask

@@ -110,11 +110,16 @@ def text_column(value: str, n: int) -> np.ndarray:
     return np.repeat(np.array([value], dtype=object), n)
 
 
-def constant(value, n: int, dtype=None) -> Source:
-    """A lazy column holding ``value`` on every row (text: one shared string)."""
-    if isinstance(value, str):
-        return lambda rows, get: text_column(value, n if rows is None else len(rows))
-    return lambda rows, get: np.full(n if rows is None else len(rows), value, dtype=dtype)
+class constant:  # noqa: N801 - a Source, used like a function
+    """A lazy column holding ``value`` on every row (text: one shared string); ``value`` tells a reader the column
+    holds one value without computing it (``SweepTable.single_text``)."""
+
+    def __init__(self, value, n: int, dtype=None) -> None:
+        self.value, self.n, self.dtype = value, n, dtype
+
+    def __call__(self, rows, get) -> np.ndarray:
+        n = self.n if rows is None else len(rows)
+        return text_column(self.value, n) if isinstance(self.value, str) else np.full(n, self.value, dtype=self.dtype)
 
 
 def expand_overlap(cols: dict[str, np.ndarray], spec: SweepSpec, plans: list, prefill: dict, decode: dict,

@@ -111,8 +111,12 @@ class SweepTable:
         """Whether column ``name`` is text with one value in every row (remembered per table)."""
         memo = self.__dict__.setdefault("_single_text", {})
         if name not in memo:
-            col = self[name]
-            memo[name] = col.dtype == object and len(col) > 0 and bool(np.all(col == col[0]))
+            v = self._data.get(name)
+            if isinstance(getattr(v, "value", None), str) and self._n:  # a lazy column of one text value
+                memo[name] = True
+            else:
+                col = self[name]
+                memo[name] = col.dtype == object and len(col) > 0 and bool(np.all(col == col[0]))
         return memo[name]
 
     def __contains__(self, name: str) -> bool:
