@@ -110,6 +110,14 @@ def pareto_mask_grouped(groups, objectives, minimize: bool | Sequence[bool] = Tr
         raise DimensionError("groups", f"array of shape {g.shape}", f"one group id per row ({n})")
     if n == 0:
         return np.zeros(0, dtype=bool)
+    padded = _padded_groups(g)
+    if padded is not None:  # groups as the rows of a 2-D array (+inf where a group has fewer points)
+        order, row, col, shape = padded
+        x, y = np.full(shape, np.inf), np.full(shape, np.inf)
+        x[row, col], y[row, col] = obj[order, 0], obj[order, 1]
+        mask = np.empty(n, dtype=bool)
+        mask[order] = pareto_mask_rows(x, y)[row, col]
+        return mask
     order = np.lexsort((obj[:, 1], obj[:, 0], g))
     gs, xs, ys = g[order], obj[order, 0], obj[order, 1]
     pos = np.arange(n)
@@ -130,6 +138,26 @@ def pareto_mask_grouped(groups, objectives, minimize: bool | Sequence[bool] = Tr
     mask = np.empty(n, dtype=bool)
     mask[order] = ~dominated
     return mask
+
+
+PAD_MAX_SHARE = 4  # groups go to 2-D rows while rows x the largest group are at most this many times the points
+
+
+def _padded_groups(g: np.ndarray) -> tuple | None:
+    """Points by group (a stable radix sort of the ids), each group one row, its points in columns: (order of the
+    points, their row and column, the array's shape), or None where the ids are not small non-negative integers
+    or the groups differ so much in size that the padded array would be large."""
+    lo, hi = int(g.min()), int(g.max())
+    if lo < 0 or hi >= 1 << 16:
+        return None
+    counts = np.bincount(g)
+    width = int(counts.max())
+    if len(counts) * width > PAD_MAX_SHARE * len(g) + 1024:
+        return None
+    order = np.argsort(g.astype(np.uint16), kind="stable")  # (a radix sort for 16-bit keys)
+    row = g[order]
+    col = np.arange(len(g)) - (np.cumsum(counts) - counts)[row]
+    return order, row, col, (len(counts), width)
 
 
 def pareto_mask_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
