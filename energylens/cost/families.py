@@ -103,11 +103,6 @@ class GemmCoeffs:
     elem_bytes: float = 2.0  # operand bytes per element (A and B)
 
 
-def gemm_variant_fitted(gpu: GPU, dtype: str) -> bool:
-    """Whether the profile has its own kernel-table fit for this GEMM dtype or kernel variant."""
-    return gpu.has(f"gemm_overhead_{dtype}") or gpu.has(f"gemm_k_half_{dtype}")
-
-
 _GEMM_COEFFS: dict[tuple, tuple[GPU, GemmCoeffs]] = {}
 
 

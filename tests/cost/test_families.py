@@ -237,6 +237,6 @@ def test_gemm_kernel_variants_and_fallback():
     assert "fp8_block kernel coefficients" in kernel_path(block, "bf16", H100)
     # a GPU without an fp8_block table takes its fp8 coefficients and says so
     fb, f8 = K.gemm_coeffs(l40s, "fp8_block"), K.gemm_coeffs(l40s, "fp8")
-    assert not K.gemm_variant_fitted(l40s, "fp8_block")
+    assert not l40s.has("gemm_overhead_fp8_block") and not l40s.has("gemm_k_half_fp8_block")
     assert replace(fb, elem_bytes=f8.elem_bytes) == f8
     assert "no fp8_block kernel table for l40s" in kernel_path(block, "bf16", l40s)
