@@ -349,7 +349,11 @@ def _inclusion(p: np.ndarray, k: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def aic_expert_loads(tokens, topk, experts, ep, distribution, exponent_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Expected tokens and hit probability of each expert on the measured shard (rows x local experts,
-    zero-padded). ``balanced``: every expert gets ``tokens*topk/experts``; ``power_law_A``: the expert of
+    zero-padded). ``balanced``: the collector deals the ``tokens*topk`` routed pairs round-robin over the
+    experts, so expert e gets ``floor(P / experts)`` pairs plus one where ``e < P mod experts`` and is hit
+    exactly when that is at least one (few tokens hit the first experts, not a random spread: on H100 bf16,
+    5120 hidden, 8192 inter, 128 experts, top-1, EP 32..128 calls at 2-8 tokens all take the ~0.13 ms of one
+    expert's weights); ``power_law_A``: the expert of
     popularity rank i (0-based) is drawn with weight (i + 1)^-(``exponent_scale`` A), each token taking ``topk``
     distinct experts, so an expert gets at most every token and the draws a hot expert cannot take go to the
     others (:func:`_inclusion`: all tokens*topk routed pairs are kept). The shard holds one expert in every
@@ -363,8 +367,12 @@ def aic_expert_loads(tokens, topk, experts, ep, distribution, exponent_scale: fl
     hit = np.zeros((len(tokens), width))
     valid = np.arange(width, dtype=float)[None, :] < local[:, None]
     bal = alpha == 0.0
-    load[bal] = np.where(valid[bal], (tokens * topk / experts)[bal][:, None], 0.0)
-    hit[bal] = np.where(valid[bal], np.minimum(1.0, load[bal]), 0.0)
+    if bal.any():
+        pairs, n = (tokens * topk)[bal][:, None], experts[bal][:, None]
+        glob = np.arange(width, dtype=float)[None, :] * ep[bal][:, None]  # global index of local expert j
+        dealt = np.floor(pairs / n) + (glob < np.mod(pairs, n))
+        load[bal] = np.where(valid[bal], dealt, 0.0)
+        hit[bal] = (load[bal] > 0).astype(float)
     pl = ~bal
     if pl.any():
         idx = np.arange(int(experts[pl].max()), dtype=float)[None, :]

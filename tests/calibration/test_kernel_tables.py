@@ -89,6 +89,19 @@ def test_expert_loads_balanced_and_power_law():
     assert flat.sum() == pytest.approx(64 * 8) and flat_hit.sum() > hit[3].sum() and flat.max() < full.max()
 
 
+def test_balanced_rows_deal_pairs_round_robin():
+    """The collector's balanced routing deals pairs over the experts in order: hand-counted shards."""
+    load, hit = CK.aic_expert_loads([4, 100, 300, 300], [1, 1, 1, 1], [128, 128, 128, 128], [32, 1, 1, 4],
+                                    ["balanced"] * 4)
+    # 4 pairs hit experts 0-3; EP 32 holds experts 0, 32, 64, 96: only expert 0 is hit, with one pair
+    assert load[0, :4].tolist() == [1.0, 0.0, 0.0, 0.0] and hit[0, :4].tolist() == [1.0, 0.0, 0.0, 0.0]
+    # 100 pairs over 128 experts: the first 100 get one each
+    assert load[1].tolist() == [1.0] * 100 + [0.0] * 28 and hit[1].sum() == 100
+    # 300 pairs: 2 each, and experts 0-43 a third; EP 4 holds 0, 4, ..., 124: 11 of them below 44
+    assert load[2, :44] == pytest.approx(3.0) and load[2, 44:] == pytest.approx(2.0) and load[2].sum() == 300
+    assert load[3, :32].sum() == pytest.approx(2 * 32 + 11) and not load[3, 32:].any()
+
+
 def test_moe_routed_passes_scale_with_routed_pairs():
     from energylens.cost import families as K
 
