@@ -80,6 +80,32 @@ class CoefficientTable:
         return {"pooled": self.pooled.to_dict(), "platforms": {k: v.to_dict() for k, v in self.platforms.items()}}
 
 
+OVERHEAD_LIMIT_S = 1.0  # a host time per iteration (or per request per iteration) of a second or more is not an engine's
+
+
+def with_overheads(coefficients: CoefficientTable | None = None, *, iteration_overhead_s: float | None = None,
+                   per_sequence_overhead_s: float | None = None) -> CoefficientTable:
+    """The shipped (or given) table with the serving overheads of every platform replaced by the user's (``None``
+    keeps the fitted value): for an engine other than the fitted one (vLLM 0.11 with async scheduling), e.g. one
+    that hides its host time behind the GPU (0 and 0 cost the kernel sum alone). The active power fraction and the
+    routing skew stay fitted. Raises ``SpecError`` naming the field for a value that is not a finite number in
+    [0, 1) s."""
+    table = coefficients or load_coefficient_table()
+    given = {n: v for n, v in (("iteration_overhead_s", iteration_overhead_s),
+                                ("per_sequence_overhead_s", per_sequence_overhead_s)) if v is not None}
+    for name, v in given.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+                or not 0.0 <= v < OVERHEAD_LIMIT_S:
+            raise SpecError(name, v, f"seconds, a finite number in [0, {OVERHEAD_LIMIT_S:g}) (default: the fitted value)")
+    if not given:
+        return table
+    note = "; overheads set by the user: " + ", ".join(f"{n} = {float(v):g} s" for n, v in given.items())
+
+    def over(c: ServingCoefficients) -> ServingCoefficients:
+        return replace(c, **{n: float(v) for n, v in given.items()}, source=c.source + note)
+    return CoefficientTable(over(table.pooled), {k: over(v) for k, v in table.platforms.items()})
+
+
 def resolve_coefficients(coefficients: ServingCoefficients | CoefficientTable | None,
                          gpu_key: str | None) -> ServingCoefficients:
     """The coefficients for one GPU: a table is resolved per platform, a single set is used as given,

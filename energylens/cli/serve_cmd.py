@@ -44,6 +44,11 @@ def serve_command(
                                      "(default: KV memory only)."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vLLM fraction of GPU "
                                                  "memory for weights, activations and KV cache."),
+    iteration_overhead_s: float = typer.Option(None, "--iteration-overhead-s", help="Host time per engine iteration "
+                                               "that the GPUs do not overlap, s (default: the value fitted for the "
+                                               "GPU on vLLM 0.11 runs; 0 for an engine that hides it)."),
+    per_sequence_overhead_s: float = typer.Option(None, "--per-sequence-overhead-s", help="Time per running "
+                                                  "request per iteration beyond the kernels, s (default: fitted)."),
     power_limit: float = typer.Option(None, "--power-limit", help="Per-GPU power limit, W (default: the profile's)."),
     sm_clock: float = typer.Option(None, "--sm-clock", help="Locked SM clock, MHz (default: free, up to the max)."),
     carbon_intensity: float = typer.Option(None, "--carbon-intensity", help="Grid carbon intensity, gCO2e/kWh."),
@@ -73,6 +78,12 @@ def serve_command(
                 raise WorkloadError("task", task, "one of " + ", ".join(sorted(table)))
             input_len = float(table[task]["input_len"])
     footprint = Footprint(carbon_intensity, pue, usd_per_gpu_hour)
+    coefficients = None
+    if iteration_overhead_s is not None or per_sequence_overhead_s is not None:
+        from energylens.serving_coefficients import with_overheads
+
+        coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,
+                                      per_sequence_overhead_s=per_sequence_overhead_s)
     if concurrency is not None or request_rate is not None:
         from energylens.serving_load import serve_load
 
@@ -81,7 +92,7 @@ def serve_command(
                          max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
                          gpu_memory_utilization=gpu_memory_utilization, staggered=staggered, interval_level=level,
                          routing=routing, power_limit_w=power_limit, sm_clock_mhz=sm_clock, footprint=footprint,
-                         kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
+                         kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype, coefficients=coefficients)
         if as_json:
             emit_json(res.to_dict())
             return
@@ -91,7 +102,7 @@ def serve_command(
                 output_len=output_len, dtype=dtype, max_batched_tokens=max_batched_tokens, interval_level=level,
                 routing=routing, gpu_memory_utilization=gpu_memory_utilization, power_limit_w=power_limit,
                 sm_clock_mhz=sm_clock, footprint=footprint, kv_cache_dtype=kv_cache_dtype,
-                activation_dtype=activation_dtype)
+                activation_dtype=activation_dtype, coefficients=coefficients)
     if as_json:
         emit_json(res.to_dict())
         return

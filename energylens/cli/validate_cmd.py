@@ -28,6 +28,11 @@ def validate_command(
     gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization", help="Silicon data: vLLM's "
                                                  "memory fraction for weights and KV cache (default vLLM's 0.9; "
                                                  "the runs do not record it: a sensitivity check)."),
+    iteration_overhead_s: float = typer.Option(None, "--iteration-overhead-s", help="Replace the fitted host time "
+                                               "per iteration of every GPU, s (a sensitivity check; 0 and "
+                                               "--per-sequence-overhead-s 0: the kernel sum alone)."),
+    per_sequence_overhead_s: float = typer.Option(None, "--per-sequence-overhead-s", help="Replace the fitted time "
+                                                  "per running request per iteration, s (a sensitivity check)."),
 ) -> None:
     """Validate serving predictions against measurements: ML.ENERGY rows (median ITL, average power, energy
     per token) or AIConfigurator silicon rows (closed-loop mean TTFT and TPOT), told apart by their columns."""
@@ -40,10 +45,17 @@ def validate_command(
     plot_path = output_path("plot", plot, PLOT_SUFFIXES, create_parent=True) if plot else None  # checked before any work
     md_path = output_path("markdown", markdown, (".md", ".markdown", ".txt")) if markdown else None
     path = data or str(shipped_dev_csv())
+    coefficients = None
+    if iteration_overhead_s is not None or per_sequence_overhead_s is not None:
+        from energylens.serving_coefficients import with_overheads
+
+        coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,
+                                      per_sequence_overhead_s=per_sequence_overhead_s)
     if is_silicon_csv(path):
         from energylens.validate_silicon import validate_silicon_csv
 
-        sv = validate_silicon_csv(path, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization)
+        sv = validate_silicon_csv(path, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization,
+                                  coefficients=coefficients)
         if md_path:
             write_text("markdown", md_path, silicon_markdown(sv))
         if as_json:
@@ -55,7 +67,7 @@ def validate_command(
         raise SpecError("gpu_memory_utilization", gpu_memory_utilization, "only with silicon (closed-loop) data: "
                         "the ML.ENERGY rows record their running batch")
     if as_json:
-        v = validate_csv(path, level=level)
+        v = validate_csv(path, level=level, coefficients=coefficients)
     else:
         from rich.progress import Progress
 
@@ -64,7 +76,7 @@ def validate_command(
         n = len(read_rows(path))
         with Progress(transient=True) as prog:
             task = prog.add_task("costing rows", total=n)
-            v = validate_csv(path, level=level, progress=lambda k: prog.advance(task, k))
+            v = validate_csv(path, level=level, coefficients=coefficients, progress=lambda k: prog.advance(task, k))
             prog.update(task, completed=n)
     if plot_path:
         write_plot(v, str(plot_path))

@@ -151,6 +151,43 @@ def test_coefficients_per_platform_with_pooled_fallback():
     assert float(a_other.decode_step_latency_s) == float(a_zero.decode_step_latency_s)
 
 
+def test_user_overheads_replace_the_fitted_ones_on_every_platform(capsys):
+    """--iteration-overhead-s / --per-sequence-overhead-s: every platform's pair replaced, the rest kept fitted;
+    0 and 0 cost the kernel sum; the CLI passes them through; bad values are named."""
+    from energylens.cli import main
+    from energylens.errors import SpecError
+    from energylens.serving_coefficients import with_overheads
+
+    table = load_coefficient_table()
+    assert with_overheads(table) is table
+    bare = with_overheads(iteration_overhead_s=0.0, per_sequence_overhead_s=0.0)
+    for key in ("h100-sxm", "b200", "a100-sxm-80gb"):
+        c, fitted = bare.for_gpu(key), table.for_gpu(key)
+        assert c.iteration_overhead_s == 0.0 == c.per_sequence_overhead_s and "set by the user" in c.source
+        assert c.active_power_fraction == fitted.active_power_fraction and c.routing_skew == fitted.routing_skew
+    half = with_overheads(iteration_overhead_s=5e-4)
+    assert half.for_gpu("b200").iteration_overhead_s == 5e-4
+    assert half.for_gpu("b200").per_sequence_overhead_s == table.for_gpu("b200").per_sequence_overhead_s
+    kernels = ServingCoefficients(active_power_fraction=table.pooled.active_power_fraction,
+                                  routing_skew=table.pooled.routing_skew)
+    a0 = serve_arrays(MODEL, H100, Layout(), 32.0, 200.0, 500.0, coefficients=bare)
+    ak = serve_arrays(MODEL, H100, Layout(), 32.0, 200.0, 500.0, coefficients=kernels)
+    assert float(a0.mean_iteration_s) == float(ak.mean_iteration_s)
+    for bad in (-1e-3, float("nan"), 2.0, True):
+        with pytest.raises(SpecError, match="iteration_overhead_s"):
+            with_overheads(iteration_overhead_s=bad)
+    rc = main(["serve", "--model", "qwen3-8b", "--batch", "32", "--input-len", "200", "--output-len", "500",
+               "--iteration-overhead-s", "0", "--per-sequence-overhead-s", "0", "--json"])
+    out = capsys.readouterr().out
+    import json
+
+    res = json.loads(out)
+    assert rc == 0 and res["coefficients"]["iteration_overhead_s"] == 0.0
+    assert res["decode_step_latency_s"] == pytest.approx(float(a0.decode_step_latency_s))
+    rc = main(["serve", "--model", "qwen3-8b", "--iteration-overhead-s", "-1"])
+    assert rc == 2 and "iteration_overhead_s" in capsys.readouterr().err
+
+
 def test_bad_platform_entry_is_a_clear_error(tmp_path, monkeypatch):
     import energylens.serving_coefficients as serving
     from energylens.errors import SpecError
