@@ -13,6 +13,7 @@ values, so the result is bit for bit that of ``fn(*args)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -24,9 +25,9 @@ def distinct_call(fn: Callable[..., np.ndarray], args: Sequence) -> np.ndarray:
     """``fn(*args)`` (element-wise over broadcasting arrays), computed per distinct combination of the leading
     arguments times per distinct combination of the trailing ones."""
     arrs = [np.asarray(a, dtype=float) for a in args]
-    shape = np.broadcast_shapes(*(a.shape for a in arrs))
+    shape = broadcast_shape(*(a.shape for a in arrs))
     nd = len(shape)
-    if nd == 0 or shape[-1] == 1 or int(np.prod(shape)) < MIN_ELEMENTS:
+    if nd == 0 or shape[-1] == 1 or math.prod(shape) < MIN_ELEMENTS:
         return fn(*arrs)
     arrs = [a.reshape((1,) * (nd - a.ndim) + a.shape) for a in arrs]
     vary = [{i for i, n in enumerate(a.shape) if n > 1} for a in arrs]
@@ -51,6 +52,22 @@ def distinct_call(fn: Callable[..., np.ndarray], args: Sequence) -> np.ndarray:
     else:
         x = r[li[:, None], ti[None, :]].reshape(ls + ts)  # leading positions, then trailing positions
     return interleave(x, ls, ts)
+
+
+def broadcast_shape(*shapes: tuple) -> tuple:
+    """``np.broadcast_shapes`` of ``shapes``, without its overhead for shapes of at most one axis (a single
+    configuration's points)."""
+    n, axis = 1, False
+    for sh in shapes:
+        if len(sh) > 1:
+            return np.broadcast_shapes(*shapes)
+        if sh:
+            axis = True
+            if sh[0] != 1:
+                if n not in (1, sh[0]):
+                    return np.broadcast_shapes(*shapes)  # raises: they do not broadcast
+                n = sh[0]
+    return (n,) if axis else ()
 
 
 def interleave(x: np.ndarray, first: tuple, second: tuple) -> np.ndarray:

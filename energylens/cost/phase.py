@@ -22,9 +22,10 @@ from functools import partial
 
 import numpy as np
 
+from energylens.cost.distinct import broadcast_shape
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, CollectiveRecord, KernelRecord
 from energylens.cost.phase_context import axis_nodes, axis_sizes, phase_context  # noqa: F401 (re-exported)
-from energylens.cost.plan_eval import broadcast_shape, key_value
+from energylens.cost.plan_eval import key_value
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.graph.model import Model, is_moe

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost import families as fam
-from energylens.cost.distinct import distinct_call
+from energylens.cost.distinct import broadcast_shape, distinct_call
 from energylens.cost.kernels import CollectiveRecord, KernelRecord, causal_fraction
 from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
 from energylens.hardware.profile import GPU
@@ -47,22 +47,6 @@ def evaluate_plan(plan, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, n
             products[sig]  # noqa: B018 - every product, for the one stacked array
         return _evaluate_flat(plan, products, shape, axis_sizes, nodes)
     return _evaluate_grouped(plan, products, axis_sizes, nodes)
-
-
-def broadcast_shape(*shapes: tuple) -> tuple:
-    """``np.broadcast_shapes`` of ``shapes``, without its overhead for shapes of at most one axis (a single
-    configuration's points)."""
-    n, axis = 1, False
-    for sh in shapes:
-        if len(sh) > 1:
-            return np.broadcast_shapes(*shapes)
-        if sh:
-            axis = True
-            if sh[0] != 1:
-                if n not in (1, sh[0]):
-                    return np.broadcast_shapes(*shapes)  # raises: they do not broadcast
-                n = sh[0]
-    return (n,) if axis else ()
 
 
 class _Products(dict):
