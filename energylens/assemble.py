@@ -70,6 +70,8 @@ def moe_report(model: Model, layout: Layout, route, pre: PhaseArrays, dec: Phase
 def _f(x) -> float:
     if isinstance(x, float):
         return x
+    if type(x) is np.ndarray and x.ndim == 0:  # a phase total of one configuration
+        return float(x)
     x = np.asarray(x)
     return float(x.flat[0]) if x.size else 0.0
 
