@@ -201,7 +201,7 @@ class CollectiveTable:
         t = np.exp(np.interp(ln, np.log(self.sizes), np.log(self.latency_s)))
         t = np.where(n <= self.sizes[0], self.latency_s[0], np.maximum(t, self.latency_s[0]))
         above = n > self.sizes[-1]
-        if np.any(above):
+        if above.any():
             bf = _bus_factor_scalar(self.kind, self.group_size)
             t = np.where(above, self.latency_s[-1] + bf * (n - self.sizes[-1]) / self.busbw_max, t)
         return t
@@ -423,7 +423,7 @@ def _traffic(kind: str, n: np.ndarray, p: int, k: int, a: CommAssumptions):
             nic = nic / 2
         nic = np.minimum(nic, sent)
     else:
-        nic = np.zeros_like(n)
+        nic = np.zeros(np.shape(n))
     return hbm, sent - nic, nic
 
 

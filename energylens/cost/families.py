@@ -295,7 +295,7 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
         lat = _decode_call_s(c, *args)
     else:
         lat = distinct_call(lambda *a: _decode_call_s(c, *a), args)
-    return lat if bool(np.all(share == 1.0)) else share * lat  # (x 1.0 changes nothing)
+    return lat if bool((share == 1.0).all()) else share * lat  # (x 1.0 changes nothing)
 
 
 def _decode_call_s(c: AttentionCoeffs, bg: ArrayLike, hg: ArrayLike, s: ArrayLike, d: ArrayLike,
