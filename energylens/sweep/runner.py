@@ -27,7 +27,10 @@ communication, idle_wait) exactly as ``predict`` reports them for a static batch
 memory (``weights_bytes``, ``kv_cache_bytes``, ``workspace_bytes``, ``required_bytes``) and the
 constraint flags ``fits``, ``meets_slo``, ``within_budget``, ``feasible``. With ``serving=True``
 also ``serve_*`` columns: the continuous-batching steady state of ``energylens.serving`` at a
-concurrency of ``batch`` running requests.
+concurrency of ``batch`` running requests. The evaluation (phases, memory, serving state) runs here; the
+columns are lazy (``SweepTable`` sources): a column is gathered from the evaluation arrays, derived or scaled
+when it is first read, or only at the rows a filter keeps (a Pareto front reads a handful of columns, a
+written table all of them).
 
 Overlap settings (``spec.overlap_settings()``: ``overlap_comm_sms`` x ``overlap_chunks``) are the
 innermost row axis, columns ``overlap_comm_sms`` and ``overlap_chunks`` (``0, 1`` = sequential, the

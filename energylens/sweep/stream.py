@@ -51,7 +51,8 @@ class _CsvSink:
         if self.names is None:
             self.names = t.names
             self.writer.writerow(self.names)
-        self.writer.writerows(zip(*(t.columns[k].tolist() for k in self.names), strict=True))
+        cols = t.columns
+        self.writer.writerows(zip(*(cols[k].tolist() for k in self.names), strict=True))
 
     def close(self) -> None:
         self.fh.close()
@@ -200,7 +201,7 @@ class _Spread:
     def of(cls, t: SweepTable, column: str, by) -> _Spread:
         cols = (by,) if isinstance(by, str) else (tuple(by) if by else None)
         keep = t[column] > 0
-        if "feasible" in t.columns:
+        if "feasible" in t:
             keep &= t["feasible"]
         sel = np.flatnonzero(keep)
         v = t[column][sel]
@@ -254,18 +255,18 @@ def _merged_front(tables: list[SweepTable], name: str, by) -> SweepTable:
     if len(tables) == 1:
         return tables[0].pareto(name, by=by, feasible_only=False)
     x, y, _ = front_columns(name, None, None, None)
-    first = tables[0].columns
-    need = [c for c in dict.fromkeys([x, y, *(by or ()), *FRONT_KEY_COLUMNS]) if c in first]
-    keys = SweepTable({c: np.concatenate([t.columns[c] for t in tables]) for c in need})
+    first = tables[0].names
+    need = [c for c in dict.fromkeys([x, y, *(by or ()), *FRONT_KEY_COLUMNS]) if c in tables[0]]
+    keys = SweepTable({c: np.concatenate([t[c] for t in tables]) for c in need})
     idx = keys.pareto(name, by=by, feasible_only=False, index=True)
     starts = np.cumsum([0] + [len(t) for t in tables])
     src = np.searchsorted(starts, idx, side="right") - 1  # the table each surviving row comes from
     parts = [(pos, idx[pos] - starts[j]) for j in range(len(tables)) for pos in [np.flatnonzero(src == j)]]
     cols = {}
     for c in first:
-        out = np.empty(len(idx), dtype=np.result_type(*(t.columns[c] for t in tables)))
+        out = np.empty(len(idx), dtype=np.result_type(*(t[c] for t in tables)))
         for (pos, rows), t in zip(parts, tables, strict=True):
-            out[pos] = t.columns[c][rows]
+            out[pos] = t[c][rows]
         cols[c] = out
     return SweepTable(cols, dict(tables[0].meta))
 

@@ -224,7 +224,7 @@ class SweepTable:
         if "num_gpus" in self and len(idx) > 1:  # ties (same x and y): keep the fewest GPUs
             # (then the least overlap: a setting that changes nothing ties with sequential execution)
             ov = [self.take(c, rows[idx]) for c in ("overlap_chunks", "overlap_comm_sms") if c in self]
-            idx = idx[np.lexsort((*ov, self.take("num_gpus", rows[idx]), oy[idx], ox[idx], gid[idx]))]
+            idx = idx[np.lexsort((*_one_key([*ov, self.take("num_gpus", rows[idx])]), oy[idx], ox[idx], gid[idx]))]
             same = (gid[idx][1:] == gid[idx][:-1]) & (ox[idx][1:] == ox[idx][:-1]) & (oy[idx][1:] == oy[idx][:-1])
             idx = idx[np.concatenate([[True], ~same])]
         else:
@@ -345,6 +345,22 @@ class SweepTable:
         if suffix in (".parquet", ".pq"):
             return self.to_parquet(path)
         raise SpecError("out", str(path), "a path ending in .csv or .parquet")
+
+
+def _one_key(keys: list[np.ndarray]) -> list[np.ndarray]:
+    """``np.lexsort`` keys (the last the primary) as one integer key where they are small non-negative integers
+    (the same order, one pass of the sort instead of several), else as they are."""
+    if not all(k.dtype.kind in "iub" and (not len(k) or int(k.min()) >= 0) for k in keys):
+        return keys
+    code = np.zeros(len(keys[0]), dtype=np.int64)
+    span = 1
+    for k in reversed(keys):  # primary first
+        width = int(k.max(initial=0)) + 1
+        span *= width
+        if span >= 1 << 62:
+            return keys
+        code = code * width + k.astype(np.int64)
+    return [code]
 
 
 def _checked(name: str, v: np.ndarray) -> np.ndarray:
