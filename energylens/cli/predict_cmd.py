@@ -33,7 +33,9 @@ def predict_command(
                               help="Weights of attention, MLP and experts: bf16, fp16, fp8, int8, int4 (w4a16), nvfp4, "
                                    "mxfp4 (default: the checkpoint's own formats)."),
     kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="KV cache: auto, bf16, fp16 or fp8 "
-                                                                       "(default auto: the activation dtype)."),
+                                                                       "(default auto: the checkpoint's, as vLLM: fp8 "
+                                                                       "where its ModelOpt config quantises the cache, "
+                                                                       "else the activation dtype)."),
     activation_dtype: str = typer.Option(None, "--activation-dtype",
                                          help="GEMM activations: bf16/fp16 (weight-only GEMMs), fp8 or fp4 "
                                               "(default: as the checkpoint quantises them)."),

@@ -27,7 +27,8 @@ def serve_command(
     dtype: str = typer.Option(None, "--dtype", "--weight-dtype",
                               help="Weights of attention, MLP and experts: bf16, fp16, fp8, int8, int4 (w4a16), nvfp4, "
                                    "mxfp4 (default: the checkpoint's own formats)."),
-    kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="KV cache: auto, bf16, fp16 or fp8."),
+    kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="KV cache: auto (the checkpoint's, as vLLM: fp8 where its "
+                                  "ModelOpt config quantises the cache, else the activation dtype), bf16, fp16 or fp8."),
     activation_dtype: str = typer.Option(None, "--activation-dtype",
                                          help="GEMM activations: bf16/fp16 (weight-only GEMMs), fp8 or fp4."),
     max_batched_tokens: int = typer.Option(VLLM.max_batched_tokens, "--max-batched-tokens", help="vLLM chunked-prefill token budget."),

@@ -261,8 +261,10 @@ class Precision:
                 weights = {n: (replace(f, activation=a) if f.quantised else f) for n, f in weights.items()}
             notes.append(f"GEMM activations set by --activation-dtype {a}")
         kv = self.kv_cache
+        if kv_cache is not None and kv_cache.strip().lower() == "auto":
+            kv_cache = None  # vLLM's default: the checkpoint's own (fp8 where its ModelOpt config quantises the cache)
         if kv_cache is not None:
-            kv = {"auto": act, "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}.get(kv_cache.strip().lower(), kv_cache.strip().lower())
+            kv = {"fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}.get(kv_cache.strip().lower(), kv_cache.strip().lower())
             if kv not in KV_CACHE_DTYPES:
                 raise SpecError("kv cache dtype", kv_cache, "one of auto, " + ", ".join(KV_CACHE_DTYPES))
         elif weight is not None and not format_named(weight).quantised:

@@ -178,3 +178,8 @@ def test_modelopt_fp8_kv_cache_is_the_default_and_can_be_overridden():
     assert kimi.kv_dtype == "fp8"
     back = energylens.predict("nvidia/MiniMax-M2.5-NVFP4", "b200", kv_cache_dtype="bf16", **kw)
     assert back.memory.kv_cache_bytes == pytest.approx(pub.memory.kv_cache_bytes)
+    # --kv-cache-dtype auto is vLLM's auto: the checkpoint's own cache (fp8 here), not the activation dtype
+    auto = energylens.predict("nvidia/MiniMax-M2.5-NVFP4", "b200", kv_cache_dtype="auto", **kw)
+    assert auto.memory.kv_cache_bytes == nv.memory.kv_cache_bytes
+    assert energylens.predict("llama3.1-8b", "h100-sxm", kv_cache_dtype="auto", **kw).extra["precision"]["classes"][
+        "kv_cache"]["format"] == "bf16"
