@@ -277,11 +277,12 @@ def main() -> None:
     served = SweepSpec(models=(MODEL,), gpus=(GPU,), tp=TP, pp=TP, dp=TP, batch=BATCH,
                        prompt_len=tuple(range(256, 7169, 448)), output_len=tuple(range(64, 1025, 64)), serving=True)
     sweep_rate(served, 1)  # warm-up
-    with_serving = sweep_rate(served, args.repeat)[0]
-    static_only = sweep_rate(replace(served, serving=False), args.repeat)[0]
-    emit("sweep_serving_layout_heavy", with_serving, "configs/s", ".4g")
-    emit("sweep_serving_columns_layout_heavy", served.size / max(served.size / with_serving - served.size / static_only,
-                                                                 1e-9), "configs/s", ".4g")
+    with_serving = sweep_rate(served, args.repeat)
+    static_only = sweep_rate(replace(served, serving=False), args.repeat)
+    for i, suffix in enumerate(("", "_cpu")):
+        emit(f"sweep_serving_layout_heavy{suffix}", with_serving[i], "configs/s", ".4g")
+        emit(f"sweep_serving_columns_layout_heavy{suffix}", served.size / max(
+            served.size / with_serving[i] - served.size / static_only[i], 1e-9), "configs/s", ".4g")
     cli_s, numpy_s, own_s = cold_cli(args.repeat)
     emit("cold_cli_predict_json", cli_s, "s", ".3f")
     emit("python_import_numpy", numpy_s, "s", ".3f")
