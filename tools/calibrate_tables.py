@@ -8,7 +8,8 @@ shipped NVIDIA AIConfigurator kernel tables and print the held-out error tables 
     python tools/calibrate_tables.py --structural --gaps generation_attention --no-moe-ratio   # a variant
 
 Data: energylens/data/calibration/aiconfigurator/ (see its SOURCE.md). Formulas: energylens/cost/families.py
-(latency) and energylens/cost/roofline.py + cost/power.py (energy: idle + busy power, J/FLOP, J/B, power cap);
+(latency) and energylens/cost/roofline.py + cost/power.py (energy: idle + busy power, J/FLOP, J/B, the fused-MoE J/B
+ratio, power cap; decode-attention readings of runs under 1 s read through the collector's idle gap, calibration/power.py);
 fitting: energylens/calibration/{kernels,power,report}.py. H100 SXM has no power table: it takes the H200 power fit.
 The other built-in GPUs (A100, H100 PCIe, L40S) get busy power and J/FLOP by the rule in
 energylens/calibration/derived_power.py (written after the fitted profiles).

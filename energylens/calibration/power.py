@@ -30,14 +30,28 @@ FLOPs and bytes per row are the physical counts of each family (GEMM ``2MNK`` an
 weights). Whole shapes are held out (``HOLDOUT``; GEMM N or K = 7168) and the held-out error is the APE of
 energy per call at the measured latency (= power APE).
 
+Two more terms, both in the shipped fit (:func:`fit_power`):
+
+* **The collector's capped runs** (a measurement model, never charged to a kernel): the collector replays a
+  kernel until 1 s has passed but at most 3000 times, so kernels under ``RUN_CAP_LATENCY_S`` = 1/3000 s
+  run for less than a second. Decode-attention readings step there: on H200 the reading above idle is 0.81
+  of the model's at 0.31-0.33 ms and 1.03 at 0.33-0.36 ms (0.58 at 0.06-0.1 ms, 0.66 at 0.1-0.15 ms), while
+  prefill attention (0.91 -> 0.90) and fused MoE (1.24 -> 1.24) read the same on both sides
+  (:func:`run_cap_step`, printed by ``tools/calibrate_tables.py``). Below the cap a decode row reads as if each
+  call were followed by ``replay_gap_s`` of idle GPU (``cost/power.py:replay_reading_w``; H200 about 60 us,
+  B200 about 13 us); from the cap on it reads the kernel's own power. The other families get no gap.
+* **A fused-MoE kernel's J per HBM byte** over the dense one (``moe_byte_energy_ratio``, a profile field the
+  cost engine applies to fused-MoE bytes): few tokens per expert are padded to whole tensor-core tiles
+  (``moe_tile_m`` 64-128 rows), whose MMA work is proportional to the expert weights streamed, and token
+  rows are gathered and scattered; bounded so a MoE stream at the fastest fitted MoE bandwidth stays under
+  the limit.
+
 The structural fit (``fit_power(structural=True)``; reported by ``tools/calibrate_tables.py``, written into
-the profiles only with ``--structural``, an experiment) adds two terms the residuals show: each family's
-replay gap, host time per replayed call with the GPU idle that the NVML mean averages in (decode attention
-reads 0.5 of the model's power above idle at 20-40 us, 0.65-0.8 at 0.1-0.2 ms and 1.0 from 0.33 ms on H200;
-GEMMs replay back to back), and the fused-MoE J per HBM byte over the dense one (``moe_byte_energy_ratio``).
-It is not shipped: removing the gap raises busy power (H200 188 -> 293 W) and the serving leave-one-model-out
-energy error (12.7 -> 13.7 %, while ITL 15.2 -> 15.0 % and power 17.7 -> 16.5 %; README Accuracy). The tables' own noise (``tools/power_table_noise.py``: the
-same kernel collected twice) is ~10 % median APE for H200 decode attention at 0.1-0.33 ms.
+the profiles only with ``--structural``, an experiment) takes a replay gap for every family at every
+latency instead: it raises busy power (H200 293 W) and the serving leave-one-model-out energy error.
+The fit before these two terms (no gap, no MoE ratio) is reported as :data:`PLAIN`. The tables' own noise
+(``tools/power_table_noise.py``: the same kernel collected twice) is ~10 % median APE for H200 decode
+attention at 0.1-0.33 ms.
 """
 
 from __future__ import annotations
@@ -65,6 +79,12 @@ CLASSES = ("bf16", "fp8", "fp4")
 CORNER_W = 10.0  # rounded cap corner while fitting (W)
 REPLAY_GAP_MAX_S = 2e-3  # upper bound of a family's fitted host gap per replayed call (s)
 STRUCTURAL = "structural fit (reported, not in the profiles)"  # PowerFit.derived_from of fit_power(structural=True)
+PLAIN = "plain fit: no replay gap, no MoE J/B ratio (reported, not in the profiles)"  # the fit shipped before
+REPORTED = (STRUCTURAL, PLAIN)  # PowerFit.derived_from of the reported variants
+# the collector replays a kernel until 1 s has passed, at most 3000 times (kernels-power SOURCE_extraction.md,
+# collector/helper.py): a kernel shorter than this runs for less than a second
+RUN_CAP_LATENCY_S = 1.0 / 3000.0
+CAPPED_GAP_FAMILIES = ("generation_attention",)  # families whose readings step at the run cap (run_cap_step)
 # (GPU, table, dtype) rows scored but never fitted, and why
 NOT_FITTED = {("b200", "gemm", "fp8_block"): "host-bound: about 0.16 ms per call whatever the shape (bf16 does the "
               "same GEMMs in 0.02 ms) at near-idle power, so the kernel time is mostly an idle GPU"}
@@ -84,6 +104,7 @@ class PowerFit:
     derived_from: str = ""
     moe_byte_energy_ratio: float = 1.0  # a fused-MoE kernel's J per HBM byte over energy_per_byte_j
     replay_gap_s: dict[str, float] = field(default_factory=dict)  # collector host time per call, per family (s)
+    gap_below_s: float = np.inf  # the replay gap dilutes only rows shorter than this (s; RUN_CAP_LATENCY_S)
 
     @property
     def static_power_w(self) -> float:
@@ -192,7 +213,7 @@ def predicted_power_w(fit: PowerFit, part: _Part, *, kernel_only: bool = False) 
     kernel's power diluted by the collector's host gap per call of the family (``kernel_only``: the
     kernel's own power, what the cost engine charges)."""
     p = kernel_power_w(fit.idle_power_w, fit.busy_power_w, _dynamic_w(fit, part), fit.power_limit_w)
-    gap = 0.0 if kernel_only else fit.replay_gap_s.get(part.family, 0.0)
+    gap = 0.0 if kernel_only else fit.replay_gap_s.get(part.family, 0.0) * (part.latency_s < fit.gap_below_s)
     return replay_reading_w(fit.idle_power_w, p, part.latency_s, gap)
 
 
@@ -211,19 +232,25 @@ def _moe_stream_bw(gpu: GPU) -> float:
     return gpu.hbm_bandwidth_bytes_per_s * max(effs or [gpu.max_memory_efficiency])
 
 
-def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_families: tuple[str, ...] = FAMILIES,
-              moe_ratio: bool = True) -> PowerFit:
+def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_families: tuple[str, ...] | None = None,
+              moe_ratio: bool = True, gap_below_s: float | None = None) -> PowerFit:
     """Fit busy power, J/FLOP per dtype class and J/byte on every power table of ``gpu`` (its idle power
     is the profile's). J/byte is fitted as a share ``u`` (0..STREAM_SHARE_MAX) of the headroom a weight
     stream at the profile's achieved bandwidth may use (``e_byte = u (limit - idle - busy) / (bw x
     max_memory_efficiency)``): the latency tables reach that bandwidth, so a stream must not throttle.
 
-    ``structural`` (reported, not shipped: :data:`STRUCTURAL`) also fits the fused-MoE J/byte ratio, as a
-    share of the headroom at the fastest fitted MoE weight stream (:func:`_moe_stream_bw`, so a MoE stream
-    does not throttle either), and each family's replay gap: host time per replayed call at idle power
-    (:func:`energylens.cost.power.replay_reading_w`), a property of the collector that dilutes what the
-    table reads and is not a cost of the kernel. ``gap_families`` and ``moe_ratio`` select those terms
-    (variants of the structural fit, ``tools/calibrate_tables.py --gaps/--no-moe-ratio``)."""
+    ``moe_ratio``: also fit the fused-MoE J/byte ratio, as a share of the headroom at the fastest fitted MoE
+    weight stream (:func:`_moe_stream_bw`, so a MoE stream does not throttle either). ``gap_families``: the
+    families with a replay gap, idle time per replayed call that dilutes what the table reads on rows
+    shorter than ``gap_below_s`` (:func:`energylens.cost.power.replay_reading_w`; a property of the
+    collector, not a cost of the kernel). Shipped: the decode-attention gap on the collector's capped runs
+    (``CAPPED_GAP_FAMILIES``, ``RUN_CAP_LATENCY_S``). ``structural`` (reported, not shipped:
+    :data:`STRUCTURAL`): a gap for every family at every latency (``tools/calibrate_tables.py
+    --gaps/--no-moe-ratio`` select its terms)."""
+    if gap_families is None:
+        gap_families = FAMILIES if structural else CAPPED_GAP_FAMILIES
+    if gap_below_s is None:
+        gap_below_s = np.inf if structural else RUN_CAP_LATENCY_S
     parts = _parts(gpu, every)
     limit = float(np.median(np.concatenate([p.table["power_limit_w"] for p in parts])))
     idle = gpu.idle_power_w
@@ -245,8 +272,9 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_familie
     moe_rows = np.isin(fam_ix, [i for i, p in enumerate(parts) if p.family == "moe"])
     headroom = limit - idle
     nc = len(classes)
-    with_moe = structural and moe_ratio
-    gapped = [i for i, p in enumerate(parts) if structural and p.family in gap_families]
+    with_moe = moe_ratio
+    gapped = [i for i, p in enumerate(parts) if p.family in gap_families]
+    below = latency < gap_below_s
 
     def unpack(x):
         busy = x[0] * headroom
@@ -263,7 +291,7 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_familie
         busy, e_flop, e_byte, e_moe, gaps = unpack(x)
         dyn = flop_rate @ e_flop + rate[:, -1] * np.where(moe_rows, e_moe, e_byte)
         p = kernel_power_w(idle, busy, dyn, limit, corner_w=CORNER_W)
-        return sqrt_w * np.log(replay_reading_w(idle, p, latency, gaps[fam_ix]) / measured)
+        return sqrt_w * np.log(replay_reading_w(idle, p, latency, gaps[fam_ix] * below) / measured)
 
     x0 = [0.3, 5.0] + [0.5] * (nc - 1) + [0.5]
     hi = [0.95, np.inf] + [1.0] * (nc - 1) + [STREAM_SHARE_MAX]
@@ -275,9 +303,28 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_familie
                    float(e_byte), limit, len(measured), [p.table.path for p in parts],
                    derived_from=STRUCTURAL if structural else "",
                    moe_byte_energy_ratio=float(e_moe / e_byte) if e_byte > 0 else 1.0,
-                   replay_gap_s={parts[i].family: float(gaps[i]) for i in gapped})
+                   replay_gap_s={parts[i].family: float(gaps[i]) for i in gapped}, gap_below_s=gap_below_s)
     _score(fit, parts)
     return fit
+
+
+def run_cap_step(fit: PowerFit, gpu: GPU, every: int = 1, band: float = 0.25) -> dict[str, tuple[float, float, int, int]]:
+    """Per family of ``gpu``'s power tables: the median reading above idle over the kernel's own modelled power
+    above idle (``fit``'s, no gap) on rows just under the collector's run cap (``RUN_CAP_LATENCY_S`` x
+    (1 - ``band``) .. the cap) and just over it (the cap .. x (1 + 2 ``band``)), and the row counts. A
+    ratio that jumps at the cap marks a family whose capped runs read diluted (``CAPPED_GAP_FAMILIES``).
+    Rows modelled at the limit are left out (their ratio says nothing about dilution)."""
+    out = {}
+    for p in _parts(gpu, every):
+        own = predicted_power_w(fit, p, kernel_only=True)
+        ok = (own < 0.97 * fit.power_limit_w) & (own > fit.idle_power_w + 1.0)
+        ratio = (p.table["avg_power_w"] - fit.idle_power_w) / np.where(ok, own - fit.idle_power_w, 1.0)
+        lat = p.latency_s
+        under = ok & (lat >= RUN_CAP_LATENCY_S * (1.0 - band)) & (lat < RUN_CAP_LATENCY_S)
+        over = ok & (lat >= RUN_CAP_LATENCY_S) & (lat < RUN_CAP_LATENCY_S * (1.0 + 2.0 * band))
+        med = [float(np.median(ratio[m])) if m.any() else float("nan") for m in (under, over)]
+        out[p.family] = (med[0], med[1], int(under.sum()), int(over.sum()))
+    return out
 
 
 # GPUs whose idle power is the floor of their own power tables (the profile's source is weaker), and why
@@ -325,4 +372,6 @@ def scaled_fit(fit: PowerFit, gpu: GPU) -> PowerFit:
                     moe_byte_energy_ratio=fit.moe_byte_energy_ratio)
 
 
-__all__ = ["IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "STRUCTURAL", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "scaled_fit", "table_floor_power_w"]
+__all__ = ["CAPPED_GAP_FAMILIES", "IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "PLAIN", "REPORTED", "RUN_CAP_LATENCY_S",
+           "STRUCTURAL", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "run_cap_step", "scaled_fit",
+           "table_floor_power_w"]

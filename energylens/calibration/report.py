@@ -12,11 +12,15 @@ from energylens.calibration.power import (
     FAMILY_NAMES,
     IDLE_FROM_TABLES,
     NOT_FITTED,
+    PLAIN,
+    REPORTED,
+    RUN_CAP_LATENCY_S,
     STRUCTURAL,
     PowerFit,
     _join_sources,
     fit_power,
     profile_power,
+    run_cap_step,
     scaled_fit,
     table_floor_power_w,
 )
@@ -37,7 +41,8 @@ def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None,
     """Latency fits for every GPU in ``gpus``; where a power table exists, the power fit and the check of
     the profile's own power coefficients (after the fit is written) on the same held-out rows; a GPU in
     ``POWER_DONOR`` gets its donor's fit (:func:`energylens.calibration.power.scaled_fit`); every GPU with
-    a power table also gets the structural fit (reported, not written: ``fit_power(structural=True)``).
+    a power table also gets the structural fit and the plain one (reported, not written:
+    ``fit_power(structural=True)``; no gap and no MoE J/B ratio, :data:`PLAIN`).
     ``base`` maps a GPU key to the profile fitted from (default: the built-in spec-sheet profile);
     ``structural``: keyword arguments of the structural fit (``gap_families``, ``moe_ratio``)."""
     fits: list[FamilyFit] = []
@@ -60,6 +65,9 @@ def calibrate(gpus: Sequence[str] = tuple(GPU_TAGS), every: int = 1, base=None,
             shipped = gpu.with_quantities(profile_updates(fams[key], key, donors[key]))
             powers.append(profile_power(shipped, every))
             powers.append(fit_power(fitted[key], every, structural=True, **(structural or {})))
+            plain = fit_power(fitted[key], every, gap_families=(), moe_ratio=False)
+            plain.derived_from = PLAIN
+            powers.append(plain)
     return fits, powers
 
 
@@ -107,17 +115,18 @@ def power_for(powers: Sequence[PowerFit], gpu_key: str, *, structural: bool = Fa
         donor = next((p for p in powers if p.gpu == POWER_DONOR.get(gpu_key) and p.derived_from == STRUCTURAL), None)
         return own or (scaled_fit(donor, load_gpu(gpu_key)) if donor else None)
     return next((p for p in powers if p.gpu == gpu_key and not p.derived_from.startswith("profile")
-                 and p.derived_from != STRUCTURAL), None)
+                 and p.derived_from not in REPORTED), None)
 
 
 def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
     """The power fit as profile quantities (kind ``fitted``; ``derived`` for a GPU that takes a donor's fit)."""
-    kind = "derived" if p.derived_from and p.derived_from != STRUCTURAL else "fitted"
+    kind = "derived" if p.derived_from and p.derived_from not in REPORTED else "fitted"
     held = "; ".join(f"{name} {100 * np.median(a):.1f} %" for name, a in p.held_energy_ape.items() if a.size)
     where = (f"taken from the {p.derived_from} (same GH100 die and clocks; {gpu.key} has no power table): "
-             if p.derived_from else f"fitted with busy power, J/FLOP and J/B on {p.rows_fit} kernels of >= 0.1 ms; "
-             f"held-out energy per call, median APE: {held}. ")
-    model = "P = idle_power + busy_power + (FLOPs x J/FLOP + bytes x J/B) / latency, capped at power_limit. "
+             if p.derived_from else f"fitted with busy power, J/FLOP and J/B{_extra_terms(p)} on {p.rows_fit} kernels "
+             f"of >= 0.1 ms; held-out energy per call, median APE: {held}. ")
+    model = ("P = idle_power + busy_power + (FLOPs x J/FLOP + bytes x J/B x [fused MoE] moe_byte_energy_ratio) / "
+             "latency, capped at power_limit. ")
     out = {"busy_power": Quantity(p.busy_power_w, "W", kind, p.source, model + where +
                                   "Power above idle while a kernel runs at the maximum clock before any counted work "
                                   "(clocks, schedulers, L2 and crossbar awake)")}
@@ -139,6 +148,19 @@ def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
     return out
 
 
+def _extra_terms(p: PowerFit) -> str:
+    """The fit's terms beyond busy power, J/FLOP and J/B, for a profile note."""
+    out = ""
+    if p.moe_byte_energy_ratio != 1.0:
+        out += " and the fused-MoE J/B ratio"
+    for fam, gap in p.replay_gap_s.items():
+        below = ("" if not np.isfinite(p.gap_below_s) else
+                 f" on runs the collector caps at 3000 calls (kernels under {1e6 * p.gap_below_s:.0f} us)")
+        out += (f", with the {FAMILY_NAMES[fam]} rows read through the collector's idle gap of {1e6 * gap:.0f} us "
+                f"per call{below} (a measurement model, not charged)")
+    return out
+
+
 def markdown_table(fits: Sequence[FamilyFit], powers: Sequence[PowerFit]) -> str:
     """Held-out kernel errors per GPU and family: latency, then energy per call (power tables)."""
     rows = ["| GPU | kernel family | fitted rows | held-out rows | held-out median APE | held-out mean APE |",
@@ -157,34 +179,58 @@ def markdown_table(fits: Sequence[FamilyFit], powers: Sequence[PowerFit]) -> str
                 rows.append(f"| {p.gpu} | {fam}{why} | {ape.size} | {100 * np.median(ape):.1f} % | "
                             f"{100 * np.mean(ape):.1f} % |")
     rows += ["", "| GPU | busy power (W above idle) | idle (W, profile) | J/FLOP bf16 | J/FLOP fp8 | J/FLOP fp4 | J/B | "
-             "limit (W) | from |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "MoE J/B ratio | decode replay gap, runs < 1 s (us) | limit (W) | from |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for p in powers:
-        if p.derived_from.startswith("profile") or p.derived_from == STRUCTURAL:
+        if p.derived_from.startswith("profile") or p.derived_from in REPORTED:
             continue
         e = p.energy_per_flop_j
         fp4 = f"{e['fp4'] * 1e12:.3f} pJ" if "fp4" in e else "-"
+        gap = p.replay_gap_s.get("generation_attention")
         rows.append(f"| {p.gpu} | {p.busy_power_w:.0f} | {p.idle_power_w:.1f} | {e['bf16'] * 1e12:.3f} pJ | "
-                    f"{e['fp8'] * 1e12:.3f} pJ | {fp4} | {p.energy_per_byte_j * 1e12:.1f} pJ | {p.power_limit_w:.0f} | "
-                    f"{p.derived_from or f'{p.rows_fit} kernels'} |")
-    return "\n".join(rows + structural_table(powers))
+                    f"{e['fp8'] * 1e12:.3f} pJ | {fp4} | {p.energy_per_byte_j * 1e12:.1f} pJ | "
+                    f"{p.moe_byte_energy_ratio:.2f} | {'-' if gap is None else f'{1e6 * gap:.0f}'} | "
+                    f"{p.power_limit_w:.0f} | {p.derived_from or f'{p.rows_fit} kernels'} |")
+    return "\n".join(rows + structural_table(powers) + step_table(powers))
+
+
+def step_table(powers: Sequence[PowerFit]) -> list[str]:
+    """Why only decode attention has a gap: per family, the reading above idle over the shipped fit's own
+    kernel power just under and just over the collector's run cap (:func:`run_cap_step`)."""
+    shipped = [p for p in powers if not p.derived_from and has_table(p.gpu, "gemm", power=True)]
+    if not shipped:
+        return []
+    lo, hi = 0.75 * RUN_CAP_LATENCY_S * 1e6, 1.5 * RUN_CAP_LATENCY_S * 1e6
+    rows = ["", f"Reading above idle / modelled kernel power above idle, median (rows), just under the collector's run "
+            f"cap ({lo:.0f}-{1e6 * RUN_CAP_LATENCY_S:.0f} us: fewer than 3000 calls fill 1 s) and just over it "
+            f"({1e6 * RUN_CAP_LATENCY_S:.0f}-{hi:.0f} us); a jump marks diluted capped runs", "",
+            "| GPU | " + " | ".join(FAMILY_NAMES.values()) + " |", "|---|" + "---|" * len(FAMILY_NAMES)]
+    for p in shipped:
+        step = run_cap_step(p, load_gpu(p.gpu))
+        cells = [f"{u:.2f} ({nu}) -> {o:.2f} ({no})" if fam in step else "-"
+                 for fam in FAMILY_NAMES for (u, o, nu, no) in [step.get(fam, (0, 0, 0, 0))]]
+        rows.append(f"| {p.gpu} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def structural_table(powers: Sequence[PowerFit]) -> list[str]:
-    """The structural power fits (reported, not in the profiles): held-out energy per call of what the table
-    reads (kernel power diluted by the collector's replay gap) and their coefficients."""
-    fits = [p for p in powers if p.derived_from == STRUCTURAL]
+    """The reported power fits (not in the profiles): the structural one (a replay gap for every family at
+    every latency) and the plain one (no gap, no MoE J/B ratio: the fit shipped before): held-out energy
+    per call of what the table reads and their coefficients."""
+    fits = [p for p in powers if p.derived_from in REPORTED]
     if not fits:
         return []
     names = list(dict.fromkeys(n for p in fits for n in p.held_energy_ape))
-    rows = ["", f"{STRUCTURAL}: held-out energy per call, median APE (busy power, J/FLOP and J/B refitted with "
+    rows = ["", "Reported fits: held-out energy per call, median APE (busy power, J/FLOP and J/B refitted with "
             "the fused-MoE J/B ratio, 1 where not fitted, and the families' replay gaps listed)", "",
-            "| GPU | " + " | ".join(names) + " | busy (W) | J/FLOP bf16 | J/B | MoE J/B ratio | replay gap "
-            "(us) |", "|---|" + "---:|" * (len(names) + 4) + "---|"]
+            "| GPU | fit | " + " | ".join(names) + " | busy (W) | J/FLOP bf16 | J/B | MoE J/B ratio | replay gap "
+            "(us) |", "|---|---|" + "---:|" * (len(names) + 4) + "---|"]
     for p in fits:
         ape = [f"{100 * np.median(p.held_energy_ape[n]):.1f} %" if p.held_energy_ape.get(n, np.empty(0)).size
                else "-" for n in names]
         gaps = ", ".join(f"{FAMILY_NAMES[f]} {1e6 * g:.0f}" for f, g in p.replay_gap_s.items()) or "none"
-        rows.append(f"| {p.gpu} | " + " | ".join(ape) + f" | {p.busy_power_w:.0f} | "
+        label = "structural" if p.derived_from == STRUCTURAL else "plain"
+        rows.append(f"| {p.gpu} | {label} | " + " | ".join(ape) + f" | {p.busy_power_w:.0f} | "
                     f"{p.energy_per_flop_j['bf16'] * 1e12:.3f} pJ | {p.energy_per_byte_j * 1e12:.1f} pJ | "
                     f"{p.moe_byte_energy_ratio:.2f} | {gaps} |")
     return rows
