@@ -2,8 +2,11 @@
 
 Rule (chosen before comparing against any benchmark, written into each profile as kind ``derived``):
 
-* ``busy_power = f x (power_limit - idle_power)`` with ``f`` the fitted share of the headroom of the donor
-  architecture (``FRACTION_DONOR``). Every untabled built-in GPU is a single-die part of Hopper's
+* ``busy_power = min(f x (power_limit - idle_power), s x stream_energy x stream bandwidth)`` with ``f`` the
+  fitted share of the headroom of the donor architecture (``FRACTION_DONOR``) and ``s`` the donor's busy
+  share of its own weight stream's power above idle (``busy / (busy + J/B x achieved bandwidth)``; H200 0.61):
+  a weight stream's per-byte part is never a smaller share of it than on the donor, so a GPU whose sourced
+  stream power above idle is small against its headroom (A100 40 GB) keeps a J per byte. Every untabled built-in GPU is a single-die part of Hopper's
   generation or earlier, so the donor is H200 (GH100, fitted on NVIDIA's kernel power tables:
   179.9 W / (700 - 120.1) W = 0.310). B200's share (0.44 over its 243 W idle) is not used: it is a two-die package whose
   die-to-die link and second L2 stay awake whenever a kernel runs, a static cost a single die has not.
@@ -76,19 +79,30 @@ def flop_quantities(gpu: GPU, busy_w: float) -> dict[str, Quantity]:
     return out
 
 
+def stream_busy_share(donor: GPU) -> float:
+    """``donor``'s busy power as a share of a weight stream's power above idle at its achieved bandwidth."""
+    stream_w = donor.energy_per_byte_j * donor.hbm_bandwidth_bytes_per_s * donor.max_memory_efficiency
+    return busy_fraction(donor) * (donor.power_limit_w - donor.idle_power_w) / (donor.busy_power_w + stream_w)
+
+
 def derived_power_quantities(gpu: GPU, donor: GPU, why: str) -> dict[str, Quantity]:
     """``busy_power`` and the datasheet-derived J/FLOP of ``gpu`` by the module's rule from ``donor``'s fit."""
-    f = busy_fraction(donor)
+    f, s = busy_fraction(donor), stream_busy_share(donor)
     limit, idle = gpu.power_limit_w, gpu.idle_power_w
-    busy = f * (limit - idle)
-    src = f"derived from {donor.key}.busy_power, {donor.key}.power_limit, {donor.key}.idle_power and power_limit, idle_power in this file; {TOOL}"
-    out = {"busy_power": Quantity(busy, "W", "derived", src, (
-        f"f x (power_limit - idle_power) = {f:.4f} x ({limit:g} - {idle:g}) W, f = {donor.key} fitted busy power / its "
-        f"(limit - idle) = {donor.busy_power_w:.1f} / ({donor.power_limit_w:g} - {donor.idle_power_w:g}); {why}. "
-        "No kernel power table for this GPU"))}
-    out.update(flop_quantities(gpu, busy))
     total = stream_energy(gpu.key)
     stream_bw = gpu.hbm_bandwidth_bytes_per_s * gpu.max_memory_efficiency
+    by_headroom, by_stream = f * (limit - idle), s * total.value * stream_bw
+    busy = min(by_headroom, by_stream)
+    src = (f"derived from {donor.key}.busy_power, {donor.key}.power_limit, {donor.key}.idle_power, "
+           f"{donor.key}.energy_per_byte_hbm and power_limit, idle_power, stream_energy in this file; {TOOL}")
+    rule = (f"f x (power_limit - idle_power) = {f:.4f} x ({limit:g} - {idle:g}) W" if busy == by_headroom else
+            f"s x stream_energy x stream bandwidth = {s:.4f} x {total.value:.5g} J/B x {stream_bw / 1e12:.3f} TB/s "
+            f"(below f x (power_limit - idle_power) = {by_headroom:.1f} W)")
+    out = {"busy_power": Quantity(busy, "W", "derived", src, (
+        f"min(f x headroom, s x stream power above idle): {rule}; f = {donor.key} fitted busy power / its "
+        f"(limit - idle) = {donor.busy_power_w:.1f} / ({donor.power_limit_w:g} - {donor.idle_power_w:g}), s = its "
+        f"busy share of its weight stream's power above idle; {why}. No kernel power table for this GPU"))}
+    out.update(flop_quantities(gpu, busy))
     e_byte = total.value - busy / stream_bw
     cap = STREAM_SHARE_MAX * (limit - idle - busy) / stream_bw
     if not 0 < e_byte <= cap:
@@ -111,4 +125,5 @@ def derived_profiles() -> dict[str, dict[str, Quantity]]:
     return {k: v for k, v in out.items() if v}
 
 
-__all__ = ["FRACTION_DONOR", "busy_fraction", "derived_power_quantities", "derived_profiles", "flop_quantities", "stream_energy"]
+__all__ = ["FRACTION_DONOR", "busy_fraction", "derived_power_quantities", "derived_profiles", "flop_quantities", "stream_busy_share",
+           "stream_energy"]
