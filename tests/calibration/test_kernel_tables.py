@@ -162,8 +162,8 @@ def test_shipped_power_fit_reads_capped_decode_runs_through_a_gap_and_fits_a_moe
     assert plain.replay_gap_s == {} and plain.moe_byte_energy_ratio == 1.0
     assert set(fit.replay_gap_s) == {"generation_attention"} and fit.gap_below_s == RUN_CAP_LATENCY_S
     assert 10e-6 < fit.replay_gap_s["generation_attention"] < REPLAY_GAP_MAX_S
-    for fam in ("decode attention", "moe"):
-        assert np.median(fit.held_energy_ape[fam]) < np.median(plain.held_energy_ape[fam]) - 0.03, fam
+    for fam, gain in (("decode attention", 0.05), ("moe", 0.02)):
+        assert np.median(fit.held_energy_ape[fam]) < np.median(plain.held_energy_ape[fam]) - gain, fam
     assert 1.0 < fit.moe_byte_energy_ratio < 4.0
     # a fused-MoE weight stream at the fastest fitted MoE bandwidth does not throttle
     moe_w = fit.static_power_w + fit.energy_per_byte_j * fit.moe_byte_energy_ratio * _moe_stream_bw(H200)
