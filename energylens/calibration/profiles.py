@@ -12,7 +12,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from energylens.hardware.profile import Quantity, parse_gpu, safe_load
+from energylens.hardware.profile import Quantity, forget_loaded_profiles, parse_gpu, safe_load
 
 _LINE = re.compile(r"^  ([A-Za-z0-9_]+): \{")
 
@@ -53,4 +53,5 @@ def updated_text(text: str, updates: dict[str, Quantity], origin: str) -> str:
 def write_profile(gpu_key: str, updates: dict[str, Quantity], path: Path | None = None) -> Path:
     path = path or profile_path(gpu_key)
     path.write_text(updated_text(path.read_text(), updates, str(path)))
+    forget_loaded_profiles()  # the rules that derive from this profile (derived_power) read what was written
     return path

@@ -420,6 +420,11 @@ def known_gpus() -> list[str]:
     return sorted(_builtin())
 
 
+def forget_loaded_profiles() -> None:
+    """Make the next :func:`load_gpu` re-read the built-in profiles (after a tool rewrote one of them)."""
+    _builtin.cache_clear()
+
+
 def gpu_names(gpu: GPU) -> tuple[str, ...]:
     """Every name a built-in GPU answers to: key, full name and aliases."""
     return tuple(dict.fromkeys((gpu.key, gpu.name, *gpu.aliases)))
