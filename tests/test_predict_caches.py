@@ -36,7 +36,7 @@ def _fresh(*args, **kw):
 
     for cache in (dvfs._AT_POINT, _PROGRAMS, families._GEMM_COEFFS, plan._CACHE, program._CACHE,
                   subprogram._CACHE, collectives._PARAMS, predict_module._PROVENANCE, phase_context.CONTEXTS,
-                  pipeline._PRECISION):
+                  pipeline._PRECISION, dvfs._TREES):
         cache.clear()
     return energylens.predict(*args, **kw)
 

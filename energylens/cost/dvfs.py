@@ -271,8 +271,18 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
     walk = _walk_table(GRID_BITS)
     flat = np.arange(n) * (points + 1)
     clocks = np.empty((n, points + 1))  # a round's ends (columns 0, points) and every midpoint between
-    clocks[:, 0], clocks[:, points] = lo, s_cap
-    for _ in range(BISECTION_STEPS // GRID_BITS):
+    # the first rounds' clocks are the same for every kernel: the tree of the halvings' midpoints, kept with
+    # the terms of the power that depend on the clock alone (computed as ``_at`` computes them)
+    tree = _clock_tree(cm, s_cap, ref_idle, busy)
+    depth, pos = _tree_positions(GRID_BITS)
+    tc, tm, ec, em, ovh = cols
+    node = np.zeros(n, dtype=np.intp)  # heap index of each kernel's next midpoint (children of i: 2i + 1, 2i + 2)
+    for _ in range(TREE_DEPTH // GRID_BITS):
+        s, v2, knee, dram, idle = tree.terms[:, ((node[:, None] + 1) << depth) - 1 + pos]
+        power = idle + (ec * v2 + em * dram) / (np.maximum(tc / s, tm * knee) + ovh)  # ``_at``'s, term by term
+        node = ((node + 1) << GRID_BITS) - 1 + walk[(power <= limit) @ bits]
+    clocks[:, 0], clocks[:, points] = tree.lo[node], tree.hi[node]
+    for _ in range(BISECTION_STEPS // GRID_BITS - TREE_DEPTH // GRID_BITS):
         step = points
         while step > 1:  # each midpoint as the halvings compute it (bit for bit): 0.5 * (lower + upper end)
             half = step // 2
@@ -282,6 +292,61 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
         j = flat + walk[fits @ bits]  # where this round's halvings end, from which of its clocks fit
         clocks[:, 0], clocks[:, points] = clocks.ravel()[j], clocks.ravel()[j + 1]
     return clocks[:, 0].copy()
+
+
+TREE_DEPTH = 12  # levels of halvings taken from the kept tree of midpoints (a multiple of GRID_BITS)
+
+
+@dataclass(frozen=True)
+class _ClockTree:
+    """The halvings' midpoints of ``[s_min, s_cap]`` down to ``TREE_DEPTH`` levels in heap order (node 0 the
+    first midpoint; node i halves ``[lo[i], hi[i]]``, its children 2i + 1 and 2i + 2 the two halves), one level
+    more for the intervals; ``terms``: ``[s, v^2, max(1, knee / s), phi + (1 - phi) v^2, static power]``."""
+
+    terms: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+_TREES: dict[tuple, tuple] = {}
+
+
+def _clock_tree(cm: ClockModel, s_cap: float, ref_idle: float, busy: float) -> _ClockTree:
+    """The ``_ClockTree`` of a GPU's clock model at a top clock, idle and busy power (kept per those: a few
+    hundred kB each, at most 16)."""
+    key = (id(cm), s_cap, ref_idle, busy)
+    hit = _TREES.get(key)
+    if hit is not None and hit[0] is cm:
+        return hit[1]
+    nodes = (1 << (TREE_DEPTH + 1)) - 1
+    lo, hi, s = np.empty(nodes), np.empty(nodes), np.empty(nodes)
+    lo[0], hi[0] = cm.s_min, s_cap
+    s[0] = 0.5 * (lo[0] + hi[0])
+    for d in range(1, TREE_DEPTH + 1):  # each level's midpoints as the halvings compute them
+        parent = np.arange((1 << (d - 1)) - 1, (1 << d) - 1)
+        lo[2 * parent + 1], hi[2 * parent + 1] = lo[parent], s[parent]
+        lo[2 * parent + 2], hi[2 * parent + 2] = s[parent], hi[parent]
+        level = slice((1 << d) - 1, (1 << (d + 1)) - 1)
+        s[level] = 0.5 * (lo[level] + hi[level])
+    v2 = cm.voltage(s) ** 2
+    terms = np.stack([s, v2, np.maximum(1.0, cm.memory_knee_fraction / s),
+                      cm.dram_energy_fraction + (1.0 - cm.dram_energy_fraction) * v2,
+                      ref_idle * cm.idle_shape(s) + busy * v2 * s])
+    tree = _ClockTree(terms, lo, hi)
+    if len(_TREES) >= 16:
+        _TREES.clear()
+    _TREES[key] = (cm, tree)
+    return tree
+
+
+@cache
+def _tree_positions(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """For the clocks ``1 .. 2^bits - 1`` of a round (in order), their depth below the round's first midpoint and
+    their place on that level: a round at node ``i`` evaluates the nodes ``(i + 1) 2^depth - 1 + place``."""
+    j = np.arange(1, 1 << bits)
+    low = j & -j  # 2^(trailing zeros)
+    depth = bits - 1 - np.log2(low).astype(np.intp)
+    return depth, (j // low) >> 1
 
 
 SEARCH_DISTINCT_MIN = 1 << 12  # capped kernels from which the clock search runs on their distinct terms only

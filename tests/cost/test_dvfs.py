@@ -199,3 +199,29 @@ def test_many_kernel_clock_search_once_per_distinct_terms_is_the_same(monkeypatc
     assert seen[0] <= n < seen[1]  # searched once per distinct kernel, then over all
     for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
         np.testing.assert_array_equal(getattr(folded, f), getattr(plain, f))  # bit for bit
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_clock_search_from_the_kept_tree_of_midpoints_is_the_plain_halvings(seed, monkeypatch):
+    """The first rounds of the few-kernel search read the halvings' midpoints and the clock-only power terms from
+    a tree kept per (clock model, top clock, idle and busy power): bit for bit the plain halvings, at several
+    limits and locked clocks, and the tree is rebuilt for each of those."""
+    import energylens.cost.dvfs as dvfs
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    tc = 10 ** rng.uniform(-6, -2, n)
+    tm = tc * 10 ** rng.uniform(-1.5, 1.5, n)
+    ec, em, ovh = tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
+    base = load_gpu("h100-sxm")
+    dvfs._TREES.clear()
+    for limit, clock in ((250.0, None), (450.0, None), (600.0, 1500.0), (350.0, 1000.0)):
+        g = with_operating_point(base, power_limit_w=limit, sm_clock_mhz=clock)
+        tree = clocked_cost(g, tc, tm, ec, em, ovh)
+        monkeypatch.setattr(dvfs, "GRID_MAX_KERNELS", -1)
+        plain = clocked_cost(g, tc, tm, ec, em, ovh)
+        monkeypatch.undo()
+        assert np.any(plain.power_capped)
+        for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
+            np.testing.assert_array_equal(getattr(tree, f), getattr(plain, f))
+    assert len(dvfs._TREES) == 3  # one tree per top clock (f_max, 1500 and 1000 MHz locked)
