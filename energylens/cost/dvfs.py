@@ -380,9 +380,48 @@ def _walk_table(bits: int) -> np.ndarray:
     return j
 
 
+MEASURED_KINDS = ("fitted", "measured")
+
+
+def latency_measured_at_limit(gpu: GPU) -> bool:
+    """Whether ``gpu``'s kernel latencies are measured ones (its GEMM efficiency fitted on, or measured from, kernel
+    timings), which ran under the board's default power limit: kernels the limit throttled are in them already."""
+    q = gpu.quantities.get("max_compute_efficiency_bf16")
+    return q is not None and q.kind in MEASURED_KINDS
+
+
+def at_reference_limit(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s):
+    """(compute, memory dynamic energies, drawing the reference limit): a kernel whose measured latency already
+    includes the default limit's throttling draws at most that limit there, so where ``FLOPs x J/FLOP + bytes x
+    J/B`` over its fitted latency says more (B200: 0.96 pJ/FLOP puts a 1.6 PFLOP/s bf16 GEMM at 2.1 kW; the power
+    table reads 980 W at the 1000 W limit at that rate), its dynamic energies are scaled to the limit instead of
+    slowing it a second time. Unchanged for GPUs with spec-derived latencies (they run at ``f_max``)."""
+    if not latency_measured_at_limit(gpu):
+        return compute_energy_j, memory_energy_j, False
+    lat = np.maximum(compute_s, memory_s) + overhead_s
+    room = (reference_power_limit_w(gpu) - reference_idle_power_w(gpu) - gpu.busy_power_w) * lat
+    dyn = compute_energy_j + memory_energy_j
+    over = np.asarray(dyn > room)
+    if not over.any():
+        return compute_energy_j, memory_energy_j, over
+    k = np.where(over, room / np.where(over, dyn, 1.0), 1.0)
+    return compute_energy_j * k, memory_energy_j * k, over
+
+
 def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
     """Latency and energy of kernels with roofline terms (at ``f_max``) ``compute_s``, ``memory_s``,
-    dynamic energies and launch overhead, at the highest clock whose power fits the limit."""
+    dynamic energies and launch overhead, at the highest clock whose power fits the limit. Measured latencies
+    are those at the default limit (:func:`at_reference_limit`): a lower limit or a locked clock slows them from
+    there."""
+    compute_energy_j, memory_energy_j, at_ref = at_reference_limit(gpu, compute_s, memory_s, compute_energy_j,
+                                                                   memory_energy_j, overhead_s)
+    out = _clocked_cost(gpu, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)
+    if at_ref is False or not np.any(at_ref):
+        return out
+    return replace(out, power_capped=np.asarray(out.power_capped) | at_ref)
+
+
+def _clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
     limit = gpu.power_limit_w
     cm = clock_model(gpu)
     op = gpu.operating
@@ -415,7 +454,7 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
         out[...] = a
         return out
 
-    args = [a[over] if np.shape(a) == shape else full(a)[over]
+    args = [a[over] if isinstance(a, np.ndarray) and a.shape == shape else full(a)[over]
             for a in (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)]
     s, lat, e_c, e_m, idle = full(s_cap), full(lat), full(e_c), full(e_m), full(idle)
     lo = _search_distinct(cm, args, ref_idle, busy, limit, s_cap)

@@ -76,9 +76,9 @@ def test_clock_free_gpu_profile_stretches_under_its_limit():
     with pytest.raises(WorkloadError, match="power_limit_w"):  # no clock to lower the busy power: above idle + busy
         with_operating_point(g, power_limit_w=g.idle_power_w + g.busy_power_w)
     g = with_operating_point(g, power_limit_w=400.0)
-    c = clocked_cost(g, 1e-3, 1e-4, 0.5, 0.01, 0.0)
-    assert float(c.latency_s) == pytest.approx(0.51 / (400.0 - g.idle_power_w - g.busy_power_w))
-    assert float(c.latency_s * 400.0) == pytest.approx(0.51 + float(c.static_energy_j))
+    c = clocked_cost(g, 1e-3, 1e-4, 0.3, 0.01, 0.0)  # 310 W above idle + busy: fits the 700 W default limit
+    assert float(c.latency_s) == pytest.approx(0.31 / (400.0 - g.idle_power_w - g.busy_power_w))
+    assert float(c.latency_s * 400.0) == pytest.approx(0.31 + float(c.static_energy_j))
     with pytest.raises(WorkloadError, match="sm_clock_mhz"):
         with_operating_point(g, sm_clock_mhz=1000.0)
 
@@ -149,7 +149,7 @@ def test_cli_serve_power_limit_json(capsys):
                                                 "sm_clock_mhz": None}
 
 
-@pytest.mark.parametrize("key", ["h100-sxm", "a100-sxm-80gb", "b200"])
+@pytest.mark.parametrize("key", ["h100-sxm", "a100-sxm-40gb", "b200"])
 def test_few_kernel_clock_search_walks_the_same_halvings(key, monkeypatch):
     """The few-kernel search (a grid of clocks per round) lands on the clock of the plain halvings bit for bit,
     including kernels that fit only at the lowest clock and a locked clock below f_max."""
@@ -225,3 +225,30 @@ def test_clock_search_from_the_kept_tree_of_midpoints_is_the_plain_halvings(seed
         for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
             np.testing.assert_array_equal(getattr(tree, f), getattr(plain, f))
     assert len(dvfs._TREES) == 3  # one tree per top clock (f_max, 1500 and 1000 MHz locked)
+
+
+def test_measured_latencies_are_not_throttled_again_at_the_default_limit():
+    """Kernel latencies fitted on tables measured under the default limit include its throttling: a kernel whose
+    FLOPs x J/FLOP over that latency exceeds the limit keeps the latency and draws the limit (B200's power table:
+    2048x16384x8192 bf16 at 0.335 ms and 988 W of 1000); a lower limit slows it from there; a GPU with
+    spec-derived latencies (L40S) still throttles at its own limit."""
+    from energylens.cost import families as K
+    from energylens.cost.dvfs import latency_measured_at_limit
+
+    b200 = load_gpu("b200")
+    assert latency_measured_at_limit(b200) and not latency_measured_at_limit(load_gpu("l40s"))
+    m, n, k = 2048.0, 16384.0, 8192.0
+    t = float(K.gemm_latency_s(K.gemm_coeffs(b200, "bf16"), m, n, k))
+    assert t == pytest.approx(0.335e-3, rel=0.1)
+    e = 2 * m * n * k * b200.energy_per_flop_j("bf16")
+    assert e / t + b200.idle_power_w + b200.busy_power_w > b200.power_limit_w  # the fitted J/FLOP says > 1 kW
+    c = clocked_cost(b200, t, 0.0, e, 0.0, 0.0)
+    assert float(c.latency_s) == t and bool(c.power_capped)
+    drawn = (float(c.compute_energy_j) + float(c.static_energy_j)) / t
+    assert drawn == pytest.approx(b200.power_limit_w)
+    lat = [float(clocked_cost(with_operating_point(b200, power_limit_w=w), t, 0.0, e, 0.0, 0.0).latency_s)
+           for w in (900.0, 700.0, 500.0)]
+    assert t < lat[0] < lat[1] < lat[2]
+    l40s = load_gpu("l40s")
+    e_l = 2.0 * (l40s.power_limit_w - l40s.idle_power_w) * 1e-3  # twice the headroom at f_max
+    assert float(clocked_cost(l40s, 1e-3, 0.0, e_l, 0.0, 0.0).latency_s) > 1e-3
