@@ -215,7 +215,7 @@ def test_clock_search_from_the_kept_tree_of_midpoints_is_the_plain_halvings(seed
     ec, em, ovh = tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
     base = load_gpu("h100-sxm")
     dvfs._TREES.clear()
-    for limit, clock in ((250.0, None), (450.0, None), (600.0, 1500.0), (350.0, 1000.0)):
+    for limit, clock in ((250.0, None), (450.0, None), (300.0, 1500.0), (350.0, 1000.0)):
         g = with_operating_point(base, power_limit_w=limit, sm_clock_mhz=clock)
         tree = clocked_cost(g, tc, tm, ec, em, ovh)
         monkeypatch.setattr(dvfs, "GRID_MAX_KERNELS", -1)
