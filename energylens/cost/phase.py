@@ -24,7 +24,7 @@ import numpy as np
 
 from energylens.cost.distinct import broadcast_shape
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, CollectiveRecord, KernelRecord
-from energylens.cost.phase_context import axis_nodes, axis_sizes, phase_context  # noqa: F401 (re-exported)
+from energylens.cost.phase_context import axis_nodes, axis_sizes, monomial_total, phase_context  # noqa: F401 (re-exported)
 from energylens.cost.plan_eval import key_value
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
@@ -485,13 +485,7 @@ def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, bat
         maximum = np.maximum
 
     def total(monos) -> np.ndarray:
-        out = np.asarray(0.0)
-        for m in monos:
-            p = m.coef
-            for k in m.keys:
-                p = p * vals[k]
-            out = out + p
-        return out
+        return monomial_total(monos, vals)
 
     kv = np.asarray(0.0)
     act = np.asarray(0.0)

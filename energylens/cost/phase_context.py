@@ -35,6 +35,17 @@ def axis_nodes(layout: Layout) -> dict[str, np.ndarray]:
     return {"tp": np.ceil(tp / gpn), "ep": np.ceil(np.asarray(layout.ep, dtype=float) / gpn)}
 
 
+def monomial_total(monos, vals: dict) -> np.ndarray:
+    """Sum of the monomials ``coef x prod(vals[key])`` (floats or arrays, as ``vals`` holds them)."""
+    out = np.asarray(0.0)
+    for m in monos:
+        p = m.coef
+        for k in m.keys:
+            p = p * vals[k]
+        out = out + p
+    return out
+
+
 @dataclass
 class PhaseContext:
     """What a phase evaluation needs of (model, GPU, layout, program) before any size: the model's dims, the
@@ -124,17 +135,7 @@ class MemoryStatic:
         self.weights_bytes = None
         if self.one:
             vals = self.floats
-
-            def total(monos) -> np.ndarray:
-                out = np.asarray(0.0)
-                for m in monos:
-                    p = m.coef
-                    for k in m.keys:
-                        p = p * vals[k]
-                    out = out + p
-                return out
-
-            self.weights_bytes = self.weights(np.asarray(pp, dtype=float), total)
+            self.weights_bytes = self.weights(np.asarray(pp, dtype=float), lambda monos: monomial_total(monos, vals))
 
     def weights(self, pp, total) -> np.ndarray:
         plan = self.plan
