@@ -391,19 +391,19 @@ def latency_measured_at_limit(gpu: GPU) -> bool:
 
 
 def at_reference_limit(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s):
-    """(compute, memory dynamic energies, drawing the reference limit): a kernel whose measured latency already
+    """(compute, memory dynamic energies, mask of the kernels drawing the reference limit or ``None``): a kernel whose measured latency already
     includes the default limit's throttling draws at most that limit there, so where ``FLOPs x J/FLOP + bytes x
     J/B`` over its fitted latency says more (B200: 0.96 pJ/FLOP puts a 1.6 PFLOP/s bf16 GEMM at 2.1 kW; the power
     table reads 980 W at the 1000 W limit at that rate), its dynamic energies are scaled to the limit instead of
     slowing it a second time. Unchanged for GPUs with spec-derived latencies (they run at ``f_max``)."""
     if not latency_measured_at_limit(gpu):
-        return compute_energy_j, memory_energy_j, False
+        return compute_energy_j, memory_energy_j, None
     lat = np.maximum(compute_s, memory_s) + overhead_s
     room = (reference_power_limit_w(gpu) - reference_idle_power_w(gpu) - gpu.busy_power_w) * lat
     dyn = compute_energy_j + memory_energy_j
     over = np.asarray(dyn > room)
     if not over.any():
-        return compute_energy_j, memory_energy_j, over
+        return compute_energy_j, memory_energy_j, None
     k = np.where(over, room / np.where(over, dyn, 1.0), 1.0)
     return compute_energy_j * k, memory_energy_j * k, over
 
@@ -416,7 +416,7 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     compute_energy_j, memory_energy_j, at_ref = at_reference_limit(gpu, compute_s, memory_s, compute_energy_j,
                                                                    memory_energy_j, overhead_s)
     out = _clocked_cost(gpu, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)
-    if at_ref is False or not np.any(at_ref):
+    if at_ref is None:
         return out
     return replace(out, power_capped=np.asarray(out.power_capped) | at_ref)
 
