@@ -91,21 +91,11 @@ class SweepTable:
     def take(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Column ``name`` at ``rows`` (integer indices); a lazy column is computed at those rows only, unless they
         are a quarter of the table or more."""
-        v = self._data.get(name)
-        if v is None:
-            raise SpecError("column", name, "one of " + ", ".join(self._data))
-        if isinstance(v, np.ndarray):
-            return v[rows]
-        if 4 * len(rows) >= self._n:  # most rows: the whole column (gathered in blocks, kept) is cheaper
-            return self[name][rows]
-        memo: dict[str, np.ndarray] = {}
+        return self._at(rows)(name)
 
-        def get(k: str) -> np.ndarray:
-            if k not in memo:
-                memo[k] = self.take(k, rows)
-            return memo[k]
-
-        return _checked(name, v(rows, get))
+    def _at(self, rows: np.ndarray) -> Callable[[str], np.ndarray]:
+        """A getter of columns at ``rows``, each computed once (derived columns share their inputs)."""
+        return _RowGetter(self, rows)
 
     def single_text(self, name: str) -> bool:
         """Whether column ``name`` is text with one value in every row (remembered per table)."""
@@ -131,7 +121,8 @@ class SweepTable:
         those rows only."""
         mask = np.asarray(mask)
         rows = np.flatnonzero(mask) if mask.dtype == bool else mask
-        return SweepTable({k: self.take(k, rows) for k in self._data}, dict(self.meta), length=len(rows))
+        get = self._at(rows)
+        return SweepTable({k: get(k) for k in self._data}, dict(self.meta), length=len(rows))
 
     def feasible(self) -> SweepTable:
         """Rows that meet every constraint of the spec (memory, SLOs, GPU budget)."""
@@ -144,14 +135,14 @@ class SweepTable:
     def rows(self, limit: int | None = None) -> list[dict]:
         """Rows as plain dicts (Python scalars), the first ``limit`` of them."""
         n = len(self) if limit is None else min(limit, len(self))
-        idx = np.arange(n)
-        cols = {k: self.take(k, idx).tolist() for k in self._data}
+        get = self._at(np.arange(n))
+        cols = {k: get(k).tolist() for k in self._data}
         return [{k: cols[k][i] for k in cols} for i in range(n)]
 
     def row(self, i: int) -> dict:
         """Row ``i`` as a dict of Python scalars."""
-        at = np.array([i])
-        return {k: self.take(k, at).tolist()[0] for k in self._data}
+        get = self._at(np.array([i]))
+        return {k: get(k).tolist()[0] for k in self._data}
 
     @staticmethod
     def concat(tables: Iterable[SweepTable], meta: Mapping | None = None, order: np.ndarray | None = None
@@ -345,6 +336,28 @@ class SweepTable:
         if suffix in (".parquet", ".pq"):
             return self.to_parquet(path)
         raise SpecError("out", str(path), "a path ending in .csv or .parquet")
+
+
+class _RowGetter:
+    """Columns of a table at some rows, each computed once (an object, not a closure that calls itself: no
+    reference cycle keeps the table's evaluation arrays alive after use)."""
+
+    def __init__(self, table: SweepTable, rows: np.ndarray) -> None:
+        self.table, self.rows, self.memo = table, rows, {}
+
+    def __call__(self, k: str) -> np.ndarray:
+        if k not in self.memo:
+            t, rows = self.table, self.rows
+            v = t._data.get(k)
+            if v is None:
+                raise SpecError("column", k, "one of " + ", ".join(t._data))
+            if isinstance(v, np.ndarray):
+                self.memo[k] = v[rows]
+            elif 4 * len(rows) >= len(t):  # most rows: the whole column (gathered in blocks, kept) is cheaper
+                self.memo[k] = t[k][rows]
+            else:
+                self.memo[k] = _checked(k, v(rows, self))
+        return self.memo[k]
 
 
 def _one_key(keys: list[np.ndarray]) -> list[np.ndarray]:
