@@ -390,35 +390,30 @@ def latency_measured_at_limit(gpu: GPU) -> bool:
     return q is not None and q.kind in MEASURED_KINDS
 
 
-def at_reference_limit(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s):
-    """(compute, memory dynamic energies, mask of the kernels drawing the reference limit or ``None``): a kernel whose measured latency already
-    includes the default limit's throttling draws at most that limit there, so where ``FLOPs x J/FLOP + bytes x
-    J/B`` over its fitted latency says more (B200: 0.96 pJ/FLOP puts a 1.6 PFLOP/s bf16 GEMM at 2.1 kW; the power
-    table reads 980 W at the 1000 W limit at that rate), its dynamic energies are scaled to the limit instead of
-    slowing it a second time. Unchanged for GPUs with spec-derived latencies (they run at ``f_max``)."""
-    if not latency_measured_at_limit(gpu):
-        return compute_energy_j, memory_energy_j, None
-    lat = np.maximum(compute_s, memory_s) + overhead_s
-    room = (reference_power_limit_w(gpu) - reference_idle_power_w(gpu) - gpu.busy_power_w) * lat
-    dyn = compute_energy_j + memory_energy_j
-    over = np.asarray(dyn > room)
-    if not over.any():
-        return compute_energy_j, memory_energy_j, None
-    k = np.where(over, room / np.where(over, dyn, 1.0), 1.0)
-    return compute_energy_j * k, memory_energy_j * k, over
-
-
 def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
     """Latency and energy of kernels with roofline terms (at ``f_max``) ``compute_s``, ``memory_s``,
-    dynamic energies and launch overhead, at the highest clock whose power fits the limit. Measured latencies
-    are those at the default limit (:func:`at_reference_limit`): a lower limit or a locked clock slows them from
-    there."""
-    compute_energy_j, memory_energy_j, at_ref = at_reference_limit(gpu, compute_s, memory_s, compute_energy_j,
-                                                                   memory_energy_j, overhead_s)
+    dynamic energies and launch overhead, at the highest clock whose power fits the limit.
+
+    Measured latencies (:func:`latency_measured_at_limit`) are those at the default limit: the kernels it throttled
+    are throttled in the table already. Where ``FLOPs x J/FLOP + bytes x J/B`` over such a fitted latency says the
+    kernel would draw more than that limit (B200: 0.96 pJ/FLOP puts a 1.6 PFLOP/s bf16 GEMM at 2.1 kW; its power
+    table reads 988 W of 1000 at that rate), it keeps the latency and draws the limit: its dynamic energies are
+    scaled to fit instead of slowing it a second time (flagged ``power_capped``). A lower limit or a locked clock
+    slows it from there; GPUs with spec-derived latencies run at ``f_max`` and search their clock at any limit."""
+    if not latency_measured_at_limit(gpu):
+        return _clocked_cost(gpu, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)
+    lat = np.maximum(compute_s, memory_s) + overhead_s
+    ref_idle, busy = reference_idle_power_w(gpu), gpu.busy_power_w
+    room = (reference_power_limit_w(gpu) - ref_idle - busy) * lat
+    dyn = compute_energy_j + memory_energy_j
+    at_ref = np.asarray(dyn > room)
+    if at_ref.any():
+        k = np.where(at_ref, room / np.where(at_ref, dyn, 1.0), 1.0)
+        compute_energy_j, memory_energy_j = compute_energy_j * k, memory_energy_j * k
+    if gpu.operating is None:  # the default limit: every kernel fits now, at its measured latency
+        return ClockedCost(lat, compute_energy_j, memory_energy_j, (ref_idle + busy) * lat, 1.0, 1.0, at_ref)
     out = _clocked_cost(gpu, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)
-    if at_ref is None:
-        return out
-    return replace(out, power_capped=np.asarray(out.power_capped) | at_ref)
+    return replace(out, power_capped=np.asarray(out.power_capped) | at_ref) if at_ref.any() else out
 
 
 def _clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
