@@ -149,28 +149,39 @@ def test_cli_serve_power_limit_json(capsys):
                                                 "sm_clock_mhz": None}
 
 
+def _random_kernels(seed: int, n: int):
+    """Random roofline terms spanning memory- and compute-bound kernels far over and under any limit."""
+    rng = np.random.default_rng(seed)
+    tc = 10 ** rng.uniform(-6, -2, n)
+    tm = tc * 10 ** rng.uniform(-1.5, 1.5, n)
+    return tc, tm, tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
+
+
+def _plain_halvings(monkeypatch, g, tc, tm, ec, em, ovh, fast):
+    """The same kernels through the plain per-halving search; asserts ``fast`` equals it bit for bit."""
+    import energylens.cost.dvfs as dvfs
+
+    monkeypatch.setattr(dvfs, "GRID_MAX_KERNELS", -1)
+    plain = clocked_cost(g, tc, tm, ec, em, ovh)
+    monkeypatch.undo()
+    assert np.any(plain.power_capped)
+    for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
+        np.testing.assert_array_equal(getattr(fast, f), getattr(plain, f))  # bit for bit
+    return plain
+
+
 @pytest.mark.parametrize("key", ["h100-sxm", "a100-sxm-40gb", "b200"])
 def test_few_kernel_clock_search_walks_the_same_halvings(key, monkeypatch):
     """The few-kernel search (a grid of clocks per round) lands on the clock of the plain halvings bit for bit,
     including kernels that fit only at the lowest clock and a locked clock below f_max."""
-    import energylens.cost.dvfs as dvfs
 
-    rng = np.random.default_rng(7)
-    n = 12
-    tc = 10 ** rng.uniform(-6, -2, n)
-    tm = tc * 10 ** rng.uniform(-1.5, 1.5, n)
-    ec, em, ovh = tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
+    tc, tm, ec, em, ovh = _random_kernels(7, 12)
     base = load_gpu(key)
     lowest = 0.0
     for limit, clock in ((None, None), (300.0, None), (200.0, 1200.0)):
         g = with_operating_point(base, power_limit_w=limit, sm_clock_mhz=clock)
         grid = clocked_cost(g, tc, tm, ec, em, ovh)
-        monkeypatch.setattr(dvfs, "GRID_MAX_KERNELS", -1)
-        plain = clocked_cost(g, tc, tm, ec, em, ovh)
-        monkeypatch.undo()
-        assert np.any(plain.power_capped)
-        for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
-            np.testing.assert_array_equal(getattr(grid, f), getattr(plain, f))  # bit for bit
+        plain = _plain_halvings(monkeypatch, g, tc, tm, ec, em, ovh, grid)
         lowest = max(lowest, float(np.sum(np.asarray(plain.clock_fraction) == clock_model(g).s_min)))
     assert lowest > 0  # some kernels stay at f_min (and stretch)
 
@@ -208,22 +219,13 @@ def test_clock_search_from_the_kept_tree_of_midpoints_is_the_plain_halvings(seed
     limits and locked clocks, and the tree is rebuilt for each of those."""
     import energylens.cost.dvfs as dvfs
 
-    rng = np.random.default_rng(seed)
-    n = 40
-    tc = 10 ** rng.uniform(-6, -2, n)
-    tm = tc * 10 ** rng.uniform(-1.5, 1.5, n)
-    ec, em, ovh = tc * rng.uniform(100, 3000, n), tm * rng.uniform(50, 900, n), rng.uniform(0, 5e-6, n)
+    tc, tm, ec, em, ovh = _random_kernels(seed, 40)
     base = load_gpu("h100-sxm")
     dvfs._TREES.clear()
     for limit, clock in ((250.0, None), (450.0, None), (300.0, 1500.0), (350.0, 1000.0)):
         g = with_operating_point(base, power_limit_w=limit, sm_clock_mhz=clock)
         tree = clocked_cost(g, tc, tm, ec, em, ovh)
-        monkeypatch.setattr(dvfs, "GRID_MAX_KERNELS", -1)
-        plain = clocked_cost(g, tc, tm, ec, em, ovh)
-        monkeypatch.undo()
-        assert np.any(plain.power_capped)
-        for f in ("latency_s", "compute_energy_j", "memory_energy_j", "static_energy_j", "clock_fraction"):
-            np.testing.assert_array_equal(getattr(tree, f), getattr(plain, f))
+        _plain_halvings(monkeypatch, g, tc, tm, ec, em, ovh, tree)
     assert len(dvfs._TREES) == 3  # one tree per top clock (f_max, 1500 and 1000 MHz locked)
 
 
