@@ -79,12 +79,10 @@ def serve_command(
                 raise WorkloadError("task", task, "one of " + ", ".join(sorted(table)))
             input_len = float(table[task]["input_len"])
     footprint = Footprint(carbon_intensity, pue, usd_per_gpu_hour)
-    coefficients = None
-    if iteration_overhead_s is not None or per_sequence_overhead_s is not None:
-        from energylens.serving_coefficients import with_overheads
+    from energylens.serving_coefficients import with_overheads
 
-        coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,
-                                      per_sequence_overhead_s=per_sequence_overhead_s)
+    coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,  # the shipped table unless given
+                                  per_sequence_overhead_s=per_sequence_overhead_s)
     if concurrency is not None or request_rate is not None:
         from energylens.serving_load import serve_load
 

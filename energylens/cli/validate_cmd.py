@@ -45,12 +45,10 @@ def validate_command(
     plot_path = output_path("plot", plot, PLOT_SUFFIXES, create_parent=True) if plot else None  # checked before any work
     md_path = output_path("markdown", markdown, (".md", ".markdown", ".txt")) if markdown else None
     path = data or str(shipped_dev_csv())
-    coefficients = None
-    if iteration_overhead_s is not None or per_sequence_overhead_s is not None:
-        from energylens.serving_coefficients import with_overheads
+    from energylens.serving_coefficients import with_overheads
 
-        coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,
-                                      per_sequence_overhead_s=per_sequence_overhead_s)
+    coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,  # the shipped table unless given
+                                  per_sequence_overhead_s=per_sequence_overhead_s)
     if is_silicon_csv(path):
         from energylens.validate_silicon import validate_silicon_csv
 
