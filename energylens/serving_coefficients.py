@@ -25,6 +25,7 @@ from functools import cache
 
 import numpy as np
 
+from energylens.checks import number
 from energylens.datafiles import data_path
 from energylens.errors import SpecError
 
@@ -89,14 +90,13 @@ def with_overheads(coefficients: CoefficientTable | None = None, *, iteration_ov
     keeps the fitted value): for an engine other than the fitted one (vLLM 0.11 with async scheduling), e.g. one
     that hides its host time behind the GPU (0 and 0 cost the kernel sum alone). The active power fraction and the
     routing skew stay fitted. Raises ``SpecError`` naming the field for a value that is not a finite number in
-    [0, 1) s."""
+    [0, 1] s."""
     table = coefficients or load_coefficient_table()
     given = {n: v for n, v in (("iteration_overhead_s", iteration_overhead_s),
                                 ("per_sequence_overhead_s", per_sequence_overhead_s)) if v is not None}
     for name, v in given.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
-                or not 0.0 <= v < OVERHEAD_LIMIT_S:
-            raise SpecError(name, v, f"seconds, a finite number in [0, {OVERHEAD_LIMIT_S:g}) (default: the fitted value)")
+        given[name] = number(name, v, low=0.0, low_open=False, high=OVERHEAD_LIMIT_S, error=SpecError,
+                             what=f"seconds, a finite number in [0, {OVERHEAD_LIMIT_S:g}] (default: the fitted value)")
     if not given:
         return table
     note = "; overheads set by the user: " + ", ".join(f"{n} = {float(v):g} s" for n, v in given.items())

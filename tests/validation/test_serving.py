@@ -173,7 +173,7 @@ def test_user_overheads_replace_the_fitted_ones_on_every_platform(capsys):
     a0 = serve_arrays(MODEL, H100, Layout(), 32.0, 200.0, 500.0, coefficients=bare)
     ak = serve_arrays(MODEL, H100, Layout(), 32.0, 200.0, 500.0, coefficients=kernels)
     assert float(a0.mean_iteration_s) == float(ak.mean_iteration_s)
-    for bad in (-1e-3, float("nan"), 2.0, True):
+    for bad in (-1e-3, float("nan"), 2.0, True, "0.1"):
         with pytest.raises(SpecError, match="iteration_overhead_s"):
             with_overheads(iteration_overhead_s=bad)
     rc = main(["serve", "--model", "qwen3-8b", "--batch", "32", "--input-len", "200", "--output-len", "500",
