@@ -7,8 +7,8 @@ Rule (chosen before comparing against any benchmark, written into each profile a
   share of its own weight stream's power above idle (``busy / (busy + J/B x achieved bandwidth)``; H200 0.61):
   a weight stream's per-byte part is never a smaller share of it than on the donor, so a GPU whose sourced
   stream power above idle is small against its headroom (A100 40 GB) keeps a J per byte. Every untabled built-in GPU is a single-die part of Hopper's
-  generation or earlier, so the donor is H200 (GH100, fitted on NVIDIA's kernel power tables:
-  179.9 W / (700 - 120.1) W = 0.310). B200's share (0.44 over its 243 W idle) is not used: it is a two-die package whose
+  generation or earlier, so the donor is H200 (GH100, fitted on NVIDIA's kernel power tables; the values of
+  ``f`` and ``s`` it gives are written into each derived profile's note). B200's own share is not used: it is a two-die package whose
   die-to-die link and second L2 stay awake whenever a kernel runs, a static cost a single die has not.
 * ``energy_per_flop_<dtype> = (power_limit - idle_power - busy_power) / (peak_flops x max_compute_efficiency)``
   for every dtype whose J/FLOP was derived from the datasheet (not measured): a large GEMM at its best
