@@ -16,7 +16,7 @@ costed once, with the busiest rank's messages: every rank stays in the all-to-al
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -223,6 +223,24 @@ class KernelTable:
         return self._colls
 
 
+class _Spread(Mapping):
+    """Per-section arrays over a phase's distinct batches, each spread back over the configurations when read."""
+
+    def __init__(self, values: dict, spread) -> None:
+        self._values, self._spread, self._done = values, spread, {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._done:
+            self._done[key] = self._spread(self._values[key])
+        return self._done[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 @dataclass(frozen=True)
 class _BatchClasses:
     """Distinct values of the batch size (on one axis) and where each configuration's value sits."""
@@ -360,18 +378,21 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     tc_all = cost.section_collective_totals("latency_s", c_sec, n_sec, pts)
     ec_all = cost.section_collective_totals("energy_j_per_gpu", c_sec, n_sec, pts)
     sums = {a: tot_e[a] for a in fields[2:]}
+    # with batch classes, the per-section sums stay over the distinct batches (class space: every operation below
+    # is element-wise, so doing it before spreading the values back gives the same numbers) and only the phase's
+    # totals are spread back over the configurations
     kernel_time = kernel_time_e = coll_time = coll_energy = np.asarray(0.0)
     rank_sums = {a: np.asarray(0.0) for a in sums}
     for i, (name, _, count, _) in enumerate(sections):
-        t_k = expand(t_all[i])
-        t_e = expand(te_all[i]) if has_c[i] else t_k
+        t_k = t_all[i]
+        t_e = te_all[i] if has_c[i] else t_k
         # the slowest expert-parallel rank sets the pace: the busiest rank's kernels, or the mean rank's where
         # tile/wave quantisation makes the busier token count run faster
         t_k = np.maximum(t_k, t_e)
-        t_c = expand(tc_all[i])
-        e_c = expand(ec_all[i])
+        t_c = tc_all[i]
+        e_c = ec_all[i]
         t = t_k + t_c
-        e = expand(e_all[i]) + e_c
+        e = e_all[i] + e_c
         if has_c[i]:  # the mean rank waits for the slowest one at idle power
             e = e + idle_energy_j(gpu, t_k - t_e)
         layer_time[name] = t  # per execution (one layer for blocks)
@@ -381,9 +402,13 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         coll_time = coll_time + t_c * count
         coll_energy = coll_energy + e_c * count
         for a, v in sums.items():
-            rank_sums[a] = rank_sums[a] + expand(v[i]) * count
+            rank_sums[a] = rank_sums[a] + v[i] * count
     if moe is None:
         kernel_time_e = kernel_time
+    if classes is not None:  # (never with MoE) the phase's totals spread back over the configurations
+        kernel_time = kernel_time_e = expand(kernel_time)
+        coll_time, coll_energy = expand(coll_time), expand(coll_energy)
+        rank_sums = {a: expand(v) for a, v in rank_sums.items()}
     # (section, record) lists built on first use; no reference cycle, so the arrays go with the PhaseArrays
     records = rec = None
     if classes is None:
@@ -414,9 +439,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     m = np.take(m_b, 0, axis=-1) if (decode and np.ndim(m_b) and np.shape(m_b)[-1] == 1) else m_b
     m = np.asarray(m, dtype=float)
     if (m != 1.0).any():
-        blocks_t = sum((layer_time[b.name] * b.count for b, _ in program.blocks), np.asarray(0.0))
+        blocks_t = expand(sum((layer_time[b.name] * b.count for b, _ in program.blocks), np.asarray(0.0)))
         hop = np.where(pp > 1, p2p_time / np.maximum(pp - 1.0, 1.0), 0.0)
-        slowest_stage = blocks_t / pp + np.maximum(layer_time["pre"], layer_time["post"]) + hop
+        slowest_stage = blocks_t / pp + expand(np.maximum(layer_time["pre"], layer_time["post"])) + hop
         one_pass = kernel_time + coll_time + p2p_time
         # decode: each micro-batch's next token waits for its previous one to leave the last stage, so a step
         # lasts the longer of one pass and m turns of the slowest stage (the pipeline stays full); prefill:
@@ -450,8 +475,11 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
             return out
         return np.broadcast_to(x, out_shape)
 
-    layer_time = {k: full(v) for k, v in layer_time.items()}
-    layer_energy = {k: full(v) for k, v in layer_energy.items()}
+    if classes is None:
+        layer_time = {k: full(v) for k, v in layer_time.items()}
+        layer_energy = {k: full(v) for k, v in layer_energy.items()}
+    else:  # spread back when read (a sweep reads the phase's totals only)
+        layer_time, layer_energy = (_Spread(d, lambda v: full(expand(v))) for d in (layer_time, layer_energy))
     moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
                        full(kernel_time), full(coll_time), full(p2p_time), records[0] if records else [],
