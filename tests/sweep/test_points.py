@@ -49,6 +49,24 @@ def test_reduce_equals_weighted_sum_over_points():
         points.reduce_points(rng.random((3, 4, 1, folded.shape[-1])))  # varies along the prompt axis
 
 
+def test_sparse_sum_matches_the_lookup_loop_bit_for_bit(monkeypatch):
+    """Large arrays sum their points as one sparse product: the same additions in the same order."""
+    rng = np.random.default_rng(1)
+    sizes, w = _sizes(range(128, 2049, 128), range(64, 1025, 64))
+    s = np.broadcast_to(sizes["s"], np.broadcast_shapes(sizes["s"].shape, np.shape(w)))
+    folded, points = pts.fold_contexts(s, w)
+    assert points.uniform
+    x = rng.random((3, 5, 1, 1, folded.shape[-1])) * 10.0 ** rng.integers(-6, 6, (3, 5, 1, 1, 1))
+    monkeypatch.setattr(pts, "SPARSE_MIN_ELEMENTS", 1 << 62)
+    loop = points.reduce_points(x, lead=1)
+    monkeypatch.setattr(pts, "SPARSE_MIN_ELEMENTS", 1)
+    sparse = points.reduce_points(x, lead=1)
+    assert sparse.shape == loop.shape == (3, 5) + s.shape[-3:-1]
+    assert np.array_equal(sparse, loop)
+    with pytest.raises(ValueError):
+        points.reduce_points(x[..., :-1], lead=1)  # not over every folded context
+
+
 def test_no_fold_where_contexts_do_not_repeat():
     sizes, w = _sizes((1000, 3001), (333,))
     s = np.broadcast_to(sizes["s"], np.broadcast_shapes(sizes["s"].shape, np.shape(w)))
