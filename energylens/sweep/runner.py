@@ -208,7 +208,9 @@ def evaluate_chunk(spec: SweepSpec) -> SweepTable:
     it, the grid is evaluated in blocks (degree 1 / degree > 1 per such axis), each with the
     program ``predict`` would build, and the rows are merged back into grid order."""
     from energylens.pipeline import check_context, prepare
+    from energylens.sweep.allocator import keep_freed_memory
 
+    keep_freed_memory()  # NumPy temporaries reuse freed memory instead of faulting fresh pages in (sweep.allocator)
     if len(spec.models) * len(spec.gpus) * len(spec.dtypes) * len(spec.sp) * len(spec.power_limit_w) \
             * len(spec.sm_clock_mhz) != 1:
         raise ValueError("evaluate_chunk takes a single-group spec; use run_sweep or plan_chunks")
