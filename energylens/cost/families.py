@@ -34,7 +34,12 @@ Decode attention (one new query token per sequence; FlashAttention/FlashInfer sp
     cta     = cta_overhead + max(cta_latency * D / 128 * fp8_cta,         pipeline fill of one CTA, overlapped
                                  tok D 2 kv_bytes / bw_cta,               with its KV stream
                                  4 tok D max(r / m, 16) / (peak * compute_eff / slots))
-    latency = overhead + waves * cta + [split > 1] combine                 split-KV partial results merged
+    graph   = [B <= graph_max_batch]                       a captured (CUDA-graph) batch runs in split-KV mode
+    split_mode = [split > 1] or graph
+    t_rows  = B h D (split_mode ? 10 split + 2 : 4) / (bw * mem_eff)      query rows: Q read, O written (split
+                                                                          mode: Q per split, fp32 partial rows
+                                                                          written and read back by the combine)
+    latency = overhead + waves * cta + t_rows + [split > 1] combine + graph * B * graph_seq_time
 
 Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q tiles of ``q_tile``)::
 
@@ -218,6 +223,8 @@ class AttentionCoeffs:
     decode_fp8_cta_factor: float
     decode_combine_s: float
     decode_q_rows: float
+    decode_graph_max_batch: float
+    decode_graph_seq_s: float
     prefill_overhead_s: float
     prefill_compute_efficiency: float
     prefill_k_half: float
@@ -246,6 +253,8 @@ ATTENTION_FIELDS = {
     "decode_attn_fp8_cta_factor": ("decode_fp8_cta_factor", 1.0),
     "decode_attn_combine_overhead": ("decode_combine_s", 0.0),
     "decode_attn_q_rows": ("decode_q_rows", 128.0),
+    "decode_attn_graph_max_batch": ("decode_graph_max_batch", 0.0),
+    "decode_attn_graph_seq_time": ("decode_graph_seq_s", 0.0),
     "prefill_attn_overhead": ("prefill_overhead_s", None),
     "prefill_attn_compute_efficiency": ("prefill_compute_efficiency", 0.5),
     "prefill_attn_k_half": ("prefill_k_half", 0.0),
@@ -286,22 +295,27 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
     """Latency of one decode-attention call: ``b`` sequences, ``s`` KV tokens each (the new one included),
     ``h`` query heads, ``g`` KV heads, head dim ``d``, ``kv_bytes`` per KV element (2 bf16, 1 fp8).
     ``b < 1`` is an expected count (a call made in that share of iterations): ``b`` times one sequence's.
-    Past the share, the call depends on ``b`` and ``g`` only through ``b g`` (its work units) and ``h / g``: a
-    sweep's (TP, batch) grid repeats few of those, so its contexts are costed once per distinct pair."""
+    Past the share, the call depends on ``b`` and ``g`` only through ``b g`` (its work units), ``h / g`` and
+    whether ``b`` is a captured batch (``b <= graph_max_batch``): a sweep's (TP, batch) grid repeats few of
+    those, so its contexts are costed once per distinct combination."""
     share = np.minimum(np.maximum(_a(b), 0.0), 1.0)  # (np.clip: the same, at more cost per call)
     g = np.maximum(_a(g), 1e-9)
-    args = (np.maximum(_a(b), 1.0) * g, np.maximum(_a(h), 1e-9) / g, s, d, kv_bytes, window)
+    bb = np.maximum(_a(b), 1.0)
+    graph = (bb <= c.decode_graph_max_batch).astype(float)
+    args = (bb * g, np.maximum(_a(h), 1e-9) / g, s, d, kv_bytes, window, graph)
     if np.ndim(s) == 0:  # one context (a single prediction): nothing to fold
         lat = _decode_call_s(c, *args)
     else:
         lat = distinct_call(lambda *a: _decode_call_s(c, *a), args)
+    lat = lat + graph * bb * c.decode_graph_seq_s
     return lat if bool((share == 1.0).all()) else share * lat  # (x 1.0 changes nothing)
 
 
 def _decode_call_s(c: AttentionCoeffs, bg: ArrayLike, hg: ArrayLike, s: ArrayLike, d: ArrayLike,
-                   kv_bytes: ArrayLike, window: ArrayLike) -> np.ndarray:
+                   kv_bytes: ArrayLike, window: ArrayLike, graph: ArrayLike = 0.0) -> np.ndarray:
     """One decode-attention call of ``bg`` (sequences x KV heads, at least one sequence) work units with
-    ``hg`` query heads per KV head: :func:`decode_attention_latency_s` before its share."""
+    ``hg`` query heads per KV head (``graph`` 1: a captured batch, split-KV mode on):
+    :func:`decode_attention_latency_s` before its share and per-sequence term."""
     d, kv_bytes = (np.maximum(_a(x), 1e-9) for x in (d, kv_bytes))
     se = decode_kv_tokens(c, s, window)
     slots = c.sms * c.decode_ctas_per_sm
@@ -309,6 +323,7 @@ def _decode_call_s(c: AttentionCoeffs, bg: ArrayLike, hg: ArrayLike, s: ArrayLik
     units = bg * m_blocks
     split = np.minimum(np.maximum(np.floor(slots / units), 1.0),
                        np.minimum(c.decode_max_splits, np.ceil(se / c.decode_split_min_tokens)))
+    split_mode = (split > 1.0) | (_a(graph) > 0.0)
     ctas = units * split
     waves = np.ceil(ctas / slots)
     tok = np.ceil(se / split)
@@ -319,7 +334,12 @@ def _decode_call_s(c: AttentionCoeffs, bg: ArrayLike, hg: ArrayLike, s: ArrayLik
     t_math = 4.0 * tok * d * np.maximum(hg / m_blocks, 16.0) * slots / (c.peak_flops * c.decode_compute_efficiency)
     t_fill = c.decode_cta_latency_s * d / 128.0 * np.where(fp8, c.decode_fp8_cta_factor, 1.0)
     cta = c.decode_cta_overhead_s + np.maximum(t_fill, np.maximum(t_mem, t_math))
-    return c.decode_overhead_s + waves * cta + np.where(split > 1.0, c.decode_combine_s, 0.0)
+    # query-row elements (Q read, O written): split-KV mode reads Q per split, writes fp32 partial rows and
+    # the combine reads them back and writes O
+    rows = bg * hg * d
+    row_bytes = np.where(split_mode, 10.0 * split + 2.0, 4.0)
+    t_rows = rows * row_bytes / (c.hbm_bandwidth * c.decode_memory_efficiency)
+    return c.decode_overhead_s + waves * cta + t_rows + np.where(split > 1.0, c.decode_combine_s, 0.0)
 
 
 def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:

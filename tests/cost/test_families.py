@@ -98,21 +98,45 @@ def test_decode_attention_hand_count():
     # 16 CTAs share 0.5e12 B/s (31 GB/s each) but one CTA reaches only 5 GB/s
     d = 128
     per_cta = 256 * d * 2 * 2 / 5e9
-    assert K.decode_attention_latency_s(c, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta)
+    # query rows (b h d = 1024 elements) split 16 ways: Q per split, fp32 partials out and back, bf16 O: 162 B each
+    rows = 1 * 8 * d * (10 * 16 + 2) / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta + rows)
     # the split-KV combine adds its fixed time only when the call splits
     c2 = _attn(decode_combine_s=3e-6, decode_cta_bandwidth=1e12)
     per_cta = 256 * d * 2 * 2 * 16 / (1e12 * 0.5)
-    assert K.decode_attention_latency_s(c2, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta + 3e-6)
-    # b=200, g=1: 200 CTAs (no split) on 100 slots = two waves of 4096 tokens each, each CTA 1/100 of the stream
+    assert K.decode_attention_latency_s(c2, 1, 4096, 8, 1, d) == pytest.approx(5e-6 + 1e-6 + per_cta + 3e-6 + rows)
+    # b=200, g=1: 200 CTAs (no split) on 100 slots = two waves of 4096 tokens each, each CTA 1/100 of the stream;
+    # unsplit rows: Q in, O out (4 B per element)
     per_cta = 4096 * d * 2 * 2 * 100 / (1e12 * 0.5)
-    assert K.decode_attention_latency_s(c2, 200, 4096, 8, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta))
+    rows = 200 * 8 * d * 4 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c2, 200, 4096, 8, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta) + rows)
     # r = 128 query heads per KV head on 64-row CTAs: two CTAs per KV head share its KV reads
     per_cta = 4096 * d * 2 * 2 * 100 / (1e12 * 0.5 * 2)
-    assert K.decode_attention_latency_s(c2, 100, 4096, 128, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta))
+    rows = 100 * 128 * d * 4 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c2, 100, 4096, 128, 1, d) == pytest.approx(5e-6 + 2 * (1e-6 + per_cta) + rows)
     # a short call is its pipeline fill: D/128 x cta_latency, x fp8 factor with an fp8 cache
     c3 = _attn(decode_cta_latency_s=2e-6, decode_fp8_cta_factor=1.5)
-    assert K.decode_attention_latency_s(c3, 1, 4, 8, 1, 256) == pytest.approx(5e-6 + 1e-6 + 4e-6)
-    assert K.decode_attention_latency_s(c3, 1, 4, 8, 1, 256, 1.0) == pytest.approx(5e-6 + 1e-6 + 6e-6)
+    rows = 8 * 256 * 4 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c3, 1, 4, 8, 1, 256) == pytest.approx(5e-6 + 1e-6 + 4e-6 + rows)
+    assert K.decode_attention_latency_s(c3, 1, 4, 8, 1, 256, 1.0) == pytest.approx(5e-6 + 1e-6 + 6e-6 + rows)
+
+
+def test_decode_attention_captured_batch_runs_split_mode():
+    # batches up to graph_max_batch run split-KV even unsplit: fp32 partial rows + combine (12 B per row element
+    # at split 1) and graph_seq_time per sequence; the combine's fixed time still only where the call splits
+    c = _attn(decode_combine_s=3e-6, decode_cta_bandwidth=1e12, decode_graph_max_batch=256.0, decode_graph_seq_s=2e-8)
+    d = 128
+    per_cta = 4096 * d * 2 * 2 * 100 / (1e12 * 0.5)
+    captured = 5e-6 + 2 * (1e-6 + per_cta) + 200 * 8 * d * 12 / (1e12 * 0.5) + 200 * 2e-8
+    assert K.decode_attention_latency_s(c, 200, 4096, 8, 1, d) == pytest.approx(captured)
+    # b=400 > 256: eager, as without the regime (4 waves, Q in and O out)
+    eager = 5e-6 + 4 * (1e-6 + per_cta) + 400 * 8 * d * 4 / (1e12 * 0.5)
+    assert K.decode_attention_latency_s(c, 400, 4096, 8, 1, d) == pytest.approx(eager)
+    assert K.decode_attention_latency_s(_attn(decode_combine_s=3e-6, decode_cta_bandwidth=1e12), 400, 4096, 8, 1,
+                                        d) == pytest.approx(eager)
+    # an array of batches across the threshold: each element as alone
+    b = np.array([200.0, 400.0])
+    assert K.decode_attention_latency_s(c, b, 4096, 8, 1, d) == pytest.approx([captured, eager])
 
 
 def test_decode_attention_fp8_window_and_monotonic():
