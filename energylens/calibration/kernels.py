@@ -265,7 +265,11 @@ def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
 
 _PREFILL_X = ("prefill_overhead_s", "prefill_compute_efficiency", "prefill_k_half", "prefill_d_half",
               "prefill_kv_traffic_bf16", "prefill_kv_traffic_fp8", "prefill_token_s", "prefill_fp8_token_factor",
-              "prefill_memory_efficiency")
+              "prefill_memory_efficiency", "prefill_fp8_overhead_s", "prefill_multi_tile_s", "prefill_fp8_multi_tile_factor",
+              "prefill_fp8_compute_factor", "prefill_fp8_d_half")
+
+
+_PREFILL_TILE_ROWS = (64.0, 128.0)
 
 
 def _prefill_inputs(t: Table) -> tuple[np.ndarray, ...]:
@@ -279,14 +283,18 @@ def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
     args = _prefill_inputs(table)
     fit_args = tuple(a[~held] for a in args)
     y = table["latency_ms"] * 1e-3
-    x0, lo = [1e-5, 0.6, 128.0, 32.0, 8.0, 8.0, 1e-7, 1.5, 0.8], [0, 0.05, 0, 0, 0, 0, 0, 1.0, 0.05]
-    hi = [1e-4, 1.0, 1e5, 1e4, 200.0, 200.0, 1e-5, 4.0, 1.0]
-    sc = [1e-5, 1, 100, 10, 1, 1, 1e-7, 0.1, 0.1]
-    def resid(q_tile, x):
-        c = _attn(gpu, prefill_q_tile=q_tile, **dict(zip(_PREFILL_X, x, strict=True)))
+    x0 = [1e-5, 0.6, 128.0, 32.0, 8.0, 8.0, 1e-7, 1.5, 0.8, 1e-6, 2e-6, 1.5, 1.0, 300.0]
+    lo = [0, 0.05, 0, 0, 0, 0, 0, 1.0, 0.05, 0.0, 0.0, 1.0, 0.3, 64.0]
+    hi = [1e-4, 1.0, 1e5, 1e4, 200.0, 200.0, 1e-5, 4.0, 0.95, 2e-5, 2e-5, 4.0, 2.0, 1e4]
+    sc = [1e-5, 1, 100, 10, 1, 1, 1e-7, 0.1, 0.1, 1e-6, 1e-6, 0.1, 0.1, 100.0]
+    def resid(grid, x):
+        c = _attn(gpu, prefill_q_tile=grid[0], prefill_tile_rows=grid[1], prefill_pack_gqa=grid[2],
+                  **dict(zip(_PREFILL_X, x, strict=True)))
         return np.log(K.prefill_attention_latency_s(c, *fit_args) / y[~held])
-    q_tile, x = _grid_lsq(resid, (64.0, 128.0), x0, lo, hi, sc)
-    c = _attn(gpu, prefill_q_tile=q_tile, **dict(zip(_PREFILL_X, x, strict=True)))
+    (q_tile, tile_rows, pack), x = _grid_lsq(resid, itertools.product((64.0, 128.0), _PREFILL_TILE_ROWS, (0.0, 1.0)),
+                                             x0, lo, hi, sc)
+    c = _attn(gpu, prefill_q_tile=q_tile, prefill_tile_rows=tile_rows, prefill_pack_gqa=pack,
+              **dict(zip(_PREFILL_X, x, strict=True)))
     ape = np.abs(K.prefill_attention_latency_s(c, *args) / y - 1.0)
     vals = dict(zip(_PREFILL_X, x, strict=True))
     coeffs = [
@@ -306,6 +314,23 @@ def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
                     "time per new token per SM (the KV-cache write runs one CTA per token)"),
         Coefficient("prefill_attn_fp8_token_factor", float(vals["prefill_fp8_token_factor"]), "1",
                     "per-token time factor of an fp8 KV cache (quantising the written K/V and the query)"),
+        Coefficient("prefill_attn_fp8_overhead", float(vals["prefill_fp8_overhead_s"]), "s",
+                    "fixed time an fp8 KV cache adds per call (the query's fp8 quantisation launch)"),
+        Coefficient("prefill_attn_pack_gqa", pack, "1",
+                    "1: a q tile packs the query heads of one KV head (FlashAttention 3 with a paged cache); 0: one "
+                    "query head per tile (grid 0/1)"),
+        Coefficient("prefill_attn_tile_rows", tile_rows, "1",
+                    "packed query rows (new tokens x query heads per KV head) of one tile (grid 64/128)"),
+        Coefficient("prefill_attn_multi_tile_overhead", float(vals["prefill_multi_tile_s"]), "s",
+                    "fixed time of a call whose sequences span more than one packed query tile (the multi-tile "
+                    "scheduler's set-up; a few us)"),
+        Coefficient("prefill_attn_fp8_multi_tile_factor", float(vals["prefill_fp8_multi_tile_factor"]), "1",
+                    "factor on that time with an fp8 KV cache"),
+        Coefficient("prefill_attn_fp8_compute_factor", float(vals["prefill_fp8_compute_factor"]), "1",
+                    "tensor-core efficiency of the fp8 kernel (fp8 Q/K/V tiles) relative to bf16 at small head dim"),
+        Coefficient("prefill_attn_fp8_d_half", float(vals["prefill_fp8_d_half"]), "1",
+                    "head dim at which the fp8 kernel's efficiency halves (x 1/(1 + (D/this)^2): its in-kernel V "
+                    "transpose and register pressure grow with D; ~300)"),
     ]
     return FamilyFit(gpu.key, "prefill attention", table.path, coeffs, int((~held).sum()), int(held.sum()), ape[held], ape[~held])
 

@@ -41,14 +41,20 @@ Decode attention (one new query token per sequence; FlashAttention/FlashInfer sp
                                                                           written and read back by the combine)
     latency = overhead + waves * cta + t_rows + [split > 1] combine + graph * B * graph_seq_time
 
-Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q tiles of ``q_tile``)::
+Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q tiles of ``q_tile`` rows;
+``pack_gqa``: a tile packs the r = h / g query heads of one KV head, as FlashAttention 3 does)::
 
-    keys   = min(S - T + (T + q_tile) / 2, window + q_tile, S)     mean keys per query row
-    units  = B h ceil(T / q_tile);  wave_eff as for GEMM over SMs
-    t_math = 4 B h ceil(T / q_tile) q_tile keys D / (peak * eff * wave_eff * keys/(keys + k_half) * D/(D + d_half))
+    rows   = T r (pack_gqa) or T;  tile tokens = q_tile / r (pack_gqa) or q_tile
+    keys   = min(S - T + (T + tile tokens) / 2, window + tile tokens, S)   mean keys per query row
+    units  = B g ceil(T r / q_tile) (pack_gqa) or B h ceil(T / q_tile);  wave_eff as for GEMM over SMs
+    eff    = compute_eff * wave_eff * keys/(keys + k_half) * D/(D + d_half)
+             [fp8 KV] x fp8_compute_factor / (1 + (D / fp8_d_half)^2)    fp8 Q/K/V tiles (0: no falloff)
+    t_math = 4 units q_tile keys D / (peak * eff)
     t_kv   = B T (h D 4 + g D kv_traffic[kv dtype]) / (bw * mem_eff)       Q/O and KV-cache traffic
     t_tok  = ceil(B T / SMs) * token_s * [fp8 KV] fp8_token_factor         per-token CTAs (KV-cache write)
-    latency = overhead + t_math + t_kv + t_tok
+    multi  = [T h / g > tile_rows] multi_tile_overhead                     more than one packed query tile
+    latency = overhead + [fp8 KV] (fp8_overhead + fp8_multi_tile_factor multi) + [bf16] multi
+              + t_math + t_kv + t_tok
 
 Fused MoE (two grouped GEMMs per expert shard: gate+up N = 2I, K = H; down N = H, K = I; c_e tokens on
 expert e): the GEMM formula with ``batch`` = experts hit and M = tokens per expert, the MoE family's own
@@ -235,6 +241,13 @@ class AttentionCoeffs:
     prefill_kv_traffic_fp8: float
     prefill_token_s: float
     prefill_fp8_token_factor: float
+    prefill_fp8_overhead_s: float
+    prefill_tile_rows: float
+    prefill_multi_tile_s: float
+    prefill_fp8_multi_tile_factor: float
+    prefill_fp8_compute_factor: float
+    prefill_fp8_d_half: float
+    prefill_pack_gqa: float
 
 
 # field name in the profile -> (AttentionCoeffs attribute, default when the profile has none)
@@ -265,6 +278,13 @@ ATTENTION_FIELDS = {
     "prefill_attn_kv_traffic_fp8": ("prefill_kv_traffic_fp8", 2.0),
     "prefill_attn_token_time": ("prefill_token_s", 0.0),
     "prefill_attn_fp8_token_factor": ("prefill_fp8_token_factor", 1.0),
+    "prefill_attn_fp8_overhead": ("prefill_fp8_overhead_s", 0.0),
+    "prefill_attn_tile_rows": ("prefill_tile_rows", 64.0),
+    "prefill_attn_multi_tile_overhead": ("prefill_multi_tile_s", 0.0),
+    "prefill_attn_fp8_multi_tile_factor": ("prefill_fp8_multi_tile_factor", 1.0),
+    "prefill_attn_fp8_compute_factor": ("prefill_fp8_compute_factor", 1.0),
+    "prefill_attn_fp8_d_half": ("prefill_fp8_d_half", 0.0),  # 0: no head-dim falloff
+    "prefill_attn_pack_gqa": ("prefill_pack_gqa", 0.0),
 }
 
 
@@ -342,13 +362,16 @@ def _decode_call_s(c: AttentionCoeffs, bg: ArrayLike, hg: ArrayLike, s: ArrayLik
     return c.decode_overhead_s + waves * cta + t_rows + np.where(split > 1.0, c.decode_combine_s, 0.0)
 
 
-def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0) -> np.ndarray:
-    """Mean keys per query row of a causal prefill of ``t`` new tokens over ``s`` keys (q tiles included)."""
+def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0,
+                 r: ArrayLike = 1.0) -> np.ndarray:
+    """Mean keys per query row of a causal prefill of ``t`` new tokens over ``s`` keys (q tiles included): a
+    tile packs ``q_tile`` rows of ``r`` query heads per KV head, i.e. ``q_tile / r`` tokens."""
     t = np.maximum(_a(t), 1.0)
     s = np.maximum(_a(s), t)
     w = _a(window)
-    keys = s - t + (t + c.prefill_q_tile) / 2.0
-    keys = np.where(w > 0, np.minimum(keys, w + c.prefill_q_tile), keys)
+    tile_tokens = c.prefill_q_tile / np.maximum(_a(r), 1.0)
+    keys = s - t + (t + tile_tokens) / 2.0
+    keys = np.where(w > 0, np.minimum(keys, w + tile_tokens), keys)
     return np.minimum(keys, s)
 
 
@@ -361,17 +384,27 @@ def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, 
     b = np.maximum(_a(b), 1.0)
     h, g, d = (np.maximum(_a(x), 1e-9) for x in (h, g, d))
     t = np.maximum(_a(t), 1.0)
-    keys = prefill_keys(c, t, s, window)
-    q_tiles = np.ceil(t / c.prefill_q_tile)
-    units = b * h * q_tiles
+    if c.prefill_pack_gqa > 0.0:  # the r query heads of a KV head packed into the q tiles
+        r = np.maximum(h / g, 1.0)
+        keys = prefill_keys(c, t, s, window, r)
+        units = b * g * np.ceil(t * r / c.prefill_q_tile)
+    else:  # one query head per tile
+        keys = prefill_keys(c, t, s, window)
+        units = b * h * np.ceil(t / c.prefill_q_tile)
     wave_eff = units / (np.ceil(units / c.sms) * c.sms)
     eff = (c.prefill_compute_efficiency * wave_eff * keys / (keys + c.prefill_k_half) * d / (d + c.prefill_d_half))
-    t_math = 4.0 * units * c.prefill_q_tile * keys * d / (c.peak_flops * eff)
     fp8 = _a(kv_bytes) < 2.0
+    if c.prefill_fp8_d_half > 0.0 or c.prefill_fp8_compute_factor != 1.0:  # the fp8 kernel (fp8 Q, K, V tiles)
+        falloff = 1.0 / (1.0 + (d / c.prefill_fp8_d_half) ** 2) if c.prefill_fp8_d_half > 0.0 else 1.0
+        eff = eff * np.where(fp8, c.prefill_fp8_compute_factor * falloff, 1.0)
+    t_math = 4.0 * units * c.prefill_q_tile * keys * d / (c.peak_flops * eff)
     traffic = np.where(fp8, c.prefill_kv_traffic_fp8, c.prefill_kv_traffic_bf16)
     t_kv = b * t * (h * d * 4.0 + g * d * traffic) / (c.hbm_bandwidth * c.prefill_memory_efficiency)
     t_tok = np.ceil(b * t / c.sms) * c.prefill_token_s * np.where(fp8, c.prefill_fp8_token_factor, 1.0)
-    return share * (c.prefill_overhead_s + t_math + t_kv + t_tok)
+    multi = np.where(t * h / g > c.prefill_tile_rows, c.prefill_multi_tile_s, 0.0)  # > one packed query tile
+    t_fixed = c.prefill_overhead_s + np.where(fp8, c.prefill_fp8_overhead_s + c.prefill_fp8_multi_tile_factor * multi,
+                                              multi)
+    return share * (t_fixed + t_math + t_kv + t_tok)
 
 
 def attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike, g: ArrayLike,

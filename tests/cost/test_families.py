@@ -161,6 +161,43 @@ def test_prefill_keys_causal_and_window():
     assert K.prefill_keys(c, 8192, 8192, window=512) == pytest.approx(512 + 128)
 
 
+def test_prefill_keys_packed_query_heads():
+    c = replace(_attn(), prefill_q_tile=128.0)
+    # r = 4 query heads per KV head packed: a 128-row tile holds 32 tokens, so its causal keys are 32-token steps
+    assert K.prefill_keys(c, 1024, 1024, r=4.0) == pytest.approx((1024 + 32) / 2)
+    assert K.prefill_keys(c, 8192, 8192, window=512, r=4.0) == pytest.approx(512 + 32)
+
+
+def test_prefill_attention_packed_gqa_multi_tile_and_fp8_kernel():
+    c = replace(_attn(), prefill_overhead_s=1e-5, prefill_compute_efficiency=0.5, prefill_k_half=0.0,
+                prefill_d_half=0.0, prefill_q_tile=128.0, prefill_memory_efficiency=1.0,
+                prefill_kv_traffic_bf16=4.0, prefill_kv_traffic_fp8=2.0, prefill_pack_gqa=1.0)
+    # b=1, T=1280, h=40, g=4 (r=10): 12800 rows per KV head = 100 tiles x 4 KV heads = 400 units, 4 full waves;
+    # a tile holds 12.8 tokens: mean keys (1280 + 12.8) / 2
+    b, t, h, g, d = 1, 1280, 40, 4, 128
+    keys = (t + 12.8) / 2
+    math = 4 * 400 * 128 * keys * d / (1e15 * 0.5)
+    kv = b * t * (h * d * 4 + g * d * 4.0) / 1e12
+    assert K.prefill_attention_latency_s(c, b, t, t, h, g, d) == pytest.approx(1e-5 + math + kv)
+    # unpacked: 10 q tiles x 40 heads = 400 units too, but every tile spans 128 tokens: (1280 + 128) / 2 keys
+    flat = replace(c, prefill_pack_gqa=0.0)
+    math0 = 4 * 400 * 128 * (t + 128) / 2 * d / (1e15 * 0.5)
+    assert K.prefill_attention_latency_s(flat, b, t, t, h, g, d) == pytest.approx(1e-5 + math0 + kv)
+    # more than tile_rows packed rows (T r = 12800 > 64) adds the multi-tile time; T=4, r=10: 40 rows, none;
+    # an fp8 cache adds its own overhead and scales the multi-tile time
+    m = replace(c, prefill_tile_rows=64.0, prefill_multi_tile_s=2e-6, prefill_fp8_overhead_s=1e-6,
+                prefill_fp8_multi_tile_factor=2.0)
+    assert K.prefill_attention_latency_s(m, b, t, t, h, g, d) == pytest.approx(1e-5 + 2e-6 + math + kv)
+    small = K.prefill_attention_latency_s(c, 1, 4, 4, h, g, d)
+    assert K.prefill_attention_latency_s(m, 1, 4, 4, h, g, d) == pytest.approx(small)
+    kv8 = b * t * (h * d * 4 + g * d * 2.0) / 1e12
+    assert K.prefill_attention_latency_s(m, b, t, t, h, g, d, 1.0) == pytest.approx(1e-5 + 1e-6 + 4e-6 + math + kv8)
+    # the fp8 kernel: efficiency x factor / (1 + (D / d_half)^2): D = 128 = d_half halves it, x 1.2
+    f8 = replace(c, prefill_fp8_compute_factor=1.2, prefill_fp8_d_half=128.0)
+    assert K.prefill_attention_latency_s(f8, b, t, t, h, g, d, 1.0) == pytest.approx(1e-5 + math * 2 / 1.2 + kv8)
+    assert K.prefill_attention_latency_s(f8, b, t, t, h, g, d) == pytest.approx(1e-5 + math + kv)  # bf16 unchanged
+
+
 def test_prefill_attention_hand_count_and_monotonic():
     c = replace(_attn(), prefill_overhead_s=1e-5, prefill_compute_efficiency=0.5, prefill_k_half=0.0,
                 prefill_d_half=0.0, prefill_q_tile=128.0, prefill_memory_efficiency=1.0,
