@@ -66,6 +66,8 @@ def main(argv=None) -> int:
                          ("family/GPU", out["lomo_by_family_gpu"])):
         for k, v in table.items():
             print(f"  LOMO by {title:10s} {k:16s} ({v['n']:3d} rows)", fmt(v))
+    for k, v in out["lomo_gpu_paced"].items():
+        print(f"  LOMO GPU-paced rows {k:14s} ({v['n']:3d} rows)", fmt(v))
     for lv in ("0.5", "0.8", "0.9"):
         print(f"leave-one-model-out coverage {lv} ", fmt(lomo["coverage"][lv]))
     print("in-sample coverage 0.8          ", fmt(out["insample_coverage_80"]))

@@ -328,6 +328,8 @@ def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: di
            "lomo_by_family": grouped_mape(lomo["rows"], _family), "lomo_by_gpu": grouped_mape(lomo["rows"], _gpu),
            "lomo_by_family_gpu": grouped_mape(lomo["rows"], lambda r: f"{r.family}/{r.gpu}"),
            "worst_lomo": worst_rows(lomo["rows"])}
+    paced = [r for r in lomo["rows"] if not r.not_gpu_limited]  # the same held-out predictions, screened rows out
+    out["lomo_gpu_paced"] = {"all": {**mape(paced), "n": len(paced)}, **grouped_mape(paced, _gpu)}
     if floor:
         out["floor"] = noise_floor(fit)
     fit.predict(coeffs)
@@ -375,6 +377,8 @@ def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: di
             "leave_one_model_out_by_family": {k: _pct({m: v[m] for m in METRICS}) for k, v in
                                               out["lomo_by_family"].items()},
             "leave_one_model_out_by_gpu": {k: _pct({m: v[m] for m in METRICS}) for k, v in out["lomo_by_gpu"].items()},
+            "leave_one_model_out_gpu_paced_rows": {k: _pct({m: v[m] for m in METRICS}) for k, v in
+                                                   out["lomo_gpu_paced"].items()},
             "leave_one_family_out": {g: _pct(v) for g, v in lofo.items()},
             "leave_one_platform_out": {g: _pct(v) for g, v in lopo.items()},
         },

@@ -59,6 +59,29 @@ def test_fit_recovers_known_coefficients_and_held_out_checks_are_exact():
         assert {"value", "unit", "meaning", "fitted_on", "method"} <= set(doc["coefficients"][name])
     assert doc["coefficients"]["routing_skew"]["value"] == 0.0  # FIT half dense: no MoE row to see it
     assert set(out["interval_doc"]["cells"]) == {"*/*"}
+    # no row fails the GPU-pacing screen here: the GPU-paced LOMO figures are the LOMO figures
+    assert out["lomo_gpu_paced"]["all"]["n"] == len(rows) and set(out["lomo_gpu_paced"]) == {"all", "h100-sxm", "b200"}
+    assert {m: out["lomo_gpu_paced"]["all"][m] for m in METRICS} == out["lomo"]["mape"]
+
+
+def test_gpu_paced_lomo_leaves_out_only_the_screened_rows():
+    rows = _rows()
+    i = next(k for k, r in enumerate(rows) if r["gpu_model"] == "B200" and r["max_num_seqs"] == "64"
+             and r["model_id"] == "Qwen/Qwen3-8B")
+    rows[i]["median_itl_ms"] = str(float(rows[i]["median_itl_ms"]) * 10)  # slower than the H100 run: host-paced
+    out = run(rows, data_name="synthetic", skews=(0.8,))
+    assert [r.index for r in out["screened"]] == [i]
+    paced = out["lomo_gpu_paced"]
+    assert paced["all"]["n"] == len(rows) - 1 and paced["b200"]["n"] == len(rows) // 2 - 1
+    lomo_rows = out["lomo"]["rows"]
+    bad = next(r for r in lomo_rows if r.index == i)
+    m = "decode_step_latency_s"
+    n = len(lomo_rows)
+    # the screened row's error is the only difference between the two means
+    assert paced["all"][m] * (n - 1) == pytest.approx(out["lomo"]["mape"][m] * n
+                                                       - abs(bad.predicted[m] / bad.measured[m] - 1))
+    assert out["coefficient_doc"]["mape_percent"]["leave_one_model_out_gpu_paced_rows"]["all"][m] == \
+        pytest.approx(100 * paced["all"][m], abs=0.01)
 
 
 def test_input_len_override_moves_the_rows():
