@@ -258,7 +258,17 @@ class _BatchClasses:
         if x.ndim < nd - self.axis or x.shape[x.ndim - nd + self.axis] == 1:
             return x  # does not depend on the batch
         x = x.reshape((1,) * (nd - x.ndim) + x.shape)
-        return np.take_along_axis(x, self.index, axis=self.axis)
+        ax, ix = self.axis, self.index
+        if x.ndim == nd:
+            # one gather of whole blocks along the class axis (``np.take``), its result's axes already in the grid's
+            # order where the total varies, before the class axis, only on axes ahead of those the batch varies on
+            # (the usual TP axis); ``take_along_axis`` builds an index over every axis, about 100x the time
+            own = [i for i in range(ax) if x.shape[i] > 1]
+            batch = [i for i in range(nd) if ix.shape[i] > 1]
+            if not (set(own) & set(batch)) and (not own or max(own) < min(batch + [ax])):
+                return np.take(x, ix, axis=ax).reshape(np.broadcast_shapes(x.shape[:ax] + (1,) + x.shape[ax + 1:],
+                                                                           ix.shape))
+        return np.take_along_axis(x, ix, axis=ax)
 
 
 def _batch_classes(decode: bool, sizes: dict, *others: dict) -> _BatchClasses | None:
@@ -405,10 +415,8 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
             rank_sums[a] = rank_sums[a] + v[i] * count
     if moe is None:
         kernel_time_e = kernel_time
-    if classes is not None:  # (never with MoE) the phase's totals spread back over the configurations
-        kernel_time = kernel_time_e = expand(kernel_time)
-        coll_time, coll_energy = expand(coll_time), expand(coll_energy)
-        rank_sums = {a: expand(v) for a, v in rank_sums.items()}
+    # with batch classes (never with MoE) the sums above are spread back over the configurations where they meet
+    # a pipeline degree, a data-parallel degree or the micro-batches below, each product over the other axes first
     # (section, record) lists built on first use; no reference cycle, so the arrays go with the PhaseArrays
     records = rec = None
     if classes is None:
@@ -442,7 +450,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         blocks_t = expand(sum((layer_time[b.name] * b.count for b, _ in program.blocks), np.asarray(0.0)))
         hop = np.where(pp > 1, p2p_time / np.maximum(pp - 1.0, 1.0), 0.0)
         slowest_stage = blocks_t / pp + expand(np.maximum(layer_time["pre"], layer_time["post"])) + hop
-        one_pass = kernel_time + coll_time + p2p_time
+        one_pass = expand(kernel_time + coll_time) + p2p_time
         # decode: each micro-batch's next token waits for its previous one to leave the last stage, so a step
         # lasts the longer of one pass and m turns of the slowest stage (the pipeline stays full); prefill:
         # fill once, then one stage per micro-batch
@@ -454,14 +462,14 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         else:
             latency = one_pass + (m - 1.0) * slowest_stage
     else:
-        latency = kernel_time + coll_time + p2p_time
+        latency = expand(kernel_time + coll_time) + p2p_time
 
-    compute = rank_sums["compute_energy_j"] * tp * dp * m
-    memory = rank_sums["memory_energy_j"] * tp * dp * m
-    static = rank_sums["static_energy_j"] * tp * dp * m
-    comm = (coll_energy * tp + p2p_energy) * dp * m
+    compute = expand(rank_sums["compute_energy_j"] * tp) * dp * m
+    memory = expand(rank_sums["memory_energy_j"] * tp) * dp * m
+    static = expand(rank_sums["static_energy_j"] * tp) * dp * m
+    comm = (expand(coll_energy * tp) + p2p_energy) * dp * m
     gpu_time = tp * pp * latency
-    busy_time = (tp * (kernel_time_e + coll_time) + 2.0 * tp * p2p_time) * m
+    busy_time = (expand(tp * (kernel_time_e + coll_time)) + 2.0 * tp * p2p_time) * m
     wait = idle_energy_j(gpu, np.maximum(gpu_time - busy_time, 0.0)) * dp
     energy = compute + memory + static + comm + wait
 
@@ -481,6 +489,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     else:  # spread back when read (a sweep reads the phase's totals only)
         layer_time, layer_energy = (_Spread(d, lambda v: full(expand(v))) for d in (layer_time, layer_energy))
     moe_wait = None if moe is None else full(tp * dp * m * idle_energy_j(gpu, kernel_time - kernel_time_e))
+    kernel_time, coll_time = expand(kernel_time), expand(coll_time)
     return PhaseArrays(full(latency), full(energy), full(compute), full(memory), full(static), full(comm), full(wait),
                        full(kernel_time), full(coll_time), full(p2p_time), records[0] if records else [],
                        records[2] if records else [], p2p, reduce, layer_time, layer_energy, layer_time,

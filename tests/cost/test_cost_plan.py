@@ -142,6 +142,28 @@ def test_distinct_batches_give_the_same_totals():
         sizes, w = (decode_sizes if decode else prefill_sizes)(Workload(1, p, o), b)
         a = evaluate_phase(m, g, lay, prog, dict(sizes), w, decode=decode)
         c = evaluate_phase(m, g, lay, prog, dict(sizes), w, decode=decode, distinct_batches=True)
-        for f in ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j"):
+        for f in ("latency_s", "energy_j", "compute_j", "memory_j", "static_j", "communication_j", "idle_wait_j",
+                  "kernel_time_s", "collective_time_s", "p2p_time_s", "microbatches"):
             np.testing.assert_array_equal(getattr(a, f), getattr(c, f))
+        for f in ("layer_time_s", "layer_energy_j", "section_time_s", "section_energy_j"):  # spread when read
+            assert dict(getattr(a, f)).keys() == dict(getattr(c, f)).keys()
+            for k, v in getattr(a, f).items():
+                np.testing.assert_array_equal(v, getattr(c, f)[k])
         assert c.kernels == [] and len(a.kernels) > 0
+
+
+def test_batch_classes_spread_back_as_take_along_axis():
+    """Totals over distinct batches spread back over the grid: one block gather where the axes allow, else
+    ``take_along_axis``; the same values either way."""
+    from energylens.cost.phase import _BatchClasses
+
+    rng = np.random.default_rng(3)
+    index = rng.integers(0, 5, (1, 3, 2, 1, 8, 1, 1))  # the batch varies along pp, dp and batch
+    classes = _BatchClasses(np.arange(5.0), index, 4)
+    for shape in ((4, 1, 1, 1, 5, 6, 2), (1, 1, 1, 1, 5, 6, 1), (4, 1, 1, 3, 5, 1, 2), (5, 1, 1)):
+        x = rng.random(shape)
+        xs = x.reshape((1,) * (7 - x.ndim) + x.shape)
+        want = np.take_along_axis(xs, index, axis=4)
+        np.testing.assert_array_equal(classes.expand(x), want)
+    flat = rng.random((4, 1, 1, 1, 1, 6, 2))  # does not depend on the batch: as it is
+    assert classes.expand(flat) is flat
