@@ -16,8 +16,8 @@ from energylens.cost.phase import USABLE_MEMORY_FRACTION
 from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import Source
 
-NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len (sweep.runner's grid)
-AX_P = 5  # the first workload-length axis: prompt_len, then output_len
+NDIM = 7  # the axes of sweep.runner's grid: tp, pp, dp, ep, batch, prompt_len, output_len
+AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)  # (AX_P: the first workload-length axis)
 OVERLAP_FIELDS = ("latency_s", "energy_j")  # what the overlap model re-costs per setting
 
 

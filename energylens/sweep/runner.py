@@ -60,6 +60,14 @@ from energylens.overlap.cost import evaluate_overlap
 from energylens.parallel.layout import Layout, check_layout
 from energylens.program import build_program
 from energylens.sweep.rows import (
+    AX_B,
+    AX_DP,
+    AX_EP,
+    AX_O,
+    AX_P,
+    AX_PP,
+    AX_TP,
+    NDIM,
     OVERLAP_FIELDS,
     RowGather,
     constant,
@@ -71,8 +79,6 @@ from energylens.sweep.spec import SweepSpec
 from energylens.sweep.table import SweepTable
 from energylens.workload import DECODE_POINTS, Workload, decode_sizes, prefill_sizes
 
-NDIM = 7  # tp, pp, dp, ep, batch, prompt_len, output_len
-AX_TP, AX_PP, AX_DP, AX_EP, AX_B, AX_P, AX_O = range(NDIM)
 # Configurations per vectorised evaluation. Measured with the streamed --pareto-only summaries over a 1.7 M slice
 # of the 95 M grid of issue 19 (benchmarks/bench_speed.py, stream_chunk_*; one core, a loaded machine): 100 k ->
 # 0.61 M configs/s per CPU second, 488 MB peak; 250 k -> 0.79 M/s, 521 MB; 500 k -> 0.71 M/s, 729 MB.
