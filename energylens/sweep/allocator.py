@@ -5,8 +5,9 @@ at every step. Under glibc's defaults such blocks come from fresh mappings (``mm
 follows the sizes freed so far) or from a heap whose free top is handed back to the system past a small
 trim threshold, so every new temporary faults its pages in again (the kernel zeroes each one). Measured on
 the grids of ``benchmarks/bench_speed.py`` (one core, CPU time, medians of five sweeps): layout-heavy 5.2-5.4
--> 7.4-8.2 M configurations/s, length-heavy 2.0-2.1 -> 3.5-3.7 M, the same numbers; the streamed 1.7 M slice
-of the 95 M grid streamed as fast, at the same peak RSS (688 -> 690 MB).
+-> 7.4-8.2 M configurations/s, length-heavy 2.0-2.1 -> 3.5-3.7 M, the same numbers; the 1.7 M slice of the
+95 M grid (``stream_chunk_*``) streams as fast, its peak RSS 663 -> 691 MB with 250 k chunks, and the 95 M
+stream itself 60 -> 56 s of CPU, 889 -> 906 MB.
 
 :func:`keep_freed_memory` sets, once per process, the ``mmap`` threshold to ``MMAP_THRESHOLD_BYTES`` (blocks
 below it come from the heap) and the trim threshold to ``TRIM_THRESHOLD_BYTES`` (up to that much freed memory
