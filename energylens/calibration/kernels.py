@@ -315,7 +315,7 @@ def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
         Coefficient("prefill_attn_fp8_token_factor", float(vals["prefill_fp8_token_factor"]), "1",
                     "per-token time factor of an fp8 KV cache (quantising the written K/V and the query)"),
         Coefficient("prefill_attn_fp8_overhead", float(vals["prefill_fp8_overhead_s"]), "s",
-                    "fixed time an fp8 KV cache adds per call (the query's fp8 quantisation launch)"),
+                    "fixed time an fp8 KV cache adds per call (the query's fp8 quantisation launch; ~0.2-1 us)"),
         Coefficient("prefill_attn_pack_gqa", pack, "1",
                     "1: a q tile packs the query heads of one KV head (FlashAttention 3 with a paged cache); 0: one "
                     "query head per tile (grid 0/1)"),
@@ -323,14 +323,14 @@ def fit_prefill(gpu: GPU, table: Table) -> FamilyFit:
                     "packed query rows (new tokens x query heads per KV head) of one tile (grid 64/128)"),
         Coefficient("prefill_attn_multi_tile_overhead", float(vals["prefill_multi_tile_s"]), "s",
                     "fixed time of a call whose sequences span more than one packed query tile (the multi-tile "
-                    "scheduler's set-up; a few us)"),
+                    "scheduler's set-up; ~0.3-2 us)"),
         Coefficient("prefill_attn_fp8_multi_tile_factor", float(vals["prefill_fp8_multi_tile_factor"]), "1",
-                    "factor on that time with an fp8 KV cache"),
+                    "factor on that time with an fp8 KV cache (~1.2-2)"),
         Coefficient("prefill_attn_fp8_compute_factor", float(vals["prefill_fp8_compute_factor"]), "1",
-                    "tensor-core efficiency of the fp8 kernel (fp8 Q/K/V tiles) relative to bf16 at small head dim"),
+                    "tensor-core efficiency of the fp8 kernel (fp8 Q/K/V tiles) relative to bf16 at small head dim (~1-1.2)"),
         Coefficient("prefill_attn_fp8_d_half", float(vals["prefill_fp8_d_half"]), "1",
                     "head dim at which the fp8 kernel's efficiency halves (x 1/(1 + (D/this)^2): its in-kernel V "
-                    "transpose and register pressure grow with D; ~300)"),
+                    "transpose and register pressure grow with D; ~350 on Hopper, at its 1e4 bound where a kernel shows none)"),
     ]
     return FamilyFit(gpu.key, "prefill attention", table.path, coeffs, int((~held).sum()), int(held.sum()), ape[held], ape[~held])
 

@@ -45,7 +45,8 @@ Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q
 ``pack_gqa``: a tile packs the r = h / g query heads of one KV head, as FlashAttention 3 does)::
 
     rows   = T r (pack_gqa) or T;  tile tokens = q_tile / r (pack_gqa) or q_tile
-    keys   = min(S - T + (T + tile tokens) / 2, window + tile tokens, S)   mean keys per query row
+    keys   = mean over rows of min(S - T + i + tile tokens / 2, window + tile tokens), at most S
+             (rows i = 0..T: S - T + (T + tile tokens) / 2 without a window)   mean keys per query row
     units  = B g ceil(T r / q_tile) (pack_gqa) or B h ceil(T / q_tile);  wave_eff as for GEMM over SMs
     eff    = compute_eff * wave_eff * keys/(keys + k_half) * D/(D + d_half)
              [fp8 KV] x fp8_compute_factor / (1 + (D / fp8_d_half)^2)    fp8 Q/K/V tiles (0: no falloff)
@@ -370,8 +371,13 @@ def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLi
     s = np.maximum(_a(s), t)
     w = _a(window)
     tile_tokens = c.prefill_q_tile / np.maximum(_a(r), 1.0)
-    keys = s - t + (t + tile_tokens) / 2.0
-    keys = np.where(w > 0, np.minimum(keys, w + tile_tokens), keys)
+    lo = s - t + tile_tokens / 2.0  # keys of the first and last rows grow linearly from lo to hi
+    hi = s + tile_tokens / 2.0
+    keys = (lo + hi) / 2.0
+    cap = w + tile_tokens  # a sliding window caps each row's keys: the mean of min(keys, cap) over the rows
+    below = np.clip((cap - lo) / (hi - lo), 0.0, 1.0)
+    capped = below * (lo + np.minimum(cap, hi)) / 2.0 + (1.0 - below) * cap
+    keys = np.where(w > 0, np.minimum(keys, capped), keys)
     return np.minimum(keys, s)
 
 

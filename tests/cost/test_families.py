@@ -158,14 +158,20 @@ def test_prefill_keys_causal_and_window():
     # no cache: mean keys per row (T + tile) / 2; with a 1000-token cached prefix add it
     assert K.prefill_keys(c, 1024, 1024) == pytest.approx((1024 + 128) / 2)
     assert K.prefill_keys(c, 1024, 2024) == pytest.approx(1000 + (1024 + 128) / 2)
-    assert K.prefill_keys(c, 8192, 8192, window=512) == pytest.approx(512 + 128)
+    # a 512 window: rows' keys grow 64 -> 8256 and are capped at 640; the capped mean: the first 576/8192 of the rows
+    # average (64 + 640) / 2, the rest 640
+    f = 576 / 8192
+    assert K.prefill_keys(c, 8192, 8192, window=512) == pytest.approx(f * (64 + 640) / 2 + (1 - f) * 640)
+    # a window longer than the prompt caps nothing
+    assert K.prefill_keys(c, 1024, 1024, window=4096) == pytest.approx((1024 + 128) / 2)
 
 
 def test_prefill_keys_packed_query_heads():
     c = replace(_attn(), prefill_q_tile=128.0)
     # r = 4 query heads per KV head packed: a 128-row tile holds 32 tokens, so its causal keys are 32-token steps
     assert K.prefill_keys(c, 1024, 1024, r=4.0) == pytest.approx((1024 + 32) / 2)
-    assert K.prefill_keys(c, 8192, 8192, window=512, r=4.0) == pytest.approx(512 + 32)
+    f = (544 - 16) / 8192  # keys grow 16 -> 8208, capped at 512 + 32
+    assert K.prefill_keys(c, 8192, 8192, window=512, r=4.0) == pytest.approx(f * (16 + 544) / 2 + (1 - f) * 544)
 
 
 def test_prefill_attention_packed_gqa_multi_tile_and_fp8_kernel():
