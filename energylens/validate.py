@@ -273,25 +273,27 @@ def _load_row_model(model_id: str, precision: str):
     return model.with_dtypes(weight_dtype=PRECISIONS[p]), None
 
 
-SCREEN_KEY = ("model_id", "task", "weight_precision", "num_gpus", "tensor_parallel", "expert_parallel",
-              "data_parallel", "max_num_seqs")
+SCREEN_KEY = ("model_id", "task", "weight_precision", "expert_parallel", "data_parallel", "max_num_seqs")
 SCREEN_BATCH_TOLERANCE = 1.05  # the faster GPU's run may hold at most 5 % more running requests
 
 
 def not_gpu_limited(rows: list[dict]) -> dict[int, str]:
     """Rows whose measured run was demonstrably not paced by the GPU (a model-free consistency screen).
 
-    Two runs of the same model, task, precision, layout and ``max_num_seqs`` on different GPUs, where one
-    GPU is at least as fast as the other on both datasheet figures that pace inference (HBM bandwidth and
-    dense bf16 tensor FLOP/s) and faster on one: if the faster GPU's run shows a longer median inter-token
-    latency at (nearly) the same running batch, its iteration time is set by something other than the GPU
-    (host, software stack), which no GPU cost model describes. The row is returned (index -> reason).
+    Two runs of the same model, task, precision, expert and data parallelism and ``max_num_seqs`` on different
+    GPUs, where run A's deployment is at least as fast as run B's: A's GPU is at least as fast as B's on both
+    datasheet figures that pace inference (HBM bandwidth and dense bf16 tensor FLOP/s) and faster on one,
+    A uses no more GPUs and no more tensor parallelism (no more communication per step), and A's GPUs together
+    have at least B's total bandwidth and FLOP/s (the same number of GPUs: always; one B200 against two H100s
+    at TP 2: 8.0 vs 6.7 TB/s, 2.25 vs 1.98 PFLOP/s). If A's run shows a longer median inter-token latency at
+    (nearly) the same running batch, its iteration time is set by something other than the GPU (host,
+    software stack), which no GPU cost model describes. The row is returned (index -> reason).
     ``tools/fit_serving.py`` leaves such rows out of the coefficient fit; validation still predicts and
     scores them. Uses only measured columns and GPU datasheet numbers, never a prediction."""
     from energylens.hardware.profile import load_gpu
 
     speed: dict[str, tuple[float, float] | None] = {}
-    cells: dict[tuple, list[tuple[int, str, float, float]]] = {}
+    cells: dict[tuple, list[tuple[int, str, float, float, float, float]]] = {}
     for i, row in enumerate(rows):
         name = str(row.get("gpu_model", ""))
         if name not in speed:
@@ -303,21 +305,27 @@ def not_gpu_limited(rows: list[dict]) -> dict[int, str]:
         try:
             itl = _number(row, "median_itl_ms")
             batch = _number(row, "avg_batch_size")
+            n_gpus = _number(row, "num_gpus")
+            tp = _number(row, "tensor_parallel")
         except SpecError:
             continue
         if speed[name] is None:
             continue
-        cells.setdefault(tuple(str(row.get(c, "")).strip() for c in SCREEN_KEY), []).append((i, name, itl, batch))
+        cells.setdefault(tuple(str(row.get(c, "")).strip() for c in SCREEN_KEY), []).append(
+            (i, name, itl, batch, n_gpus, tp))
     out: dict[int, str] = {}
     for runs in cells.values():
-        for i, gpu_a, itl_a, b_a in runs:
+        for i, gpu_a, itl_a, b_a, n_a, tp_a in runs:
             sa = speed[gpu_a]
-            for _, gpu_b, itl_b, b_b in runs:
+            for _, gpu_b, itl_b, b_b, n_b, tp_b in runs:
                 sb = speed[gpu_b]
                 faster = sa[0] >= sb[0] and sa[1] >= sb[1] and (sa[0] > sb[0] or sa[1] > sb[1])
-                if faster and itl_a > itl_b and b_a <= SCREEN_BATCH_TOLERANCE * b_b:
+                no_bigger = n_a <= n_b and tp_a <= tp_b and n_a * sa[0] >= n_b * sb[0] and n_a * sa[1] >= n_b * sb[1]
+                if faster and no_bigger and itl_a > itl_b and b_a <= SCREEN_BATCH_TOLERANCE * b_b:
+                    where = "the same layout" if (n_a, tp_a) == (n_b, tp_b) else \
+                        f"{n_a:g} x {gpu_a} at TP {tp_a:g} against {n_b:g} x {gpu_b} at TP {tp_b:g}"
                     out[i] = (f"median ITL {itl_a:.1f} ms on {gpu_a} exceeds {itl_b:.1f} ms on the slower {gpu_b} "
-                              f"(same model, task, layout and max_num_seqs): not paced by the GPU")
+                              f"(same model, task and max_num_seqs; {where}): not paced by the GPU")
                     break
     return out
 

@@ -361,10 +361,12 @@ def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: di
         "split": {"rule": "sorted model ids of the file, alternately FIT / TEST", "fit_models": fit_ids,
                   "test_models": test_ids},
         "not_gpu_paced": {
-            "rule": "energylens.validate.not_gpu_limited: a run slower (median ITL) on a GPU at least as fast on "
-                    "the datasheet (HBM bandwidth and bf16 FLOP/s) than the same model/task/layout/max_num_seqs "
-                    "run on another GPU, at no more than 5 % more running requests; model-free (measured columns "
-                    "and datasheet numbers only)",
+            "rule": "energylens.validate.not_gpu_limited: a run slower (median ITL) than the same model/task/"
+                    "precision/expert- and data-parallel/max_num_seqs run on another GPU type, at no more than 5 % "
+                    "more running requests, where its deployment is at least as fast on the datasheet: a GPU at "
+                    "least as fast (HBM bandwidth and bf16 FLOP/s), no more GPUs, no more tensor parallelism, and "
+                    "at least the other's total bandwidth and FLOP/s; model-free (measured columns and datasheet "
+                    "numbers only)",
             "use": "left out of every fit (FIT half and leave-one-model-out); predicted and scored in every MAPE",
             "rows": [{"row": r.index, "model_id": r.row["model_id"], "task": r.row["task"],
                       "gpu": r.row["gpu_model"], "max_num_seqs": r.row["max_num_seqs"], "reason": r.not_gpu_limited}

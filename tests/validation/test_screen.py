@@ -47,10 +47,29 @@ def test_same_gpu_is_never_compared():
     assert not_gpu_limited([run("H100", 12.0), run("H100", 40.0)]) == {}
 
 
-@pytest.mark.parametrize("field,value", [("max_num_seqs", "32"), ("tensor_parallel", "2"), ("task", "lm-arena-chat"),
+@pytest.mark.parametrize("field,value", [("max_num_seqs", "32"), ("tensor_parallel", "2"), ("expert_parallel", "2"),
+                                         ("data_parallel", "2"), ("task", "lm-arena-chat"),
                                          ("weight_precision", "fp8"), ("model_id", "Qwen/Qwen3-14B")])
 def test_runs_of_different_configurations_are_not_compared(field, value):
     assert not_gpu_limited([run("H100", 12.0), run("B200", 37.0, **{field: value})]) == {}
+
+
+def test_one_faster_gpu_against_two_slower_ones_at_tp2():
+    # one B200 (8.0 TB/s, 2.25 PFLOP/s) has more than two H100s together (6.7 TB/s, 1.98 PFLOP/s) and no
+    # all-reduce: a longer ITL there is not GPU-paced; the reason names both deployments
+    two_h100 = run("H100", 16.7, num_gpus="2", tensor_parallel="2")
+    out = not_gpu_limited([two_h100, run("B200", 44.1)])
+    assert list(out) == [1] and "1 x B200 at TP 1 against 2 x H100 at TP 2" in out[1]
+    assert not_gpu_limited([two_h100, run("B200", 12.0)]) == {}
+
+
+@pytest.mark.parametrize("b200,h100", [
+    ({"num_gpus": "1", "tensor_parallel": "1"}, {"num_gpus": "4", "tensor_parallel": "4"}),  # 4 H100s: 13.4 TB/s
+    ({"num_gpus": "2", "tensor_parallel": "2"}, {"num_gpus": "1", "tensor_parallel": "1"}),  # more GPUs, more TP
+    ({"num_gpus": "2", "tensor_parallel": "2"}, {"num_gpus": "2", "tensor_parallel": "1"}),  # more TP (all-reduce)
+])
+def test_deployments_not_at_least_as_fast_are_not_compared(b200, h100):
+    assert not_gpu_limited([run("H100", 12.0, **h100), run("B200", 37.0, **b200)]) == {}
 
 
 def test_larger_batch_on_the_faster_gpu_is_not_flagged():
