@@ -443,9 +443,10 @@ def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
     for a in scales:
         load, hit = aic_expert_loads(t["num_tokens"], t["topk"], t["num_experts"], t["moe_ep_size"], t["distribution"], a)
         sums.update({(a, tm): K.expert_tiles(load, hit, tm) for tm in _MOE_TILES_M})
-    routed = t["num_tokens"] * t["topk"]
+    tokens = t["num_tokens"]
+    routed = tokens * t["topk"]
     bw = gpu.hbm_bandwidth_bytes_per_s
-    x0, lo, hi = [0.6, 256.0, 0.7, 2e-5, 4.0, 4.0], [0.02, 0.0, 0.05, 0.0, 0.0, 0.0], [1.0, 8192.0, 1.0, 1e-3, 40.0, 40.0]
+    x0, lo, hi = [0.6, 256.0, 0.7, 2e-5, 4.0, 20.0], [0.02, 0.0, 0.05, 0.0, 0.0, 0.0], [1.0, 8192.0, 1.0, 1e-3, 40.0, 200.0]
     sc = [1, 100, 1, 1e-5, 1, 1]
     fit_sums = {key: tuple(a[~held] for a in v) for key, v in sums.items()}
 
@@ -454,7 +455,7 @@ def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
         c = replace(base, efficiency=x[0], k_half=x[1], bandwidth_bytes_per_s=bw * x[2], overhead_s=x[3], tile_m=tm,
                     tile_n=tn)
         return (K.moe_from_tiles_s(c, *(s or sums[a, tm]), hidden[sel], inter[sel], eb)
-                + K.moe_routed_s(routed[sel], hidden[sel], inter[sel], x[4], x[5], bw))
+                + K.moe_routed_s(routed[sel], inter[sel], x[4], bw) + K.moe_token_pass_s(tokens[sel], hidden[sel], x[5], bw))
 
     def resid(grid, x):
         return np.log(model(grid, x, ~held, fit_sums[grid[:2]]) / y[~held])
@@ -472,9 +473,10 @@ def fit_moe(gpu: GPU, table: Table, table_dtype: str) -> FamilyFit:
         Coefficient(f"moe_routed_bytes_inter_{d or dtype}", float(x[4]), "B",
                     "HBM bytes per routed (token, expert) pair per intermediate element of the call's activation pass "
                     f"(and zero tiles of other ranks' experts); {routed_note}", "reported"),
-        Coefficient(f"moe_routed_bytes_hidden_{d or dtype}", float(x[5]), "B",
-                    f"HBM bytes per routed pair per hidden element of the down output and top-k combine; {routed_note}",
-                    "reported"),
+        Coefficient(f"moe_token_bytes_hidden_{d or dtype}", float(x[5]), "B",
+                    "HBM-equivalent bytes per token per hidden element of the call's per-token passes (top-k combine "
+                    "into the output row; one row per CTA, latency-bound: tens of bytes where the data is a few); "
+                    f"{routed_note}", "reported"),
         Coefficient(f"moe_table_routing_exponent_scale_{d or dtype}", a, "1",
                     "the table's power_law_A rows route as a Zipf law of exponent (this x A) (grid 0.6..1; 1 where the "
                     "fit has balanced rows only): a property of the collector's routing, not of the kernel", "reported"),

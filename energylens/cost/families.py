@@ -60,9 +60,11 @@ Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q
 Fused MoE (two grouped GEMMs per expert shard: gate+up N = 2I, K = H; down N = H, K = I; c_e tokens on
 expert e): the GEMM formula with ``batch`` = experts hit and M = tokens per expert, the MoE family's own
 tile, efficiency and overhead (:func:`moe_coeffs`), and only the hit experts' weights read. The measured
-vLLM call also runs the gate/up activation and the top-k combine over every routed (token, expert) pair
-(under expert parallelism the pairs of other ranks' experts too, as zero tiles): :func:`moe_routed_s`,
-fitted with the kernel tables and reported; the cost path costs those as its own element-wise ops.
+vLLM call also runs the gate/up activation over every routed (token, expert) pair (under expert parallelism
+the pairs of other ranks' experts too, as zero tiles): :func:`moe_routed_s`, and per-token passes over the
+hidden vector (the top-k combine into the call's output, one row per token whatever top-k):
+:func:`moe_token_pass_s`; both fitted with the kernel tables and reported; the cost path costs those as
+its own element-wise ops.
 """
 
 from __future__ import annotations
@@ -494,10 +496,17 @@ def moe_from_tiles_s(c: GemmCoeffs, m_tiles, experts, total, hidden, inter, elem
     return c.overhead_s + up + down
 
 
-def moe_routed_s(routed: ArrayLike, hidden: ArrayLike, inter: ArrayLike, bytes_inter: float, bytes_hidden: float,
-                 bandwidth_bytes_per_s: float) -> np.ndarray:
+def moe_routed_s(routed: ArrayLike, inter: ArrayLike, bytes_inter: float, bandwidth_bytes_per_s: float) -> np.ndarray:
     """Time of the element-wise passes of a fused-MoE call over its ``routed`` (token, expert) pairs (all
     experts, not only this GPU's): ``bytes_inter`` HBM bytes per pair per element of the (sharded) intermediate
-    (activation in and out, zero tiles of non-local experts) and ``bytes_hidden`` per hidden element (the
-    down output and the top-k combine reading it)."""
-    return _a(routed) * (bytes_inter * _a(inter) + bytes_hidden * _a(hidden)) / bandwidth_bytes_per_s
+    (activation in and out, zero tiles of non-local experts)."""
+    return _a(routed) * bytes_inter * _a(inter) / bandwidth_bytes_per_s
+
+
+def moe_token_pass_s(tokens: ArrayLike, hidden: ArrayLike, bytes_hidden: float,
+                     bandwidth_bytes_per_s: float) -> np.ndarray:
+    """Time of a fused-MoE call's per-token passes over the hidden vector (the top-k combine writing each
+    token's output row, whatever top-k): ``bytes_hidden`` HBM-equivalent bytes per token per hidden element.
+    Fitted on the kernel tables, far above the bytes those passes move (a few per element): they run one row
+    per CTA and are bound by each row's load latency, not by HBM bandwidth."""
+    return _a(tokens) * bytes_hidden * _a(hidden) / bandwidth_bytes_per_s

@@ -107,10 +107,20 @@ def test_balanced_rows_deal_pairs_round_robin():
 def test_moe_routed_passes_scale_with_routed_pairs():
     from energylens.cost import families as K
 
-    one = K.moe_routed_s(1024, 4096, 1024, 10.0, 6.0, 3.35e12)
-    assert float(one) == pytest.approx(1024 * (10.0 * 1024 + 6.0 * 4096) / 3.35e12)
-    assert float(K.moe_routed_s(2048, 4096, 1024, 10.0, 6.0, 3.35e12)) == pytest.approx(2 * float(one))
-    assert float(K.moe_routed_s(1024, 4096, 1024, 0.0, 0.0, 3.35e12)) == 0.0
+    one = K.moe_routed_s(1024, 1024, 10.0, 3.35e12)
+    assert float(one) == pytest.approx(1024 * 10.0 * 1024 / 3.35e12)
+    assert float(K.moe_routed_s(2048, 1024, 10.0, 3.35e12)) == pytest.approx(2 * float(one))
+    assert float(K.moe_routed_s(1024, 1024, 0.0, 3.35e12)) == 0.0
+
+
+def test_moe_token_pass_counts_tokens_not_routed_pairs():
+    """The per-token pass: 512 tokens x 5120 hidden x 60 B at 4.8 TB/s = 32.768 us, whatever top-k (the fit
+    passes tokens, not tokens x top-k: top-1 and top-8 calls of the same tokens pay the same)."""
+    from energylens.cost import families as K
+
+    assert float(K.moe_token_pass_s(512, 5120, 60.0, 4.8e12)) == pytest.approx(32.768e-6)
+    assert K.moe_token_pass_s([512, 1024], 5120, 60.0, 4.8e12).tolist() == pytest.approx([32.768e-6, 65.536e-6])
+    assert float(K.moe_token_pass_s(512, 5120, 0.0, 4.8e12)) == 0.0
 
 
 def test_profile_writer_replaces_and_appends(tmp_path):
