@@ -208,7 +208,7 @@ def _attn(gpu: GPU, **over: float) -> K.AttentionCoeffs:
 
 _DECODE_X = ("decode_overhead_s", "decode_memory_efficiency", "decode_cta_overhead_s", "decode_compute_efficiency",
              "decode_fp8_kv_efficiency", "decode_cta_bandwidth", "decode_cta_latency_s", "decode_fp8_cta_factor",
-             "decode_combine_s", "decode_graph_seq_s")
+             "decode_combine_s", "decode_graph_seq_s", "decode_seq_s")
 _DECODE_GRID = {"decode_ctas_per_sm": (1.0,), "decode_split_min_tokens": (64.0, 128.0, 256.0),
                 "decode_max_splits": (32.0,), "decode_window_pad": (128.0,), "decode_q_rows": (32.0, 64.0, 128.0),
                 "decode_graph_max_batch": (0.0, 512.0)}
@@ -225,10 +225,10 @@ def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
     args = _decode_inputs(table)
     fit_args = tuple(a[~held] for a in args)
     y = table["latency_ms"] * 1e-3
-    x0 = [8e-6, 0.9, 1e-6, 0.2, 0.8, 6e10, 1e-6, 1.5, 2e-6, 1e-8]
-    lo = [0.0, 0.05, 0.0, 0.01, 0.1, 5e9, 0.0, 0.5, 0.0, 0.0]
-    hi = [1e-4, 1.0, 2e-5, 1.0, 1.2, 1e12, 2e-5, 4.0, 3e-5, 1e-7]
-    sc = [1e-6, 1.0, 1e-6, 0.1, 0.1, 1e10, 1e-6, 1.0, 1e-6, 1e-8]
+    x0 = [8e-6, 0.9, 1e-6, 0.2, 0.8, 6e10, 1e-6, 1.5, 2e-6, 1e-8, 1e-9]
+    lo = [0.0, 0.05, 0.0, 0.01, 0.1, 5e9, 0.0, 0.5, 0.0, 0.0, 0.0]
+    hi = [1e-4, 1.0, 2e-5, 1.0, 1.2, 1e12, 2e-5, 4.0, 3e-5, 1e-7, 1e-7]
+    sc = [1e-6, 1.0, 1e-6, 0.1, 0.1, 1e10, 1e-6, 1.0, 1e-6, 1e-8, 1e-8]
     keys = list(_DECODE_GRID)
 
     def resid(combo, x):
@@ -255,6 +255,7 @@ def fit_decode(gpu: GPU, table: Table) -> FamilyFit:
         "decode_attn_q_rows": ("1", "query rows (heads of one KV head) per CTA (grid 32/64/128)"),
         "decode_attn_graph_max_batch": ("1", "largest batch vLLM runs as a captured CUDA graph (its default sizes end at "
                                         "512), where the kernel runs split-KV: fp32 partial rows and a combine (grid 0/512)"),
+        "decode_attn_seq_time": ("s", "time per sequence of any call (its page-table and length reads; ~1-10 ns)"),
         "decode_attn_graph_seq_time": ("s", "time per sequence of a captured batch's split-KV path (per-sequence split "
                                        "scheduling; ~10-30 ns, a few us at batch 512)"),
     }

@@ -39,7 +39,7 @@ Decode attention (one new query token per sequence; FlashAttention/FlashInfer sp
     t_rows  = B h D (split_mode ? 10 split + 2 : 4) / (bw * mem_eff)      query rows: Q read, O written (split
                                                                           mode: Q per split, fp32 partial rows
                                                                           written and read back by the combine)
-    latency = overhead + waves * cta + t_rows + [split > 1] combine + graph * B * graph_seq_time
+    latency = overhead + waves * cta + t_rows + [split > 1] combine + B (seq_time + graph * graph_seq_time)
 
 Prefill attention (T new tokens per sequence over S = cached + T keys, causal, q tiles of ``q_tile`` rows;
 ``pack_gqa``: a tile packs the r = h / g query heads of one KV head, as FlashAttention 3 does)::
@@ -234,6 +234,7 @@ class AttentionCoeffs:
     decode_q_rows: float
     decode_graph_max_batch: float
     decode_graph_seq_s: float
+    decode_seq_s: float
     prefill_overhead_s: float
     prefill_compute_efficiency: float
     prefill_k_half: float
@@ -271,6 +272,7 @@ ATTENTION_FIELDS = {
     "decode_attn_q_rows": ("decode_q_rows", 128.0),
     "decode_attn_graph_max_batch": ("decode_graph_max_batch", 0.0),
     "decode_attn_graph_seq_time": ("decode_graph_seq_s", 0.0),
+    "decode_attn_seq_time": ("decode_seq_s", 0.0),
     "prefill_attn_overhead": ("prefill_overhead_s", None),
     "prefill_attn_compute_efficiency": ("prefill_compute_efficiency", 0.5),
     "prefill_attn_k_half": ("prefill_k_half", 0.0),
@@ -330,7 +332,7 @@ def decode_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, s: ArrayLike, h
         lat = _decode_call_s(c, *args)
     else:
         lat = distinct_call(lambda *a: _decode_call_s(c, *a), args)
-    lat = lat + graph * bb * c.decode_graph_seq_s
+    lat = lat + bb * (c.decode_seq_s + graph * c.decode_graph_seq_s)
     return lat if bool((share == 1.0).all()) else share * lat  # (x 1.0 changes nothing)
 
 

@@ -82,6 +82,7 @@ KERNEL_FAMILY_FIELDS: dict[str, tuple[str, bool]] = {
     "decode_attn_q_rows": ("1", False),
     "decode_attn_graph_max_batch": ("1", False),
     "decode_attn_graph_seq_time": ("s", False),
+    "decode_attn_seq_time": ("s", False),
     "prefill_attn_overhead": ("s", False),
     "prefill_attn_compute_efficiency": ("1", False),
     "prefill_attn_k_half": ("1", False),

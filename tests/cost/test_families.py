@@ -134,6 +134,10 @@ def test_decode_attention_captured_batch_runs_split_mode():
     assert K.decode_attention_latency_s(c, 400, 4096, 8, 1, d) == pytest.approx(eager)
     assert K.decode_attention_latency_s(_attn(decode_combine_s=3e-6, decode_cta_bandwidth=1e12), 400, 4096, 8, 1,
                                         d) == pytest.approx(eager)
+    # a per-sequence time of every call (captured or not) adds b x decode_seq_s
+    cs = replace(c, decode_seq_s=5e-9)
+    assert K.decode_attention_latency_s(cs, 400, 4096, 8, 1, d) == pytest.approx(eager + 400 * 5e-9)
+    assert K.decode_attention_latency_s(cs, 200, 4096, 8, 1, d) == pytest.approx(captured + 200 * 5e-9)
     # an array of batches across the threshold: each element as alone
     b = np.array([200.0, 400.0])
     assert K.decode_attention_latency_s(c, b, 4096, 8, 1, d) == pytest.approx([captured, eager])
