@@ -193,6 +193,8 @@ def _by_group_size(collective_cost, kind: str, msg, group, gpu, nodes):
     """``collective_cost`` over layouts whose group size and node count vary along one axis (a sweep's TP or
     pipeline degrees): one call per position along it, each with one group size and node count (the one-layout
     path: the same formulas element by element, the same numbers, without sorting every element by layout)."""
+    if np.ndim(group) == 0 and np.ndim(nodes) == 0:  # one layout (a single prediction): nothing to split
+        return collective_cost(kind, msg, group, gpu, nodes=nodes)
     msg, group, nodes = (np.asarray(x, dtype=float) for x in (msg, group, nodes))
     shape = np.broadcast_shapes(msg.shape, group.shape, nodes.shape)
     nd = len(shape)
