@@ -4,7 +4,7 @@ Rule (chosen before comparing against any benchmark, written into each profile a
 
 * ``busy_power = min(f x (power_limit - idle_power), s x stream_energy x stream bandwidth)`` with ``f`` the
   fitted share of the headroom of the donor architecture (``FRACTION_DONOR``) and ``s`` the donor's busy
-  share of its own weight stream's power above idle (``busy / (busy + J/B x achieved bandwidth)``; H200 0.61):
+  share of its own weight stream's power above idle (``busy / (busy + J/B x achieved bandwidth)``; H200 0.56, from its fit):
   a weight stream's per-byte part is never a smaller share of it than on the donor, so a GPU whose sourced
   stream power above idle is small against its headroom (A100 40 GB) keeps a J per byte. Every untabled built-in GPU is a single-die part of Hopper's
   generation or earlier, so the donor is H200 (GH100, fitted on NVIDIA's kernel power tables; the values of
@@ -12,8 +12,9 @@ Rule (chosen before comparing against any benchmark, written into each profile a
   die-to-die link and second L2 stay awake whenever a kernel runs, a static cost a single die has not.
 * ``energy_per_flop_<dtype> = (power_limit - idle_power - busy_power) / (peak_flops x max_compute_efficiency)``
   for every dtype whose J/FLOP was derived from the datasheet (not measured): a large GEMM at its best
-  efficiency reaches the power limit, now above idle + busy power (the rule the H200 fit reproduces:
-  (700 - 120.1 - 179.9) W / (989.4 TFLOP/s x 0.81) = 5.0e-13 J/FLOP against the fitted 4.99e-13).
+  efficiency reaches the power limit at the maximum clock, now above idle + busy power. (The H200 fit lies
+  within 3 % of it; B200's power tables show its GEMMs throttled at the limit, so its fit is bounded at the
+  lowest clock their rate allows instead, ``calibration/power.py:flop_energy_bound_j``.)
 * ``energy_per_byte_hbm = stream_energy - busy_power / (hbm_bandwidth x max_memory_efficiency)``: the
   sourced J/B of these GPUs (``data/hardware/stream_energy.yaml``: Antepara et al.'s whole-GPU HBM-path
   energy, cross-checked as decode power above idle over the achieved bandwidth) is the whole increment of

@@ -23,11 +23,21 @@ H200 bf16 weight-streaming GEMMs (M <= 16) the median reads 155 W at < 5 us, 378
   attention, small-token MoE); bounded so that a stream at the fitted bandwidth stays under the limit.
 * ``energy_per_flop_<dtype>``: compute-bound kernels below the cap (prefill attention, mid-size GEMMs);
   a narrower dtype's J/FLOP is bounded by the wider one's. Most large GEMMs and MoEs run at the cap, where
-  the power is the limit whatever the split.
+  the power is the limit whatever the split. bf16 J/FLOP is bounded by :func:`flop_energy_bound_j`: the
+  fastest GEMMs of the latency tables (``max_compute_efficiency_bf16`` x peak) fit under the limit at the
+  lowest clock that still allows their rate (``s = eff``, voltage and idle power from ``cost/dvfs.py``).
+  On B200 the tables alone do not pin the split between busy power and J/FLOP (held-out errors within a
+  point from 0.4 to 0.85 pJ, busy power 330 -> 270 W): unbounded the fit takes 0.84 pJ, which would put the
+  tables' own bf16 GEMMs (1.68 PFLOP/s) over 1000 W at any clock; the bound (0.57 pJ at busy 294 W) holds
+  it. H200's fit (0.43 pJ) lies inside its bound (0.76 pJ). Per FLOP at the clock the capped GEMMs run at,
+  B200 spends less than H200: (limit - idle - busy) / measured rate = 0.28 against 0.42 pJ.
 
 FLOPs and bytes per row are the physical counts of each family (GEMM ``2MNK`` and A+B+C; attention
-``4·b·h·keys·D`` and the KV stream; fused MoE the expert GEMMs of the shard's tokens and the hit experts'
-weights). Whole shapes are held out (``HOLDOUT``; GEMM N or K = 7168) and the held-out error is the APE of
+``4·b·h·keys·D`` and the KV stream; fused MoE the hit experts' weights and the padded-tile FLOPs: each
+expert's token rows rounded up to whole ``moe_tile_m`` tiles, the profile's fitted tile, as the cost engine
+charges them (``cost/plan_eval.py``); the tensor cores run whole tiles, padding included. Charged on useful
+FLOPs instead, fused MoE pulled J/FLOP to 0.96-1.0 pJ on both GPUs (the fit without prefill attention) and
+held out 9.1 / 10.2 % (B200 / H200) against 7.1 / 5.3 % padded). Whole shapes are held out (``HOLDOUT``; GEMM N or K = 7168) and the held-out error is the APE of
 energy per call at the measured latency (= power APE).
 
 Two more terms, both in the shipped fit (:func:`fit_power`):
@@ -41,10 +51,10 @@ Two more terms, both in the shipped fit (:func:`fit_power`):
   call were followed by ``replay_gap_s`` of idle GPU (``cost/power.py:replay_reading_w``; H200 about 60 us,
   B200 about 13 us); from the cap on it reads the kernel's own power. The other families get no gap.
 * **A fused-MoE kernel's J per HBM byte** over the dense one (``moe_byte_energy_ratio``, a profile field the
-  cost engine applies to fused-MoE bytes): few tokens per expert are padded to whole tensor-core tiles
-  (``moe_tile_m`` 64-128 rows), whose MMA work is proportional to the expert weights streamed, and token
-  rows are gathered and scattered; bounded so a MoE stream at the fastest fitted MoE bandwidth stays under
-  the limit.
+  cost engine applies to fused-MoE bytes): each expert's weight tiles are read once per M-tile through L2
+  and shared memory (a dense GEMM's weights once per call), and token rows are gathered and scattered by
+  index; bounded so a MoE stream at the fastest fitted MoE bandwidth stays under the limit. With MoE energy
+  on padded-tile FLOPs the ratio fell from 2.42 / 1.82 (B200 / H200, useful FLOPs) to about 1.9 / 1.7.
 
 The structural fit (``fit_power(structural=True)``; reported by ``tools/calibrate_tables.py``, written into
 the profiles only with ``--structural``, an experiment) takes a replay gap for every family at every
@@ -63,6 +73,8 @@ from scipy.optimize import least_squares
 
 from energylens.calibration.kernels import HOLDOUT, aic_expert_loads, subsample
 from energylens.calibration.tables import Table, has_table, load_table
+from energylens.cost import families as cost_families
+from energylens.cost.dvfs import clock_model
 from energylens.cost.power import kernel_power_w, replay_reading_w
 from energylens.errors import SpecError
 from energylens.hardware.profile import GPU
@@ -125,8 +137,18 @@ def _join_sources(paths: list[str]) -> str:
     return head + "{" + ",".join(p[len(head):].removesuffix(".csv.gz") for p in paths) + "}.csv.gz"
 
 
-def _counts(family: str, t: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(flops, bytes, dtype class) per row of a power table."""
+def _moe_tile_m(gpu: GPU, moe_dtype: np.ndarray) -> np.ndarray:
+    """Token rows per expert tile of each fused-MoE power-table row: the profile's ``moe_tile_m`` of the
+    kernel the cost engine picks for that dtype (:func:`energylens.cost.families.moe_coeffs`)."""
+    out = np.zeros(len(moe_dtype))
+    for d in np.unique(moe_dtype):
+        cls = _FLOP_CLASS.get(d, "bf16")
+        out[moe_dtype == d] = cost_families.moe_coeffs(gpu, cls, "fp8_block" if d == "fp8_block" else "").tile_m
+    return out
+
+
+def _counts(family: str, t: Table, gpu: GPU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flops, bytes, dtype class) per row of a power table (fused MoE: padded-tile FLOPs, ``gpu``'s tiles)."""
     if family == "gemm":
         m, n, k = t["m"], t["n"], t["k"]
         eb = np.array([_EB[d] for d in t["gemm_dtype"]])
@@ -145,7 +167,10 @@ def _counts(family: str, t: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     tokens, experts = load.sum(-1), hit.sum(-1)
     h, inter = t["hidden_size"], t["inter_size"] / t["moe_tp_size"]
     eb = np.array([_EB.get(d, 2.0) for d in t["moe_dtype"]])
-    flops = 2 * tokens * 3 * h * inter
+    tile_m = _moe_tile_m(gpu, t["moe_dtype"])
+    rows = np.where(hit > 0, load / np.maximum(hit, 1e-30), 0.0)  # a hit expert's tokens, as families.expert_tiles
+    padded_rows = np.sum(hit * np.ceil(rows / tile_m[:, None]), axis=-1) * tile_m
+    flops = 2 * padded_rows * 3 * h * inter
     byts = experts * 3 * h * inter * eb + tokens * (h * eb + 2 * h + 6 * inter)
     return flops, byts, np.array([_FLOP_CLASS.get(d, "bf16") for d in t["moe_dtype"]])
 
@@ -191,12 +216,12 @@ class _Part:
 
 def _parts(gpu: GPU, every: int) -> list[_Part]:
     parts = []
-    for fam in FAMILIES:
-        if has_table(gpu.key, fam, power=True):
-            t = subsample(load_table(gpu.key, fam, power=True), every)
+    for family in FAMILIES:
+        if has_table(gpu.key, family, power=True):
+            t = subsample(load_table(gpu.key, family, power=True), every)
             t = t.select(np.char.find(t["kernel_source"].astype(str), "marlin") < 0)
-            flops, byts, cls = _counts(fam, t)
-            parts.append(_Part(fam, t, flops, byts, cls, _held(fam, t)))
+            flops, byts, cls = _counts(family, t, gpu)
+            parts.append(_Part(family, t, flops, byts, cls, _held(family, t)))
     return parts
 
 
@@ -230,6 +255,25 @@ def _moe_stream_bw(gpu: GPU) -> float:
     (the GEMM stream's where it has none) times the HBM bandwidth."""
     effs = [gpu.q(n) for n in gpu.quantities if n.startswith("moe_memory_efficiency_")]
     return gpu.hbm_bandwidth_bytes_per_s * max(effs or [gpu.max_memory_efficiency])
+
+
+def flop_energy_bound_j(gpu: GPU, power_limit_w: float, busy_power_w):
+    """Largest bf16 J/FLOP (at the maximum clock) with which the fastest GEMMs of ``gpu``'s latency tables fit
+    under ``power_limit_w`` at some clock (J/FLOP; vectorised over ``busy_power_w``). Those GEMMs reach
+    ``max_compute_efficiency_bf16`` x peak; a kernel cannot run faster than its clock allows, so they ran at an
+    SM clock ``s >= eff``, where they draw ``idle x idle_shape(s) + busy x v(s)^2 s + J/FLOP x v(s)^2 x FLOP/s``
+    (:mod:`energylens.cost.dvfs`). Every term falls with the clock, so the bound is taken at ``s = eff`` (the
+    most the driver can have throttled them): with a larger J/FLOP they would be over the limit at any clock.
+    The tables do show them throttled: B200 bf16 GEMMs at 50-60 % of peak (95 rows >= 0.1 ms) read 990 W of
+    1000 W, which at the maximum clock needs at least 0.37 pJ/FLOP above busy power; the same expression at
+    ``s = 1`` (the untabled GPUs' rule, :mod:`energylens.calibration.derived_power`) fits 0.24 pJ (busy 357 W), putting
+    them at 900 W. A GPU without clock data: ``s = 1``, ``v = 1``."""
+    eff = gpu.max_compute_efficiency("bf16")
+    cm = clock_model(gpu)
+    s = float(np.clip(eff, cm.s_min, 1.0)) if cm else 1.0
+    v2 = float(cm.voltage(s)) ** 2 if cm else 1.0
+    idle = gpu.idle_power_w * (float(cm.idle_shape(s)) if cm else 1.0)
+    return (power_limit_w - idle - np.asarray(busy_power_w, dtype=float) * v2 * s) / (v2 * gpu.peak_flops("bf16") * eff)
 
 
 def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_families: tuple[str, ...] | None = None,
@@ -278,9 +322,9 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_familie
 
     def unpack(x):
         busy = x[0] * headroom
-        # bf16 J/FLOP, then each narrower class as a fraction (<= 1) of the one before: a narrower
-        # tensor-core FLOP never costs more than a wider one
-        e_flop = 1e-13 * x[1] * np.cumprod(np.concatenate([[1.0], x[2:1 + nc]]))
+        # bf16 J/FLOP as a share of flop_energy_bound_j (the fastest GEMMs fit under the limit), then each
+        # narrower class as a fraction (<= 1) of the one before: a narrower tensor-core FLOP never costs more
+        e_flop = x[1] * flop_energy_bound_j(gpu, limit, busy) * np.cumprod(np.concatenate([[1.0], x[2:1 + nc]]))
         e_byte = x[1 + nc] * (headroom - busy) / stream_bw
         e_moe = x[2 + nc] * (headroom - busy) / moe_bw if with_moe else e_byte
         gaps = np.zeros(len(parts))
@@ -293,8 +337,8 @@ def fit_power(gpu: GPU, every: int = 1, *, structural: bool = False, gap_familie
         p = kernel_power_w(idle, busy, dyn, limit, corner_w=CORNER_W)
         return sqrt_w * np.log(replay_reading_w(idle, p, latency, gaps[fam_ix] * below) / measured)
 
-    x0 = [0.3, 5.0] + [0.5] * (nc - 1) + [0.5]
-    hi = [0.95, np.inf] + [1.0] * (nc - 1) + [STREAM_SHARE_MAX]
+    x0 = [0.3, 0.5] + [0.5] * (nc - 1) + [0.5]
+    hi = [0.95, 1.0] + [1.0] * (nc - 1) + [STREAM_SHARE_MAX]
     x0 += [0.5] * with_moe + [0.3] * len(gapped)
     hi += [STREAM_SHARE_MAX] * with_moe + [1e4 * REPLAY_GAP_MAX_S] * len(gapped)
     res = least_squares(resid, np.array(x0), bounds=(np.zeros(len(x0)), np.array(hi)), loss="soft_l1", f_scale=0.05)
@@ -372,6 +416,6 @@ def scaled_fit(fit: PowerFit, gpu: GPU) -> PowerFit:
                     moe_byte_energy_ratio=fit.moe_byte_energy_ratio)
 
 
-__all__ = ["CAPPED_GAP_FAMILIES", "IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "PLAIN", "REPORTED", "RUN_CAP_LATENCY_S",
+__all__ = ["CAPPED_GAP_FAMILIES", "flop_energy_bound_j", "IDLE_FROM_TABLES", "MIN_LATENCY_S", "NOT_FITTED", "PLAIN", "REPORTED", "RUN_CAP_LATENCY_S",
            "STRUCTURAL", "PowerFit", "fit_power", "predicted_power_w", "profile_power", "run_cap_step", "scaled_fit",
            "table_floor_power_w"]

@@ -19,6 +19,7 @@ from energylens.calibration.power import (
     PowerFit,
     _join_sources,
     fit_power,
+    flop_energy_bound_j,
     profile_power,
     run_cap_step,
     scaled_fit,
@@ -126,7 +127,8 @@ def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
              if p.derived_from else f"fitted with busy power, J/FLOP and J/B{_extra_terms(p)} on {p.rows_fit} kernels "
              f"of >= 0.1 ms; held-out energy per call, median APE: {held}. ")
     model = ("P = idle_power + busy_power + (FLOPs x J/FLOP + bytes x J/B x [fused MoE] moe_byte_energy_ratio) / "
-             "latency, capped at power_limit. ")
+             "latency, capped at power_limit; a fused-MoE kernel's FLOPs are its padded tiles' (each expert's tokens "
+             "rounded up to moe_tile_m rows). ")
     out = {"busy_power": Quantity(p.busy_power_w, "W", kind, p.source, model + where +
                                   "Power above idle while a kernel runs at the maximum clock before any counted work "
                                   "(clocks, schedulers, L2 and crossbar awake)")}
@@ -136,6 +138,11 @@ def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
             alias = "; fp16 takes the bf16 fit (same tensor-core rate)" if dt == "fp16" else ""
             pinned = ("; the bound J/FLOP(fp8) <= J/FLOP(bf16) is reached" if cls == "fp8"
                       and e_flop["fp8"] >= 0.999 * e_flop["bf16"] else "")
+            if cls == "bf16" and not p.derived_from:
+                bound = float(flop_energy_bound_j(gpu, p.power_limit_w, p.busy_power_w))
+                pinned = (f"; bounded by {bound * 1e12:.3f} pJ (calibration/power.py:flop_energy_bound_j: the latency "
+                          "tables' fastest GEMMs fit under the limit at the lowest clock their rate allows)"
+                          + (", reached" if e_flop["bf16"] >= 0.999 * bound else ""))
             out[f"energy_per_flop_{dt}"] = Quantity(e_flop[cls], "J/FLOP", kind, p.source, model + where +
                                                     "Board energy per counted tensor-core FLOP above busy power" + alias + pinned)
     out["energy_per_byte_hbm"] = Quantity(p.energy_per_byte_j, "J/B", kind, p.source, model + where +

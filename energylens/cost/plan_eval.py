@@ -76,6 +76,7 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
     n_ops = sum(len(k.terms) for k in plan.kernels)
     flops: list = [0.0] * n_ops
     eff: list = [1.0] * n_ops
+    charged: dict[int, np.ndarray] = {}  # fused-MoE ops: the padded-tile FLOPs their energy is charged on
     gemms: dict[tuple, list] = {}
     i = 0
     for kp in plan.kernels:
@@ -96,7 +97,7 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
                 key = (term.dtype, np.broadcast_shapes(*(np.shape(a) for a in args)))
                 gemms.setdefault(key, []).append((i, args))
             elif term.family == "moe":
-                eff[i] = _moe_efficiency(gpu, term, f, ev)
+                eff[i], charged[i] = _moe_efficiency(gpu, term, f, ev)
             i += 1
     for (dtype, shape), members in gemms.items():
         if len(members) == 1 or _large(shape):  # big arrays: no stacked copies (their calls cost little)
@@ -116,7 +117,7 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
         for term in kp.terms:
             f = flops[i]
             cs = cs + f / (term.peak_flops * eff[i])
-            ec = ec + f * term.energy_per_flop_j
+            ec = ec + charged.get(i, f) * term.energy_per_flop_j
             ft = ft + f
             i += 1
         by = np.asarray(0.0)
@@ -129,7 +130,7 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
         a = kp.attention
         att.append(None if a is None else fam.attention_latency_s(
             a.coeffs, ev(a.b), ev(a.t), ev(a.s), ev(a.g) * ev(a.r), ev(a.g), ev(a.k), a.kv_bytes, a.window))
-    del flops, eff, gemms  # per-op arrays: only the kernels' sums go on (a sweep's peak memory)
+    del flops, eff, gemms, charged  # per-op arrays: only the kernels' sums go on (a sweep's peak memory)
     # --- roofline and power, kernels stacked per (shape, family formula or not)
     groups: dict[tuple, list[int]] = {}
     for j in range(len(plan.kernels)):
@@ -326,14 +327,16 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
     for dtype, ops, m, n, n_starts, k, b in ft.gemm:
         nn = qv[n] if n_starts is None else n_starts.sums(qv[n])
         eff[ops] = gemm_efficiency(gpu, dtype, qv[m], nn, qv[k], qv[b])
+    per_op = np.empty((len(flops), 3) + shape)
+    per_op[:, 1] = flops * ft.op_epf.reshape(col)
     if ft.moe:
         def ev(m):
             return m.coef * products[m.keys] if m.keys else m.coef
 
         for i, term in ft.moe:
-            eff[i] = _moe_efficiency(gpu, term, flops[i], ev)
-    per_op = np.empty((len(flops), 3) + shape)
-    per_op[:, 0], per_op[:, 1], per_op[:, 2] = flops / (ft.op_peak.reshape(col) * eff), flops * ft.op_epf.reshape(col), flops
+            eff[i], padded = _moe_efficiency(gpu, term, flops[i], ev)
+            per_op[i, 1] = padded * ft.op_epf[i]  # energy on the padded-tile FLOPs the MMA units run
+    per_op[:, 0], per_op[:, 2] = flops / (ft.op_peak.reshape(col) * eff), flops
     compute_s, e_compute, flops_k = ft.op_segments.sums(per_op).swapaxes(0, 1)
     bytes_k = ft.byte_segments.sums(qv[ft.byte_q])
     mem = ft.memory_efficiency.reshape(col)
@@ -412,7 +415,10 @@ def _rows(kc: KernelCost, n: int) -> KernelCost:
 
 
 def _moe_efficiency(gpu: GPU, term, flops, ev):
-    """Fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows."""
+    """Fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows. Returns the compute
+    efficiency (useful FLOPs over the padded tiles' wave-quantised time) and the padded-tile FLOPs
+    (``2 x M-tiles x tile_m x N x K``), on which the kernel's compute energy is charged: the tensor cores
+    run whole tiles, padding rows included (``calibration/power.py`` fits J/FLOP on the same count)."""
     m, n, k, batch = (ev(x) for x in term.mnk)
     mc = term.coeffs
     m_tiles = np.maximum(batch, 1.0) * np.ceil(np.maximum(m, 1.0) / mc.tile_m)
@@ -422,7 +428,8 @@ def _moe_efficiency(gpu: GPU, term, flops, ev):
         for x in term.merged_n:
             n_eff = n_eff + ev(x)
     math_s = fam.grouped_gemm_math_s(mc, m_tiles, n_eff, k) * n / n_eff
-    return np.where(math_s > 0, flops / np.maximum(term.peak_flops * math_s, 1e-30), 1.0)
+    padded = np.where(flops > 0, np.maximum(2.0 * m_tiles * mc.tile_m * n * k, flops), 0.0)
+    return np.where(math_s > 0, flops / np.maximum(term.peak_flops * math_s, 1e-30), 1.0), padded
 
 
 def key_value(key: tuple, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]):

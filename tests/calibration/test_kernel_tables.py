@@ -172,7 +172,9 @@ def test_shipped_power_fit_reads_capped_decode_runs_through_a_gap_and_fits_a_moe
     assert plain.replay_gap_s == {} and plain.moe_byte_energy_ratio == 1.0
     assert set(fit.replay_gap_s) == {"generation_attention"} and fit.gap_below_s == RUN_CAP_LATENCY_S
     assert 10e-6 < fit.replay_gap_s["generation_attention"] < REPLAY_GAP_MAX_S
-    for fam, gain in (("decode attention", 0.05), ("moe", 0.02)):
+    # (the MoE ratio's gain is smaller since fused-MoE energy is charged on padded-tile FLOPs, which carry the
+    # padding the ratio took before: 8.0 -> 5.3 % on the whole table, 8.5 -> 6.9 % on this subsample)
+    for fam, gain in (("decode attention", 0.05), ("moe", 0.01)):
         assert np.median(fit.held_energy_ape[fam]) < np.median(plain.held_energy_ape[fam]) - gain, fam
     assert 1.0 < fit.moe_byte_energy_ratio < 4.0
     # a fused-MoE weight stream at the fastest fitted MoE bandwidth does not throttle

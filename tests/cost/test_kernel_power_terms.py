@@ -59,3 +59,29 @@ def test_moe_byte_energy_ratio_must_be_positive():
     doc["quantities"]["moe_byte_energy_ratio"] = {"value": 0.0, "unit": "1", "kind": "user", "source": "test"}
     with pytest.raises(SpecError, match="moe_byte_energy_ratio"):
         parse_gpu(doc, "test.yaml")
+
+
+def _decode_kernels(model: str, gpu, batch: int) -> dict[str, object]:
+    m = load_model(model)
+    lay = Layout(tp=1)
+    sizes, w = decode_sizes(Workload(batch, 512, 64), 8)
+    phase = evaluate_phase(m, gpu, lay, build_program(m, lay), sizes, w, decode=True)
+    return {r.name: r for _, r in phase.kernels}
+
+
+def test_fused_moe_compute_energy_is_charged_on_padded_tile_flops():
+    # one decode token per hit expert: the grouped GEMMs run whole tile_m-row tiles, so their compute energy
+    # is the padded tiles' FLOPs x J/FLOP (4x for a 4x taller tile, the useful FLOPs the same); every other
+    # kernel keeps its useful FLOPs' energy
+    tiles = {tm: H100.with_quantities({"moe_tile_m_bf16": Quantity(tm, "1", "user", "test")}) for tm in (16.0, 64.0)}
+    runs = {tm: _decode_kernels("qwen3-30b-a3b", g, 1) for tm, g in tiles.items()}
+    moe = [n for n, r in runs[16.0].items() if any(o.startswith("moe.experts.") and o.endswith("_proj") for o in r.ops)]
+    assert len(moe) == 2  # gate+up, down
+    e_flop = H100.energy_per_flop_j("bf16")
+    for name in moe:
+        small, large = runs[16.0][name], runs[64.0][name]
+        np.testing.assert_array_equal(large.flops, small.flops)
+        np.testing.assert_allclose(large.cost.compute_energy_j, 4.0 * small.cost.compute_energy_j, rtol=1e-9)
+        assert np.all(small.cost.compute_energy_j > 1.5 * small.flops * e_flop)  # padding rows charged
+    for name in set(runs[16.0]) - set(moe):
+        np.testing.assert_array_equal(runs[64.0][name].cost.compute_energy_j, runs[16.0][name].cost.compute_energy_j)

@@ -6,7 +6,9 @@ from energylens.calibration.serving_fit import ServingFit, run
 from energylens.serving import ServingCoefficients
 from energylens.validate import METRICS
 
-TRUE = ServingCoefficients(8e-4, 4e-5, 0.35, routing_skew=0.8)
+# active fraction 0.2: far enough under the limit that no synthetic row's iteration is capped (at 0.35 the B200 MoE
+# rows reach 960-980 W of 1000 W once fused-MoE padded tiles are charged, and a capped row cannot see the fraction)
+TRUE = ServingCoefficients(8e-4, 4e-5, 0.2, routing_skew=0.8)
 SKEWS = (0.0, 0.4, 0.8, 1.2)  # a short routing-skew grid holding the true value
 MODELS = ("Qwen/Qwen3-8B", "Qwen/Qwen3-14B", "Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b")
 
@@ -38,7 +40,7 @@ def test_fit_recovers_known_coefficients_and_held_out_checks_are_exact():
     assert len(fit.ok) == len(rows)
     profile = {}
     table = fit.fit(fit.fittable, profile)
-    assert table.pooled.active_power_fraction == pytest.approx(0.35, rel=1e-3)
+    assert table.pooled.active_power_fraction == pytest.approx(0.2, rel=1e-3)
     # the routing skew is recovered from the MoE rows (the loss is least at the true exponent)
     assert table.pooled.routing_skew == 0.8 and all(c.routing_skew == 0.8 for c in table.platforms.values())
     assert set(profile) == set(SKEWS) and min(profile, key=profile.get) == 0.8
