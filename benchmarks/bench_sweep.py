@@ -2,7 +2,8 @@
 
     python benchmarks/bench_sweep.py [--size small|large] [--repeat 3]
 
-The sweep is Llama-3-70B on H100 SXM over tp x pp x dp in {1,2,4,8}^3, batch 1..512 (powers of
+The sweep is Llama-3.1-70B (128k context; Llama-3-70B's 8192 tokens are shorter than the
+longest prompt + output of the grid) on H100 SXM over tp x pp x dp in {1,2,4,8}^3, batch 1..512 (powers of
 two), 16 prompt lengths and 16 (small: 163,840 configurations) or 64 (large: 655,360) output
 lengths. "grid configs/s" counts every configuration of the product (the work the engine is
 asked to do); "valid configs/s" counts the rows returned (batch divisible by dp). The
@@ -27,7 +28,7 @@ from energylens.sweep import SweepSpec, run_sweep  # noqa: E402
 def spec_for(size: str) -> SweepSpec:
     n_out = 16 if size == "small" else 64
     return SweepSpec(
-        models=("llama3-70b",), gpus=("h100-sxm",),
+        models=("llama3.1-70b",), gpus=("h100-sxm",),
         tp=(1, 2, 4, 8), pp=(1, 2, 4, 8), dp=(1, 2, 4, 8),
         batch=tuple(2**i for i in range(10)),
         prompt_len=tuple(range(256, 8193, 512)),
@@ -38,10 +39,10 @@ def spec_for(size: str) -> SweepSpec:
 def predict_rate(n: int = 200) -> float:
     import energylens
 
-    energylens.predict("llama3-70b", "h100-sxm", tp=8)  # warm caches (model, GPU, tables)
+    energylens.predict("llama3.1-70b", "h100-sxm", tp=8)  # warm caches (model, GPU, tables)
     t0 = time.perf_counter()
     for i in range(n):
-        energylens.predict("llama3-70b", "h100-sxm", tp=(1, 2, 4, 8)[i % 4], batch=1 + i % 64,
+        energylens.predict("llama3.1-70b", "h100-sxm", tp=(1, 2, 4, 8)[i % 4], batch=1 + i % 64,
                            prompt_len=512 + 64 * (i % 32), output_len=64 + 64 * (i % 16))
     return n / (time.perf_counter() - t0)
 
@@ -55,7 +56,7 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     spec = spec_for(args.size)
-    run_sweep(SweepSpec(models=("llama3-70b",), gpus=("h100-sxm",)))  # warm-up: imports, model, tables
+    run_sweep(SweepSpec(models=("llama3.1-70b",), gpus=("h100-sxm",)))  # warm-up: imports, model, tables
     sweep_s, front_s, rows = [], [], 0
     for _ in range(args.repeat):
         t0 = time.perf_counter()
@@ -68,7 +69,7 @@ def main() -> None:
         rows = len(table)
     best, med = min(sweep_s), statistics.median(sweep_s)
     single = predict_rate(args.predict_calls)
-    print(f"sweep: Llama-3-70B on H100, {spec.size:,} grid configurations, {rows:,} valid rows, one core")
+    print(f"sweep: Llama-3.1-70B on H100, {spec.size:,} grid configurations, {rows:,} valid rows, one core")
     print(f"  sweep time            best {best:.3f} s, median {med:.3f} s ({args.repeat} runs)")
     print(f"  grid configs/s        best {spec.size / best:,.0f}, median {spec.size / med:,.0f}")
     print(f"  valid configs/s       best {rows / best:,.0f}, median {rows / med:,.0f}")
