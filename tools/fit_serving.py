@@ -82,6 +82,7 @@ def main(argv=None) -> int:
         print("floor: per-(model, GPU) coefficients, in sample   ALL", fmt(mape(fl)))
         for g in sorted({r.gpu for r in fl}):
             print(f"                                       {g:9s}", fmt(mape([r for r in fl if r.gpu == g])))
+        print("                        GPU-paced rows   ALL", fmt(mape([r for r in fl if not r.not_gpu_limited])))
     if args.dry_run:
         return 0
     import yaml

@@ -264,10 +264,11 @@ def grouped_mape(rows, key) -> dict[str, dict]:
     return {k: {"n": len(v), **mape(v)} for k, v in sorted(groups.items())}
 
 
-def noise_floor(fit: ServingFit) -> list:
-    """Rows predicted with the three power/time coefficients (routing skew 0: uniform) refitted per (model, GPU)
-    on that cell's own rows: what
-    this model form could reach with a per-model correction (never shipped). Returns snapshots."""
+def noise_floor(fit: ServingFit, routing_skew: float = 0.0) -> list:
+    """Rows predicted with the three power/time coefficients refitted per (model, GPU) on that cell's own
+    GPU-paced rows (the rows the pacing screen flags are predicted, never fitted), at ``routing_skew`` (the
+    shipped fit's, by :func:`run`): what this model form could reach with a per-model correction (never
+    shipped). Returns snapshots of every row."""
     from scipy.optimize import least_squares
 
     x0 = np.append(X0_OVERHEADS, 0.4)
@@ -277,9 +278,11 @@ def noise_floor(fit: ServingFit) -> list:
         cells.setdefault((r.row["model_id"], r.gpu), []).append(r)
     out = []
     for rs in cells.values():
-        sol = least_squares(lambda x, rs=rs: fit.residuals(ServingCoefficients(*x), rs), x0,
-                            bounds=(np.zeros(3), upper), x_scale=x0, **LOSS)
-        fit.predict(ServingCoefficients(*sol.x))
+        paced = [r for r in rs if not r.not_gpu_limited] or rs
+        sol = least_squares(
+            lambda x, rs=paced: fit.residuals(ServingCoefficients(*x, routing_skew=routing_skew), rs), x0,
+            bounds=(np.zeros(3), upper), x_scale=x0, **LOSS)
+        fit.predict(ServingCoefficients(*sol.x, routing_skew=routing_skew))
         out += fit.snapshot(rs)
     return out
 
@@ -331,7 +334,7 @@ def run(rows: list[dict], *, data_name: str, floor: bool = False, input_lens: di
     paced = [r for r in lomo["rows"] if not r.not_gpu_limited]  # the same held-out predictions, screened rows out
     out["lomo_gpu_paced"] = {"all": {**mape(paced), "n": len(paced)}, **grouped_mape(paced, _gpu)}
     if floor:
-        out["floor"] = noise_floor(fit)
+        out["floor"] = noise_floor(fit, coeffs.pooled.routing_skew)
     fit.predict(coeffs)
     insample = coverage(fit.snapshot(fit.ok), {"cells": lomo["cells"]})["0.8"]
     out["insample_coverage_80"] = insample

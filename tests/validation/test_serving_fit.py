@@ -2,7 +2,7 @@
 
 import pytest
 
-from energylens.calibration.serving_fit import ServingFit, run
+from energylens.calibration.serving_fit import ServingFit, noise_floor, run
 from energylens.serving import ServingCoefficients
 from energylens.validate import METRICS
 
@@ -71,8 +71,22 @@ def test_gpu_paced_lomo_leaves_out_only_the_screened_rows():
     i = next(k for k, r in enumerate(rows) if r["gpu_model"] == "B200" and r["max_num_seqs"] == "64"
              and r["model_id"] == "Qwen/Qwen3-8B")
     rows[i]["median_itl_ms"] = str(float(rows[i]["median_itl_ms"]) * 10)  # slower than the H100 run: host-paced
-    out = run(rows, data_name="synthetic", skews=(0.8,))
+    out = run(rows, data_name="synthetic", skews=(0.8,), floor=True)
     assert [r.index for r in out["screened"]] == [i]
+    # the per-(model, GPU) floor: every row scored, fitted on the paced rows only, at the fitted routing skew
+    fit = out["fit"]
+    assert {r.index for r in out["floor"]} == {r.index for r in fit.ok}
+    fitted_rows, skews = set(), set()
+    residuals = fit.residuals
+
+    def spy(coeffs, rows):
+        fitted_rows.update(r.index for r in rows)
+        skews.add(coeffs.routing_skew)
+        return residuals(coeffs, rows)
+
+    fit.residuals = spy
+    noise_floor(fit, 0.8)
+    assert fitted_rows == {r.index for r in fit.ok} - {i} and skews == {0.8}
     paced = out["lomo_gpu_paced"]
     assert paced["all"]["n"] == len(rows) - 1 and paced["b200"]["n"] == len(rows) // 2 - 1
     lomo_rows = out["lomo"]["rows"]
