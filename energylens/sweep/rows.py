@@ -92,7 +92,7 @@ class RowGather:
 
     def tiled(self, values: np.ndarray, axis: int) -> Source:
         """A lazy column of a workload-length axis's values (``tile``)."""
-        return lambda rows, get: self.tile(values, axis) if rows is None else values[self.positions(rows)[axis - 4]]
+        return lambda rows, get: self.tile(values, axis) if rows is None else values[self.positions(rows)[1 + axis - AX_P]]
 
     def tile(self, values: np.ndarray, axis: int) -> np.ndarray:
         """A workload-length axis's values (``axis`` 5: prompt, 6: output) on every row."""
