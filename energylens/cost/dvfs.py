@@ -175,7 +175,7 @@ _AT_POINT: dict[tuple, tuple] = {}
 
 def _with_operating_point(gpu: GPU, power_limit_w, sm_clock_mhz) -> GPU:
     ref_limit = reference_power_limit_w(gpu)
-    ref_idle = reference_idle_power_w(gpu)
+    ref_idle_w = reference_idle_power_w(gpu)
     cm = clock_model(gpu)
     upd: dict[str, Quantity] = {}
     clock = None
@@ -187,13 +187,13 @@ def _with_operating_point(gpu: GPU, power_limit_w, sm_clock_mhz) -> GPU:
         if not cm.f_min_mhz <= clock <= cm.f_max_mhz:
             raise WorkloadError("sm_clock_mhz", sm_clock_mhz,
                                 f"between {cm.f_min_mhz:g} and {cm.f_max_mhz:g} MHz for {gpu.key}")
-        idle = ref_idle * float(cm.idle_shape(clock / cm.f_max_mhz))
+        idle = ref_idle_w * float(cm.idle_shape(clock / cm.f_max_mhz))
         upd["idle_power"] = Quantity(idle, "W", "derived", "energylens/data/hardware/dvfs.yaml idle_power_shape",
                                      f"idle power with the SM clock locked at {clock:g} MHz")
     if power_limit_w is not None:
         limit = _positive("power_limit_w", power_limit_w)
         # without clock data nothing lowers the busy power of a running kernel: the limit must exceed it
-        floor = ref_idle * float(cm.idle_shape(cm.s_min)) if cm else ref_idle + gpu.busy_power_w
+        floor = ref_idle_w * float(cm.idle_shape(cm.s_min)) if cm else ref_idle_w + gpu.busy_power_w
         if not floor < limit <= ref_limit:
             raise WorkloadError("power_limit_w", power_limit_w,
                                 f"above the idle power at the lowest clock ({floor:.0f} W) and at most the "
@@ -202,7 +202,7 @@ def _with_operating_point(gpu: GPU, power_limit_w, sm_clock_mhz) -> GPU:
                                       "per-GPU power limit set by the user")
     if clock is None and power_limit_w is not None and float(power_limit_w) == ref_limit:
         return gpu
-    op = OperatingPoint(ref_limit, ref_idle, clock)
+    op = OperatingPoint(ref_limit, ref_idle_w, clock)
     return replace(gpu.with_quantities(upd), operating=op)
 
 
@@ -238,17 +238,17 @@ class ClockedCost:
     power_capped: np.ndarray  # the limit lowered the clock (or stretched the kernel)
 
 
-def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle, busy):
+def _at(cm: ClockModel, s, tc, tm, ec, em, ovh, ref_idle_w, busy_w):
     v2 = cm.voltage(s) ** 2
     lat = np.maximum(tc / s, tm * np.maximum(1.0, cm.memory_knee_fraction / s)) + ovh
     e_c = ec * v2
     e_m = em * (cm.dram_energy_fraction + (1.0 - cm.dram_energy_fraction) * v2)
-    idle = ref_idle * cm.idle_shape(s) + busy * v2 * s  # static power while the kernel runs
+    idle = ref_idle_w * cm.idle_shape(s) + busy_w * v2 * s  # static power while the kernel runs
     power = idle + (e_c + e_m) / lat
     return lat, e_c, e_m, idle, power
 
 
-def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: float, limit: float,
+def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle_w: float, busy_w: float, limit_w: float,
                            s_cap: float) -> np.ndarray:
     """The clock of ``BISECTION_STEPS`` halvings of ``[s_min, s_cap]`` (``P(s_cap) > limit``): keep the upper
     half where the power at its lower end fits the limit. Few kernels (a single prediction): the same halvings
@@ -261,7 +261,7 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
         hi = np.full(n, s_cap)
         for _ in range(BISECTION_STEPS):  # invariant: P(hi) > limit; P(lo) <= limit unless lo = s_min fails
             mid = 0.5 * (lo + hi)
-            fits = _at(cm, mid, *args, ref_idle, busy)[4] <= limit
+            fits = _at(cm, mid, *args, ref_idle_w, busy_w)[4] <= limit_w
             lo = np.where(fits, mid, lo)
             hi = np.where(fits, hi, mid)
         return lo
@@ -273,14 +273,14 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
     clocks = np.empty((n, points + 1))  # a round's ends (columns 0, points) and every midpoint between
     # the first rounds' clocks are the same for every kernel: the tree of the halvings' midpoints, kept with
     # the terms of the power that depend on the clock alone (computed as ``_at`` computes them)
-    tree = _clock_tree(cm, s_cap, ref_idle, busy)
+    tree = _clock_tree(cm, s_cap, ref_idle_w, busy_w)
     depth, pos = _tree_positions(GRID_BITS)
     tc, tm, ec, em, ovh = cols
     node = np.zeros(n, dtype=np.intp)  # heap index of each kernel's next midpoint (children of i: 2i + 1, 2i + 2)
     for _ in range(TREE_DEPTH // GRID_BITS):
         s, v2, knee, dram, idle = tree.terms[:, ((node[:, None] + 1) << depth) - 1 + pos]
         power = idle + (ec * v2 + em * dram) / (np.maximum(tc / s, tm * knee) + ovh)  # ``_at``'s, term by term
-        node = ((node + 1) << GRID_BITS) - 1 + walk[(power <= limit) @ bits]
+        node = ((node + 1) << GRID_BITS) - 1 + walk[(power <= limit_w) @ bits]
     clocks[:, 0], clocks[:, points] = tree.lo[node], tree.hi[node]
     for _ in range(BISECTION_STEPS // GRID_BITS - TREE_DEPTH // GRID_BITS):
         step = points
@@ -288,7 +288,7 @@ def _highest_fitting_clock(cm: ClockModel, args: list, ref_idle: float, busy: fl
             half = step // 2
             clocks[:, half:points:step] = 0.5 * (clocks[:, 0:points - half:step] + clocks[:, step::step])
             step = half
-        fits = _at(cm, clocks[:, 1:points], *cols, ref_idle, busy)[4] <= limit
+        fits = _at(cm, clocks[:, 1:points], *cols, ref_idle_w, busy_w)[4] <= limit_w
         j = flat + walk[fits @ bits]  # where this round's halvings end, from which of its clocks fit
         clocks[:, 0], clocks[:, points] = clocks.ravel()[j], clocks.ravel()[j + 1]
     return clocks[:, 0].copy()
@@ -311,10 +311,10 @@ class _ClockTree:
 _TREES: dict[tuple, tuple] = {}
 
 
-def _clock_tree(cm: ClockModel, s_cap: float, ref_idle: float, busy: float) -> _ClockTree:
+def _clock_tree(cm: ClockModel, s_cap: float, ref_idle_w: float, busy_w: float) -> _ClockTree:
     """The ``_ClockTree`` of a GPU's clock model at a top clock, idle and busy power (kept per those: a few
     hundred kB each, at most 16)."""
-    key = (id(cm), s_cap, ref_idle, busy)
+    key = (id(cm), s_cap, ref_idle_w, busy_w)
     hit = _TREES.get(key)
     if hit is not None and hit[0] is cm:
         return hit[1]
@@ -331,7 +331,7 @@ def _clock_tree(cm: ClockModel, s_cap: float, ref_idle: float, busy: float) -> _
     v2 = cm.voltage(s) ** 2
     terms = np.stack([s, v2, np.maximum(1.0, cm.memory_knee_fraction / s),
                       cm.dram_energy_fraction + (1.0 - cm.dram_energy_fraction) * v2,
-                      ref_idle * cm.idle_shape(s) + busy * v2 * s])
+                      ref_idle_w * cm.idle_shape(s) + busy_w * v2 * s])
     tree = _ClockTree(terms, lo, hi)
     if len(_TREES) >= 16:
         _TREES.clear()
@@ -353,7 +353,7 @@ SEARCH_DISTINCT_MIN = 1 << 12  # capped kernels from which the clock search runs
 # (measured on the benchmark sweeps, bench_speed.py: from 4 k the row search costs less than the halvings it saves)
 
 
-def _search_distinct(cm: ClockModel, args: list, ref_idle: float, busy: float, limit: float, s_cap: float
+def _search_distinct(cm: ClockModel, args: list, ref_idle_w: float, busy_w: float, limit_w: float, s_cap: float
                      ) -> np.ndarray:
     """``_highest_fitting_clock`` of many capped kernels (a sweep's grid), searched once per distinct combination
     of their terms where those are at most two thirds of them (the search is element-wise: the same clocks)."""
@@ -361,8 +361,8 @@ def _search_distinct(cm: ClockModel, args: list, ref_idle: float, busy: float, l
         uniq, inv = unique_rows(np.stack(args, axis=1))
         if 3 * len(uniq) <= 2 * len(args[0]):
             cols = [np.ascontiguousarray(uniq[:, j]) for j in range(len(args))]
-            return _highest_fitting_clock(cm, cols, ref_idle, busy, limit, s_cap)[inv]
-    return _highest_fitting_clock(cm, args, ref_idle, busy, limit, s_cap)
+            return _highest_fitting_clock(cm, cols, ref_idle_w, busy_w, limit_w, s_cap)[inv]
+    return _highest_fitting_clock(cm, args, ref_idle_w, busy_w, limit_w, s_cap)
 
 
 @cache
@@ -403,21 +403,21 @@ def clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_
     if not latency_measured_at_limit(gpu):
         return _clocked_cost(gpu, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)
     lat = np.maximum(compute_s, memory_s) + overhead_s
-    ref_idle, busy = reference_idle_power_w(gpu), gpu.busy_power_w
-    room = (reference_power_limit_w(gpu) - ref_idle - busy) * lat
+    ref_idle_w, busy_w = reference_idle_power_w(gpu), gpu.busy_power_w
+    room = (reference_power_limit_w(gpu) - ref_idle_w - busy_w) * lat
     dyn = compute_energy_j + memory_energy_j
     at_ref = np.asarray(dyn > room)
     if at_ref.any():
         k = np.where(at_ref, room / np.where(at_ref, dyn, 1.0), 1.0)
         compute_energy_j, memory_energy_j = compute_energy_j * k, memory_energy_j * k
     if gpu.operating is None:  # the default limit: every kernel fits now, at its measured latency
-        return ClockedCost(lat, compute_energy_j, memory_energy_j, (ref_idle + busy) * lat, 1.0, 1.0, at_ref)
+        return ClockedCost(lat, compute_energy_j, memory_energy_j, (ref_idle_w + busy_w) * lat, 1.0, 1.0, at_ref)
     out = _clocked_cost(gpu, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)
     return replace(out, power_capped=np.asarray(out.power_capped) | at_ref) if at_ref.any() else out
 
 
 def _clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s) -> ClockedCost:
-    limit = gpu.power_limit_w
+    limit_w = gpu.power_limit_w
     cm = clock_model(gpu)
     op = gpu.operating
     if cm is None:  # no clock data: the clock-free cap (stretch until the power equals the limit, cost/power.py)
@@ -427,17 +427,17 @@ def _clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy
                           busy_w=gpu.busy_power_w)
         return ClockedCost(after.latency_s, compute_energy_j, memory_energy_j, after.static_energy_j, 1.0, 1.0,
                            after.capped)
-    ref_idle = reference_idle_power_w(gpu)
-    busy = gpu.busy_power_w
+    ref_idle_w = reference_idle_power_w(gpu)
+    busy_w = gpu.busy_power_w
     s_cap = (op.sm_clock_mhz / cm.f_max_mhz) if (op and op.sm_clock_mhz) else 1.0
     if s_cap == 1.0:  # the profile's own numbers at f_max (bit for bit the plain roofline)
         lat = np.maximum(compute_s, memory_s) + overhead_s
-        e_c, e_m, idle = compute_energy_j, memory_energy_j, ref_idle + busy
-        over = e_c + e_m > (limit - idle) * lat  # idle + busy + e_dyn / lat > limit
+        e_c, e_m, idle = compute_energy_j, memory_energy_j, ref_idle_w + busy_w
+        over = e_c + e_m > (limit_w - idle) * lat  # idle + busy + e_dyn / lat > limit
     else:
         lat, e_c, e_m, idle, power = _at(cm, s_cap, compute_s, memory_s, compute_energy_j, memory_energy_j,
-                                         overhead_s, ref_idle, busy)
-        over = power > limit
+                                         overhead_s, ref_idle_w, busy_w)
+        over = power > limit_w
     over = np.asarray(over)
     if not over.any():
         scale = 1.0 if s_cap == 1.0 else float(cm.dynamic_scale(s_cap))
@@ -452,10 +452,10 @@ def _clocked_cost(gpu: GPU, compute_s, memory_s, compute_energy_j, memory_energy
     args = [a[over] if isinstance(a, np.ndarray) and a.shape == shape else full(a)[over]
             for a in (compute_s, memory_s, compute_energy_j, memory_energy_j, overhead_s)]
     s, lat, e_c, e_m, idle = full(s_cap), full(lat), full(e_c), full(e_m), full(idle)
-    lo = _search_distinct(cm, args, ref_idle, busy, limit, s_cap)
-    l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle, busy)
+    lo = _search_distinct(cm, args, ref_idle_w, busy_w, limit_w, s_cap)
+    l2, c2, m2, i2, p2 = _at(cm, lo, *args, ref_idle_w, busy_w)
     # below f_min the clock cannot go: stretch (clock slowdown) until the power equals the limit
-    headroom = np.maximum(limit - i2, 1e-9)
-    l2 = np.where(p2 > limit, np.maximum(l2, (c2 + m2) / headroom), l2)
+    headroom = np.maximum(limit_w - i2, 1e-9)
+    l2 = np.where(p2 > limit_w, np.maximum(l2, (c2 + m2) / headroom), l2)
     lat[over], e_c[over], e_m[over], idle[over], s[over] = l2, c2, m2, i2, lo
     return ClockedCost(lat, e_c, e_m, idle * lat, s, cm.dynamic_scale(s), over)
