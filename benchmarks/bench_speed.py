@@ -8,7 +8,8 @@ Workloads (Llama-3.1-70B on H100 SXM, pinned to one CPU core, one BLAS thread):
   input 512/2048/8192 x output 128/1024), one ``energylens.predict`` call each, warm (model, GPU, tables and
   compiled plans loaded), with ``detail=False`` (per-phase and per-GPU totals) and with full per-op detail:
   the median over runs of the mean time per call, wall clock and this process's CPU time
-  (``*_cpu``: ``time.process_time``, less sensitive to other processes on a shared machine).
+  (``*_cpu``: ``time.process_time``, less sensitive to other processes on a shared machine). The rows
+  (per op, per collective, per GPU) are made when first read: ``predict_detail_rows_read`` also reads them all.
 * ``sweep_240``: the same 240 configurations as one ``run_sweep`` (each sweep figure also as ``*_cpu``, by CPU
   time). A sweep table's columns are computed when read: the ``sweep_*`` figures evaluate the grid and build
   the table without reading it; ``*_front`` also take the decode-latency front of each workload (what
@@ -242,7 +243,13 @@ def main() -> None:
     def predict_detail(tp, b, p, o):
         energylens.predict(MODEL, GPU, tp=tp, batch=b, prompt_len=p, output_len=o)
 
-    runs = [("predict_no_detail", predict), ("predict_detail", predict_detail)]
+    def predict_detail_read(tp, b, p, o):  # every per-op, per-collective and per-GPU row made
+        r = energylens.predict(MODEL, GPU, tp=tp, batch=b, prompt_len=p, output_len=o)
+        for ph in (r.prefill, r.decode):
+            len(ph.ops), len(ph.collectives), len(ph.per_gpu)
+
+    runs = [("predict_no_detail", predict), ("predict_detail", predict_detail),
+            ("predict_detail_rows_read", predict_detail_read)]
     try:
         predict(*items[0])
     except TypeError:  # a checkout before detail= existed (for before/after figures)

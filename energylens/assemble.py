@@ -25,6 +25,7 @@ from energylens.results import (
     MoEReport,
     OpResult,
     PhaseResult,
+    Rows,
 )
 
 
@@ -80,11 +81,21 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
                  tokens: float, *, detail: bool = True) -> PhaseResult:
     """Totals of one phase and its per-GPU rows; with ``detail`` also one row per kernel and collective
     (views of the phase's stacked cost arrays)."""
-    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
-    ops, colls = _rows(pa, tp, dp, pp) if detail else ([], [])
     latency = _f(pa.latency_s)
-    per_gpu = _per_gpu(pa, model, gpu, layout, latency)
     energy = _f(pa.energy_j)
+    per_gpu = Rows(partial(_per_gpu, pa, model, gpu, layout, latency))
+    if detail:  # made when first read (the same arrays: nothing of them changes after the evaluation)
+        both = partial(_sorted_rows, pa, int(layout.tp), int(layout.dp), int(layout.pp))
+        kept: list = []
+
+        def rows(i: int):
+            if not kept:
+                kept.extend(both())
+            return kept[i]
+
+        ops, colls = Rows(partial(rows, 0)), Rows(partial(rows, 1))
+    else:
+        ops, colls = (), ()
     return PhaseResult(
         phase=phase,
         energy_j=energy,
@@ -95,10 +106,16 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
         tokens_per_s=tokens / latency if latency > 0 else 0.0,
         breakdown=EnergyBreakdown(_f(pa.compute_j), _f(pa.memory_j), _f(pa.static_j), _f(pa.communication_j),
                                   _f(pa.idle_wait_j)),
-        ops=tuple(sorted(ops, key=lambda o: -o.energy_j)),
-        collectives=tuple(colls),
+        ops=ops,
+        collectives=colls,
         per_gpu=per_gpu,
     )
+
+
+def _sorted_rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[tuple[OpResult, ...], tuple[CollectiveResult, ...]]:
+    """The per-op rows (most energy first) and per-collective rows of a phase."""
+    ops, colls = _rows(pa, tp, dp, pp)
+    return tuple(sorted(ops, key=lambda o: -o.energy_j)), tuple(colls)
 
 
 def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], list[CollectiveResult]]:

@@ -2,7 +2,51 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+
+class Rows(Sequence):
+    """A phase's rows (per op, per collective or per GPU) made from the phase's cost arrays when first read,
+    then kept: a read-only sequence equal to the tuple of its rows (pickled and copied as that tuple)."""
+
+    __slots__ = ("_make", "_rows")
+
+    def __init__(self, make: Callable[[], Sequence]) -> None:
+        self._make, self._rows = make, None
+
+    def _all(self) -> tuple:
+        if self._rows is None:
+            self._rows, self._make = tuple(self._make()), None
+        return self._rows
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator:
+        return iter(self._all())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (Rows, tuple)):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+    def __reduce__(self):
+        return tuple, (self._all(),)
+
+    def __deepcopy__(self, memo) -> tuple:
+        from copy import deepcopy
+
+        return deepcopy(self._all(), memo)
 
 
 @dataclass(frozen=True)
@@ -73,13 +117,21 @@ class PhaseResult:
     energy_per_token_j: float
     tokens_per_s: float
     breakdown: EnergyBreakdown
-    ops: tuple[OpResult, ...] = ()
-    collectives: tuple[CollectiveResult, ...] = ()
-    per_gpu: tuple[GPUResult, ...] = ()
+    # tuples, or ``Rows`` made from the phase's cost arrays when first read
+    ops: Sequence[OpResult] = ()
+    collectives: Sequence[CollectiveResult] = ()
+    per_gpu: Sequence[GPUResult] = ()
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
+    def to_dict(self, *, rows: bool = True) -> dict:
+        """Plain values; ``rows=False`` leaves out ``ops`` and ``collectives`` (``per_gpu`` stays)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["breakdown"] = asdict(self.breakdown)
         d["breakdown"]["total_j"] = self.breakdown.total_j
+        for name in ("ops", "collectives", "per_gpu"):
+            if rows or name == "per_gpu":
+                d[name] = tuple(asdict(r) for r in d[name])
+            else:
+                del d[name]
         return d
 
 
@@ -170,17 +222,14 @@ class Prediction:
         return self.total_energy_j / self.decode.tokens if self.decode.tokens > 0 else 0.0
 
     def to_dict(self, *, ops: bool = True) -> dict:
-        prefill = self.prefill.to_dict()
-        decode = self.decode.to_dict()
+        prefill = self.prefill.to_dict(rows=False)
+        decode = self.decode.to_dict(rows=False)
         all_ops = [dict(asdict(o), phase="prefill") for o in self.prefill.ops] + [
             dict(asdict(o), phase="decode") for o in self.decode.ops
         ]
         colls = [dict(asdict(c), phase="prefill") for c in self.prefill.collectives] + [
             dict(asdict(c), phase="decode") for c in self.decode.collectives
         ]
-        for d in (prefill, decode):
-            d.pop("ops")
-            d.pop("collectives")
         out = {
             "model": self.model,
             "gpu": self.gpu,

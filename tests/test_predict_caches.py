@@ -218,3 +218,27 @@ def test_per_op_rows_from_the_stacked_sums_equal_the_rows_of_the_records(model, 
                     assert math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-300), (a.name, f, x, y)
                 else:
                     assert x == y, (a.name, f, x, y)
+
+
+def test_rows_read_late_are_the_rows_read_at_once():
+    """Per-op, per-collective and per-GPU rows are made when first read, from the prediction's own cost
+    arrays: read after other predictions (other layouts, workloads, an MoE model) they are the rows a
+    prediction read at once gives; pickled and copied they are plain tuples."""
+    import copy
+    import pickle
+
+    from energylens.results import Rows
+
+    cases = [("llama3.1-70b", dict(tp=tp, pp=pp, batch=b, prompt_len=p, output_len=16))
+             for tp, pp, b, p in ((1, 1, 1, 512), (8, 2, 64, 4096), (4, 1, 8, 2048))]
+    cases.append(("qwen3-30b-a3b", dict(tp=2, ep=2, batch=8, prompt_len=1024, output_len=8)))
+    late = [energylens.predict(m, "h100-sxm", **kw) for m, kw in cases]
+    assert isinstance(late[0].prefill.ops, Rows)
+    for (m, kw), p in zip(cases, late, strict=True):
+        now = energylens.predict(m, "h100-sxm", **kw)
+        assert now.to_dict() == p.to_dict()
+        for ph in (p.prefill, p.decode):
+            assert isinstance(pickle.loads(pickle.dumps(ph.ops)), tuple)
+            assert copy.deepcopy(ph.collectives) == tuple(ph.collectives)
+            assert ph.per_gpu == tuple(ph.per_gpu) and hash(ph.per_gpu) == hash(tuple(ph.per_gpu))
+        assert pickle.loads(pickle.dumps(p)).to_dict() == now.to_dict()

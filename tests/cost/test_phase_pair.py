@@ -11,6 +11,7 @@ from energylens.assemble import phase_result
 from energylens.cost.phase import evaluate_phase
 from energylens.cost.phase_pair import evaluate_phases
 from energylens.pipeline import bind
+from energylens.results import Rows
 from energylens.specs.execution import Execution
 from energylens.specs.system import System
 from energylens.workload import decode_sizes, prefill_sizes
@@ -37,7 +38,7 @@ def _bound(model, gpu, lay, work, op):
 def _plain(x):
     if dataclasses.is_dataclass(x):
         return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple, Rows)):  # Rows: a phase's rows, made when first read
         return [_plain(v) for v in x]
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
