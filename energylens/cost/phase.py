@@ -22,6 +22,7 @@ from functools import partial
 
 import numpy as np
 
+from energylens.cost.collective_layouts import by_group_size
 from energylens.cost.distinct import broadcast_shape
 from energylens.cost.kernels import ROUTED_EXPERTS_KEY, CollectiveRecord, KernelRecord
 from energylens.cost.phase_context import axis_nodes, axis_sizes, monomial_total, phase_context  # noqa: F401 (re-exported)
@@ -78,6 +79,9 @@ class PhaseArrays:
     # per GPU and message bytes each summed over the phase's points (``[field, collective]``) and the message at
     # the phase's first point, where the caller has them at once (``energylens.cost.phase_pair``); None: records
     collective_sums: object = None
+    # None: the energy totals are over every data-parallel replica; else (``evaluate_phase(per_replica=True)``)
+    # they are one replica's, and ``replicas`` (the data-parallel degree, broadcasting with them) multiplies them
+    replicas: object = None
 
 
 def _stacked_field(cost, name: str, n: int) -> np.ndarray:
@@ -303,7 +307,8 @@ _ONE.setflags(write=False)
 
 def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, sizes: dict[str, np.ndarray],
                    weights: np.ndarray, *, decode: bool, routing=None, microbatches=None,
-                   distinct_batches: bool = False, phase_rows=None, moe_binder=None) -> PhaseArrays:
+                   distinct_batches: bool = False, phase_rows=None, moe_binder=None,
+                   per_replica: bool = False) -> PhaseArrays:
     """``routing`` (MoE models only): a routing string or ``energylens.moe.Routing``; None = uniform.
 
     ``distinct_batches`` (totals only: no per-kernel records): where the batch per micro-batch is the only
@@ -320,7 +325,9 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     ``phase_rows`` (with ``decode``; :func:`energylens.cost.phase_pair.evaluate_phases`): several phases of one
     configuration stacked along the points axis, ``weights`` one row per phase and ``phase_rows`` a bool per
     row (True: the decode rule for micro-batches); totals gain a trailing phase axis. ``moe_binder``: a callable
-    ``(b, t, tp, ep) -> MoEBinding`` in place of ``bind_moe`` (the stacked phases bind each phase's points)."""
+    ``(b, t, tp, ep) -> MoEBinding`` in place of ``bind_moe`` (the stacked phases bind each phase's points).
+    ``per_replica``: the energy totals (``energy_j`` and its five parts) of one data-parallel replica, each total
+    being that times ``PhaseArrays.replicas`` (a sweep multiplies only the rows it reads)."""
     ctx = phase_context(model, gpu, layout, program, decode)
     all_sizes = {**ctx.dims, **sizes}
     pp_layout = ctx.axes["pp"]
@@ -438,7 +445,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
         if sharded_t:
             msg = msg / tp_pt
         crosses = np.where(tp_pt * pp_pt > layout.gpus_per_node, 2.0, 1.0)
-        cc = collective_cost("send_recv", msg, np.where(pp_pt > 1, 2.0, 1.0), gpu, nodes=crosses)
+        cc = by_group_size(collective_cost, "send_recv", msg, np.where(pp_pt > 1, 2.0, 1.0), gpu, crosses)
         p2p = CollectiveRecord("pipeline:send_recv", "send_recv", "pp", 1, np.asarray(2.0), np.asarray(msg),
                                cc.latency_s, cc.energy_j_per_gpu, "pipeline stage boundary")
         p2p_time = reduce(cc.latency_s) * (pp - 1)
@@ -464,14 +471,18 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
     else:
         latency = expand(kernel_time + coll_time) + p2p_time
 
-    compute = expand(rank_sums["compute_energy_j"] * tp) * dp * m
-    memory = expand(rank_sums["memory_energy_j"] * tp) * dp * m
-    static = expand(rank_sums["static_energy_j"] * tp) * dp * m
-    comm = (expand(coll_energy * tp) + p2p_energy) * dp * m
+    # one replica's energy, then times the data-parallel degree (the only factor on the dp axis: a sweep's
+    # largest arrays are made once per total, and the energy is summed before the dp axis joins)
+    compute = expand(rank_sums["compute_energy_j"] * tp) * m
+    memory = expand(rank_sums["memory_energy_j"] * tp) * m
+    static = expand(rank_sums["static_energy_j"] * tp) * m
+    comm = (expand(coll_energy * tp) + p2p_energy) * m
     gpu_time = tp * pp * latency
     busy_time = (expand(tp * (kernel_time_e + coll_time)) + 2.0 * tp * p2p_time) * m
-    wait = idle_energy_j(gpu, np.maximum(gpu_time - busy_time, 0.0)) * dp
+    wait = idle_energy_j(gpu, np.maximum(gpu_time - busy_time, 0.0))
     energy = compute + memory + static + comm + wait
+    if not per_replica:
+        energy, compute, memory, static, comm, wait = (x * dp for x in (energy, compute, memory, static, comm, wait))
 
     def full(x) -> np.ndarray:  # a read-only view of the phase shape (sweeps gather rows without expanding)
         x = np.asarray(x, dtype=float)
@@ -495,7 +506,7 @@ def evaluate_phase(model: Model, gpu: GPU, layout: Layout, program: Program, siz
                        records[2] if records else [], p2p, reduce, layer_time, layer_energy, layer_time,
                        layer_energy, kernels_energy=records[1] if records else [],
                        moe_idle_wait_j=moe_wait,
-                       moe=moe, microbatches=full(m), kernel_table=rec)
+                       moe=moe, microbatches=full(m), kernel_table=rec, replicas=dp if per_replica else None)
 
 
 def memory_per_gpu(model: Model, layout: Layout, program: Program, gpu: GPU, batch_per_replica, max_context,

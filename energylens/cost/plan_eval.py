@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energylens.cost import families as fam
+from energylens.cost.collective_layouts import by_group_size
 from energylens.cost.distinct import broadcast_shape, distinct_call
 from energylens.cost.kernels import CollectiveRecord, KernelRecord, causal_fraction
 from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
@@ -169,7 +170,7 @@ def _collectives(plan, msgs, by_kind: dict, axis_sizes, nodes) -> list:
         group = np.asarray(axis_sizes[axis], dtype=float)
         n_nodes = (nodes or {}).get(axis, 1)
         if len(idx) == 1:
-            cc = _by_group_size(collective_cost, kind, msgs[idx[0]], group, plan.gpu, n_nodes)
+            cc = by_group_size(collective_cost, kind, msgs[idx[0]], group, plan.gpu, n_nodes)
         elif group.ndim == 0 and np.ndim(n_nodes) == 0:  # one layout: the messages stacked, any shape
             stacked = msgs[idx] if isinstance(msgs, np.ndarray) else np.stack(
                 [np.broadcast_to(msgs[j], np.broadcast_shapes(*(np.shape(msgs[i]) for i in idx))) for j in idx])
@@ -181,37 +182,13 @@ def _collectives(plan, msgs, by_kind: dict, axis_sizes, nodes) -> list:
                 x = np.asarray(x, dtype=float)
                 return x.reshape((1,) * (nd + 1 - x.ndim) + x.shape)
 
-            cc = _by_group_size(collective_cost, kind, _stack([msgs[j] for j in idx], nd), lead(group), plan.gpu,
+            cc = by_group_size(collective_cost, kind, _stack([msgs[j] for j in idx], nd), lead(group), plan.gpu,
                                 lead(n_nodes))
             if np.shape(cc.latency_s)[0] != len(idx):  # one message shared by all: a row each
                 cc = type(cc)(*(np.broadcast_to(x, (len(idx),) + np.shape(x)[1:]) for x in (
                     cc.latency_s, cc.energy_j_per_gpu, cc.power_w)))
         colls.append((idx, group, cc))
     return colls
-
-
-def _by_group_size(collective_cost, kind: str, msg, group, gpu, nodes):
-    """``collective_cost`` over layouts whose group size and node count vary along one axis (a sweep's TP or
-    pipeline degrees): one call per position along it, each with one group size and node count (the one-layout
-    path: the same formulas element by element, the same numbers, without sorting every element by layout)."""
-    if np.ndim(group) == 0 and np.ndim(nodes) == 0:  # one layout (a single prediction): nothing to split
-        return collective_cost(kind, msg, group, gpu, nodes=nodes)
-    msg, group, nodes = (np.asarray(x, dtype=float) for x in (msg, group, nodes))
-    shape = np.broadcast_shapes(msg.shape, group.shape, nodes.shape)
-    nd = len(shape)
-    msg, group, nodes = (x.reshape((1,) * (nd - x.ndim) + x.shape) for x in (msg, group, nodes))
-    axes = {i for x in (group, nodes) for i, n in enumerate(x.shape) if n > 1}
-    if len(axes) != 1:
-        return collective_cost(kind, msg, group, gpu, nodes=nodes)
-    ax = axes.pop()
-    out = [np.empty(shape) for _ in range(3)]
-    for i in range(shape[ax]):
-        def at(x, i=i):
-            return x[(slice(None),) * ax + ((slice(i, i + 1),) if x.shape[ax] > 1 else (slice(0, 1),))]
-        cc = collective_cost(kind, at(msg), float(at(group).flat[0]), gpu, nodes=float(at(nodes).flat[0]))
-        for o, v in zip(out, (cc.latency_s, cc.energy_j_per_gpu, cc.power_w), strict=True):
-            at(o)[...] = v
-    return type(cc)(*out)
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,17 @@ class RowGather:
         """A lazy column gathered from ``a`` (an array over the evaluation grid)."""
         return lambda rows, get: self(a) if rows is None else self.at(a, rows)
 
+    def scaled(self, a, factor: np.ndarray) -> Source:
+        """A lazy column of ``a`` (over the evaluation grid) times ``factor`` (one value per valid combination),
+        multiplied at the rows read."""
+        def source(rows, get):
+            if rows is None:
+                x = self(a)
+                return (x.reshape(self.n_outer, -1) * factor[:, None]).reshape(-1)
+            return self.at(a, rows) * factor[self.positions(rows)[0]]
+
+        return source
+
     def repeated(self, values: np.ndarray) -> Source:
         """A lazy column of one value per valid combination (``repeat``)."""
         return lambda rows, get: self.repeat(values) if rows is None else values[self.positions(rows)[0]]

@@ -356,7 +356,8 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
     sizes, weights = prefill_sizes(Workload(1, _axis(prompt, AX_P), 0), b_eval)
     plans = _overlap_plans(spec)
     totals_only = all(p is None for p in plans)  # overlap plans read the per-kernel records
-    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False, distinct_batches=totals_only)
+    pre = evaluate_phase(m, g, lay, program, sizes, weights, decode=False, distinct_batches=totals_only,
+                         per_replica=totals_only)
     prefill = {f: getattr(pre, f) for f in PHASE_FIELDS}
     for i, plan in enumerate(plans):  # one vectorised evaluation per overlap setting (not per configuration)
         if plan is not None:
@@ -390,10 +391,12 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
         "prompt_len": take.tiled(prompt, AX_P),
         "output_len": take.tiled(out_len, AX_O),
     }
-    for f in PHASE_FIELDS:
-        cols[f"prefill_{f}"] = take.source(prefill[f])
-    for f in PHASE_FIELDS:
-        cols[f"decode_{f}"] = take.source(decode[f])
+    # sequential only: the energy totals are one data-parallel replica's, times dp at the rows read
+    replicas = None if pre.replicas is None else dp[outer[AX_DP]].astype(float)
+    for ph, res in (("prefill", prefill), ("decode", decode)):
+        for f in PHASE_FIELDS:
+            cols[f"{ph}_{f}"] = take.source(res[f]) if replicas is None or f == "latency_s" else \
+                take.scaled(res[f], replicas)
     for f in ("weights_bytes", "kv_cache_bytes", "workspace_bytes"):
         cols[f] = take.source(mem[f])
     if len(plans) == 1 and plans[0] is None:  # sequential only: one row per configuration, nothing re-costed
@@ -471,8 +474,9 @@ def _decode_eval(m, g, lay, program, w: Workload, b_eval, plans=()) -> dict[str,
                 _FOLDED[key] = points.fold_contexts(sizes["s"], weights)
             if _FOLDED[key] is not None:
                 sizes["s"], weights = _FOLDED[key]
-    pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True,
-                        distinct_batches=all(p is None for p in plans))
+    sequential = all(p is None for p in plans)
+    pa = evaluate_phase(m, g, lay, program, sizes, weights, decode=True, distinct_batches=sequential,
+                        per_replica=sequential)
     out = {f: getattr(pa, f) for f in PHASE_FIELDS}
     for i, plan in enumerate(plans):
         if plan is not None:

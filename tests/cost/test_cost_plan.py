@@ -170,22 +170,23 @@ def test_batch_classes_spread_back_as_take_along_axis():
 
 
 def test_collectives_by_group_size_as_the_grouped_call():
-    """Layouts whose group size (and node count) vary along one axis are costed one group size at a time: the
-    one-layout path gives the grouped call's numbers bit for bit (groups of one and empty messages included)."""
+    """Layouts whose group size (and node count) vary along one axis are costed one group size at a time, along
+    several axes (a sweep's pipeline hops over TP x PP) one distinct (group size, nodes) at a time: the one-layout
+    path gives the grouped call's numbers bit for bit (groups of one and empty messages included)."""
+    from energylens.cost.collective_layouts import by_group_size
     from energylens.cost.collectives import collective_cost
-    from energylens.cost.plan_eval import _by_group_size
 
     g = load_gpu("h100-sxm")
     rng = np.random.default_rng(5)
     msg = np.concatenate([[0.0, 1.0, 700.0], 10.0 ** rng.uniform(2, 9, 21)]).reshape(2, 1, 1, 12)
     group = np.array([1, 2, 4, 8, 16]).reshape(1, 5, 1, 1)
     nodes = np.array([1, 1, 1, 1, 2]).reshape(1, 5, 1, 1)
+    two_axes = np.array([1, 2]).reshape(1, 1, 2, 1) * np.ones((1, 5, 1, 1))  # varies along two axes
+    two_nodes = np.where(np.arange(5).reshape(1, 5, 1, 1) * two_axes > 4, 2.0, 1.0)
+    by_layout = msg * np.array([1.0, 0.5]).reshape(1, 1, 2, 1)  # messages that vary along a layout axis too
     for kind in ("all_reduce", "all_gather", "all_to_all", "send_recv"):
-        want = collective_cost(kind, msg, group, g, nodes=nodes)
-        got = _by_group_size(collective_cost, kind, msg, group, g, nodes)
-        for f in ("latency_s", "energy_j_per_gpu", "power_w"):
-            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
-    two_axes = np.array([2, 4]).reshape(1, 1, 2, 1) * np.ones((1, 5, 1, 1))  # varies along two axes: grouped call
-    want = collective_cost("all_reduce", msg, two_axes, g)
-    np.testing.assert_array_equal(_by_group_size(collective_cost, "all_reduce", msg, two_axes, g, 1).latency_s,
-                                  want.latency_s)
+        for m, grp, nd in ((msg, group, nodes), (msg, two_axes, 1), (by_layout, two_axes, two_nodes)):
+            want = collective_cost(kind, m, grp, g, nodes=nd)
+            got = by_group_size(collective_cost, kind, m, grp, g, nd)
+            for f in ("latency_s", "energy_j_per_gpu", "power_w"):
+                np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
