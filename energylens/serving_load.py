@@ -36,6 +36,10 @@ so it waits for the iteration in flight. Two arrangements of the clients:
 * staggered (``staggered=True``; variable lengths spread the clients over the cycle): the steady
   state above with one iteration of wait.
 
+A finite run (``num_requests``; ``energylens serve --num-requests``, the silicon validation's default)
+starts with all clients together: its first wave queues through chunked prefill before the steady
+state (:mod:`energylens.closed_loop`, where the arithmetic of both arrangements lives).
+
 Clients beyond the slots queue (staggered either way): the engine then completes ``slots / S``
 requests per second (``S = k tau_prefill + (output_len - 1) tau`` per slot) and a client's cycle is
 ``n / throughput``, so ``TTFT = max(tau + k tau_prefill, (n / slots) S - (output_len - 1) tau)``.
@@ -70,6 +74,18 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from energylens.closed_loop import (
+    CLOSED_LOOP_WAIT_ITERATIONS,
+    check_num_requests,
+    closed_loop_latency,
+    closed_loop_running,
+    finite_run,
+    finite_run_p90,
+    first_wave_iterations,
+    first_wave_latency,
+    wave_groups,
+    wave_latency,
+)
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
 from energylens.errors import WorkloadError
@@ -92,7 +108,6 @@ from energylens.serving import (
     serving_routing,
 )
 
-CLOSED_LOOP_WAIT_ITERATIONS = 1.0  # a closed-loop request waits for the iteration running when it arrives
 OPEN_LOOP_WAIT_ITERATIONS = 0.5  # Poisson arrival: mean residual of a (near-constant) iteration
 SERVICE_CV2 = 0.0  # squared coefficient of variation of the service (fixed output length)
 Z90 = 1.2815515655446004  # standard normal 90th percentile
@@ -173,53 +188,6 @@ def _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs, g
     return program, cap, resolve_coefficients(coefficients, gpu.key)
 
 
-def closed_loop_running(clients, span, slots, wait_iterations=CLOSED_LOOP_WAIT_ITERATIONS) -> np.ndarray:
-    """Mean running requests of a replica with ``clients`` closed-loop clients: each holds a slot for
-    ``span`` iterations and then waits ``wait_iterations`` for the next iteration boundary; clients
-    beyond ``slots`` queue (all slots busy)."""
-    n = np.asarray(clients, dtype=float)
-    return np.minimum(n * span / (span + wait_iterations), slots)
-
-
-def closed_loop_latency(clients, output_len, chunks, slots, tau, tau_prefill) -> tuple[np.ndarray, np.ndarray]:
-    """Staggered clients: (mean TTFT in s, requests/s) of one replica. ``tau`` is the mean iteration,
-    ``tau_prefill`` an iteration carrying the prompt (``chunks`` of them). Without a queue a request
-    waits one iteration and is prefilled; with clients beyond the slots, the slots complete ``slots / S``
-    requests per second (``S = chunks tau_prefill + (output_len - 1) tau``) and a client's cycle is
-    ``clients / that``."""
-    n = np.asarray(clients, dtype=float)
-    o = np.asarray(output_len, dtype=float)
-    slot_s = chunks * tau_prefill + (o - 1.0) * tau
-    queued = n > slots
-    ttft = np.maximum(CLOSED_LOOP_WAIT_ITERATIONS * tau + chunks * tau_prefill,
-                      np.where(queued, n / np.where(queued, slots, 1.0) * slot_s - (o - 1.0) * tau, 0.0))
-    return ttft, n / (ttft + (o - 1.0) * tau)
-
-
-def wave_groups(clients, input_len, budget) -> np.ndarray:
-    """Synchronised clients: prefill iterations per cycle (groups of prompts filling the budget), >= 1."""
-    return np.maximum(1.0, np.asarray(clients, dtype=float) * input_len / np.maximum(budget, 1.0))
-
-
-def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.ndarray, np.ndarray]:
-    """Synchronised clients: (mean TTFT, mean TPOT) of one replica. The prompts of a cycle fill ``groups``
-    full iterations (``tau_wave``); a client lives through each of them once per cycle: its own ``chunks``
-    before its first token, the others while it decodes or waits, so its decode phase holds
-    ``(groups - chunks) (O - 1) / O`` of them (the wait iteration being a typical one of that phase) and
-    pure decode iterations (``tau_decode``) otherwise. Its ``chunks`` iterations carry ``min(groups, chunks)``
-    budgets of prompt tokens. When the wave's prompts fit the requests' own chunks (``groups <= chunks``) the
-    engine is idle when the wave returns (no wait); otherwise a request waits for the iteration in flight."""
-    o = np.asarray(output_len, dtype=float)
-    k = np.asarray(chunks, dtype=float)
-    o1 = np.maximum(o - 1.0, 1.0)
-    heavy = np.clip((groups - k) * o1 / np.maximum(o, 1.0), 0.0, np.maximum(o - 1.0, 0.0))
-    tpot = ((o1 - heavy) * tau_decode + heavy * tau_wave) / o1
-    # the k iterations carrying the prompt hold min(G, k) waves' worth of prefill (a lone long prompt: its own)
-    ttft = np.where(groups > k, CLOSED_LOOP_WAIT_ITERATIONS * tpot, 0.0) + k * tau_decode \
-        + np.minimum(groups, k) * (tau_wave - tau_decode)
-    return ttft, tpot
-
-
 def _under_limit(fn, model, gpu, layout, load, input_len, output_len, limits_w=None, **kw) -> LoadArrays:
     """A load mode on a GPU with a power limit / locked clock: one SM clock held per iteration, the
     highest whose mean power per GPU fits (:func:`energylens.cost.clock_hold.hold_clock`); every figure
@@ -258,14 +226,22 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
                              coefficients: ServingCoefficients | CoefficientTable | None = None,
                              max_batched_tokens: int = MAX_BATCHED_TOKENS, max_num_seqs: int | None = None,
                              gpu_memory_utilization: float = VLLM.gpu_memory_utilization, routing=None,
-                             capacity: KVCapacity | None = None, staggered: bool = False) -> LoadArrays:
+                             capacity: KVCapacity | None = None, staggered: bool = False,
+                             num_requests=None) -> LoadArrays:
     """Closed loop: ``concurrency`` clients (whole deployment) each with one request in flight (see the
     module docstring). ``staggered=False`` (default): the clients start together and, all requests
     having the same lengths, stay synchronised (a benchmark with fixed lengths); ``True``: their
     requests are spread evenly over the cycle (variable lengths, real traffic). Clients beyond the
-    slots queue (staggered either way). Arrays of ``concurrency``, ``input_len`` and ``output_len``
-    broadcast; ``layout`` is a valid scalar layout. Coefficients default to the shipped ones."""
+    slots queue (staggered either way). ``num_requests`` (whole deployment, >= ``concurrency``; may be an
+    array): a finite run of that many requests, whose first wave starts together
+    (:mod:`energylens.closed_loop`) before the steady state of the chosen arrangement; TTFT and TPOT are
+    its means over the requests, the other figures those of the steady state. Arrays of ``concurrency``, ``input_len``, ``output_len`` (and
+    ``num_requests``) broadcast; ``layout`` is a valid scalar layout. Coefficients default to the shipped ones."""
     c_in, i, o = _inputs(concurrency, input_len, output_len, "concurrency")
+    finite = num_requests is not None
+    if finite:
+        n_req = check_num_requests(num_requests, c_in)
+        c_in, i, o, n_req = np.broadcast_arrays(c_in, i, o, n_req)
     program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
                                   gpu_memory_utilization, capacity)
     routing = serving_routing(routing, coeffs)  # the user's, else the fitted skew
@@ -314,6 +290,15 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     median = np.where(waves, np.where(np.clip(groups - k, 0.0, None) < 0.5 * o, tau_dec, tau_w),
                       arr.decode_step_latency_s)
     rate = np.where(waves, n / (ttft + (o - 1.0) * tpot), rate_s) * dp  # requests/s, whole deployment
+    if finite:  # the first wave: every client at once to an idle engine, prefilled in turn (full budgets)
+        first_iter, wave_iters = first_wave_iterations(nb, i, mbt)
+        tau_1 = _iteration_s(model, gpu, layout, program, routing, coeffs, np.maximum(nb / 2.0, 1.0),
+                             np.minimum(nb * i, mbt), i, span)  # on average half the wave decodes meanwhile
+        ttft_1, tpot_1 = first_wave_latency(o, first_iter, wave_iters, tau_1, tpot)
+        frac = np.where(queued, 0.0, c_in / n_req)  # beyond the slots the queue, not the wave, sets the TTFT
+        ttft_p90 = finite_run_p90(frac, wave_iters, tau_1, ttft_p90)
+        ttft, tpot = finite_run(frac, ttft_1, ttft), finite_run(frac, tpot_1, tpot)
+        tpot_p90 = np.maximum(tpot_p90, tpot)  # (the wave's prefills lengthen the run's mean TPOT)
     # saturation: every slot busy (the open loop's service rate mu(c))
     lim_f = np.where(fits, lim, 1.0)
     span_c = o + _chunks(i, lim_f, mbt, o) - 1.0
@@ -499,6 +484,7 @@ class LoadResult:
     kv_cache: dict
     coefficients: dict
     staggered: bool = False
+    num_requests: float | None = None  # closed loop: a finite run of this many requests (None: steady state)
     interval: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     operating_point: dict = field(default_factory=dict)  # power_limit_w, default_power_limit_w, sm_clock_mhz
@@ -518,11 +504,13 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
                coefficients: ServingCoefficients | CoefficientTable | None = None, interval_level: float = 0.8,
                routing: str | None = None, power_limit_w: float | None = None, sm_clock_mhz: float | None = None,
                footprint=None, kv_cache_dtype: str | None = None,
-               activation_dtype: str | None = None) -> LoadResult:
+               activation_dtype: str | None = None, num_requests: float | None = None) -> LoadResult:
     """Serving under ``concurrency`` closed-loop clients or Poisson arrivals at ``request_rate`` req/s
     (exactly one of them). Refuses (``LayoutError``/``WorkloadError`` naming the numbers) a deployment
     whose weights or single request do not fit in memory, a request longer than the model's context, and
-    an open-loop rate at or above saturation. Precision flags as in ``energylens.predict``."""
+    an open-loop rate at or above saturation. ``num_requests`` (closed loop): a finite run of that many
+    requests whose first wave starts together (default: the steady state). Precision flags as in
+    ``energylens.predict``."""
     from energylens.pipeline import check_context, prepare
     from energylens.predict import operating_point
     from energylens.serving import resolve_layout, serve_arrays
@@ -535,6 +523,10 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
                 or v <= 0:
             raise WorkloadError(name, v, "a positive number")
+    if num_requests is not None:
+        if concurrency is None:
+            raise WorkloadError("num_requests", num_requests, "only with concurrency (a closed-loop run)")
+        check_num_requests(num_requests, concurrency)
     m, g = prepare(model, gpu, dtype, power_limit_w=power_limit_w, sm_clock_mhz=sm_clock_mhz,
                    kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype)
     check_context(m, float(input_len) + float(output_len), "input_len + output_len")
@@ -550,7 +542,8 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
     kw = dict(coefficients=coeffs, max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
               gpu_memory_utilization=gpu_memory_utilization, routing=routing, capacity=cap)
     if concurrency is not None:
-        arr = serve_closed_loop_arrays(m, g, lay, concurrency, input_len, output_len, staggered=staggered, **kw)
+        arr = serve_closed_loop_arrays(m, g, lay, concurrency, input_len, output_len, staggered=staggered,
+                                       num_requests=num_requests, **kw)
     else:
         arr = serve_open_loop_arrays(m, g, lay, request_rate, input_len, output_len, **kw)
 
@@ -584,7 +577,8 @@ def serve_load(model: str | Model, gpu: str | GPU, *, concurrency: float | None 
         decode_step_latency_s=f(arr.decode_step_latency_s), mean_iteration_s=f(steady.mean_iteration_s),
         prefill_tokens_per_iteration=f(steady.prefill_tokens_per_iteration), gpu_time_s=f(steady.gpu_time_s),
         host_time_s=f(steady.host_time_s), kv_cache=cap.to_dict(), coefficients=coeffs.to_dict(),
-        staggered=bool(staggered) and concurrency is not None, notes=tuple(notes), operating_point=operating_point(g))
+        staggered=bool(staggered) and concurrency is not None, notes=tuple(notes), operating_point=operating_point(g),
+        num_requests=None if num_requests is None else float(num_requests))
     from energylens.carbon import Footprint
 
     res = replace(res, footprint=(footprint or Footprint()).per_token_floats(res.energy_per_output_token_j,

@@ -5,8 +5,13 @@
 ``moe_ep_size``, ``precision``, ``system``, ``model_path``, ``mode``, ``silicon_ttft_ms``,
 ``silicon_tpot_ms``; see ``shared/reference/aiconfigurator/SOURCE.md``), predicts every row with
 :func:`energylens.serving_load.serve_closed_loop_arrays` (the benchmark: ``batch_size`` clients with
-prompts of exactly ``isl`` and outputs of exactly ``osl`` tokens, starting together; rows of the same
-model, GPU, precision and layout in one vectorised call) and compares mean TTFT and TPOT.
+prompts of exactly ``isl`` and outputs of exactly ``osl`` tokens; rows of the same model, GPU, precision
+and layout in one vectorised call) and compares mean TTFT and TPOT. A run is finite: its clients start
+together (the first wave) and then reach the synchronised steady state (:mod:`energylens.closed_loop`); the runs do not record
+how many requests they sent, so ``requests_per_client`` (requests per run = that x ``batch_size``) is
+an assumption of ``energylens/data/validation/assumptions.yaml`` (``silicon``, with its source),
+overridable (``requests_per_client=inf``: the steady state alone; ``num_requests``: the same number
+for every row, at least ``batch_size``).
 
 Layout: vLLM runs ``tp_size x pp_size x attention_dp_size`` GPUs; attention is tensor-parallel over
 ``tp_size`` inside each of ``attention_dp_size`` replicas; the experts are sharded ``moe_ep_size``
@@ -100,6 +105,7 @@ class SiliconValidation:
     rows: list[SiliconRow]
     source: str
     coefficients: object = None
+    run: dict = field(default_factory=dict)  # requests per run: the assumption used (or the override)
 
     @property
     def ok(self) -> list[SiliconRow]:
@@ -136,7 +142,7 @@ class SiliconValidation:
     def to_dict(self) -> dict:
         c = self.coefficients
         return {"source": self.source, "format": "aiconfigurator-silicon",
-                "coefficients": c.to_dict() if c is not None else None, "rows_total": len(self.rows),
+                "coefficients": c.to_dict() if c is not None else None, "run": self.run, "rows_total": len(self.rows),
                 "rows_predicted": len(self.ok), "rows_skipped": len(self.skipped), "tables": self.tables(),
                 "rows": [r.to_dict() for r in self.rows]}
 
@@ -233,10 +239,44 @@ def prepare(rows: list[dict]):
     return results, groups, context
 
 
+def run_assumption() -> dict:
+    """The ``silicon`` entry of the validation assumptions: ``requests_per_client`` (> 0) and its source."""
+    import yaml
+
+    from energylens.serving_coefficients import data_file
+
+    entry = (yaml.safe_load(data_file("assumptions.yaml").read_text()) or {}).get("silicon")
+    rpc = entry.get("requests_per_client") if isinstance(entry, dict) else None
+    if isinstance(rpc, bool) or not isinstance(rpc, (int, float)) or not rpc >= 1 or not entry.get("source"):
+        raise SpecError("assumptions.yaml: silicon", entry, "{requests_per_client: <number >= 1>, source: ...}")
+    return dict(entry)
+
+
+def run_requests(concurrency, requests_per_client=None, num_requests=None):
+    """Requests per run of each row: ``num_requests`` (the same for every row; a row whose concurrency
+    is larger runs one wave of it) or ``requests_per_client x concurrency`` (default: the assumption);
+    None for the steady state (``requests_per_client`` infinite)."""
+    c = np.asarray(concurrency, dtype=float)
+    if num_requests is not None:
+        if isinstance(num_requests, bool) or not isinstance(num_requests, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(num_requests) or num_requests < 1:
+            raise SpecError("num_requests", num_requests, "a finite number of requests >= 1")
+        return np.maximum(float(num_requests), c)
+    rpc = run_assumption()["requests_per_client"] if requests_per_client is None else requests_per_client
+    if isinstance(rpc, bool) or not isinstance(rpc, (int, float, np.integer, np.floating)) or not rpc >= 1:
+        raise SpecError("requests_per_client", rpc, "a number >= 1 (inf: the steady state)")
+    return None if math.isinf(rpc) else float(rpc) * c
+
+
 def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = "", progress=None,
-                          staggered: bool = False, gpu_memory_utilization: float | None = None) -> SiliconValidation:
-    """Predict every supported row (closed loop, clients starting together unless ``staggered``);
-    ``gpu_memory_utilization`` overrides vLLM's default memory fraction (the runs do not record it)."""
+                          staggered: bool = False, gpu_memory_utilization: float | None = None,
+                          requests_per_client: float | None = None,
+                          num_requests: float | None = None) -> SiliconValidation:
+    """Predict every supported row (closed loop: a finite run of ``requests_per_client`` x concurrency
+    requests, default the assumption, or ``num_requests``; ``requests_per_client=inf``: the steady state,
+    clients starting together unless ``staggered``); ``gpu_memory_utilization`` overrides vLLM's default
+    memory fraction (the runs do not record it)."""
+    run_requests(1.0, requests_per_client, num_requests)  # refuses a bad value before any work
     from energylens.kv_capacity import kv_capacity
     from energylens.serving import load_coefficient_table, resolve_coefficients
     from energylens.serving_load import serve_closed_loop_arrays
@@ -261,7 +301,8 @@ def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = 
                                      f"{cap.usable_bytes / 2**30:.1f} GiB usable")
             continue
         arr = serve_closed_loop_arrays(model, gpu, layout, c, i, o, coefficients=resolve_coefficients(coeffs, gpu.key),
-                                       capacity=cap, staggered=staggered)
+                                       capacity=cap, staggered=staggered,
+                                       num_requests=run_requests(c, requests_per_client, num_requests))
         for j, k in enumerate(idx):
             r = results[k]
             if not bool(arr.fits[j]):
@@ -273,11 +314,21 @@ def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = 
             r.running_batch = float(arr.running_batch[j])
         if progress:
             progress(len(idx))
-    return SiliconValidation(results, source, coeffs)
+    if num_requests is not None:
+        run = {"num_requests": float(num_requests), "source": "given"}
+    elif requests_per_client is not None:
+        run = {"requests_per_client": float(requests_per_client), "source": "given"}
+    else:
+        run = {k: v for k, v in run_assumption().items() if k in ("requests_per_client", "source")}
+    if run.get("requests_per_client") == float("inf"):
+        run["steady_state"] = True
+    return SiliconValidation(results, source, coeffs, run)
 
 
-def validate_silicon_csv(path: str | Path, *, coefficients=None, progress=None,
-                         staggered: bool = False, gpu_memory_utilization: float | None = None) -> SiliconValidation:
+def validate_silicon_csv(path: str | Path, *, coefficients=None, progress=None, staggered: bool = False,
+                         gpu_memory_utilization: float | None = None, requests_per_client: float | None = None,
+                         num_requests: float | None = None) -> SiliconValidation:
     """Predict every row of an AIConfigurator silicon CSV (closed loop) and compare TTFT and TPOT."""
     return validate_silicon_rows(read_silicon_rows(path), coefficients=coefficients, source=str(path),
-                                 progress=progress, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization)
+                                 progress=progress, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization,
+                                 requests_per_client=requests_per_client, num_requests=num_requests)

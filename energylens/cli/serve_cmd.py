@@ -41,6 +41,9 @@ def serve_command(
                                        "(queueing for a slot and KV memory)."),
     staggered: bool = typer.Option(False, "--staggered", help="Closed loop: clients spread over the cycle "
                                    "(variable-length traffic) instead of starting together (fixed-length benchmark)."),
+    num_requests: float = typer.Option(None, "--num-requests", help="Closed loop: a finite benchmark run of N "
+                                       "requests (>= --concurrency) whose clients start together: TTFT/TPOT are "
+                                       "its means, the first wave included (default: the steady state)."),
     max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="vLLM max_num_seqs: running-request cap "
                                      "(default: KV memory only)."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vLLM fraction of GPU "
@@ -83,6 +86,8 @@ def serve_command(
 
     coefficients = with_overheads(iteration_overhead_s=iteration_overhead_s,  # the shipped table unless given
                                   per_sequence_overhead_s=per_sequence_overhead_s)
+    if num_requests is not None and concurrency is None:
+        raise WorkloadError("num_requests", num_requests, "only with --concurrency (a closed-loop run)")
     if concurrency is not None or request_rate is not None:
         from energylens.serving_load import serve_load
 
@@ -91,7 +96,8 @@ def serve_command(
                          max_batched_tokens=max_batched_tokens, max_num_seqs=max_num_seqs,
                          gpu_memory_utilization=gpu_memory_utilization, staggered=staggered, interval_level=level,
                          routing=routing, power_limit_w=power_limit, sm_clock_mhz=sm_clock, footprint=footprint,
-                         kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype, coefficients=coefficients)
+                         kv_cache_dtype=kv_cache_dtype, activation_dtype=activation_dtype, coefficients=coefficients,
+                         num_requests=num_requests)
         if as_json:
             emit_json(res.to_dict())
             return
@@ -112,6 +118,7 @@ def render_load(res) -> None:
     con = Console()
     lay = res.layout
     load = (f"{res.concurrency:g} closed-loop clients" + (" (staggered)" if res.staggered else " (starting together)")
+            + (f", a run of {res.num_requests:g} requests" if res.num_requests is not None else "")
             if res.mode == "closed_loop" else f"Poisson arrivals at {res.request_rate_per_s:g} requests/s")
     con.print(f"[bold]{res.model}[/] on [bold]{res.num_gpus}x {res.gpu}[/] ({res.dtype}; tp={lay['tp']} ep={lay['ep']} "
               f"dp={lay['dp']} pp={lay['pp']}), {load}, prompt {res.input_len:g}, output {res.output_len:g} tokens")

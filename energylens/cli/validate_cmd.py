@@ -23,8 +23,13 @@ def validate_command(
     worst: int = typer.Option(10, "--worst", help="List the N rows with the largest energy-per-token error."),
     plot: str = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter PNG to this path."),
     markdown: str = typer.Option(None, "--markdown", help="Write the MAPE tables as Markdown to this path."),
-    staggered: bool = typer.Option(False, "--staggered", help="Silicon (closed-loop) data: clients spread over "
-                                   "the cycle instead of starting together (a sensitivity check)."),
+    staggered: bool = typer.Option(False, "--staggered", help="Silicon data with --requests-per-client inf: the "
+                                   "steady state with clients spread over the cycle instead of synchronised."),
+    requests_per_client: float = typer.Option(None, "--requests-per-client", help="Silicon (closed-loop) data: "
+                                              "requests per run = this x concurrency (default: the assumption "
+                                              "in data/validation/assumptions.yaml; inf: the steady state)."),
+    num_requests: float = typer.Option(None, "--num-requests", help="Silicon data: requests per run, the same "
+                                       "for every row (a row with more clients runs one wave of them)."),
     gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization", help="Silicon data: vLLM's "
                                                  "memory fraction for weights and KV cache (default vLLM's 0.9; "
                                                  "the runs do not record it: a sensitivity check)."),
@@ -53,7 +58,8 @@ def validate_command(
         from energylens.validate_silicon import validate_silicon_csv
 
         sv = validate_silicon_csv(path, staggered=staggered, gpu_memory_utilization=gpu_memory_utilization,
-                                  coefficients=coefficients)
+                                  coefficients=coefficients, requests_per_client=requests_per_client,
+                                  num_requests=num_requests)
         if md_path:
             write_text("markdown", md_path, silicon_markdown(sv))
         if as_json:
@@ -61,6 +67,9 @@ def validate_command(
             return
         render_silicon(sv, rows=rows, worst=worst)
         return
+    for name, value in (("requests_per_client", requests_per_client), ("num_requests", num_requests)):
+        if value is not None:
+            raise SpecError(name, value, "only with silicon (closed-loop) data: the ML.ENERGY rows are steady states")
     if gpu_memory_utilization is not None:
         raise SpecError("gpu_memory_utilization", gpu_memory_utilization, "only with silicon (closed-loop) data: "
                         "the ML.ENERGY rows record their running batch")

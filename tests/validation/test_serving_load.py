@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from des_engine import simulate, simulate_kv
 
+from energylens.closed_loop import finite_run, first_wave_iterations, first_wave_latency
 from energylens.errors import LayoutError, WorkloadError
 from energylens.hardware import load_gpu
 from energylens.kv_capacity import kv_capacity
@@ -232,3 +233,100 @@ def test_cli_serve_closed_and_open_loop(capsys):
     assert rc == 2 and "GiB" in err
     rc, _, err = _cli(capsys, "serve", "--model", "qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--batch", "4000")
     assert rc == 2 and "KV cache" in err
+
+
+# ---- finite runs: the first wave (energylens.closed_loop) ----
+
+def test_first_wave_by_hand():
+    """C prompts sent together: the j-th gets its first token in iteration ceil(j input_len / budget)."""
+    # C = 4, input_len = budget / 2 (G = 2): iterations 1, 1, 2, 2 -> mean 1.5 = (G + 1) / 2, two iterations
+    assert first_wave_iterations(4, 4096, 8192) == (1.5, 2.0)
+    # one budget per prompt: 1..C, mean (C + 1) / 2; a wave inside one budget: 1; 2.5 clients: (1 + 2 + 0.5 x 3) / 2.5
+    it, n = first_wave_iterations(np.array([1.0, 8.0, 64.0, 2.5]), 8192.0, 8192.0)
+    np.testing.assert_allclose(it, [1.0, 4.5, 32.5, 1.8])
+    np.testing.assert_allclose(n, [1.0, 8.0, 64.0, 3.0])
+    assert first_wave_iterations(8, 1024, 8192) == (1.0, 1.0)
+    # three prompts of 3000 tokens in budgets of 2048: last tokens at 3000, 6000, 9000 -> iterations 2, 3, 5
+    assert first_wave_iterations(3, 3000, 2048)[0] == pytest.approx(10 / 3)
+    # the smooth mean beyond the exact sum agrees with it
+    exact, _ = first_wave_iterations(np.arange(1.0, 400.0), 1000.0, 8192.0)
+    smooth = np.clip(0.5 * (1000 / 8192 * (np.arange(1.0, 400.0) + 1) + 1), 1, None)
+    np.testing.assert_allclose(exact[100:], smooth[100:], rtol=0.05)
+    # first-wave latencies: 1.5 iterations of 0.2 s; the wave's remaining 0.5 iteration in the decode
+    ttft, tpot = first_wave_latency(11.0, 1.5, 2.0, 0.2, 0.01)
+    assert ttft == pytest.approx(0.3) and tpot == pytest.approx((9.5 * 0.01 + 0.5 * 0.2) / 10)
+    assert float(finite_run(0.1, 1.0, 0.5)) == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("staggered", [False, True])
+def test_finite_run_limits_and_mix(staggered):
+    """N -> infinity is the steady state; N = C is the first wave alone; 10 C mixes them 1 : 9 (TTFT and TPOT)."""
+    c = np.array([1.0, 4.0, 16.0, 64.0])
+    kw = dict(staggered=staggered)
+    steady = serve_closed_loop_arrays(MODEL, H100, TP2, c, 8192.0, 1024.0, **kw)
+    inf = serve_closed_loop_arrays(MODEL, H100, TP2, c, 8192.0, 1024.0, num_requests=1e15, **kw)
+    wave = serve_closed_loop_arrays(MODEL, H100, TP2, c, 8192.0, 1024.0, num_requests=c, **kw)
+    ten = serve_closed_loop_arrays(MODEL, H100, TP2, c, 8192.0, 1024.0, num_requests=10 * c, **kw)
+    for m in ("ttft_s", "tpot_s"):
+        np.testing.assert_allclose(getattr(inf, m), getattr(steady, m), rtol=1e-9)
+        np.testing.assert_allclose(getattr(ten, m), 0.1 * getattr(wave, m) + 0.9 * getattr(steady, m), rtol=1e-9)
+    np.testing.assert_allclose(ten.output_tokens_per_s, steady.output_tokens_per_s)  # throughput: the steady state
+    ok = ~(steady.queued_requests > 0)
+    assert np.all(np.diff(wave.ttft_s[ok]) > 0) and np.all(np.diff(ten.ttft_s[ok]) > 0)  # monotone in C
+    assert np.all(wave.ttft_s[1:][ok[1:]] > steady.ttft_s[1:][ok[1:]])  # several prompts queue in the first wave
+
+
+def test_finite_run_of_one_client_is_one_prefill():
+    """A lone client's first request meets an idle engine: one iteration of its prompt, as the synchronised
+    steady state of one client (whose engine is idle whenever its request comes back)."""
+    one = serve_closed_loop_arrays(MODEL, H100, TP2, 1.0, 1024.0, 256.0, num_requests=1.0)
+    steady = serve_closed_loop_arrays(MODEL, H100, TP2, 1.0, 1024.0, 256.0)
+    assert float(one.ttft_s) == pytest.approx(float(steady.ttft_s), rel=1e-9)
+
+
+@pytest.mark.parametrize("clients", [4, 16])
+def test_finite_run_matches_discrete_event_simulation(clients):
+    """Clients sent together into the toy engine: the first wave's mean TTFT (the j-th prompt after
+    ceil(j P / budget) full iterations) against the simulated run of N = C requests, and a run of N = 10 C
+    as one part first wave, nine parts steady state (the simulated steady state: the synchronised wave
+    model's own error at these prompts is not what this checks)."""
+    prompt, out, budget = 1000, 40, 2048
+    it, n_it = first_wave_iterations(clients, prompt, budget)
+    steady = simulate(tau, prompt, out, SLOTS, budget, clients=clients, requests=2000, warmup=500, seed=3)
+    ttft_1, tpot_1 = first_wave_latency(out, it, n_it, tau(max(clients / 2, 1), min(clients * prompt, budget)),
+                                        steady["tpot_s"])
+    first = simulate(tau, prompt, out, SLOTS, budget, clients=clients, requests=clients, warmup=0, seed=3)
+    assert float(ttft_1) == pytest.approx(first["ttft_s"], rel=0.03)
+    run = simulate(tau, prompt, out, SLOTS, budget, clients=clients, requests=10 * clients, warmup=0, seed=3)
+    assert float(finite_run(0.1, ttft_1, steady["ttft_s"])) == pytest.approx(run["ttft_s"], rel=0.03)
+    assert float(finite_run(0.1, tpot_1, steady["tpot_s"])) == pytest.approx(run["tpot_s"], rel=0.03)
+    if clients == 16:  # G ~ 8 full iterations: the transient matters
+        assert run["ttft_s"] > 1.1 * steady["ttft_s"]
+
+
+@pytest.mark.parametrize("bad", [2.0, 0.0, -5.0, float("nan"), float("inf"), True, "ten"])
+def test_num_requests_refused(bad):
+    with pytest.raises(WorkloadError, match="num_requests"):
+        serve_closed_loop_arrays(MODEL, H100, TP2, 4.0, 1024.0, 256.0, num_requests=bad)
+    with pytest.raises(WorkloadError, match="num_requests"):
+        serve_load("qwen3-32b", "h100-sxm", tp=2, concurrency=4, input_len=1024, output_len=256, num_requests=bad)
+
+
+def test_cli_serve_num_requests(capsys):
+    import json
+
+    base = ("serve", "--model", "qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--input-len", "8192",
+            "--output-len", "256", "--concurrency", "16")
+    rc, out, _ = _cli(capsys, *base, "--json")
+    steady = json.loads(out)
+    rc, out, _ = _cli(capsys, *base, "--num-requests", "160", "--json")
+    run = json.loads(out)
+    assert rc == 0 and run["num_requests"] == 160 and steady["num_requests"] is None
+    assert run["ttft_s"] > steady["ttft_s"]  # the first wave queues 16 long prompts
+    rc, out, _ = _cli(capsys, *base, "--num-requests", "160")
+    assert rc == 0 and "a run of 160 requests" in out
+    for args in (("--num-requests", "8"), ("--num-requests", "nan")):
+        rc, _, err = _cli(capsys, *base, *args)
+        assert rc == 2 and "num_requests" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _cli(capsys, "serve", "--model", "qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--num-requests", "9")
+    assert rc == 2 and "concurrency" in err

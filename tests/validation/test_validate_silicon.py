@@ -10,7 +10,7 @@ from energylens.hardware import load_gpu
 from energylens.models import load_model
 from energylens.parallel.layout import Layout
 from energylens.serving_load import serve_closed_loop_arrays
-from energylens.validate_silicon import is_silicon_csv, validate_silicon_csv
+from energylens.validate_silicon import is_silicon_csv, run_assumption, validate_silicon_csv
 
 HEADER = ["id", "model_path", "system", "precision", "mode", "isl", "osl", "gemm_quant_mode", "batch_size", "tp_size",
           "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms"]
@@ -46,11 +46,30 @@ def test_rows_predicted_or_skipped_with_a_reason(silicon_csv):
     assert "b300_sxm" in status["e"].reason
     assert "unknown model" in status["f"].reason
     assert "osl" in status["g"].reason
-    # the prediction is the closed-loop model of the row's deployment (16 synchronised clients)
-    ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0)
+    # the prediction is the closed-loop model of the row's deployment (16 clients starting together), a run
+    # of the assumed requests_per_client x 16 requests
+    rpc = run_assumption()["requests_per_client"]
+    assert v.run["requests_per_client"] == rpc and "recalled" in v.run["source"]
+    ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
+                                   num_requests=16.0 * rpc)
     assert status["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
     assert status["a"].predicted["tpot_s"] == pytest.approx(float(ref.tpot_s))
     assert status["a"].error("tpot_s") == pytest.approx(float(ref.tpot_s) / 0.010 - 1)
+    steady = validate_silicon_csv(silicon_csv, requests_per_client=float("inf"))
+    ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0)
+    assert {r.row["id"]: r for r in steady.rows}["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
+    one = validate_silicon_csv(silicon_csv, num_requests=1)  # fewer requests than clients: one wave of them
+    ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
+                                   num_requests=16.0)
+    assert {r.row["id"]: r for r in one.rows}["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
+
+
+@pytest.mark.parametrize("args", [["--requests-per-client", "0.5"], ["--requests-per-client", "nan"],
+                                  ["--num-requests", "-3"], ["--num-requests", "inf"]])
+def test_cli_refuses_bad_run_length(silicon_csv, capsys, args):
+    assert main(["validate", "--data", str(silicon_csv), *args]) == 2
+    err = capsys.readouterr().err
+    assert "requests" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_json_rows(silicon_csv, capsys):
@@ -76,7 +95,7 @@ def test_memory_fraction_sensitivity(silicon_csv, capsys):
     for k in base:  # none of these rows is memory-limited at either fraction
         assert more[k].predicted["tpot_s"] == pytest.approx(base[k].predicted["tpot_s"])
     ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
-                                   gpu_memory_utilization=0.95)
+                                   gpu_memory_utilization=0.95, num_requests=16.0 * run_assumption()["requests_per_client"])
     assert more["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
     assert main(["validate", "--data", str(silicon_csv), "--no-rows", "--gpu-memory-utilization", "0.95"]) == 0
     assert main(["validate", "--data", str(silicon_csv), "--gpu-memory-utilization", "1.5"]) == 2
