@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from energylens.cost.distinct import unique_rows
-
 
 def by_group_size(collective_cost, kind: str, msg, group, gpu, nodes):
     """``collective_cost`` over layouts whose group size and node count vary along one axis (a sweep's TP or
@@ -43,9 +41,11 @@ def _by_combination(collective_cost, kind: str, msg, group, gpu, nodes, shape: t
     """``collective_cost`` where the group size and node count vary along several axes (a sweep's pipeline
     hops over TP x PP degrees): one call per distinct (group size, nodes) over every message, each element then
     taken from its own combination's call (element-wise formulas: the same numbers)."""
-    small = np.broadcast_arrays(group, nodes)
-    combos, which = unique_rows(np.stack([x.reshape(-1) for x in small], axis=1))
-    which = which.reshape(small[0].shape)
+    small = np.broadcast_arrays(group, nodes)  # over the layout axes only: a few dozen layouts at most
+    pairs = list(zip(small[0].reshape(-1).tolist(), small[1].reshape(-1).tolist(), strict=True))
+    combos = list(dict.fromkeys(pairs))
+    number = {c: i for i, c in enumerate(combos)}
+    which = np.array([number[c] for c in pairs]).reshape(small[0].shape)
     out = [np.empty(shape) for _ in range(3)]
     for c, (gc, nc) in enumerate(combos):
         cc = collective_cost(kind, msg, float(gc), gpu, nodes=float(nc))
