@@ -83,7 +83,10 @@ def distinct_rows(arrs: list, members: list[int], axes: set, shape: tuple) -> tu
     group's shape (1 off its axes). One argument strictly increasing along one axis (a sweep's distinct
     contexts) is distinct already: no sort."""
     gshape = tuple(shape[i] if i in axes else 1 for i in range(len(shape)))
-    rows = np.stack([np.broadcast_to(arrs[j], gshape).reshape(-1) for j in members], axis=1)
+    rows = np.empty((math.prod(gshape), len(members)))
+    cols = rows.reshape(gshape + (len(members),))  # a view: each column filled by a broadcasting assignment
+    for c, j in enumerate(members):
+        cols[..., c] = arrs[j]
     if len(members) == 1 and len(axes) == 1 and bool(np.all(rows[1:, 0] > rows[:-1, 0])):
         return rows, np.arange(len(rows)), gshape
     uniq, inv = unique_rows(rows)

@@ -379,8 +379,10 @@ def _stack(xs: list, ndim: int) -> np.ndarray:
         a = np.asarray(first, dtype=float)
         return a.reshape((1,) * (ndim + 1 - a.ndim) + a.shape)
     shape = np.broadcast_shapes(*(np.shape(x) for x in xs))
-    shape = (1,) * (ndim - len(shape)) + shape
-    return np.stack([np.broadcast_to(np.asarray(x, dtype=float), shape) for x in xs])
+    out = np.empty((len(xs),) + (1,) * (ndim - len(shape)) + shape)
+    for i, x in enumerate(xs):  # (assignment broadcasts each row: np.broadcast_to views cost more than the copy)
+        out[i] = x
+    return out
 
 
 def _rows(kc: KernelCost, n: int) -> KernelCost:
@@ -503,7 +505,10 @@ class StepsCost:
         out: dict = {attr: [None] * n for attr in attrs}
         for sec, a in enumerate(acc):
             shape = np.broadcast_shapes(*(np.shape(x) for x in a))
-            red = points.reduce_points(np.stack([np.broadcast_to(x, shape) for x in a]), 1)
+            stacked = np.empty((len(a),) + shape)
+            for i, x in enumerate(a):
+                stacked[i] = x
+            red = points.reduce_points(stacked, 1)
             for i, attr in enumerate(looked):
                 out[attr][sec] = red[i]
             if derived:
