@@ -35,7 +35,14 @@ H200 bf16 weight-streaming GEMMs (M <= 16) the median reads 155 W at < 5 us, 378
 FLOPs and bytes per row are the physical counts of each family (GEMM ``2MNK`` and A+B+C; attention
 ``4·b·h·keys·D`` and the KV stream; fused MoE the hit experts' weights and the padded-tile FLOPs: each
 expert's token rows rounded up to whole ``moe_tile_m`` tiles, the profile's fitted tile, as the cost engine
-charges them (``cost/plan_eval.py``); the tensor cores run whole tiles, padding included. Charged on useful
+charges them (``cost/plan_eval.py``, ``cost/tiles.py``); the tensor cores run whole tiles, padding included.
+Attention ``keys`` are likewise the keys per query row its tiles run (``cost/families.py:attention_tile_keys``,
+the latency formula's tiling: a causal prefill's diagonal tiles whole, ``(T + q_tile / r) / 2`` per row
+without a cache, a sliding window plus the tile it straddles), and an attention call with an fp8 KV cache is
+charged the fp8 J/FLOP (``attention_mma_dtype``: Q quantised, fp8 Q/K/V tiles, the latency formula's fp8
+kernel). Counted on useful keys at bf16 (the fit before), held-out prefill attention read 14.5 / 11.0 %
+(H200 / B200) against 15.3 / 9.6 % on tile keys at the kernel's dtype; the fp8 tiles give H200 its own fp8
+J/FLOP (0.34 against 0.455 pJ bf16; before, the bound J/FLOP(fp8) <= J/FLOP(bf16) was reached). Charged on useful
 FLOPs instead, fused MoE pulled J/FLOP to 0.96-1.0 pJ on both GPUs (the fit without prefill attention) and
 held out 9.1 / 10.2 % (B200 / H200) against 7.1 / 5.3 % padded). Whole shapes are held out (``HOLDOUT``; GEMM N or K = 7168) and the held-out error is the APE of
 energy per call at the measured latency (= power APE).
@@ -156,13 +163,16 @@ def _counts(family: str, t: Table, gpu: GPU) -> tuple[np.ndarray, np.ndarray, np
     if family in ("generation_attention", "context_attention"):
         kvb = np.where(t["kv_cache_dtype"] == "fp8", 1.0, 2.0)
         b, h, g, d, w = t["batch_size"], t["num_heads"], t["num_key_value_heads"], t["head_dim"], t["window_size"]
+        c = cost_families.attention_coeffs(gpu)
+        cls = np.where(kvb < 2.0, cost_families.attention_mma_dtype(gpu, 1.0), "bf16")  # a dtype class of CLASSES
         if family == "generation_attention":
             s = t["step"] + 1.0
-            keys = np.where(w > 0, np.minimum(s, w), s)
-            return 4 * b * h * keys * d, b * keys * g * d * 2 * kvb + 4 * b * h * d, np.full(len(t), "bf16")
+            keys = np.where(w > 0, np.minimum(s, w), s)  # KV tokens of the cache tensor (its bytes)
+            tile_keys = cost_families.attention_tile_keys(c, 1.0, s, w, h / g)
+            return 4 * b * h * tile_keys * d, b * keys * g * d * 2 * kvb + 4 * b * h * d, cls
         n = t["isl"]
-        keys = np.where(w > 0, np.minimum((n + 1) / 2, w), (n + 1) / 2)
-        return 4 * b * h * n * keys * d, b * n * (h * d * 4 + g * d * 2 * kvb), np.full(len(t), "bf16")
+        tile_keys = cost_families.attention_tile_keys(c, n, n, w, h / g)
+        return 4 * b * h * n * tile_keys * d, b * n * (h * d * 4 + g * d * 2 * kvb), cls
     load, hit = aic_expert_loads(t["num_tokens"], t["topk"], t["num_experts"], t["moe_ep_size"], t["distribution"])
     tokens, experts = load.sum(-1), hit.sum(-1)
     h, inter = t["hidden_size"], t["inter_size"] / t["moe_tp_size"]

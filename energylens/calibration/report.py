@@ -128,7 +128,8 @@ def power_quantities(p: PowerFit, gpu) -> dict[str, Quantity]:
              f"of >= 0.1 ms; held-out energy per call, median APE: {held}. ")
     model = ("P = idle_power + busy_power + (FLOPs x J/FLOP + bytes x J/B x [fused MoE] moe_byte_energy_ratio) / "
              "latency, capped at power_limit; a fused-MoE kernel's FLOPs are its padded tiles' (each expert's tokens "
-             "rounded up to moe_tile_m rows). ")
+             "rounded up to moe_tile_m rows); a flash-attention kernel's the keys its tiles run (causal diagonal "
+             "tiles whole, a sliding window's straddled tile), at fp8 with an fp8 KV cache. ")
     out = {"busy_power": Quantity(p.busy_power_w, "W", kind, p.source, model + where +
                                   "Power above idle while a kernel runs at the maximum clock before any counted work "
                                   "(clocks, schedulers, L2 and crossbar awake)")}

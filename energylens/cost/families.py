@@ -385,6 +385,28 @@ def prefill_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLi
     return np.minimum(keys, s)
 
 
+def attention_tile_keys(c: AttentionCoeffs, t: ArrayLike, s: ArrayLike, window: ArrayLike = 0.0,
+                        r: ArrayLike = 1.0) -> np.ndarray:
+    """Keys per query row that a flash-attention call runs through its tensor cores, as its latency formula
+    tiles it: decode (``t <= 1``) the KV tokens it reads (:func:`decode_kv_tokens`: a sliding window plus the
+    tile it straddles); prefill the mean over its query rows (:func:`prefill_keys`: the causal diagonal tiles
+    run whole, a sliding window runs the tile it straddles; with GQA packing a q tile holds ``q_tile / r``
+    tokens). Kernel energy is charged on these FLOPs (``4 x query rows x keys x head dim``), padding included,
+    as fused MoE is on its padded tiles (:mod:`energylens.cost.plan_eval`, :mod:`energylens.calibration.power`)."""
+    t = _a(t)
+    r = np.maximum(_a(r), 1.0) if c.prefill_pack_gqa > 0.0 else 1.0
+    return np.where(t <= 1.0, decode_kv_tokens(c, s, window), prefill_keys(c, t, s, window, r))
+
+
+def attention_mma_dtype(gpu: GPU, kv_bytes: float, act_dtype: str = "bf16") -> str:
+    """Tensor-core dtype whose J/FLOP a flash-attention call is charged at: with an fp8 KV cache the kernels
+    quantise Q and run fp8 Q/K/V tiles (the latency formula's fp8 kernel, ``prefill_attn_fp8_*``) where the
+    GPU has fp8 tensor cores (``energy_per_flop_fp8``); otherwise the activation dtype (the cache dequantised)."""
+    if kv_bytes < 2.0 and gpu.has("energy_per_flop_fp8") and gpu.has("peak_flops_fp8"):
+        return "fp8"
+    return act_dtype
+
+
 def prefill_attention_latency_s(c: AttentionCoeffs, b: ArrayLike, t: ArrayLike, s: ArrayLike, h: ArrayLike,
                                 g: ArrayLike, d: ArrayLike, kv_bytes: ArrayLike = 2.0,
                                 window: ArrayLike = 0.0) -> np.ndarray:

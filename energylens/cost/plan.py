@@ -21,7 +21,7 @@ are views of the same arrays, built only when asked for. One configuration and 1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -224,12 +224,18 @@ class _Compiler:
                 byte_terms[tname] = self.tensor_bytes(st.op, t, st.tensor_shards.get(tname, frozenset()))
         if all(st.op.name in self.in_fused_moe for st in steps):
             overhead = 0.0
+        attention = self.attention(steps)
+        if attention is not None:  # its einsums on the cache: the J/FLOP of the tensor-core dtype they run at
+            mma = fam.attention_mma_dtype(gpu, attention.kv_bytes, model.act_dtype)
+            terms = [replace(tm, energy_per_flop_j=gpu.energy_per_flop_j(mma))
+                     if tm.family == "gemm" and any(t.role is Role.KV_CACHE for t in st.op.inputs) else tm
+                     for tm, st in zip(terms, steps, strict=True)]
         first = steps[0].op
         return KernelPlan(
             first.group if (first.group and len(steps) > 1) else first.name,
             "fused" if len(steps) > 1 else first.kind, tuple(s.op.name for s in steps), tuple(terms),
             tuple(byte_terms.values()), gpu.max_memory_efficiency if mem_eff is None else float(mem_eff),
-            gpu.kernel_overhead_s if overhead is None else float(overhead), self.attention(steps),
+            gpu.kernel_overhead_s if overhead is None else float(overhead), attention,
             gpu.moe_byte_energy_ratio if any(t.family == "moe" for t in terms) else 1.0)
 
     def horizontal(self, steps: list[OpStep]) -> dict[str, tuple[Mono, ...]]:

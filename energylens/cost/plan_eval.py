@@ -27,7 +27,7 @@ from energylens.cost.collective_layouts import by_group_size
 from energylens.cost.distinct import broadcast_shape, distinct_call
 from energylens.cost.kernels import CollectiveRecord, KernelRecord, causal_fraction
 from energylens.cost.roofline import KernelCost, gemm_efficiency, kernel_cost_from_terms
-from energylens.hardware.profile import GPU
+from energylens.cost.tiles import moe_tile_efficiency, tile_share
 
 FLAT_MAX_ELEMENTS = 256  # values per quantity up to which all ops are stacked in one array (measured:
 # above it, expanding every op to the common shape costs more than the per-shape grouping saves)
@@ -77,14 +77,18 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
     n_ops = sum(len(k.terms) for k in plan.kernels)
     flops: list = [0.0] * n_ops
     eff: list = [1.0] * n_ops
-    charged: dict[int, np.ndarray] = {}  # fused-MoE ops: the padded-tile FLOPs their energy is charged on
+    charged: dict[int, np.ndarray] = {}  # fused-MoE and flash-attention ops: the tile FLOPs energy is charged on
     gemms: dict[tuple, list] = {}
     i = 0
     for kp in plan.kernels:
         for term in kp.terms:
             f = ev(term.flops)
             if term.causal is not None:
-                f = f * causal_fraction(ev(term.causal[0]), ev(term.causal[1]))
+                t, s = ev(term.causal[0]), ev(term.causal[1])
+                if kp.attention is not None and term.family == "gemm":  # QK, PV: the keys their tiles run
+                    a = kp.attention
+                    charged[i] = f * tile_share(a.coeffs, a.window, t, ev(a.s), s, ev(a.r))
+                f = f * causal_fraction(t, s)
             flops[i] = f
             if term.family == "vector":
                 eff[i] = term.efficiency
@@ -98,7 +102,7 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
                 key = (term.dtype, np.broadcast_shapes(*(np.shape(a) for a in args)))
                 gemms.setdefault(key, []).append((i, args))
             elif term.family == "moe":
-                eff[i], charged[i] = _moe_efficiency(gpu, term, f, ev)
+                eff[i], charged[i] = moe_tile_efficiency(gpu, term, f, ev)
             i += 1
     for (dtype, shape), members in gemms.items():
         if len(members) == 1 or _large(shape):  # big arrays: no stacked copies (their calls cost little)
@@ -215,6 +219,8 @@ class FlatTables:
     memory_energy_scale: np.ndarray  # [kernel] J per HBM byte over the profile's
     plain: np.ndarray  # kernels without a family latency formula
     attention: tuple  # per attention dtype: (kernels, coeffs, b, t, s, g, r, k quantities, kv bytes, window)
+    tiles: tuple  # per attention dtype: (causal einsums of flash-attention kernels, coeffs, t, s, op's s, r quantities,
+    #               window): the tile FLOPs their energy is charged on (_tile_share)
     coll_q: np.ndarray  # [collective] message quantity
 
 
@@ -232,6 +238,7 @@ def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
     op_flops, peak, epf, eff, causal, moe, op_starts, byte_q, byte_starts = [], [], [], [], [], [], [], [], []
     gemm: dict[str, list] = {}
     att: dict[str, list] = {}
+    tiles: dict[object, list] = {}
     i = 0
     for j, kp in enumerate(kernels):
         op_starts.append(i)
@@ -242,6 +249,13 @@ def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
             eff.append(term.efficiency if term.family == "vector" else 1.0)
             if term.causal is not None:
                 causal.append((i, q(term.causal[0]), q(term.causal[1])))
+                a = kp.attention
+                if a is not None and term.family == "gemm":  # QK, PV of a flash kernel: the keys their tiles run
+                    e = tiles.setdefault(a.coeffs, [[], a.coeffs, [], [], [], [], []])
+                    e[0].append(i)
+                    for slot, x in zip(range(2, 6), (term.causal[0], a.s, term.causal[1], a.r), strict=True):
+                        e[slot].append(q(x))
+                    e[6].append(a.window)
             if term.family == "gemm":
                 m, n, k, b = term.mnk
                 g = gemm.setdefault(term.dtype, [[], [], [], [], [], [], False])
@@ -283,6 +297,7 @@ def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
         ix([j for j, k in enumerate(kernels) if k.attention is None], dtype=np.intp),
         tuple((ix(e[0]), e[1], *(ix(x) for x in e[2:8]), ix(e[8], dtype=float), ix(e[9], dtype=float))
               for e in att.values()),
+        tuple((ix(e[0]), e[1], *(ix(x) for x in e[2:6]), ix(e[6], dtype=float)) for e in tiles.values()),
         ix(coll_q, dtype=np.intp))
 
 
@@ -297,6 +312,8 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
         sa[j] = products[sig]
     qv = ft.coef.reshape(col) * sa[ft.sig]  # every size quantity of the section, one row each
     flops = qv[ft.op_flops]
+    tile_flops = [flops[ops] * tile_share(c, w.reshape(col), qv[t], qv[s], qv[so], qv[r])
+                  for ops, c, t, s, so, r, w in ft.tiles]  # before the causal share: the op's full FLOPs
     if ft.causal:
         ops, t, s = ft.causal
         flops[ops] = flops[ops] * causal_fraction(qv[t], qv[s])
@@ -311,8 +328,10 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
             return m.coef * products[m.keys] if m.keys else m.coef
 
         for i, term in ft.moe:
-            eff[i], padded = _moe_efficiency(gpu, term, flops[i], ev)
+            eff[i], padded = moe_tile_efficiency(gpu, term, flops[i], ev)
             per_op[i, 1] = padded * ft.op_epf[i]  # energy on the padded-tile FLOPs the MMA units run
+    for (ops, *_), tf in zip(ft.tiles, tile_flops, strict=True):
+        per_op[ops, 1] = tf * ft.op_epf[ops].reshape(col)  # flash attention: on the FLOPs its tiles run
     per_op[:, 0], per_op[:, 2] = flops / (ft.op_peak.reshape(col) * eff), flops
     compute_s, e_compute, flops_k = ft.op_segments.sums(per_op).swapaxes(0, 1)
     bytes_k = ft.byte_segments.sums(qv[ft.byte_q])
@@ -391,24 +410,6 @@ def _rows(kc: KernelCost, n: int) -> KernelCost:
 
     return KernelCost(*(full(getattr(kc, f)) for f in _FIELDS), clock_fraction=full(kc.clock_fraction),
                       dynamic_scale=full(kc.dynamic_scale))
-
-
-def _moe_efficiency(gpu: GPU, term, flops, ev):
-    """Fused-MoE grouped GEMM: expert tiles padded to the MoE family's tile rows. Returns the compute
-    efficiency (useful FLOPs over the padded tiles' wave-quantised time) and the padded-tile FLOPs
-    (``2 x M-tiles x tile_m x N x K``), on which the kernel's compute energy is charged: the tensor cores
-    run whole tiles, padding rows included (``calibration/power.py`` fits J/FLOP on the same count)."""
-    m, n, k, batch = (ev(x) for x in term.mnk)
-    mc = term.coeffs
-    m_tiles = np.maximum(batch, 1.0) * np.ceil(np.maximum(m, 1.0) / mc.tile_m)
-    n_eff = n
-    if term.merged_n is not None:
-        n_eff = np.asarray(0.0)
-        for x in term.merged_n:
-            n_eff = n_eff + ev(x)
-    math_s = fam.grouped_gemm_math_s(mc, m_tiles, n_eff, k) * n / n_eff
-    padded = np.where(flops > 0, np.maximum(2.0 * m_tiles * mc.tile_m * n * k, flops), 0.0)
-    return np.where(math_s > 0, flops / np.maximum(term.peak_flops * math_s, 1e-30), 1.0), padded
 
 
 def key_value(key: tuple, sizes: Mapping[str, np.ndarray], degrees: Mapping[str, np.ndarray]):
