@@ -29,7 +29,8 @@ H200 bf16 weight-streaming GEMMs (M <= 16) the median reads 155 W at < 5 us, 378
   On B200 the tables alone do not pin the split between busy power and J/FLOP (held-out errors within a
   point from 0.4 to 0.85 pJ, busy power 330 -> 270 W): unbounded the fit takes 0.84 pJ, which would put the
   tables' own bf16 GEMMs (1.68 PFLOP/s) over 1000 W at any clock; the bound (0.57 pJ at busy 294 W) holds
-  it. H200's fit (0.43 pJ) lies inside its bound (0.76 pJ). Per FLOP at the clock the capped GEMMs run at,
+  it (0.574 pJ at busy 281 W with attention on its tile FLOPs). H200's fit (0.455 pJ) lies inside its bound
+  (0.75 pJ). Per FLOP at the clock the capped GEMMs run at,
   B200 spends less than H200: (limit - idle - busy) / measured rate = 0.28 against 0.42 pJ.
 
 FLOPs and bytes per row are the physical counts of each family (GEMM ``2MNK`` and A+B+C; attention
@@ -61,7 +62,8 @@ Two more terms, both in the shipped fit (:func:`fit_power`):
   cost engine applies to fused-MoE bytes): each expert's weight tiles are read once per M-tile through L2
   and shared memory (a dense GEMM's weights once per call), and token rows are gathered and scattered by
   index; bounded so a MoE stream at the fastest fitted MoE bandwidth stays under the limit. With MoE energy
-  on padded-tile FLOPs the ratio fell from 2.42 / 1.82 (B200 / H200, useful FLOPs) to about 1.9 / 1.7.
+  on padded-tile FLOPs the ratio fell from 2.42 / 1.82 (B200 / H200, useful FLOPs) to about 1.9 / 1.7 (2.1 / 1.8
+  with attention on its tile FLOPs).
 
 The structural fit (``fit_power(structural=True)``; reported by ``tools/calibrate_tables.py``, written into
 the profiles only with ``--structural``, an experiment) takes a replay gap for every family at every
