@@ -76,11 +76,20 @@ def op_sizes(op: Op, sizes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def causal_fraction(t, s) -> np.ndarray:
-    """Share of the t x s score matrix a causal kernel computes (t new tokens after s - t cached)."""
-    t = np.asarray(t, dtype=float)
+def causal_fraction(t, s, window=0.0) -> np.ndarray:
+    """Share of the t x s' score matrix a causal kernel computes (t new tokens after s - t cached; s' = s, or
+    min(s, window) for a sliding window, the key axis its einsums count): the mean over the rows of their keys,
+    row i (1..t) seeing s - t + i of them, at most ``window`` (0: none), over s'."""
+    t = np.maximum(np.asarray(t, dtype=float), 1.0)
     s = np.asarray(s, dtype=float)
-    return np.minimum(np.maximum((s - (t - 1.0) / 2.0) / s, 0.0), 1.0)
+    w = np.asarray(window, dtype=float)
+    first = s - t + 1.0  # keys of the first new row
+    if not np.any(w > 0):
+        return np.minimum(np.maximum((s - (t - 1.0) / 2.0) / s, 0.0), 1.0)
+    cap = np.where(w > 0, w, np.inf)
+    free = np.clip(cap - first + 1.0, 0.0, t)  # rows under the window: keys first .. first + free - 1
+    keys = (free * (first + (free - 1.0) / 2.0) + (t - free) * np.minimum(cap, s)) / t
+    return np.minimum(np.maximum(keys / np.minimum(s, cap), 0.0), 1.0)
 
 
 class Binder:

@@ -61,7 +61,8 @@ class OpPlan:
     peak_flops: float
     energy_per_flop_j: float
     flops: Mono
-    causal: tuple[Mono, Mono] | None  # (t, s) of the whole op (not per rank) for causal fused attention
+    causal: tuple[Mono, Mono, Mono, Mono] | None  # causal fused attention, the whole op (not per rank): t, the
+    # keys its FLOPs count (window applied), all keys s, and the window (a constant; 0: none)
     mnk: tuple[Mono, Mono, Mono, Mono] | None  # GEMM M, N, K, batch on one rank
     merged_n: tuple[Mono, ...] | None  # horizontally fused GEMMs: every member's N (summed)
     efficiency: float  # vector ops: the dtype's efficiency
@@ -167,7 +168,12 @@ class _Compiler:
         causal = None
         if (op.causal or bool((op.attrs or {}).get("causal"))) and op.group is not None \
                 and "t" in op.dims and "s" in op.dims:
-            causal = (self.mono(op, "t", ()), self.mono(op, "s", ()))
+            s_op = self.mono(op, "s", ())  # the key axis its FLOPs count (a sliding window applied)
+            window = next((k[1] for k in s_op.keys if k[0] == "s"), 0.0)
+            s_all = Mono(s_op.coef, tuple((k[0], 0.0, k[2]) if k[0] == "s" else k for k in s_op.keys))
+            for k in s_all.keys:
+                self.keys[k] = None
+            causal = (self.mono(op, "t", ()), s_op, s_all, Mono(window, ()))
         family, mnk, eff, coeffs = "none", None, 0.0, None
         if op.kind == "einsum":
             mnk = tuple(self.mono(op, letters, st.shard) for letters in gemm_letters(op))

@@ -84,11 +84,11 @@ def _evaluate_grouped(plan, products: dict, axis_sizes, nodes) -> StepsCost:
         for term in kp.terms:
             f = ev(term.flops)
             if term.causal is not None:
-                t, s = ev(term.causal[0]), ev(term.causal[1])
+                t, s, s_all, w = (ev(x) for x in term.causal)
                 if kp.attention is not None and term.family == "gemm":  # QK, PV: the keys their tiles run
                     a = kp.attention
                     charged[i] = f * tile_share(a.coeffs, a.window, t, ev(a.s), s, ev(a.r))
-                f = f * causal_fraction(t, s)
+                f = f * causal_fraction(t, s_all, w)
             flops[i] = f
             if term.family == "vector":
                 eff[i] = term.efficiency
@@ -208,7 +208,7 @@ class FlatTables:
     op_peak: np.ndarray  # [op] peak FLOP/s at the op's dtype
     op_epf: np.ndarray  # [op] J per FLOP
     op_eff: np.ndarray  # [op] vector efficiency (1 for GEMMs, filled in, and for ops without FLOPs)
-    causal: tuple  # (ops, t quantities, s quantities)
+    causal: tuple  # (ops, t, counted keys s (window applied), all keys s, window) quantities
     gemm: tuple  # per dtype: (dtype, ops, m, n members, n segments (None: no fused N), k, batch)
     moe: tuple  # (op index, OpPlan) of fused-MoE grouped GEMMs
     op_segments: Segments  # ops -> kernels
@@ -248,7 +248,7 @@ def flat_tables(kernels: tuple, collectives: tuple) -> FlatTables:
             epf.append(term.energy_per_flop_j)
             eff.append(term.efficiency if term.family == "vector" else 1.0)
             if term.causal is not None:
-                causal.append((i, q(term.causal[0]), q(term.causal[1])))
+                causal.append((i, *(q(x) for x in term.causal)))
                 a = kp.attention
                 if a is not None and term.family == "gemm":  # QK, PV of a flash kernel: the keys their tiles run
                     e = tiles.setdefault(a.coeffs, [[], a.coeffs, [], [], [], [], []])
@@ -315,8 +315,8 @@ def _evaluate_flat(plan, products: dict, shape: tuple, axis_sizes, nodes) -> Ste
     tile_flops = [flops[ops] * tile_share(c, w.reshape(col), qv[t], qv[s], qv[so], qv[r])
                   for ops, c, t, s, so, r, w in ft.tiles]  # before the causal share: the op's full FLOPs
     if ft.causal:
-        ops, t, s = ft.causal
-        flops[ops] = flops[ops] * causal_fraction(qv[t], qv[s])
+        ops, t, _, s_all, w = ft.causal
+        flops[ops] = flops[ops] * causal_fraction(qv[t], qv[s_all], qv[w])
     eff = ft.op_eff.reshape(col) * np.ones(shape)
     for dtype, ops, m, n, n_starts, k, b in ft.gemm:
         nn = qv[n] if n_starts is None else n_starts.sums(qv[n])

@@ -12,6 +12,7 @@ import pytest
 from energylens.calibration.power import _counts
 from energylens.calibration.tables import Table
 from energylens.cost import families as K
+from energylens.cost.kernels import causal_fraction
 from energylens.cost.phase import evaluate_phase
 from energylens.hardware import load_gpu
 from energylens.hardware.profile import Quantity
@@ -43,12 +44,13 @@ def test_attention_mma_dtype():
     assert K.attention_mma_dtype(load_gpu("a100-sxm-80gb"), 1.0) == "bf16"  # no fp8 tensor cores: dequantised
 
 
-def _flash(gpu, model: str = "llama3-8b", prompt: int = 2048, kv: str | None = None) -> dict:
+def _flash(gpu, model: str = "llama3-8b", prompt: int = 2048, kv: str | None = None, what: str = "energy") -> dict:
     m = load_model(model).with_dtypes(kv_dtype=kv)
     lay = Layout(tp=1)
     sizes, w = prefill_sizes(Workload(2, prompt, 64), 2)
     phase = evaluate_phase(m, gpu, lay, build_program(m, lay), sizes, w, decode=False)
-    return {r.name: float(np.ravel(r.cost.compute_energy_j)[0]) for _, r in phase.kernels if r.name.endswith(".flash")}
+    return {r.name: float(np.ravel(r.cost.compute_energy_j if what == "energy" else r.flops)[0])
+            for _, r in phase.kernels if r.name.endswith(".flash")}
 
 
 def test_prefill_flash_energy_on_tile_flops():
@@ -91,6 +93,20 @@ def test_sliding_window_prefill_is_charged_its_window_tiles():
     assert 128 < keys < 128 + 128
     assert sliding[0] >= 4 * 2 * h * 4096 * keys * k * H200.energy_per_flop_j("bf16")
     assert sliding[0] < 0.2 * full[0]
+    # the useful FLOPs it reports: rows 1..4096 see min(i, 128) keys, mean (128 x 129 / 2 + 3968 x 128) / 4096
+    flops = [v for n, v in _flash(H200, "gpt-oss-20b", 4096, what="flops").items() if "sliding" in n]
+    useful = 4 * 2 * h * 4096 * k * (128 * 129 / 2 + 3968 * 128) / 4096
+    assert useful <= flops[0] < 1.05 * useful  # QK and PV, and the softmax's few element-wise FLOPs
+
+
+def test_causal_fraction_with_a_window_hand_counted():
+    # 8 new tokens, no cache, window 3: rows see 1, 2, 3, 3, 3, 3, 3, 3 keys of the 3 the einsum counts
+    assert float(causal_fraction(8, 8, 3)) == pytest.approx(21 / 8 / 3)
+    # 4 new tokens after 6 cached, window 8: rows see 7, 8, 8, 8 of 8
+    assert float(causal_fraction(4, 10, 8)) == pytest.approx(31 / 4 / 8)
+    # no window: s - (t - 1) / 2 of s; decode (t = 1) computes every key it counts, window or not
+    assert float(causal_fraction(8, 8)) == pytest.approx(4.5 / 8)
+    np.testing.assert_allclose(causal_fraction(1, np.array([100.0, 100.0]), np.array([0.0, 3.0])), [1.0, 1.0])
 
 
 def test_power_fit_counts_attention_tile_flops_and_fp8_class():
