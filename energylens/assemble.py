@@ -85,15 +85,8 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
     energy = _f(pa.energy_j)
     per_gpu = Rows(partial(_per_gpu, pa, model, gpu, layout, latency))
     if detail:  # made when first read (the same arrays: nothing of them changes after the evaluation)
-        both = partial(_sorted_rows, pa, int(layout.tp), int(layout.dp), int(layout.pp))
-        kept: list = []
-
-        def rows(i: int):
-            if not kept:
-                kept.extend(both())
-            return kept[i]
-
-        ops, colls = Rows(partial(rows, 0)), Rows(partial(rows, 1))
+        degrees = (pa, int(layout.tp), int(layout.dp), int(layout.pp))
+        ops, colls = Rows(partial(_sorted_ops, *degrees)), Rows(partial(_collective_rows, *degrees))
     else:
         ops, colls = (), ()
     return PhaseResult(
@@ -112,19 +105,26 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
     )
 
 
-def _sorted_rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[tuple[OpResult, ...], tuple[CollectiveResult, ...]]:
-    """The per-op rows (most energy first) and per-collective rows of a phase."""
-    ops, colls = _rows(pa, tp, dp, pp)
-    return tuple(sorted(ops, key=lambda o: -o.energy_j)), tuple(colls)
+def _sorted_ops(pa: PhaseArrays, tp: int, dp: int, pp: int) -> list[OpResult]:
+    """The per-op rows of a phase, most energy first."""
+    return sorted(_op_rows(pa, tp, dp, pp), key=lambda o: -o.energy_j)
 
 
 def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], list[CollectiveResult]]:
     """One row per kernel and per collective of a phase (first configuration)."""
-    mb = _f(pa.microbatches)  # pipeline micro-batches: every record below runs once per micro-batch
-    reduce = pa.reduce
-    # decode: records are per step and ``reduce`` sums over the steps; counts are calls over the whole phase
-    # (per step x steps) and a message's bytes are per call, so bytes x count = bytes moved in the phase
-    steps = _f(reduce(np.asarray(1.0)))
+    return _op_rows(pa, tp, dp, pp), _collective_rows(pa, tp, dp, pp)
+
+
+def _phase_counts(pa: PhaseArrays) -> tuple[float, float]:
+    """(pipeline micro-batches: every record runs once per micro-batch, decode steps: records are per step and
+    ``reduce`` sums over the steps; counts are calls over the whole phase, per step x steps, and a message's
+    bytes are per call, so bytes x count = bytes moved in the phase)."""
+    return _f(pa.microbatches), _f(pa.reduce(np.asarray(1.0)))
+
+
+def _op_rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> list[OpResult]:
+    """One row per kernel of a phase (first configuration)."""
+    mb, steps = _phase_counts(pa)
     ops = []
     # MoE: latency (and bound) from the busiest expert-parallel rank, FLOPs/bytes/energy from the mean rank;
     # every field of every kernel summed over the phase's points at once (columns of the stacked arrays)
@@ -142,6 +142,13 @@ def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], l
             memory_energy_j=e_m[i] * n, static_energy_j=e_s[i] * n,
             bound="compute" if comp[i] >= mem[i] else "memory", power_capped=bool(capped[i]),
         ))
+    return ops
+
+
+def _collective_rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> list[CollectiveResult]:
+    """One row per collective (and pipeline hop) of a phase (first configuration)."""
+    mb, steps = _phase_counts(pa)
+    reduce = pa.reduce
     colls = []
 
     def per_call(message_bytes) -> float:
@@ -166,7 +173,7 @@ def _rows(pa: PhaseArrays, tp: int, dp: int, pp: int) -> tuple[list[OpResult], l
                                       int(round((pp - 1) * mb * steps)),
                                       _f(pa.p2p_time_s) * mb,
                                       _f(reduce(c.energy_j_per_gpu)) * (pp - 1) * 2 * tp * dp * mb, c.reason))
-    return ops, colls
+    return colls
 
 
 def kernel_sums(pa: PhaseArrays, field: str, energy: bool) -> np.ndarray:

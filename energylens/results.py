@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 class Rows(Sequence):
     """A phase's rows (per op, per collective or per GPU) made from the phase's cost arrays when first read,
-    then kept: a read-only sequence equal to the tuple of its rows (pickled and copied as that tuple)."""
+    then kept: a read-only sequence equal to the tuple of its rows (pickled and copied as that tuple; plain
+    values come from ``PhaseResult.to_dict`` / ``Prediction.to_dict``, as ``dataclasses.asdict`` keeps them rows)."""
 
     __slots__ = ("_make", "_rows")
 
@@ -224,9 +225,6 @@ class Prediction:
     def to_dict(self, *, ops: bool = True) -> dict:
         prefill = self.prefill.to_dict(rows=False)
         decode = self.decode.to_dict(rows=False)
-        all_ops = [dict(asdict(o), phase="prefill") for o in self.prefill.ops] + [
-            dict(asdict(o), phase="decode") for o in self.decode.ops
-        ]
         colls = [dict(asdict(c), phase="prefill") for c in self.prefill.collectives] + [
             dict(asdict(c), phase="decode") for c in self.decode.collectives
         ]
@@ -249,8 +247,8 @@ class Prediction:
             "collectives": colls,
             "warnings": list(self.warnings),
         }
-        if ops:
-            out["ops"] = all_ops
+        if ops:  # (made only when asked for: the per-op rows are built when first read)
+            out["ops"] = [dict(asdict(o), phase=ph.phase) for ph in (self.prefill, self.decode) for o in ph.ops]
         if self.moe is not None:
             out["moe"] = self.moe.to_dict()
         out.update(self.extra)
