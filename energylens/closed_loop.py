@@ -13,22 +13,24 @@ return the latencies; each is checked against the discrete-event simulation of t
   start all ``C`` clients send together: the engine is idle, and vLLM's scheduler prefills the ``C``
   prompts first come first served through chunked prefill, ``budget`` prompt tokens per iteration (the
   prompts already prefilled decode meanwhile, at most ``C`` tokens of it: ignored), so the ``j``-th
-  prompt gets its first token at the end of iteration ``ceil(j input_len / budget)``; the
-  first wave's mean TTFT is ``mean_j ceil(j input_len / budget) tau_wave`` (``(G + 1) / 2 tau_wave`` for
-  ``G = C input_len / budget`` whole iterations; checked against the simulation). The run's mean over its
+  prompt gets its first token at the end of iteration ``ceil(j input_len / budget)`` (without the
+  decoders; :func:`first_wave_iterations` follows them iteration by iteration, as vLLM's scheduler takes
+  them out of the budget). The first wave's mean TTFT is that mean iteration times ``tau_wave`` (about
+  ``(G + 1) / 2 tau_wave`` for ``G = C input_len / budget`` whole iterations). The run's mean over its
   ``N`` requests is ``(C first + (N - C) steady) / N``.
 
-Which steady state follows the first wave: with fixed lengths and no noise, the synchronised one. The
-wave leaves its prompts spread over its ``G`` iterations, each got its first token in its own iteration,
-so each finishes and comes back in its own iteration, one budget of prompts per iteration: exactly the
-prefill block of :func:`wave_latency` (a prompt waits for the iteration in flight, then its own chunks);
-a wave inside one iteration (``G <= 1``) comes back together. Only noise spreads the clients further
-(the serving frontend tokenises, detokenises and streams the clients' requests in turn; the data of a
-real run would show it as a TTFT below the synchronised one at small ``G``): ``staggered=True`` is that
-limit. So a finite run is the first wave and then the steady state of the chosen arrangement
-(synchronised by default). In the simulation the synchronised steady state's TTFT is 25-30 % low for
-``G`` of 2-8 (a request that comes back during another group's prefill waits for a heavy iteration, not
-a typical one); the first wave and the mix of the two are within 3 %.
+Which steady state follows the first wave. Without noise, the synchronised one: the wave leaves its prompts
+spread over its ``G`` iterations, one budget per iteration, each with its first token in its own iteration,
+so they finish and come back in groups one iteration apart, each group while the one before it is being
+prefilled: the prefill block of :func:`wave_latency` (a wave inside one iteration comes back together).
+The first wave does not spread the clients over the whole cycle. Noise does: one frontend process
+tokenises, detokenises and streams every client's requests in turn and HTTP round trips vary, so requests
+that finish in one iteration reach the engine over several, and nothing pulls them together again
+(``staggered=True``, the limit of much noise). Which one a real run is near depends on that noise, which no
+data here measures: the choice is the caller's (``energylens/data/validation/assumptions.yaml`` for the
+silicon runs). Against the discrete-event simulation (noise-free): the synchronised steady state within 5 %
+for ``G`` up to 24 (a returning group waits for the previous group's prefill iteration: before that was
+counted, its TTFT was 25-30 % low at ``G`` of 2-8), the first wave and the mix within 3 %.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 from energylens.errors import WorkloadError
 
 CLOSED_LOOP_WAIT_ITERATIONS = 1.0  # a closed-loop request waits for the iteration running when it arrives
-MAX_WAVE_TERMS = 4_000_000  # first wave: largest (rows x prompts) summed exactly; beyond, the smooth mean
+MAX_WAVE_ITERATIONS = 20_000  # first wave: iterations followed one by one; beyond, the smooth mean
 
 
 def closed_loop_running(clients, span, slots, wait_iterations=CLOSED_LOOP_WAIT_ITERATIONS) -> np.ndarray:
@@ -69,22 +71,39 @@ def wave_groups(clients, input_len, budget) -> np.ndarray:
     return np.maximum(1.0, np.asarray(clients, dtype=float) * input_len / np.maximum(budget, 1.0))
 
 
-def wave_latency(output_len, chunks, groups, tau_decode, tau_wave) -> tuple[np.ndarray, np.ndarray]:
+def wave_own_tokens(clients, input_len, budget) -> np.ndarray:
+    """Synchronised clients whose prompts fit one chunk: the prompt tokens of the iteration that prefills a
+    client's prompt, averaged over the clients. The wave's ``g = clients input_len / budget`` budgets hold
+    ``floor(g)`` full iterations and one of ``frac`` budget, in which a prompt lies with probability
+    ``frac / g``: ``budget (floor(g) + frac^2) / g``; all the prompts, ``clients input_len``, when ``g <= 1``."""
+    tokens = np.asarray(clients, dtype=float) * np.asarray(input_len, dtype=float)
+    b = np.maximum(np.asarray(budget, dtype=float), 1.0)
+    g = np.maximum(tokens / b, 1.0)
+    whole = np.floor(g)
+    return np.minimum(tokens, b * (whole + (g - whole) ** 2) / g)
+
+
+def wave_latency(output_len, chunks, groups, tau_decode, tau_wave, tau_own=None) -> tuple[np.ndarray, np.ndarray]:
     """Synchronised clients: (mean TTFT, mean TPOT) of one replica. The prompts of a cycle fill ``groups``
     full iterations (``tau_wave``); a client lives through each of them once per cycle: its own ``chunks``
     before its first token, the others while it decodes or waits, so its decode phase holds
-    ``(groups - chunks) (O - 1) / O`` of them (the wait iteration being a typical one of that phase) and
-    pure decode iterations (``tau_decode``) otherwise. Its ``chunks`` iterations carry ``min(groups, chunks)``
-    budgets of prompt tokens. When the wave's prompts fit the requests' own chunks (``groups <= chunks``) the
-    engine is idle when the wave returns (no wait); otherwise a request waits for the iteration in flight."""
+    ``(groups - chunks) (O - 1) / O`` of them and pure decode iterations (``tau_decode``) otherwise. Its
+    ``chunks`` iterations carry ``min(groups, chunks)`` budgets of prompt tokens (one chunk: ``tau_own``, the
+    iteration of :func:`wave_own_tokens`; default ``tau_wave``). When the wave's prompts fit the requests' own
+    chunks (``groups <= chunks``) the engine is idle when the wave returns (no wait); otherwise the groups come
+    back one iteration apart, each while the group before it is prefilled: a request waits for a prefill
+    iteration (a fraction ``(groups - chunks) / groups`` of them) or, the first group, a decode iteration."""
     o = np.asarray(output_len, dtype=float)
     k = np.asarray(chunks, dtype=float)
     o1 = np.maximum(o - 1.0, 1.0)
     heavy = np.clip((groups - k) * o1 / np.maximum(o, 1.0), 0.0, np.maximum(o - 1.0, 0.0))
     tpot = ((o1 - heavy) * tau_decode + heavy * tau_wave) / o1
+    heavy_wait = np.clip((groups - k) / np.maximum(groups, 1e-300), 0.0, 1.0)
+    wait = heavy_wait * tau_wave + (1.0 - heavy_wait) * tau_decode
+    own = tau_wave if tau_own is None else np.where(k > 1, tau_wave, tau_own)
     # the k iterations carrying the prompt hold min(G, k) waves' worth of prefill (a lone long prompt: its own)
-    ttft = np.where(groups > k, CLOSED_LOOP_WAIT_ITERATIONS * tpot, 0.0) + k * tau_decode \
-        + np.minimum(groups, k) * (tau_wave - tau_decode)
+    ttft = np.where(groups > k, CLOSED_LOOP_WAIT_ITERATIONS * wait, 0.0) + k * tau_decode \
+        + np.minimum(groups, k) * (own - tau_decode)
     return ttft, tpot
 
 
@@ -107,23 +126,35 @@ def check_num_requests(num_requests, concurrency) -> np.ndarray:
 
 
 def first_wave_iterations(clients, input_len, budget) -> tuple[np.ndarray, np.ndarray]:
-    """A run's first wave: ``clients`` prompts of ``input_len`` tokens sent together to an idle engine and
-    prefilled first come first served, ``budget`` prompt tokens per iteration (chunked). Returns (the mean
-    over the prompts of the iteration that carries each one's last token, ``mean_j ceil(j input_len /
-    budget)``; the iterations of the wave, ``ceil(clients input_len / budget)``). A fractional number of
-    clients counts its last prompt by its fraction."""
-    n, a = np.broadcast_arrays(np.asarray(clients, dtype=float),
-                               np.asarray(input_len, dtype=float) / np.maximum(np.asarray(budget, dtype=float), 1.0))
-    whole = np.floor(n)
-    total = np.maximum(1.0, np.ceil(n * a * (1.0 - 1e-12)))
-    top = int(np.max(whole, initial=0.0)) + 1
-    if n.size * top > MAX_WAVE_TERMS:  # the smooth mean of ceil(j a): a (n + 1) / 2 + 1 / 2 (within a / 2)
-        return np.clip(0.5 * (a * (n + 1.0) + 1.0), 1.0, total), total
-    j = np.arange(1.0, top + 1.0)
-    c = np.ceil(j * a[..., None] * (1.0 - 1e-12))  # iteration of the j-th prompt's last token (1e-12: exact fits)
-    s = np.sum(np.where(j <= whole[..., None], c, 0.0), axis=-1)
-    s = s + (n - whole) * np.take_along_axis(c, whole.astype(int)[..., None], axis=-1)[..., 0]
-    return np.maximum(s / np.maximum(n, 1e-300), 1.0), total
+    """A run's first wave: ``clients`` prompts of ``input_len`` tokens sent together to an idle engine. Each
+    iteration (vLLM's scheduler) decodes one token of every prompt already prefilled, out of the ``budget``
+    tokens, and gives the rest to the waiting prompts in turn (chunked). Returns (the mean over the prompts
+    of the iteration that carries each one's last token; the iterations of the wave). Without the decoders
+    the ``j``-th prompt would end in iteration ``ceil(j input_len / budget)``. A fractional number of
+    clients counts its last prompt by its fraction. (A wave longer than a request's output, where the first
+    clients come back before it ends, is not followed.)"""
+    n, p, b = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (clients, input_len, budget)))
+    p, b = np.maximum(p, 1.0), np.maximum(b, 1.0)
+    whole, target = np.floor(n), np.ceil(n)
+    frac = n - whole
+    sched = np.zeros(n.shape)  # prompt tokens scheduled so far
+    done = np.zeros(n.shape)  # prompts prefilled (decoding from the next iteration on)
+    total = np.zeros(n.shape)  # sum over prompts (weighted) of the iteration of their last token
+    ends = np.zeros(n.shape)
+    t = 0
+    while np.any(done < target) and t < MAX_WAVE_ITERATIONS:
+        t += 1
+        going = done < target
+        sched = np.where(going, sched + np.maximum(b - done, 1.0), sched)
+        new = np.where(going, np.minimum(target, np.floor(sched / p * (1.0 + 1e-12))), done)
+        total += (np.minimum(new, whole) - np.minimum(done, whole)) * t
+        total += np.where((frac > 0) & (done <= whole) & (new > whole), frac * t, 0.0)
+        ends = np.where(going & (new >= target), t, ends)
+        done = new
+    smooth = 0.5 * (p / b * (n + 1.0) + 1.0)  # rows beyond the cap: the mean of ceil(j input_len / budget)
+    mean = np.where(done >= target, total / np.maximum(n, 1e-300), smooth)
+    ends = np.where(done >= target, ends, np.ceil(n * p / b))
+    return np.maximum(mean, 1.0), np.maximum(ends, 1.0)
 
 
 def finite_run(fraction, first, steady) -> np.ndarray:

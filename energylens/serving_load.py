@@ -85,6 +85,7 @@ from energylens.closed_loop import (
     first_wave_latency,
     wave_groups,
     wave_latency,
+    wave_own_tokens,
 )
 from energylens.cost.power import idle_energy_j
 from energylens.engines import VLLM
@@ -92,6 +93,7 @@ from energylens.errors import WorkloadError
 from energylens.graph.model import Model
 from energylens.hardware.profile import GPU
 from energylens.kv_capacity import KVCapacity, kv_capacity, require_fit
+from energylens.open_loop import MAX_STATES, OPEN_LOOP_WAIT_ITERATIONS, interp_states, open_loop_queue
 from energylens.parallel.layout import Layout
 from energylens.program import build_program
 from energylens.serving import (
@@ -108,11 +110,8 @@ from energylens.serving import (
     serving_routing,
 )
 
-OPEN_LOOP_WAIT_ITERATIONS = 0.5  # Poisson arrival: mean residual of a (near-constant) iteration
-SERVICE_CV2 = 0.0  # squared coefficient of variation of the service (fixed output length)
 Z90 = 1.2815515655446004  # standard normal 90th percentile
 GRID_POINTS = 24  # open loop: running-batch grid on which the iteration is costed
-MAX_STATES = 8192  # open loop: largest number of running requests per replica the chain holds
 
 
 @dataclass
@@ -175,6 +174,25 @@ def _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i,
     return _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, span), x
 
 
+def _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt) -> np.ndarray:
+    """Mean iteration when ``lam`` prompts (of ``i`` tokens) arrive per iteration, Poisson, each taken whole
+    into the next iteration (up to the budget left by the ``running`` requests): the mixture of pure decode
+    iterations and iterations carrying 1, 2, ... prompts. (The steady state of :mod:`energylens.serving`
+    costs one iteration at the mean prefill, ``lam i`` tokens: not the mean iteration where a small prefill
+    touches every expert of a MoE or tips a memory-bound decode step into compute.)"""
+    from scipy.stats import poisson
+
+    running, i, span, lam = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (running, i, span, lam)))
+    lam = np.maximum(lam, 1e-12)
+    budget = np.maximum(mbt - running, 1.0)
+    fill = np.ceil(budget / np.maximum(i, 1.0))  # prompts that fill the budget
+    own = np.clip(np.minimum(fill, poisson.ppf(1 - 1e-6, lam) + 1), 1, 64)  # each row's own last term
+    m = np.arange(np.max(own, initial=1.0) + 1.0).reshape((-1,) + (1,) * lam.ndim)  # mixture axis first (layouts
+    pm = np.where(m < own, poisson.pmf(m, lam), np.where(m == own, poisson.sf(own - 1, lam), 0.0))  # behind it)
+    t = _iteration_s(model, gpu, layout, program, routing, coeffs, running, np.minimum(m * i, budget), i, span)
+    return np.sum(pm * t, axis=0)
+
+
 def _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs, gpu_memory_utilization, capacity):
     if isinstance(max_batched_tokens, bool) or not isinstance(max_batched_tokens, (int, np.integer)) \
             or max_batched_tokens < 1:
@@ -235,8 +253,8 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     slots queue (staggered either way). ``num_requests`` (whole deployment, >= ``concurrency``; may be an
     array): a finite run of that many requests, whose first wave starts together
     (:mod:`energylens.closed_loop`) before the steady state of the chosen arrangement; TTFT and TPOT are
-    its means over the requests, the other figures those of the steady state. Arrays of ``concurrency``, ``input_len``, ``output_len`` (and
-    ``num_requests``) broadcast; ``layout`` is a valid scalar layout. Coefficients default to the shipped ones."""
+    its means over the requests, the other figures those of the steady state. Arrays of ``concurrency``,
+    ``input_len``, ``output_len`` (and ``num_requests``) broadcast; ``layout`` is a valid scalar layout. Coefficients default to the shipped ones."""
     c_in, i, o = _inputs(concurrency, input_len, output_len, "concurrency")
     finite = num_requests is not None
     if finite:
@@ -267,6 +285,8 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
 
     q90 = poisson.ppf(0.9, np.maximum(lam, 1e-12))
     tau_p90, _ = _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, q90, mbt)
+    # staggered: prompts come whole (Poisson per iteration), not spread thin over every iteration
+    tau = _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt)
     ttft_s, rate_s = closed_loop_latency(n, o, k, lim, tau, tau_p)
     # TPOT spread (staggered): Poisson prompts per iteration (slope of iteration time in prefill tokens)
     x_med = np.minimum(poisson_median(lam) * i, np.maximum(mbt - running, 1.0))
@@ -277,12 +297,14 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     # synchronised waves: pure decode iterations and full prefill iterations of the whole batch
     nb = np.minimum(n, lim)
     if staggered:  # no waves: the wave iterations are never read (waves is all false)
-        tau_dec = tau_w = tau
+        tau_dec = tau_w = tau_own = tau
     else:
         tau_dec = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, np.zeros_like(nb), i, span)
         x_w = np.minimum(nb * i, budget)
         tau_w = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, x_w, i, span)
-    ttft_w, tpot_w = wave_latency(o, k, groups, tau_dec, tau_w)
+        tau_own = _iteration_s(model, gpu, layout, program, routing, coeffs, nb, wave_own_tokens(nb, i, budget), i,
+                               span)
+    ttft_w, tpot_w = wave_latency(o, k, groups, tau_dec, tau_w, tau_own)
     ttft = np.where(waves, ttft_w, ttft_s)
     ttft_p90 = np.where(waves, ttft_w, ttft_s + k * (tau_p90 - tau_p))
     tpot = np.where(waves, tpot_w, tau)
@@ -302,8 +324,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     # saturation: every slot busy (the open loop's service rate mu(c))
     lim_f = np.where(fits, lim, 1.0)
     span_c = o + _chunks(i, lim_f, mbt, o) - 1.0
-    tau_c = combine(serving_parts(model, gpu, layout, lim_f * dp, i, span_c, max_batched_tokens=mbt,
-                                  routing=routing), coeffs).mean_iteration_s
+    tau_c = _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, lim_f, i, span_c, lim_f / span_c, mbt)
     tokens = rate * o
     power = arr.avg_power_w
     inf = np.where(fits, 1.0, np.inf)
@@ -315,83 +336,6 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
         queued_requests=np.maximum(n - lim, 0.0) * dp * fits, max_running_per_replica=slots, fits=fits,
         stable=np.ones_like(fits), saturation_request_rate_per_s=lim_f / (span_c * tau_c) * dp * fits,
         capacity=cap, num_gpus=arr.num_gpus)
-
-
-def interp_states(m_grid, values, m) -> np.ndarray:
-    """``values`` (S x G, on the increasing grid ``m_grid``) linearly interpolated at ``m`` (S x M)."""
-    idx = np.clip(np.sum(m_grid[..., None, :] <= m[..., None], axis=-1) - 1, 0, m_grid.shape[-1] - 2)
-    g0, g1 = (np.take_along_axis(m_grid, j, axis=-1) for j in (idx, idx + 1))
-    v0, v1 = (np.take_along_axis(values, j, axis=-1) for j in (idx, idx + 1))
-    w = np.clip(np.where(g1 > g0, (m - g0) / np.where(g1 > g0, g1 - g0, 1.0), 0.0), 0.0, 1.0)
-    return v0 + w * (v1 - v0)
-
-
-def birth_death(rate, m_grid, mu_grid, slots, max_states: int = MAX_STATES) -> dict[str, np.ndarray]:
-    """Stationary distribution of the open-loop chain (vectorised over leading axes).
-
-    ``rate``: arrivals per second (shape S); ``m_grid``/``mu_grid``: service rate (completions/s) at
-    running batch ``m_grid`` (shape S x G, increasing in m); ``slots``: servers c (shape S, >= 1).
-    Returns ``p`` (S x M, states n = 1..M with M = max slots; beyond c the tail is geometric),
-    ``p0``, ``tail`` (P(n > c)), ``pc`` (P(n = c)), ``rho_c`` (rate / mu(c)), ``lq`` (mean queue),
-    ``m`` (the running batch of each state) and ``mu`` (the service rate of each state)."""
-    lead = np.broadcast_shapes(np.shape(rate), np.shape(slots), np.shape(m_grid)[:-1])
-    m_grid = np.broadcast_to(m_grid, lead + np.shape(m_grid)[-1:])
-    mu_grid = np.broadcast_to(mu_grid, m_grid.shape)
-    rate = np.broadcast_to(np.asarray(rate, dtype=float), lead)
-    c = np.minimum(np.broadcast_to(np.asarray(slots, dtype=float), lead), max_states)
-    big = int(np.max(c))
-    n = np.arange(1, big + 1, dtype=float)
-    m = np.minimum(n, c[..., None])
-    mu = interp_states(m_grid, mu_grid, m)
-    logp = np.cumsum(np.log(rate[..., None]) - np.log(mu), axis=-1)
-    logp = np.where(n <= c[..., None], logp, -np.inf)
-    mu_c = np.take_along_axis(mu, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
-    rho = rate / mu_c
-    stable = rho < 1.0
-    r_ = np.where(stable, rho, 0.5)
-    log_pc = np.take_along_axis(logp, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
-    top = np.maximum(np.max(logp, axis=-1), 0.0)
-    z = np.exp(-top) + np.sum(np.exp(logp - top[..., None]), axis=-1) + np.exp(log_pc - top) * r_ / (1 - r_)
-    p = np.exp(logp - top[..., None]) / z[..., None]
-    pc = np.exp(log_pc - top) / z
-    return {"p": p, "p0": np.exp(-top) / z, "pc": pc, "tail": pc * r_ / (1 - r_), "rho_c": rho, "stable": stable,
-            "lq": pc * r_ / (1 - r_) ** 2, "m": m, "mu": mu, "mu_c": mu_c}
-
-
-def open_loop_queue(rate, m_grid, tau_grid, span_grid, slots) -> dict[str, np.ndarray]:
-    """The open-loop queue figures of one replica from its iteration time on a grid (pure queueing).
-
-    ``rate``: Poisson arrivals per second (shape S); ``tau_grid``: mean iteration (s) at running batch
-    ``m_grid`` (S x G, increasing m); ``span_grid``: iterations a request holds its slot at that batch;
-    ``slots``: c. Returns the state probabilities and the mean running batch, mean queue, queueing
-    delay (mean, p90), residual wait for the iteration boundary, token-weighted mean and p90 iteration
-    (TPOT), and ``stable``."""
-    lead = np.broadcast_shapes(np.shape(rate), np.shape(slots), np.shape(m_grid)[:-1])
-    m_grid = np.broadcast_to(m_grid, lead + np.shape(m_grid)[-1:])
-    tau_grid = np.broadcast_to(tau_grid, m_grid.shape)
-    rate = np.broadcast_to(np.asarray(rate, dtype=float), lead)
-    chain = birth_death(rate, m_grid, m_grid / (span_grid * tau_grid), slots)
-    p, m, tail = chain["p"], chain["m"], chain["tail"]
-    c = np.clip(np.broadcast_to(np.asarray(slots, dtype=float), lead), 1.0, MAX_STATES)
-    cidx = (c - 1).astype(int)[..., None]
-    tau_n = interp_states(m_grid, tau_grid, m)
-    tau_c = np.take_along_axis(tau_n, cidx, axis=-1)[..., 0]
-    factor = (1.0 + SERVICE_CV2) / 2.0  # Allen-Cunneen correction of the M/M/c-type wait
-    queue_s = chain["lq"] / np.maximum(rate, 1e-300) * factor
-    p_wait = chain["pc"] + tail
-    excess = np.maximum(chain["mu_c"] - rate, 1e-300)
-    queue_p90_s = np.where(p_wait > 0.1, np.log(np.maximum(p_wait, 0.1) / 0.1) / excess, 0.0) * factor
-    residual_s = OPEN_LOOP_WAIT_ITERATIONS * (np.sum(p * tau_n, axis=-1) + tail * tau_c)
-    wt = p * m / tau_n  # tokens flow at m / tau in each state
-    wt_tail = tail * c / tau_c
-    tot = np.sum(wt, axis=-1) + wt_tail
-    tpot = (np.sum(wt * tau_n, axis=-1) + wt_tail * tau_c) / tot
-    cum = np.cumsum(wt, axis=-1) / tot[..., None]
-    j90 = np.minimum(np.argmax(cum >= 0.9, axis=-1), cidx[..., 0])
-    tpot_p90 = np.where(cum[..., -1] >= 0.9, np.take_along_axis(tau_n, j90[..., None], axis=-1)[..., 0], tau_c)
-    return {**chain, "c": c, "tau_n": tau_n, "tau_c": tau_c, "running": np.sum(p * m, axis=-1) + tail * c,
-            "queue_s": queue_s, "queue_p90_s": queue_p90_s, "residual_s": residual_s, "tpot_s": tpot,
-            "tpot_p90_s": tpot_p90}
 
 
 def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, output_len, *,
@@ -416,7 +360,8 @@ def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, 
     span_g = og + _chunks(ig, m_grid, mbt, og) - 1.0
     arr = combine(serving_parts(model, gpu, layout, m_grid * dp, ig, span_g, max_batched_tokens=mbt,
                                 routing=routing), coeffs)
-    q = open_loop_queue(r, m_grid, arr.mean_iteration_s, span_g, c)
+    tau_g = _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, m_grid, ig, span_g, m_grid / span_g, mbt)
+    q = open_loop_queue(r, m_grid, tau_g, span_g, c)
     p, m, tail = q["p"], q["m"], q["tail"]
     stable = q["stable"] & fits
     power_n = interp_states(m_grid, arr.avg_power_w / dp, m)  # one replica

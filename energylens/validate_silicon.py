@@ -240,15 +240,18 @@ def prepare(rows: list[dict]):
 
 
 def run_assumption() -> dict:
-    """The ``silicon`` entry of the validation assumptions: ``requests_per_client`` (> 0) and its source."""
+    """The ``silicon`` entry of the validation assumptions: ``requests_per_client`` (>= 1), the clients'
+    ``arrangement`` after the first wave (staggered or synchronised) and the source."""
     import yaml
 
     from energylens.serving_coefficients import data_file
 
     entry = (yaml.safe_load(data_file("assumptions.yaml").read_text()) or {}).get("silicon")
     rpc = entry.get("requests_per_client") if isinstance(entry, dict) else None
-    if isinstance(rpc, bool) or not isinstance(rpc, (int, float)) or not rpc >= 1 or not entry.get("source"):
-        raise SpecError("assumptions.yaml: silicon", entry, "{requests_per_client: <number >= 1>, source: ...}")
+    if isinstance(rpc, bool) or not isinstance(rpc, (int, float)) or not rpc >= 1 or not entry.get("source") \
+            or entry.get("arrangement") not in ("staggered", "synchronised"):
+        raise SpecError("assumptions.yaml: silicon", entry, "{requests_per_client: <number >= 1>, arrangement: "
+                        "staggered | synchronised, source: ...}")
     return dict(entry)
 
 
@@ -269,7 +272,7 @@ def run_requests(concurrency, requests_per_client=None, num_requests=None):
 
 
 def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = "", progress=None,
-                          staggered: bool = False, gpu_memory_utilization: float | None = None,
+                          staggered: bool | None = None, gpu_memory_utilization: float | None = None,
                           requests_per_client: float | None = None,
                           num_requests: float | None = None) -> SiliconValidation:
     """Predict every supported row (closed loop: a finite run of ``requests_per_client`` x concurrency
@@ -277,6 +280,8 @@ def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = 
     clients starting together unless ``staggered``); ``gpu_memory_utilization`` overrides vLLM's default
     memory fraction (the runs do not record it)."""
     run_requests(1.0, requests_per_client, num_requests)  # refuses a bad value before any work
+    if staggered is None:
+        staggered = run_assumption()["arrangement"] == "staggered"
     from energylens.kv_capacity import kv_capacity
     from energylens.serving import load_coefficient_table, resolve_coefficients
     from energylens.serving_load import serve_closed_loop_arrays
@@ -320,12 +325,13 @@ def validate_silicon_rows(rows: list[dict], *, coefficients=None, source: str = 
         run = {"requests_per_client": float(requests_per_client), "source": "given"}
     else:
         run = {k: v for k, v in run_assumption().items() if k in ("requests_per_client", "source")}
+    run["arrangement"] = "staggered" if staggered else "synchronised"
     if run.get("requests_per_client") == float("inf"):
         run["steady_state"] = True
     return SiliconValidation(results, source, coeffs, run)
 
 
-def validate_silicon_csv(path: str | Path, *, coefficients=None, progress=None, staggered: bool = False,
+def validate_silicon_csv(path: str | Path, *, coefficients=None, progress=None, staggered: bool | None = None,
                          gpu_memory_utilization: float | None = None, requests_per_client: float | None = None,
                          num_requests: float | None = None) -> SiliconValidation:
     """Predict every row of an AIConfigurator silicon CSV (closed loop) and compare TTFT and TPOT."""

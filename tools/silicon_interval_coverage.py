@@ -1,6 +1,6 @@
 """How often the 80 % intervals that ``plan`` puts on TTFT and TPOT contain NVIDIA's measured values.
 
-    python tools/silicon_interval_coverage.py [--staggered]
+    python tools/silicon_interval_coverage.py [--staggered | --no-staggered]
 
 The plan's TTFT and TPOT intervals are the inter-token-latency residual range of the ML.ENERGY development
 runs (``energylens.intervals``; no measured TTFT is in that set). This script predicts every supported row
@@ -21,7 +21,7 @@ REL = Path("shared") / "reference" / "aiconfigurator" / "silicon" / "silicon_vll
 SILICON = next((base / REL for base in (ROOT, ROOT.parent, ROOT.parent.parent) if (base / REL).is_file()), ROOT / REL)
 
 
-def coverage(path: Path, staggered: bool = False, level: float = 0.8) -> dict:
+def coverage(path: Path, staggered: bool | None = None, level: float = 0.8) -> dict:
     from energylens.intervals import factors
     from energylens.validate_silicon import validate_silicon_csv
 
@@ -41,13 +41,15 @@ def coverage(path: Path, staggered: bool = False, level: float = 0.8) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(SILICON))
-    ap.add_argument("--staggered", action="store_true", help="clients spread over the cycle (plan's assumption)")
+    ap.add_argument("--staggered", action=argparse.BooleanOptionalAction, default=None,
+                    help="clients after the first wave spread over the cycle, or not (default: the assumption)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     c = coverage(Path(args.data), args.staggered)
     print(f"rows: {c['rows']}")
     print(f"80 % interval covers the measured TTFT of {100 * c['ttft_s']:.1f} % and TPOT of {100 * c['tpot_s']:.1f} % "
-          f"of the rows ({'staggered' if args.staggered else 'synchronised'} clients)")
+          "of the rows (" + {None: "the assumed run", True: "staggered clients", False: "synchronised clients"}[
+              args.staggered] + ")")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ def validate_command(
     worst: int = typer.Option(10, "--worst", help="List the N rows with the largest energy-per-token error."),
     plot: str = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter PNG to this path."),
     markdown: str = typer.Option(None, "--markdown", help="Write the MAPE tables as Markdown to this path."),
-    staggered: bool = typer.Option(False, "--staggered", help="Silicon data with --requests-per-client inf: the "
-                                   "steady state with clients spread over the cycle instead of synchronised."),
+    staggered: bool = typer.Option(None, "--staggered/--synchronised", help="Silicon (closed-loop) data: the "
+                                   "clients after the first wave spread over the cycle, or synchronised (default: "
+                                   "the assumption in data/validation/assumptions.yaml)."),
     requests_per_client: float = typer.Option(None, "--requests-per-client", help="Silicon (closed-loop) data: "
                                               "requests per run = this x concurrency (default: the assumption "
                                               "in data/validation/assumptions.yaml; inf: the steady state)."),

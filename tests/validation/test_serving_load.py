@@ -21,6 +21,7 @@ from energylens.serving_load import (
     serve_open_loop_arrays,
     wave_groups,
     wave_latency,
+    wave_own_tokens,
 )
 
 # a toy engine: iteration = 5 ms + 0.2 ms per running request + 20 us per prompt token
@@ -68,7 +69,8 @@ def test_closed_loop_matches_discrete_event_simulation(clients, synchronised):
     if synchronised and clients <= SLOTS:  # all clients start together: waves
         groups = wave_groups(clients, PROMPT, budget)
         run = closed_loop_running(clients, OUT, SLOTS, (groups > 1) * CLOSED_LOOP_WAIT_ITERATIONS)  # k = 1
-        ttft, tpot = wave_latency(OUT, 1, groups, tau(nb, 0), tau(nb, min(nb * PROMPT, budget)))
+        ttft, tpot = wave_latency(OUT, 1, groups, tau(nb, 0), tau(nb, min(nb * PROMPT, budget)),
+                                  tau(nb, wave_own_tokens(clients, PROMPT, budget)))
     else:
         run = closed_loop_running(clients, OUT, SLOTS)
         lam = run / OUT
@@ -79,6 +81,21 @@ def test_closed_loop_matches_discrete_event_simulation(clients, synchronised):
     assert float(run) == pytest.approx(sim["running"], rel=0.04)
     assert float(tpot) == pytest.approx(sim["tpot_s"], rel=0.1)
     assert float(ttft) == pytest.approx(sim["ttft_s"], rel=0.12)
+
+
+@pytest.mark.parametrize("clients", [4, 8, 16])
+def test_synchronised_groups_wait_for_the_previous_prefill(clients):
+    """Synchronised prompts of 1000 tokens, budget 2048: G = 2-8 groups come back one iteration apart, each
+    while the group before it is prefilled (the first group: during a decode iteration)."""
+    prompt, out, budget = 1000, 40, 2048
+    left = budget - clients * (out - 1) / out
+    groups = wave_groups(clients, prompt, left)
+    assert 1.9 < groups < 8
+    ttft, tpot = wave_latency(out, 1, groups, tau(clients, 0), tau(clients, min(clients * prompt, left)),
+                              tau(clients, wave_own_tokens(clients, prompt, left)))
+    sim = simulate(tau, prompt, out, SLOTS, budget, clients=clients, requests=2000, warmup=500, seed=3)
+    assert float(ttft) == pytest.approx(sim["ttft_s"], rel=0.05)
+    assert float(tpot) == pytest.approx(sim["tpot_s"], rel=0.1)
 
 
 @pytest.mark.parametrize("clients", [1, 2, 8, 16])
@@ -167,7 +184,8 @@ def test_load_conservation_and_units():
 def test_open_loop_low_rate_is_a_lone_request_and_closed_loop_of_one_agrees():
     lone = serve_closed_loop_arrays(MODEL, H100, TP2, 1.0, 1024.0, 256.0)
     trickle = serve_open_loop_arrays(MODEL, H100, TP2, 1e-4, 1024.0, 256.0)
-    assert float(trickle.tpot_s) == pytest.approx(float(lone.tpot_s), rel=0.01)
+    # (the open loop's mean iteration holds the request's own prompt, one iteration in span = 256)
+    assert float(trickle.tpot_s) == pytest.approx(float(lone.tpot_s), rel=0.02)
     # an arrival to an idle engine starts at once: TTFT is the prefill iteration alone
     assert float(trickle.ttft_s) == pytest.approx(float(lone.ttft_s), rel=0.01)
     assert float(trickle.avg_power_w) == pytest.approx(2 * H100.idle_power_w, rel=0.01)
@@ -238,20 +256,24 @@ def test_cli_serve_closed_and_open_loop(capsys):
 # ---- finite runs: the first wave (energylens.closed_loop) ----
 
 def test_first_wave_by_hand():
-    """C prompts sent together: the j-th gets its first token in iteration ceil(j input_len / budget)."""
-    # C = 4, input_len = budget / 2 (G = 2): iterations 1, 1, 2, 2 -> mean 1.5 = (G + 1) / 2, two iterations
-    assert first_wave_iterations(4, 4096, 8192) == (1.5, 2.0)
-    # one budget per prompt: 1..C, mean (C + 1) / 2; a wave inside one budget: 1; 2.5 clients: (1 + 2 + 0.5 x 3) / 2.5
-    it, n = first_wave_iterations(np.array([1.0, 8.0, 64.0, 2.5]), 8192.0, 8192.0)
-    np.testing.assert_allclose(it, [1.0, 4.5, 32.5, 1.8])
-    np.testing.assert_allclose(n, [1.0, 8.0, 64.0, 3.0])
+    """C prompts sent together; each iteration decodes the prompts already prefilled (one token each, out of
+    the budget) and gives the rest of the budget to the waiting prompts in turn."""
+    # C = 4, input_len = budget / 2: iteration 1 prefills prompts 1 and 2 (8192 tokens); iteration 2 has 8190
+    # left: prompt 3 and 4094 tokens of prompt 4, whose last 2 tokens go in iteration 3: 1, 1, 2, 3 -> 1.75
+    assert first_wave_iterations(4, 4096, 8192) == (1.75, 3.0)
+    # one budget per prompt: prompt 1 in iteration 1, then each budget is short of the decoders' tokens, so
+    # prompt j ends in iteration j + 1: C = 8 -> (1 + 3 + ... + 9) / 8 = 5.375 over 9 iterations; a wave
+    # inside one budget: 1; 2.5 clients: (1 + 3 + 0.5 x 4) / 2.5 = 2.4
+    it, n = first_wave_iterations(np.array([1.0, 8.0, 2.5]), 8192.0, 8192.0)
+    np.testing.assert_allclose(it, [1.0, 5.375, 2.4])
+    np.testing.assert_allclose(n, [1.0, 9.0, 4.0])
     assert first_wave_iterations(8, 1024, 8192) == (1.0, 1.0)
-    # three prompts of 3000 tokens in budgets of 2048: last tokens at 3000, 6000, 9000 -> iterations 2, 3, 5
-    assert first_wave_iterations(3, 3000, 2048)[0] == pytest.approx(10 / 3)
-    # the smooth mean beyond the exact sum agrees with it
-    exact, _ = first_wave_iterations(np.arange(1.0, 400.0), 1000.0, 8192.0)
-    smooth = np.clip(0.5 * (1000 / 8192 * (np.arange(1.0, 400.0) + 1) + 1), 1, None)
-    np.testing.assert_allclose(exact[100:], smooth[100:], rtol=0.05)
+    # three prompts of 3000 tokens, budget 2048: 2048, +2048 (p1 done), +2047 (p2), +2046, +2045 (p3): 2, 3, 5
+    assert first_wave_iterations(3, 3000, 2048) == (pytest.approx(10 / 3), 5.0)
+    # without decoders (a budget far above the wave) the j-th prompt ends in iteration ceil(j P / budget)
+    it, _ = first_wave_iterations(np.arange(1.0, 60.0), 100_000.0, 1e9 / 7)
+    j = np.arange(1.0, 60.0)
+    np.testing.assert_allclose(it, [np.mean(np.ceil(np.arange(1, k + 1) * 100_000.0 / (1e9 / 7))) for k in j])
     # first-wave latencies: 1.5 iterations of 0.2 s; the wave's remaining 0.5 iteration in the decode
     ttft, tpot = first_wave_latency(11.0, 1.5, 2.0, 0.2, 0.01)
     assert ttft == pytest.approx(0.3) and tpot == pytest.approx((9.5 * 0.01 + 0.5 * 0.2) / 10)

@@ -48,19 +48,21 @@ def test_rows_predicted_or_skipped_with_a_reason(silicon_csv):
     assert "osl" in status["g"].reason
     # the prediction is the closed-loop model of the row's deployment (16 clients starting together), a run
     # of the assumed requests_per_client x 16 requests
-    rpc = run_assumption()["requests_per_client"]
+    rpc, spread = run_assumption()["requests_per_client"], run_assumption()["arrangement"] == "staggered"
     assert v.run["requests_per_client"] == rpc and "recalled" in v.run["source"]
+    assert v.run["arrangement"] == run_assumption()["arrangement"]
     ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
-                                   num_requests=16.0 * rpc)
+                                   num_requests=16.0 * rpc, staggered=spread)
     assert status["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
     assert status["a"].predicted["tpot_s"] == pytest.approx(float(ref.tpot_s))
     assert status["a"].error("tpot_s") == pytest.approx(float(ref.tpot_s) / 0.010 - 1)
-    steady = validate_silicon_csv(silicon_csv, requests_per_client=float("inf"))
+    steady = validate_silicon_csv(silicon_csv, requests_per_client=float("inf"), staggered=False)
+    assert steady.run["arrangement"] == "synchronised" and steady.run["steady_state"]
     ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0)
     assert {r.row["id"]: r for r in steady.rows}["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
     one = validate_silicon_csv(silicon_csv, num_requests=1)  # fewer requests than clients: one wave of them
     ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
-                                   num_requests=16.0)
+                                   num_requests=16.0, staggered=spread)
     assert {r.row["id"]: r for r in one.rows}["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
 
 
@@ -95,7 +97,8 @@ def test_memory_fraction_sensitivity(silicon_csv, capsys):
     for k in base:  # none of these rows is memory-limited at either fraction
         assert more[k].predicted["tpot_s"] == pytest.approx(base[k].predicted["tpot_s"])
     ref = serve_closed_loop_arrays(load_model("gpt-oss-120b"), load_gpu("h200"), Layout(tp=2), 16.0, 1024.0, 1024.0,
-                                   gpu_memory_utilization=0.95, num_requests=16.0 * run_assumption()["requests_per_client"])
+                                   gpu_memory_utilization=0.95, num_requests=16.0 * run_assumption()["requests_per_client"],
+                                   staggered=run_assumption()["arrangement"] == "staggered")
     assert more["a"].predicted["ttft_s"] == pytest.approx(float(ref.ttft_s))
     assert main(["validate", "--data", str(silicon_csv), "--no-rows", "--gpu-memory-utilization", "0.95"]) == 0
     assert main(["validate", "--data", str(silicon_csv), "--gpu-memory-utilization", "1.5"]) == 2
