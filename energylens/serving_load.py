@@ -11,8 +11,11 @@ chunked to ``max_batched_tokens``; same coefficients) and on the KV-cache budget
   (chunks); the last one emits the first token; ``output_len - 1`` decode iterations follow, so a
   request holds its slot for ``span = output_len + k - 1`` iterations and ``lambda = running / span``
   prompts are admitted per iteration (Little's law);
-* the mean iteration ``tau`` is the steady state at ``running`` requests
-  (:func:`energylens.serving.serving_parts` with ``output_len = span``). ``TPOT`` (time per output
+* the mean iteration ``tau`` at ``running`` requests is the mixture over the Poisson number of whole
+  prompts an iteration takes (``_arrival_mixture_s``: chunked prefill takes a prompt whole, so most
+  iterations only decode and a few carry prompts; :func:`energylens.serving.serving_parts` costs one
+  iteration at the mean prefill, which is not the mean iteration where the step time is not linear in its
+  tokens: a MoE's experts, a memory-bound step tipping into compute). ``TPOT`` (time per output
   token after the first, as benchmarks report it: ``(latency - TTFT) / (output_len - 1)``) is the mean
   iteration over a request's decode phase, i.e. ``tau``; its p90 adds the spread of the Poisson number
   of prompts sharing an iteration, averaged over the request's ``output_len - 1`` iterations;
