@@ -75,6 +75,7 @@ from energylens.serving_coefficients import (  # noqa: F401  (re-exported: the s
     OVERHEAD_NAMES,
     CoefficientTable,
     ServingCoefficients,
+    bias_balanced,
     data_file,
     load_coefficient_table,
     load_coefficients,
@@ -345,11 +346,13 @@ def serve_arrays(model: Model, gpu: GPU, layout: Layout, batch, input_len, outpu
     """Vectorised steady state over arrays of ``batch`` (mean running requests, whole deployment),
     ``input_len`` and ``output_len`` (mean tokens per request). ``layout`` must be valid (:func:`resolve_layout`;
     sweeps pass arrays and ``batch`` per replica: ``per_replica``). Coefficients default to the shipped ones.
-    MoE routing: ``routing`` when given, else the coefficients' fitted skew (:func:`serving_routing`).
+    MoE routing: ``routing`` when given, else uniform for a bias-balanced router, else the coefficients' fitted
+    skew (:func:`serving_routing`).
     A GPU with a user power limit or locked clock (``gpu.operating``) holds one SM clock per iteration,
     the highest whose mean power fits the limit (:func:`energylens.cost.clock_hold.hold_clock`)."""
     coeffs = resolve_coefficients(coefficients, gpu.key)
-    kw = dict(max_batched_tokens=max_batched_tokens, routing=serving_routing(routing, coeffs), per_replica=per_replica)
+    kw = dict(max_batched_tokens=max_batched_tokens, routing=serving_routing(routing, coeffs, model),
+              per_replica=per_replica)
 
     def at(g: GPU) -> ServingArrays:
         return combine(serving_parts(model, g, layout, batch, input_len, output_len, **kw), coeffs)
@@ -519,7 +522,11 @@ def serve(
     arr = serve_arrays(m, g, lay, batch, input_len, output_len, coefficients=coeffs,
                        max_batched_tokens=int(max_batched_tokens), routing=routing)
     notes = list(notes)
-    if routing is None and coeffs.routing() is not None and is_moe(m):
+    if routing is None and is_moe(m) and bias_balanced(m):
+        notes.append("MoE routing uniform: the router balances expert load with a learned score bias (config "
+                     "topk_method noaux_tc / use_routing_bias), so the fitted routing_skew does not apply; "
+                     "--routing overrides it")
+    elif routing is None and coeffs.routing() is not None and is_moe(m):
         notes.append(f"MoE routing {coeffs.routing().name}: the fitted routing_skew of serving_coefficients.yaml "
                      "(expert popularity 1/rank^S); --routing overrides it")
 

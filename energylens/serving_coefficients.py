@@ -15,7 +15,8 @@ prediction: :mod:`energylens.serving`. Four coefficients, the same for every mod
   (:meth:`energylens.moe.spec.Routing.zipf`, ranks scattered over the experts with the fixed default
   permutation). ``0`` is uniform routing. A trained router is skewed, so one decode step's tokens hit
   fewer distinct experts (fewer expert weights read) than uniform routing predicts, and with expert
-  parallelism the busiest rank carries more than the mean. An explicit routing always wins.
+  parallelism the busiest rank carries more than the mean. An explicit routing always wins; a router that
+  balances expert load with a learned score bias (DeepSeek-V3 ``noaux_tc``, MiniMax-M2) routes uniformly.
 """
 
 from __future__ import annotations
@@ -57,10 +58,22 @@ class ServingCoefficients:
         return Routing.zipf(s) if s > 0 else None
 
 
-def serving_routing(routing, coefficients: ServingCoefficients):
-    """The routing a serving prediction uses: the user's (``routing``, any form) when given, else the
+def bias_balanced(model) -> bool:
+    """Whether ``model``'s router balances expert load with a learned per-expert score bias (auxiliary-loss-free
+    balancing: ``topk_method: noaux_tc`` in DeepSeek-V3/R1 and Kimi-K2 configs, ``use_routing_bias`` in
+    MiniMax-M2; :func:`energylens.models.moe.bias_balanced_router`). Its expected expert popularity is uniform
+    by construction, so the fitted Zipf skew (a popularity ranking) does not describe it."""
+    moe = getattr(model, "info", {}).get("moe")
+    return isinstance(moe, dict) and bool(moe.get("bias_balanced_router", False))
+
+
+def serving_routing(routing, coefficients: ServingCoefficients, model=None):
+    """The routing a serving prediction uses: the user's (``routing``, any form) when given; uniform (``None``)
+    for a model whose router balances expert load with a learned bias (:func:`bias_balanced`); else the
     coefficients' fitted default (:meth:`ServingCoefficients.routing`)."""
-    return routing if routing is not None else coefficients.routing()
+    if routing is not None:
+        return routing
+    return None if model is not None and bias_balanced(model) else coefficients.routing()
 
 
 @dataclass(frozen=True)

@@ -265,7 +265,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
         c_in, i, o, n_req = np.broadcast_arrays(c_in, i, o, n_req)
     program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
                                   gpu_memory_utilization, capacity)
-    routing = serving_routing(routing, coeffs)  # the user's, else the fitted skew
+    routing = serving_routing(routing, coeffs, model)  # the user's, else the fitted skew
     dp, mbt = layout_degree(layout.dp), int(max_batched_tokens)  # the layout may hold arrays (a planner's layouts)
     slots = _slots(cap, i, o, max_num_seqs)
     fits = slots >= 1
@@ -351,7 +351,7 @@ def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, 
     r_in, i, o = _inputs(request_rate, input_len, output_len, "request_rate")
     program, cap, coeffs = _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs,
                                   gpu_memory_utilization, capacity)
-    routing = serving_routing(routing, coeffs)  # the user's, else the fitted skew
+    routing = serving_routing(routing, coeffs, model)  # the user's, else the fitted skew
     dp, mbt = int(layout.dp), int(max_batched_tokens)
     slots = _slots(cap, i, o, max_num_seqs)
     fits = slots >= 1

@@ -50,6 +50,7 @@ from energylens.intervals import (
 from energylens.serving import (
     CoefficientTable,
     ServingCoefficients,
+    bias_balanced,
     data_file,
     load_coefficient_table,
     resolve_coefficients,
@@ -399,7 +400,8 @@ def prepare_rows(rows: list[dict], input_lens: dict[str, float] | None = None
 def cost_groups(results: list[RowResult], groups: dict, context: dict, progress=None, routing=None,
                 only=None) -> dict[tuple, object]:
     """``ServingParts`` per group (the coefficient-free, expensive part), vectorised per group, with MoE
-    ``routing`` (None: uniform); ``only(model)`` picks the groups to cost (default all)."""
+    ``routing`` (None: uniform; a bias-balanced router is always uniform, :func:`energylens.serving.bias_balanced`);
+    ``only(model)`` picks the groups to cost (default all)."""
     parts = {}
     for key, idx in groups.items():
         model, gpu, layout = context[key]
@@ -408,7 +410,7 @@ def cost_groups(results: list[RowResult], groups: dict, context: dict, progress=
         b = np.array([results[i].row["_batch"] for i in idx])
         o = np.array([results[i].row["_out"] for i in idx])
         p = np.array([results[i].input_len for i in idx])
-        parts[key] = serving_parts(model, gpu, layout, b, p, o, routing=routing)
+        parts[key] = serving_parts(model, gpu, layout, b, p, o, routing=None if bias_balanced(model) else routing)
         if progress:
             progress(len(idx))
     return parts

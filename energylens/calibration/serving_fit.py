@@ -32,7 +32,13 @@ import numpy as np
 
 from energylens.intervals import INTERVAL_LEVELS, interval_for, model_family
 from energylens.moe.spec import Routing
-from energylens.serving import COEFFICIENT_NAMES, OVERHEAD_NAMES, CoefficientTable, ServingCoefficients
+from energylens.serving import (
+    COEFFICIENT_NAMES,
+    OVERHEAD_NAMES,
+    CoefficientTable,
+    ServingCoefficients,
+    bias_balanced,
+)
 from energylens.validate import METRICS, apply, cost_groups, prepare_rows
 
 QUANTILES = sorted({q for pair in INTERVAL_LEVELS.values() for q in pair})
@@ -96,11 +102,12 @@ class ServingFit:
                 self.models[i] = self.context[key][0]
 
     def parts_at(self, skew: float) -> dict:
-        """Costed parts with the MoE groups routed by ``zipf:skew`` (cached; dense groups do not route)."""
+        """Costed parts with the MoE groups routed by ``zipf:skew`` (cached; dense groups do not route, and a
+        bias-balanced router stays uniform at every skew)."""
         skew = round(float(skew), 9)
         if skew not in self._parts_by_skew:
             moe = cost_groups(self.results, self.groups, self.context, routing=Routing.zipf(skew),
-                              only=lambda m: model_family(m) == "moe")
+                              only=lambda m: model_family(m) == "moe" and not bias_balanced(m))
             self._parts_by_skew[skew] = {**self.parts, **moe}
         return self._parts_by_skew[skew]
 

@@ -247,6 +247,14 @@ def _dtypes(cfg: HFConfig) -> tuple[str, str]:
     return weight, ("bf16" if weight == "fp8" else weight)
 
 
+def bias_balanced_router(cfg: HFConfig) -> bool:
+    """Whether the router adds a learned per-expert bias to its scores that training adjusts to keep every
+    expert's load equal (auxiliary-loss-free load balancing, DeepSeek-V3 report arXiv:2412.19437 sec. 2.1.2):
+    ``topk_method: noaux_tc`` (DeepSeek-V3/R1, Kimi-K2) or ``use_routing_bias: true`` (MiniMax-M2). Such a
+    router's expected expert popularity is uniform by construction."""
+    return cfg.get("topk_method") == "noaux_tc" or cfg.get("use_routing_bias") is True
+
+
 def _model(cfg: HFConfig, name: str, hf_id: str, dims: dict[str, int], blocks: tuple[Block, ...], spec: MoESpec,
            moe_layers: int, notes: list[str]) -> Model:
     tied = bool(cfg.get("tie_word_embeddings", False))
@@ -269,7 +277,7 @@ def _model(cfg: HFConfig, name: str, hf_id: str, dims: dict[str, int], blocks: t
             "architecture": "moe",
             "config": cfg.origin,
             "moe": {"n_experts": spec.n_experts, "top_k": spec.top_k, "moe_layers": moe_layers,
-                    "shared_experts": spec.n_shared},
+                    "shared_experts": spec.n_shared, "bias_balanced_router": bias_balanced_router(cfg)},
             "notes": tuple(notes),
         },
     )

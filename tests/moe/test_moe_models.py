@@ -65,7 +65,8 @@ def test_qwen3_moe_graph_shape():
     assert ops["moe.combine"].attrs["route"] == "combine" and ops["moe.combine"].output.dims == "btd"
     assert "attn.q_norm" in ops  # Qwen3 QK-norm
     assert not any(name.startswith("moe.shared") for name in ops)
-    assert m.info["moe"] == {"n_experts": 128, "top_k": 8, "moe_layers": 48, "shared_experts": 0}
+    assert m.info["moe"] == {"n_experts": 128, "top_k": 8, "moe_layers": 48, "shared_experts": 0,
+                             "bias_balanced_router": False}  # Qwen3 routes by softmax top-k, no score bias
 
 
 def test_deepseek_v3_mla_dense_then_moe_with_shared_expert():

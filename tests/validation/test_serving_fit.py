@@ -104,3 +104,26 @@ def test_input_len_override_moves_the_rows():
     rows = _rows()[:3]
     a, b = ServingFit(rows), ServingFit(rows, {"lm-arena-chat": 2000.0})
     assert a.ok[0].input_len == 400.0 and b.ok[0].input_len == 2000.0
+
+
+def test_bias_balanced_router_is_costed_uniform_at_every_skew():
+    """The skew profile re-costs the MoE rows at each skew, except a router that balances expert load with a
+    learned bias (DeepSeek-V3 ``noaux_tc``): its rows keep the uniform costing, so the skew is fitted on the
+    other MoE models only; validation costs it uniform whatever skew the coefficients carry."""
+    from energylens.validate import validate_rows
+
+    def row(mid, gpu, n, prec):
+        return {"model_id": mid, "task": "gpqa", "gpu_model": gpu, "num_gpus": str(n), "tensor_parallel": "1",
+                "expert_parallel": str(n), "data_parallel": "1", "weight_precision": prec, "max_num_seqs": "32",
+                "avg_batch_size": "32", "avg_output_len": "2000", "median_itl_ms": "20", "avg_power_watts": "5000",
+                "energy_per_token_joules": "3"}
+    rows = [row("deepseek-ai/DeepSeek-V3.1", "B200", 8, "fp8"), row("openai/gpt-oss-20b", "B200", 1, "mxfp4")]
+    fit = ServingFit(rows, skews=(0.0, 1.0))
+    ds, oss = (next(k for k in fit.groups if k[0] == mid) for mid in ("deepseek-ai/DeepSeek-V3.1", "openai/gpt-oss-20b"))
+    assert fit.parts_at(1.0)[ds] is fit.parts_at(0.0)[ds]  # not re-costed
+    assert fit.parts_at(1.0)[oss].mean.time_s < fit.parts_at(0.0)[oss].mean.time_s  # skewed: fewer experts read
+    skewed = ServingCoefficients(routing_skew=1.0)
+    a = validate_rows(rows, coefficients=skewed).ok
+    b = validate_rows(rows, coefficients=ServingCoefficients()).ok
+    assert a[0].predicted == b[0].predicted  # DeepSeek: uniform either way
+    assert a[1].predicted["decode_step_latency_s"] < b[1].predicted["decode_step_latency_s"]  # gpt-oss follows the skew
