@@ -19,7 +19,10 @@ For every supported row that passes the GPU-pacing screen (``energylens.validate
   (busy static power above idle), the per-iteration excess and the per-request excess (least squares on
   relative error): the last two coefficients are the average power (W) the GPU draws while the excess
   runs. Host time leaves the GPU waiting at idle power; GPU work draws at least busy static power
-  (idle + active power fraction x (limit - idle)).
+  (idle + active power fraction x (limit - idle));
+* (4) the excess by running batch: measured median ITL minus the costed median iteration (no coefficients; MoE
+  rows routed as the shipped prediction routes them), median per (family, GPU) and batch bin, in ms and per
+  request: is it paced by the GPU (shorter on the faster GPU) and linear in the batch?
 """
 
 from __future__ import annotations
@@ -108,6 +111,33 @@ def power_test(fitted: list[dict], active_fraction: float) -> dict[str, dict[str
     return out
 
 
+BATCH_BINS = ((0, 12), (12, 24), (24, 48), (48, 100), (100, 200), (200, 300), (300, 600), (600, 1200), (1200, 5000))
+
+
+def excess_by_batch(fit: ServingFit, skew: float) -> dict[str, list[tuple]]:
+    """(family/GPU) -> [(bin, rows, median excess s, median excess per request s)] over the GPU-paced rows."""
+    parts = fit.parts_at(skew)
+    cells: dict[str, list[tuple[float, float]]] = {}
+    for key, idx in fit.groups.items():
+        p = parts[key]
+        median = np.broadcast_to(np.asarray(p.median.time_s, dtype=float), p.batch.shape).reshape(-1)
+        for j, i in enumerate(idx):
+            r = fit.results[i]
+            if r.status == "ok" and not r.not_gpu_limited:
+                b = float(r.row["_batch"])
+                cells.setdefault(f"{r.family}/{r.gpu}", []).append(
+                    (b, r.measured["decode_step_latency_s"] - float(median[j])))
+    out = {}
+    for cell, pts in sorted(cells.items()):
+        out[cell] = []
+        for lo, hi in BATCH_BINS:
+            sel = [(b, e) for b, e in pts if lo <= b < hi]
+            if sel:
+                out[cell].append(((lo, hi), len(sel), float(np.median([e for _, e in sel])),
+                                  float(np.median([e / b for b, e in sel]))))
+    return out
+
+
 def main() -> int:
     raw = read_rows(shipped_dev_csv())
     fit = ServingFit(raw)
@@ -140,6 +170,12 @@ def main() -> int:
               f"excess {1e3 * d['c0_s']:.2f} ms + {1e6 * d['c1_s']:.1f} us/request; per-request part draws "
               f"{d['fixed_per_request_w']:.0f} W (fraction fixed), {d['free_per_request_w']:.0f} W (busy power "
               f"free: {d['free_active_w']:.0f} W above idle while kernels run)")
+    skew = load_coefficient_table().pooled.routing_skew
+    print(f"(4) measured median ITL - costed median iteration (no coefficients; MoE at the shipped routing, skew {skew:g},"
+          " bias-balanced routers uniform), median per batch bin: ms (us per request)")
+    for cell, bins in excess_by_batch(fit, skew).items():
+        print(f"  {cell:15s} " + "  ".join(f"[{lo},{hi}) n{n} {1e3 * e:5.2f} ({1e6 * per:4.0f})"
+                                         for (lo, hi), n, e, per in bins))
     return 0
 
 
