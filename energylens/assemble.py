@@ -83,7 +83,7 @@ def phase_result(phase: str, pa: PhaseArrays, model: Model, gpu: GPU, layout: La
     (views of the phase's stacked cost arrays)."""
     latency = _f(pa.latency_s)
     energy = _f(pa.energy_j)
-    per_gpu = Rows(partial(_per_gpu, pa, model, gpu, layout, latency))
+    per_gpu = Rows(partial(_per_gpu_rows, model, gpu, layout, latency, *_per_gpu_terms(pa, int(layout.pp))))
     if detail:  # made when first read (the same arrays: nothing of them changes after the evaluation)
         degrees = (pa, int(layout.tp), int(layout.dp), int(layout.pp))
         ops, colls = Rows(partial(_sorted_ops, *degrees)), Rows(partial(_collective_rows, *degrees))
@@ -191,16 +191,20 @@ def kernel_sums(pa: PhaseArrays, field: str, energy: bool) -> np.ndarray:
     return np.asarray(pa.reduce(x)).reshape(k, -1)[:, 0]
 
 
-def _per_gpu(pa: PhaseArrays, model: Model, gpu: GPU, layout: Layout, latency: float) -> tuple[GPUResult, ...]:
-    """Each GPU's busy time, idle (waiting) time and energy; stages hold contiguous layers."""
-    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
-    mb = _f(pa.microbatches)
-    n_layers = model.n_layers
-    per_stage = n_layers // pp
+def _per_gpu_terms(pa: PhaseArrays, pp: int) -> tuple:
+    """What the per-GPU rows read of a phase, as floats (rows made later keep no cost arrays alive): micro-batches,
+    one pipeline hop's time and energy, and each section's time and energy (first configuration)."""
     p2p_t = _f(pa.p2p_time_s) / (pp - 1) if pp > 1 else 0.0
     p2p_e = _f(pa.reduce(pa.p2p.energy_j_per_gpu)) if (pa.p2p is not None and pp > 1) else 0.0
-    t_layer = {k: _f(v) for k, v in pa.layer_time_s.items()}  # per section, first configuration
-    e_layer = {k: _f(v) for k, v in pa.layer_energy_j.items()}
+    return (_f(pa.microbatches), p2p_t, p2p_e, {k: _f(v) for k, v in pa.layer_time_s.items()},
+            {k: _f(v) for k, v in pa.layer_energy_j.items()})
+
+
+def _per_gpu_rows(model: Model, gpu: GPU, layout: Layout, latency: float, mb: float, p2p_t: float, p2p_e: float,
+                  t_layer: dict, e_layer: dict) -> tuple[GPUResult, ...]:
+    """Each GPU's busy time, idle (waiting) time and energy; stages hold contiguous layers."""
+    tp, dp, pp = int(layout.tp), int(layout.dp), int(layout.pp)
+    per_stage = model.n_layers // pp
     out = []
     for stage in range(pp):
         lo, hi = stage * per_stage, (stage + 1) * per_stage

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -242,3 +243,8 @@ def test_rows_read_late_are_the_rows_read_at_once():
             assert copy.deepcopy(ph.collectives) == tuple(ph.collectives)
             assert ph.per_gpu == tuple(ph.per_gpu) and hash(ph.per_gpu) == hash(tuple(ph.per_gpu))
         assert pickle.loads(pickle.dumps(p)).to_dict() == now.to_dict()
+    # a prediction without detail keeps no cost arrays for its per-GPU rows: only floats and the specs
+    fast = energylens.predict("llama3.1-70b", "h100-sxm", detail=False, tp=2, pp=2, batch=8)
+    held = fast.decode.per_gpu._make.args
+    assert not any(isinstance(a, np.ndarray) or hasattr(a, "kernel_table") for a in held)
+    assert fast.decode.per_gpu == energylens.predict("llama3.1-70b", "h100-sxm", tp=2, pp=2, batch=8).decode.per_gpu
