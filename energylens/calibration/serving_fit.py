@@ -46,11 +46,14 @@ UNITS = {"iteration_overhead_s": "s", "per_sequence_overhead_s": "s", "active_po
          "routing_skew": "1"}
 MEANING = {
     "iteration_overhead_s": "host time per engine iteration not overlapped with GPU work (scheduling, input "
-                            "preparation, output processing); the GPUs wait at idle power",
+                            "preparation, output processing); the GPUs wait at idle power. A fitted B200 value well "
+                            "above the measured excess at batch 8 (0.46 ms, as on H100) stands in for an excess that "
+                            "flattens at large batch on B200 (tools/serving_excess.py part 4)",
     "per_sequence_overhead_s": "GPU time per running request per iteration that the kernel sum does not "
                                "describe, costed at the iteration's mean kernel power (measured while it runs: 480 W "
                                "per GPU on H100, 390-440 W on B200, far above idle: GPU work, not host time); "
-                               "independent of context length, model size and vocabulary (tools/serving_excess.py)",
+                               "independent of context length, model size and vocabulary, and up to batch ~300 the "
+                               "same absolute time on H100 and B200 (not paced by HBM or FLOP/s; tools/serving_excess.py)",
     "active_power_fraction": "static power of a busy GPU above its context-held idle power, as a fraction of "
                              "(power_limit - idle_power): clocks up and SMs issuing while memory-bound",
     "routing_skew": "Zipf exponent S of expert popularity used for mixture-of-experts models when no routing is "
