@@ -171,10 +171,18 @@ def _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, sp
 
 
 def _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, extra, mbt):
-    """Time of an iteration carrying the prompt plus ``extra`` other prompts (k = 1) or a full chunk."""
+    """Mean time and prompt tokens of the ``k`` iterations that carry a prompt of ``i`` tokens, so that
+    ``k x time`` is its whole prefill: ``k - 1`` full chunks (the budget the ``running`` requests leave) and
+    a last one with the rest of the prompt plus ``extra`` other prompts (all of it when ``k = 1``), up to the
+    budget."""
     budget = np.maximum(mbt - running, 1.0)
-    x = np.where(k > 1, budget, np.minimum(i * (1.0 + extra), budget))
-    return _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, span), x
+    whole = np.maximum(k - 1.0, 0.0)
+    last = np.minimum(np.clip(i - whole * budget, 1.0, budget) + i * extra, budget)
+    t_last = _iteration_s(model, gpu, layout, program, routing, coeffs, running, last, i, span)
+    if not np.any(whole > 0):
+        return t_last, last
+    t_full = _iteration_s(model, gpu, layout, program, routing, coeffs, running, budget, i, span)
+    return (whole * t_full + t_last) / k, (whole * budget + last) / k
 
 
 def _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt) -> np.ndarray:

@@ -352,3 +352,30 @@ def test_cli_serve_num_requests(capsys):
         assert rc == 2 and "num_requests" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     rc, _, err = _cli(capsys, "serve", "--model", "qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--num-requests", "9")
     assert rc == 2 and "concurrency" in err
+
+
+@pytest.mark.parametrize("extra", [0.0, 0.3])
+def test_prompt_chunks_sum_to_the_prompt(monkeypatch, extra):
+    """A prompt longer than the budget runs k - 1 full chunks and one with the rest (plus the other prompts
+    sharing it): k x the mean chunk time is its whole prefill, not k full budgets (toy engine, by hand)."""
+    from energylens import serving_load as sl
+
+    monkeypatch.setattr(sl, "_iteration_s", lambda m, g, lay, prog, rt, co, running, x, i, span: tau(running, x))
+    running, prompt, mbt = 1.0, 3000.0, 2048
+    k = sl._chunks(prompt, running, mbt)
+    assert float(k) == 2.0
+    t, x = sl._prefill_iteration(None, None, None, None, None, None, running, prompt, 40.0, k, extra, mbt)
+    last = min(prompt - 2047.0 + extra * prompt, 2047.0)
+    assert float(k * t) == pytest.approx(tau(1.0, 2047.0) + tau(1.0, last), rel=1e-12)
+    assert float(k * x) == pytest.approx(2047.0 + last, rel=1e-12)
+    t1, x1 = sl._prefill_iteration(None, None, None, None, None, None, running, 1000.0, 40.0, np.asarray(1.0), extra,
+                                   mbt)  # one chunk: the prompt and its company
+    assert float(t1) == pytest.approx(tau(1.0, 1000.0 * (1 + extra))) and float(x1) == 1000.0 * (1 + extra)
+
+
+def test_ttft_continuous_across_the_chunk_budget():
+    """One more prompt token past the chunk budget adds one tiny chunk, not a second full iteration."""
+    kw = dict(tp=1, concurrency=1, output_len=256, staggered=True, max_batched_tokens=8192)
+    below = serve_load("llama3.1-8b", "h100-sxm", input_len=8000, **kw).ttft_s
+    above = serve_load("llama3.1-8b", "h100-sxm", input_len=8300, **kw).ttft_s
+    assert below < above < 1.15 * below
