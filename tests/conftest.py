@@ -11,7 +11,9 @@ tests lay out their own fake cache.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -26,3 +28,20 @@ def _offline_hub(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-hub-cache")))
     monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _load_tool(name: str):
+    """The module of ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """Load a script of ``tools/`` as a module: ``load_tool("compare_public")``."""
+    return _load_tool

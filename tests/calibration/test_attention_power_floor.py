@@ -1,7 +1,6 @@
 """tools/attention_power_floor.py: the nearest-neighbour floor predicts a held-out row by its neighbours' median
 reading, within its own group (KV dtype) only."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("attention_power_floor", ROOT / "tools" / "attention_power_floor.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tool(load_tool):
+    return load_tool("attention_power_floor")
 
 
 def test_knn_floor_hand_counted(tool):

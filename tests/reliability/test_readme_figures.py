@@ -3,7 +3,6 @@ the README says the new numbers (each figure also has its command next to it in 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -44,11 +43,8 @@ def test_sm_check_figures():
 
 
 @pytest.fixture(scope="module")
-def compare_public():
-    spec = importlib.util.spec_from_file_location("compare_public", ROOT / "tools" / "compare_public.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def compare_public(load_tool):
+    return load_tool("compare_public")
 
 
 def test_compare_public_runs_from_a_checkout_and_matches_the_readme(compare_public, capsys):

@@ -1,6 +1,5 @@
 """tools/serving_excess.py: the excess fits and the power test recover what synthetic rows were made with."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("serving_excess", ROOT / "tools" / "serving_excess.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tool(load_tool):
+    return load_tool("serving_excess")
 
 
 def _rows(per_request_w: float, vocab_s: float = 0.0) -> list[dict]:

@@ -107,17 +107,11 @@ def test_memory_fraction_sensitivity(silicon_csv, capsys):
     assert "silicon" in capsys.readouterr().err
 
 
-def test_interval_coverage_tool_counts_rows_inside_the_plan_interval(silicon_csv):
+def test_interval_coverage_tool_counts_rows_inside_the_plan_interval(silicon_csv, load_tool):
     """tools/silicon_interval_coverage.py: the fraction of rows whose measured TTFT/TPOT lie in the plan's range."""
-    import importlib.util
-    from pathlib import Path
-
     from energylens.intervals import factors
 
-    path = Path(__file__).resolve().parents[2] / "tools" / "silicon_interval_coverage.py"
-    spec = importlib.util.spec_from_file_location("silicon_interval_coverage", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_tool("silicon_interval_coverage")
     c = mod.coverage(silicon_csv)
     v = validate_silicon_csv(silicon_csv)
     inside = 0
