@@ -305,6 +305,27 @@ def iteration_time_s(cost: IterationCost, c: ServingCoefficients, batch_per_repl
     return cost.time_s + c.per_sequence_overhead_s * br / pp + c.iteration_overhead_s
 
 
+def iteration_energy_j(parts: ServingParts, cost: IterationCost, c: ServingCoefficients, batch_per_replica
+                       ) -> np.ndarray:
+    """Energy (J, all GPUs of the deployment) of one engine iteration costed as ``cost`` with
+    ``batch_per_replica`` running requests, under the GPU constants of ``parts`` and the coefficients ``c``:
+    per GPU (one rank of each stage runs pp micro-batches per iteration) the power rules of cost/power.py
+    (busy static power, per-sequence work, the cap, host time at idle), times the GPUs."""
+    br, pp = np.asarray(batch_per_replica, dtype=float), parts.pp
+    seq_s = c.per_sequence_overhead_s * br / pp
+    host_s = np.broadcast_to(np.asarray(c.iteration_overhead_s, dtype=float), br.shape)
+    idle = parts.idle_power_w
+    ref_limit = parts.reference_power_limit_w or parts.power_limit_w
+    ref_idle = parts.reference_idle_power_w or idle
+    active_w = c.active_power_fraction * (ref_limit - ref_idle)
+    active_s = cost.active_s if cost.active_scaled_s is None else cost.active_scaled_s  # x v^2 f / f_max
+    per_gpu_j = serving_gpu_energy_j(kernel_j=cost.kernel_j, kernel_s=cost.kernel_s, active_s=active_s, seq_s=seq_s,
+                                     host_s=host_s, collective_j=cost.collective_j, idle_power_w=idle,
+                                     power_limit_w=parts.power_limit_w, active_power_w=active_w,
+                                     lock_scale=parts.lock_scale)
+    return per_gpu_j * parts.num_gpus
+
+
 def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
     """Apply one platform's serving coefficients to the costed parts (see the module docstring)."""
     mean, median, br, pp = parts.mean, parts.median, parts.batch_per_replica, parts.pp
@@ -313,18 +334,7 @@ def combine(parts: ServingParts, c: ServingCoefficients) -> ServingArrays:
     busy_mean = mean.time_s + seq_s
     iter_mean = iteration_time_s(mean, c, br, pp)
     iter_median = iteration_time_s(median, c, br, pp)
-    idle = parts.idle_power_w
-    ref_limit = parts.reference_power_limit_w or parts.power_limit_w
-    ref_idle = parts.reference_idle_power_w or idle
-    active_w = c.active_power_fraction * (ref_limit - ref_idle)
-    active_s = mean.active_s if mean.active_scaled_s is None else mean.active_scaled_s  # x v^2 f / f_max
-    # per GPU (one rank of each stage runs pp micro-batches per iteration): the power rules of
-    # cost/power.py (busy static power, per-sequence work, the cap, host time at idle)
-    per_gpu_j = serving_gpu_energy_j(kernel_j=mean.kernel_j, kernel_s=mean.kernel_s, active_s=active_s, seq_s=seq_s,
-                                     host_s=host_s, collective_j=mean.collective_j, idle_power_w=idle,
-                                     power_limit_w=parts.power_limit_w, active_power_w=active_w,
-                                     lock_scale=parts.lock_scale)
-    e_iter = per_gpu_j * parts.num_gpus
+    e_iter = iteration_energy_j(parts, mean, c, br)
     return ServingArrays(
         decode_step_latency_s=iter_median,
         mean_iteration_s=iter_mean,

@@ -12,7 +12,7 @@ chunked to ``max_batched_tokens``; same coefficients) and on the KV-cache budget
   request holds its slot for ``span = output_len + k - 1`` iterations and ``lambda = running / span``
   prompts are admitted per iteration (Little's law);
 * the mean iteration ``tau`` at ``running`` requests is the mixture over the Poisson number of whole
-  prompts an iteration takes (``_arrival_mixture_s``: chunked prefill takes a prompt whole, so most
+  prompts an iteration takes (``_arrival_mixture``: chunked prefill takes a prompt whole, so most
   iterations only decode and a few carry prompts; :func:`energylens.serving.serving_parts` costs one
   iteration at the mean prefill, which is not the mean iteration where the step time is not linear in its
   tokens: a MoE's experts, a memory-bound step tipping into compute). ``TPOT`` (time per output
@@ -105,6 +105,7 @@ from energylens.serving import (
     ServingCoefficients,
     combine,
     iteration_cost,
+    iteration_energy_j,
     iteration_time_s,
     layout_degree,
     poisson_median,
@@ -163,11 +164,16 @@ def _chunks(i, running, mbt: int, o=None) -> np.ndarray:
     return np.maximum(1.0, np.ceil(i / np.maximum(mbt - decoding, 1.0)))
 
 
+def _iteration_cost(model, gpu, layout, program, routing, running, x, i, span):
+    """GPU cost of an iteration with ``running`` requests (per replica) and ``x`` prompt tokens (prompts of ``i``)."""
+    pp = layout_degree(layout.pp)
+    return iteration_cost(model, gpu, layout, running / pp, x / pp, i, i + span / 2.0, program, routing)
+
+
 def _iteration_s(model, gpu, layout, program, routing, coeffs, running, x, i, span) -> np.ndarray:
     """Wall time of an iteration with ``running`` requests and ``x`` prompt tokens (prompts of ``i``)."""
-    pp = layout_degree(layout.pp)
-    cost = iteration_cost(model, gpu, layout, running / pp, x / pp, i, i + span / 2.0, program, routing)
-    return iteration_time_s(cost, coeffs, running, pp)
+    cost = _iteration_cost(model, gpu, layout, program, routing, running, x, i, span)
+    return iteration_time_s(cost, coeffs, running, layout_degree(layout.pp))
 
 
 def _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, extra, mbt):
@@ -185,12 +191,14 @@ def _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i,
     return (whole * t_full + t_last) / k, (whole * budget + last) / k
 
 
-def _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt) -> np.ndarray:
-    """Mean iteration when ``lam`` prompts (of ``i`` tokens) arrive per iteration, Poisson, each taken whole
-    into the next iteration (up to the budget left by the ``running`` requests): the mixture of pure decode
-    iterations and iterations carrying 1, 2, ... prompts. (The steady state of :mod:`energylens.serving`
-    costs one iteration at the mean prefill, ``lam i`` tokens: not the mean iteration where a small prefill
-    touches every expert of a MoE or tips a memory-bound decode step into compute.)"""
+def _arrival_mixture(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt, parts=None):
+    """Mean iteration time (s) and, given the steady state's ``parts`` (its GPU constants), mean energy (J, all
+    GPUs; else None) when ``lam`` prompts (of ``i`` tokens) arrive per iteration, Poisson, each taken whole into
+    the next iteration (up to the budget left by the ``running`` requests): the mixture of pure decode
+    iterations and iterations carrying 1, 2, ... prompts, its energy summed like its time (so power = energy /
+    time is the time average over the mixture). (The steady state of :mod:`energylens.serving` costs one
+    iteration at the mean prefill, ``lam i`` tokens: not the mean iteration where a small prefill touches every
+    expert of a MoE or tips a memory-bound decode step into compute.)"""
     from scipy.stats import poisson
 
     running, i, span, lam = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (running, i, span, lam)))
@@ -200,8 +208,9 @@ def _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, running, i,
     own = np.clip(np.minimum(fill, poisson.ppf(1 - 1e-6, lam) + 1), 1, 64)  # each row's own last term
     m = np.arange(np.max(own, initial=1.0) + 1.0).reshape((-1,) + (1,) * lam.ndim)  # mixture axis first (layouts
     pm = np.where(m < own, poisson.pmf(m, lam), np.where(m == own, poisson.sf(own - 1, lam), 0.0))  # behind it)
-    t = _iteration_s(model, gpu, layout, program, routing, coeffs, running, np.minimum(m * i, budget), i, span)
-    return np.sum(pm * t, axis=0)
+    cost = _iteration_cost(model, gpu, layout, program, routing, running, np.minimum(m * i, budget), i, span)
+    t = np.sum(pm * iteration_time_s(cost, coeffs, running, layout_degree(layout.pp)), axis=0)
+    return t, None if parts is None else np.sum(pm * iteration_energy_j(parts, cost, coeffs, running), axis=0)
 
 
 def _setup(model, gpu, layout, coefficients, max_batched_tokens, max_num_seqs, gpu_memory_utilization, capacity):
@@ -287,8 +296,8 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     waves = ~queued & (not staggered)
     running = np.where(waves, closed_loop_running(n, span, lim, (groups > k) * CLOSED_LOOP_WAIT_ITERATIONS),
                        closed_loop_running(n, span, lim))
-    arr = combine(serving_parts(model, gpu, layout, running * dp, i, span, max_batched_tokens=mbt, routing=routing),
-                  coeffs)
+    parts = serving_parts(model, gpu, layout, running * dp, i, span, max_batched_tokens=mbt, routing=routing)
+    arr = combine(parts, coeffs)
     tau = arr.mean_iteration_s
     lam = running / span
     tau_p, x_p = _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, lam, mbt)
@@ -297,7 +306,7 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     q90 = poisson.ppf(0.9, np.maximum(lam, 1e-12))
     tau_p90, _ = _prefill_iteration(model, gpu, layout, program, routing, coeffs, running, i, span, k, q90, mbt)
     # staggered: prompts come whole (Poisson per iteration), not spread thin over every iteration
-    tau = _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt)
+    tau, e_mix = _arrival_mixture(model, gpu, layout, program, routing, coeffs, running, i, span, lam, mbt, parts)
     ttft_s, rate_s = closed_loop_latency(n, o, k, lim, tau, tau_p)
     # TPOT spread (staggered): Poisson prompts per iteration (slope of iteration time in prefill tokens)
     x_med = np.minimum(poisson_median(lam) * i, np.maximum(mbt - running, 1.0))
@@ -335,9 +344,10 @@ def _closed_loop(model: Model, gpu: GPU, layout: Layout, concurrency, input_len,
     # saturation: every slot busy (the open loop's service rate mu(c))
     lim_f = np.where(fits, lim, 1.0)
     span_c = o + _chunks(i, lim_f, mbt, o) - 1.0
-    tau_c = _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, lim_f, i, span_c, lim_f / span_c, mbt)
+    tau_c, _ = _arrival_mixture(model, gpu, layout, program, routing, coeffs, lim_f, i, span_c, lim_f / span_c, mbt)
     tokens = rate * o
-    power = arr.avg_power_w
+    # synchronised waves: the mean-load iteration's power; staggered: the time average over the mixture
+    power = np.where(waves, arr.avg_power_w, e_mix / tau)
     inf = np.where(fits, 1.0, np.inf)
     return LoadArrays(
         ttft_s=ttft * inf, ttft_p90_s=ttft_p90 * inf, tpot_s=tpot * inf, tpot_p90_s=tpot_p90 * inf,
@@ -369,13 +379,14 @@ def _open_loop(model: Model, gpu: GPU, layout: Layout, request_rate, input_len, 
     m_grid = np.round(c[..., None] ** np.linspace(0.0, 1.0, GRID_POINTS))
     ig, og = i[..., None], o[..., None]
     span_g = og + _chunks(ig, m_grid, mbt, og) - 1.0
-    arr = combine(serving_parts(model, gpu, layout, m_grid * dp, ig, span_g, max_batched_tokens=mbt,
-                                routing=routing), coeffs)
-    tau_g = _arrival_mixture_s(model, gpu, layout, program, routing, coeffs, m_grid, ig, span_g, m_grid / span_g, mbt)
+    parts = serving_parts(model, gpu, layout, m_grid * dp, ig, span_g, max_batched_tokens=mbt, routing=routing)
+    arr = combine(parts, coeffs)
+    tau_g, e_g = _arrival_mixture(model, gpu, layout, program, routing, coeffs, m_grid, ig, span_g, m_grid / span_g,
+                                  mbt, parts)
     q = open_loop_queue(r, m_grid, tau_g, span_g, c)
     p, m, tail = q["p"], q["m"], q["tail"]
     stable = q["stable"] & fits
-    power_n = interp_states(m_grid, arr.avg_power_w / dp, m)  # one replica
+    power_n = interp_states(m_grid, e_g / tau_g / dp, m)  # one replica, the time average over the mixture
     power_c = np.take_along_axis(power_n, (c - 1).astype(int)[..., None], axis=-1)[..., 0]
     idle_w = idle_energy_j(gpu, arr.num_gpus / dp)  # a replica with no request waits at idle power (W)
     power = (q["p0"] * idle_w + np.sum(p * power_n, axis=-1) + tail * power_c) * dp

@@ -379,3 +379,37 @@ def test_ttft_continuous_across_the_chunk_budget():
     below = serve_load("llama3.1-8b", "h100-sxm", input_len=8000, **kw).ttft_s
     above = serve_load("llama3.1-8b", "h100-sxm", input_len=8300, **kw).ttft_s
     assert below < above < 1.15 * below
+
+
+def test_staggered_power_is_the_time_average_over_the_prompt_mixture():
+    """Staggered closed loop: the power is the mixture's energy over its time
+    (pure decode iterations and iterations carrying 1, 2, ... whole prompts, Poisson weights), summed like the
+    mean iteration, not the power of one iteration at the mean prefill."""
+    from scipy.stats import poisson
+
+    from energylens import serving_load as sl
+    from energylens.program import build_program
+    from energylens.serving import (
+        iteration_energy_j,
+        iteration_time_s,
+        resolve_coefficients,
+        serving_parts,
+        serving_routing,
+    )
+
+    model, gpu = load_model("llama3.1-8b"), load_gpu("h100-sxm")
+    lay, i, o, n = Layout(tp=1), 1024.0, 128.0, 8.0
+    res = serve_load(model, gpu, tp=1, concurrency=n, input_len=i, output_len=o, staggered=True)
+    coeffs = resolve_coefficients(None, gpu.key)
+    routing = serving_routing(None, coeffs, model)
+    program = build_program(model, lay)
+    run = float(res.running_batch)
+    span = o  # one chunk per prompt
+    parts = serving_parts(model, gpu, lay, run, i, span, routing=routing)
+    lam = run / span
+    m = np.arange(0.0, 8.0)
+    pm = poisson.pmf(m, lam)
+    pm[-1] += poisson.sf(m[-1], lam)
+    cost = sl._iteration_cost(model, gpu, lay, program, routing, run, m * i, i, span)
+    t, e = iteration_time_s(cost, coeffs, run, 1), iteration_energy_j(parts, cost, coeffs, run)
+    assert res.avg_power_w == pytest.approx(np.sum(pm * e) / np.sum(pm * t), rel=1e-5)
