@@ -164,11 +164,12 @@ def _intervals(row: dict, factors: dict, level: float) -> dict:
 
 
 def _groups(m, layouts, i, o, gpus_per_node, g) -> list[list[tuple]]:
-    """The layouts that fit (weights and one request), grouped by their active parallel axes: one program
+    """The layouts that fit (weights and one request), grouped by their active parallel axes and expert
+    class (``program.local_experts``): one program
     per group (``program.build_program``), so each group is costed in one vectorised call."""
     from energylens.kv_capacity import kv_capacity
     from energylens.parallel.layout import Layout, check_layout
-    from energylens.program import active_axes
+    from energylens.program import active_axes, local_experts
 
     groups: dict[tuple, list[tuple]] = {}
     for tp, pp, dp, ep in layouts:
@@ -177,7 +178,8 @@ def _groups(m, layouts, i, o, gpus_per_node, g) -> list[list[tuple]]:
             continue
         cap = kv_capacity(m, g, lay)
         if cap.fits and float(cap.max_running(i, o)) >= 1:
-            groups.setdefault(tuple(sorted(active_axes(m, lay).items())), []).append(((tp, pp, dp, ep), cap))
+            key = (tuple(sorted(active_axes(m, lay).items())), local_experts(m, lay))
+            groups.setdefault(key, []).append(((tp, pp, dp, ep), cap))
     return list(groups.values())
 
 

@@ -10,7 +10,9 @@ Who processes which tokens (``Layout``: ``tp``, ``dp``, ``ep``; vLLM ``--enable-
   Attention is tensor-parallel within a replica and data-parallel across replicas; each token is
   dispatched once, by one of the ``tp`` ranks holding it, so one expert-parallel group of ``ep``
   GPUs serves ``T_group = b*t*ep/tp`` tokens (``b*t*dp`` tokens when ``ep = tp*dp``), rounded up
-  when ``ep < tp`` leaves a group a fraction of a token.
+  when ``ep < tp`` leaves a group a fraction of a token. (When ``ep`` divides ``tp`` without sequence
+  parallelism every tp rank holds every token and picks those of its own experts, no all-to-all, see
+  ``energylens.parallel.sharding``; the ``tp / ep`` expert groups of a replica still share its tokens.)
 
 For a group's ``T_group`` tokens, ``energylens.moe.routing.routing_stats`` gives the expected
 assignments (token, expert) per rank, the busiest rank's load and the experts hit. Sizes:

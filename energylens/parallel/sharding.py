@@ -19,10 +19,17 @@ sharded over which mesh axis, and over which axes it is a pending partial sum.
   rank (sharded over ``e`` only, never over ``tp``); with ``ep == 1`` experts are tensor-parallel on
   ``f`` and the dispatch first gathers tokens split over ``t``. Partial sums of expert and shared-
   expert outputs (ops with ``attrs['moe']``) pass through the linear combine and are reduced once on
-  its ``btd`` output (all-reduce, or reduce-scatter under SP), as vLLM does. With expert parallelism
-  and ``tp > 1`` each token is dispatched by one tp rank and returns to it: the combine output is
-  split over ``t`` (reduce-scatter of pending partial sums) and all-gathered over ``tp`` unless
-  sequence parallelism keeps it split.
+  its ``btd`` output (all-reduce, or reduce-scatter under SP), as vLLM does. When the expert groups
+  lie inside one replica's tensor-parallel group (``ep`` divides ``tp``) and the tokens are
+  replicated over it (no sequence parallelism), every rank already holds every token: the dispatch
+  is local (each rank picks the tokens routed to its own experts, no collective) and the expert
+  outputs are partial sums over the ``tp`` group, reduced with the shared experts' by ONE
+  all-reduce on the combine's output: the collectives of ``ep == 1`` (vLLM with
+  ``--enable-expert-parallel`` and data-parallel size 1; its all-to-all kernels run only when the
+  tokens differ across the expert group). Otherwise (``ep`` spans data-parallel replicas, or
+  sequence parallelism splits the tokens over ``tp``) each token is dispatched by one tp rank and
+  returns to it: the combine output is split over ``t`` (reduce-scatter of pending partial sums)
+  and all-gathered over ``tp`` unless sequence parallelism keeps it split.
 * Pipeline stage boundaries -> **send/recv** of the residual stream (added by the program builder).
 """
 
@@ -78,6 +85,7 @@ class Deriver:
     axes: Mapping[str, str]  # dim -> axis, only axes whose degree can exceed 1
     sp: bool = False
     state: dict[str, TensorState] = field(default_factory=dict)
+    local_experts: bool = False  # expert groups inside the tp group, tokens replicated: no all-to-all
 
     def persistent(self, t: Tensor) -> TensorState:
         if not t.shardable:
@@ -225,8 +233,10 @@ class Deriver:
         self._finish(op, op.output, TensorState(out_shard, partial), steps)
 
     def _route(self, op: Op, route: str, steps: list) -> None:
-        """Token dispatch to experts and combine back: all-to-all over the expert axis."""
+        """Token dispatch to experts and combine back: all-to-all over the expert axis, or local (see
+        ``local_experts``) with the expert outputs left as partial sums over ``tp``."""
         axis = self.axes.get("e")
+        local = bool(axis and self.local_experts and not self.sp and "tp" in self.axes.values())
         if route == "dispatch":
             if not axis:  # experts replicated or tensor-parallel: every rank's experts need every token
                 for t in op.inputs:
@@ -244,6 +254,8 @@ class Deriver:
                 last = steps[-1]
                 assert isinstance(last, OpStep)
                 steps[-1] = OpStep(op, {**last.shard, "e": axis}, {**last.tensor_shards, out.name: st.dims})
+                if local:  # every rank holds every token: it picks those routed to its own experts
+                    return
                 steps.append(CollectiveStep("all_to_all", axis, out, st.dims, dim="e",
                                             reason="tokens sent to the ranks holding their experts",
                                             name=f"{op.name}:all_to_all"))
@@ -258,6 +270,13 @@ class Deriver:
                     self.state[t.name] = TensorState(st.shard)
             src = op.inputs[0]
             st = self.get(src)
+            if local:
+                # the tp group holds every token and each expert once (ep divides tp): a rank's combine
+                # sums its own experts' outputs, a partial sum over tp, reduced with the shared experts'
+                self._elementwise(op, steps)
+                out = op.output
+                self._finish(op, out, TensorState(self.state[out.name].shard, partial | {"tp"}), steps)
+                return
             if axis and any(a == axis for _, a in st.shard):
                 steps.append(CollectiveStep("all_to_all", axis, src, st.dims, dim="e",
                                             reason="expert outputs returned to their tokens' ranks",
@@ -291,15 +310,15 @@ class Deriver:
 
 
 def derive_block(ops: tuple[Op, ...], axes: Mapping[str, str], *, sp: bool, input_name: str, output_name: str,
-                 input_state: TensorState = REPLICATED) -> tuple[list[Step], TensorState]:
+                 input_state: TensorState = REPLICATED, local_experts: bool = False) -> tuple[list[Step], TensorState]:
     """Steps of one repeated block in its steady state (the input sharded as the previous block's output).
     A block may also read the previous block's ``output_name`` (vLLM's residual add at the start of a
     layer): it enters in the same state as the input."""
-    d = Deriver(dict(axes), sp, {input_name: input_state, output_name: input_state})
+    d = Deriver(dict(axes), sp, {input_name: input_state, output_name: input_state}, local_experts)
     steps = d.derive(ops)
     out_state = d.state.get(output_name, REPLICATED)
     if out_state != input_state:
-        d = Deriver(dict(axes), sp, {input_name: out_state, output_name: out_state})
+        d = Deriver(dict(axes), sp, {input_name: out_state, output_name: out_state}, local_experts)
         steps = d.derive(ops)
         out_state = d.state.get(output_name, REPLICATED)
     return steps, out_state

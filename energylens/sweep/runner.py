@@ -58,7 +58,7 @@ from energylens.cost.phase import evaluate_phase, memory_per_gpu
 from energylens.errors import EnergyLensError
 from energylens.overlap.cost import evaluate_overlap
 from energylens.parallel.layout import Layout, check_layout
-from energylens.program import build_program
+from energylens.program import build_program, local_experts_mask
 from energylens.sweep.rows import (
     AX_B,
     AX_DP,
@@ -319,7 +319,27 @@ def _activity_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int,
             for sel in (np.flatnonzero(v == 1), np.flatnonzero(v > 1)):
                 new.append({**b, name: sel})
         blocks = new
-    return blocks
+    return [part for b in blocks for part in _expert_group_blocks(m, axes, sp, gpn, b)]
+
+
+def _expert_group_blocks(m, axes: dict[str, np.ndarray], sp: bool, gpn: int,
+                         block: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """``block`` split so that each part has one program class for the experts: ``ep == 1``, expert
+    groups inside the tp group (local dispatch, ``program.local_experts_mask``) or across replicas
+    (all-to-all). Parts are products: tp values grouped by the classes of the block's ep values."""
+    tp, ep = axes["tp"][block["tp"]], axes["ep"][block["ep"]]
+    local = local_experts_mask(m, Layout(tp=tp[:, None], ep=ep[None, :], sp=sp, gpus_per_node=gpn))
+    cls = np.where(ep[None, :] == 1, 0, np.where(local, 1, 2))  # [tp, ep] of the block
+    if np.all(cls == cls.flat[0]):
+        return [block]
+    rows: dict[tuple, list[int]] = {}
+    for i, row in enumerate(cls):
+        rows.setdefault(tuple(row.tolist()), []).append(i)
+    parts = []
+    for row, tps in rows.items():
+        for c in sorted(set(row)):
+            parts.append({**block, "tp": block["tp"][tps], "ep": block["ep"][np.asarray(row) == c]})
+    return parts
 
 
 def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray], batch: np.ndarray,
@@ -347,7 +367,9 @@ def _evaluate_grid(m, g, spec: SweepSpec, sp: bool, axes: dict[str, np.ndarray],
 
     lay = Layout(tp=_axis(tp_e, AX_TP), pp=_axis(pp_e, AX_PP), dp=_axis(dp, AX_DP), ep=_axis(ep_e, AX_EP),
                  sp=sp, gpus_per_node=gpn)
-    program = build_program(m, lay)
+    # the block has one expert class (_activity_blocks); its placeholders for invalid layouts must not mix
+    program = build_program(m, lay, local=bool(np.any(local_experts_mask(m, Layout(tp=tp[:, None], ep=ep[None, :],
+                                                                                       sp=sp, gpus_per_node=gpn)))))
     b_eval = _axis(u_vals, AX_B, float)
     p_eval = _axis(prompt, AX_P, float)
     eval_shape = logical_shape[:AX_B] + (len(u_vals),) + logical_shape[AX_B + 1:]

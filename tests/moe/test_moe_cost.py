@@ -151,10 +151,52 @@ def test_ep_dispatch_and_combine_all_to_all_per_rank_messages():
         # the busiest receiver's buffer: its routed assignments x d x bf16
         assert c.bytes == pytest.approx(p.moe.prefill.max_rank_tokens * D * 2, rel=1e-12)
     assert p.moe.prefill.max_rank_tokens > 1.3 * p.moe.prefill.mean_rank_tokens
-    # tp x ep: the tokens come back split over the tp ranks and are all-gathered
-    q = energylens.predict(QWEN, "h100-sxm", tp=8, ep=8, batch=2, prompt_len=256, output_len=2)
+    # ep spanning replicas with tp > 1: the tokens come back split over the tp ranks and are all-gathered
+    q = energylens.predict(QWEN, "h100-sxm", tp=2, dp=4, ep=8, batch=8, prompt_len=256, output_len=2)
     names = sorted(c.name for c in q.prefill.collectives if c.name.startswith("moe.moe"))
     assert names == ["moe.moe.combine:all_gather", "moe.moe.combine:all_to_all", "moe.moe.dispatch:all_to_all"]
+
+
+def _moe_collectives(phase):
+    return sorted((c.name, c.kind, c.axis, c.group_size, float(c.bytes), c.count)
+                  for c in phase.collectives if c.name.startswith("moe."))
+
+
+@pytest.mark.parametrize("layout", [dict(tp=8, ep=8), dict(tp=8, ep=4), dict(tp=8, ep=8, dp=2), dict(tp=4, ep=2)])
+def test_expert_group_inside_tp_group_dispatches_locally_and_combines_with_one_all_reduce(layout):
+    """vLLM --enable-expert-parallel with the expert group inside the tp group (ep divides tp): the tokens
+    are replicated over the group after the attention all-reduce, so the dispatch is local and the
+    combine is one all-reduce of the partial expert (and shared-expert) outputs: the tp-only collectives."""
+    kw = dict(batch=64, prompt_len=1024, output_len=128)
+    dp = layout.get("dp", 1)
+    p = energylens.predict(QWEN, "h100-sxm", **layout, **kw)
+    tp_only = energylens.predict(QWEN, "h100-sxm", tp=layout["tp"], dp=dp, **kw)
+    tp = layout["tp"]
+    b = 64 // dp  # tokens of one replica's decode step, replicated over its tp ranks
+    want = [("moe.attn.o_proj:all_reduce", "all_reduce", "tp", tp, float(b * D * 2), L * 128),
+            ("moe.moe.combine:all_reduce", "all_reduce", "tp", tp, float(b * D * 2), L * 128)]  # hand count
+    assert _moe_collectives(p.decode) == want == _moe_collectives(tp_only.decode)
+    assert _moe_collectives(p.prefill) == _moe_collectives(tp_only.prefill)
+    assert not [c for ph in (p.prefill, p.decode) for c in ph.collectives if c.kind == "all_to_all"]
+    check_conservation(p)
+
+
+@pytest.mark.parametrize("layout", [dict(tp=1, dp=8, ep=8), dict(tp=2, dp=4, ep=8), dict(tp=8, ep=8, sp=True)])
+def test_tokens_that_differ_across_the_expert_group_keep_the_all_to_all(layout):
+    # ep spans data-parallel replicas (ep > tp), or sequence parallelism splits the tokens over tp
+    p = energylens.predict(QWEN, "h100-sxm", batch=64, prompt_len=1024, output_len=128, **layout)
+    a2a = sorted(c.name for c in p.decode.collectives if c.kind == "all_to_all")
+    assert a2a == ["moe.moe.combine:all_to_all", "moe.moe.dispatch:all_to_all"]
+    assert "moe.moe.combine:all_reduce" not in {c.name for c in p.decode.collectives}
+    check_conservation(p)
+
+
+def test_local_dispatch_saves_the_all_to_all_time_of_tp8_ep8():
+    kw = dict(batch=64, prompt_len=1024, output_len=128)
+    local = energylens.predict(QWEN, "h100-sxm", tp=8, ep=8, **kw)
+    a2a = energylens.predict(QWEN, "h100-sxm", tp=2, dp=4, ep=8, **kw)  # the same 8 expert ranks, tokens differ
+    comm = sum(c.latency_s for c in local.decode.collectives if c.name.startswith("moe.moe"))
+    assert comm < sum(c.latency_s for c in a2a.decode.collectives if c.name.startswith("moe.moe"))
 
 
 LAYOUTS = [dict(), dict(tp=8), dict(tp=8, ep=8), dict(dp=8, ep=8), dict(tp=2, dp=4, ep=8), dict(tp=4, dp=2, ep=2),

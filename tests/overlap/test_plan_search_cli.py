@@ -36,7 +36,7 @@ def _items(model, **lay):
 
 @pytest.mark.parametrize("model,lay", [("llama3-8b", {"tp": 2}), ("llama3-8b", {"tp": 4, "sp": True}),
                                        ("qwen3-30b-a3b", {"tp": 1, "dp": 8, "ep": 8}),
-                                       ("qwen3-30b-a3b", {"tp": 8, "ep": 8})])
+                                       ("qwen3-30b-a3b", {"tp": 8, "ep": 8}), ("qwen3-30b-a3b", {"tp": 2, "dp": 4, "ep": 8})])
 def test_step_sequence_groups_kernels_like_the_engine(model, lay):
     m, g, layout, block, steps, items = _items(model, **lay)
     sizes = {**{k: np.asarray(float(v)) for k, v in m.dims.items()}, "b": np.asarray(2.0), "t": np.asarray(64.0),
@@ -62,7 +62,7 @@ def test_megatron_pairs_follow_the_data_flow():
 
 
 def test_a_kernel_hides_at_most_one_collective():
-    *_, items = _items("qwen3-30b-a3b", tp=8, ep=8)
+    *_, items = _items("qwen3-30b-a3b", tp=2, dp=4, ep=8)  # ep spans replicas: all-to-all, then all-gather
     pairs = resolve_pairs(items, [OverlapPlan("*", None, 2, 16)])
     computes = [p.compute for p in pairs]
     assert len(computes) == len(set(computes))

@@ -65,6 +65,15 @@ def test_moe_rows_with_and_without_expert_parallelism_match_predict(moe):
         _check_against_predict(moe, i)
 
 
+def test_moe_rows_of_every_expert_class_match_predict(moe):
+    # one program per class: ep = 1, expert group inside the tp group (local dispatch, one all-reduce),
+    # expert group across replicas (all-to-all); the grid mixes them, so it is evaluated in blocks
+    for tp, dp, ep in ((2, 1, 2), (4, 2, 2), (4, 1, 4), (1, 2, 2), (2, 2, 4), (4, 2, 1)):
+        i = int(np.flatnonzero((moe["tp"] == tp) & (moe["dp"] == dp) & (moe["ep"] == ep)
+                               & (moe["output_len"] == 200) & (moe["batch"] == 32))[0])
+        _check_against_predict(moe, i)
+
+
 def test_hand_count_of_valid_rows(dense):
     # llama3-8b: 32 heads, 8 kv heads, f 14336, 32 layers -> tp 3 is invalid; batch must be a multiple of dp
     pairs = sum(1 for dp in DENSE.dp for b in DENSE.batch if b % dp == 0)  # (dp, batch) pairs that divide
